@@ -1,0 +1,102 @@
+#include "cli/status_command.hpp"
+
+#include <time.h>
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "cli/agent_client.hpp"
+
+namespace mltap::cli {
+namespace {
+
+std::string age(std::uint64_t then_ns) {
+  if (then_ns == 0) return "never";
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  const double now = static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
+  const double d = now - static_cast<double>(then_ns) / 1e9;
+  char b[32];
+  if (d < 0) std::snprintf(b, sizeof b, "now");
+  else if (d < 120) std::snprintf(b, sizeof b, "%.1fs ago", d);
+  else if (d < 7200) std::snprintf(b, sizeof b, "%.0fm ago", d / 60);
+  else std::snprintf(b, sizeof b, "%.1fh ago", d / 3600);
+  return b;
+}
+
+std::uint64_t u64(const nlohmann::json& j, const char* k) {
+  return j.contains(k) && j[k].is_number_unsigned() ? j[k].get<std::uint64_t>() : 0;
+}
+
+void print_table(const nlohmann::json& doc, const std::string& only) {
+  const auto& streams = doc.at("streams");
+  if (streams.empty()) {
+    std::printf("no streams (producers write with MLTAP_NAMESPACE matching mltapd --namespace)\n");
+    return;
+  }
+  for (const auto& s : streams) {
+    const std::string name = s.value("name", "?");
+    if (!only.empty() && name != only) continue;
+    std::uint64_t dropped = 0;
+    for (const auto& [k, v] : s["dropped"].items()) dropped += v.get<std::uint64_t>();
+    std::uint64_t invalid = 0;
+    for (const auto& [k, v] : s["invalid"].items()) invalid += v.get<std::uint64_t>();
+    const double rate = s["record_rate"].is_number() ? s["record_rate"].get<double>() : 0.0;
+    std::printf("%s  [%s, %s]  records %llu  writes %llu  sampled out %llu  dropped %llu  invalid %llu  %.1f rec/s  last record %s\n",
+                name.c_str(), s.value("component", "?").c_str(), s.value("kind", "?").c_str(),
+                (unsigned long long)u64(s, "records"), (unsigned long long)u64(s, "writes"),
+                (unsigned long long)u64(s, "sampled_out"), (unsigned long long)dropped,
+                (unsigned long long)invalid, rate, age(u64(s, "last_record_unix_ns")).c_str());
+    if (dropped > 0) {
+      std::printf("    dropped by cause:");
+      for (const auto& [k, v] : s["dropped"].items()) {
+        if (v.get<std::uint64_t>() > 0) std::printf(" %s=%llu", k.c_str(), (unsigned long long)v.get<std::uint64_t>());
+      }
+      std::printf("\n");
+    }
+    std::printf("    %-8s %-7s %-20s %-10s %12s %12s %10s %12s  %s\n", "PID", "STATE", "COMPONENT",
+                "SDK", "WRITTEN", "READ", "DROPPED", "RATE/s", "LAST SEEN");
+    for (const auto& p : s["producers"]) {
+      const double prate = p["write_rate"].is_number() ? p["write_rate"].get<double>() : 0.0;
+      std::printf("    %-8llu %-7s %-20s %-10s %12llu %12llu %10llu %12.1f  %s\n",
+                  (unsigned long long)u64(p, "pid"), p.value("state", "?").c_str(),
+                  p.value("component", "?").c_str(), p.value("sdk", "?").c_str(),
+                  (unsigned long long)u64(p, "rows_written"), (unsigned long long)u64(p, "rows_read"),
+                  (unsigned long long)u64(p, "rows_dropped"), prate,
+                  age(u64(p, "last_seen_unix_ns")).c_str());
+    }
+  }
+}
+
+}  // namespace
+
+void add_status_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand("status", "Show every stream mltapd reads: producers, rates, drops, last seen");
+  auto opts = std::make_shared<std::tuple<std::string, bool, std::string>>(default_agent_url(), false, "");
+  cmd->add_option("--agent", std::get<0>(*opts), "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
+  cmd->add_flag("--json", std::get<1>(*opts), "Print the agent's JSON");
+  cmd->add_option("--stream", std::get<2>(*opts), "Only this stream");
+  cmd->callback([opts, &exit_code] {
+    std::string error;
+    auto doc = get_json(std::get<0>(*opts), "/api/v1/streams?fresh=1", error);
+    if (!doc) {
+      std::fprintf(stderr, "mltap status: %s\n", error.c_str());
+      exit_code = 2;
+      return;
+    }
+    try {
+      if (std::get<1>(*opts)) {
+        std::cout << doc->dump(2) << "\n";
+      } else {
+        print_table(*doc, std::get<2>(*opts));
+      }
+      exit_code = 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mltap status: unexpected answer from mltapd: %s\n", e.what());
+      exit_code = 2;
+    }
+  });
+}
+
+}  // namespace mltap::cli

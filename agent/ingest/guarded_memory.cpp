@@ -1,0 +1,71 @@
+#include "ingest/guarded_memory.hpp"
+
+#include <setjmp.h>
+#include <signal.h>
+
+#include <cstring>
+#include <mutex>
+
+namespace mltap::ingest {
+namespace {
+
+thread_local sigjmp_buf t_env;
+thread_local volatile sig_atomic_t t_active = 0;
+std::atomic<std::uint64_t> g_caught{0};
+
+void on_sigbus(int sig, siginfo_t*, void*) {
+  if (t_active) {
+    t_active = 0;
+    g_caught.fetch_add(1, std::memory_order_relaxed);
+    siglongjmp(t_env, 1);
+  }
+  // Not ours: restore the default action; returning re-executes the fault and terminates.
+  signal(sig, SIG_DFL);
+}
+
+// Runs `fn` with the guard armed. noinline keeps the sigsetjmp frame alive during `fn`.
+template <class Fn>
+__attribute__((noinline)) bool run_guarded(Fn&& fn) noexcept {
+  if (sigsetjmp(t_env, 0) != 0) return false;
+  t_active = 1;
+  fn();
+  t_active = 0;
+  return true;
+}
+
+}  // namespace
+
+void install_sigbus_guard() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, nullptr);
+  });
+}
+
+bool guarded_copy(void* dst, const void* src, std::size_t n) noexcept {
+  return run_guarded([&] { std::memcpy(dst, src, n); });
+}
+
+bool guarded_load(const std::uint64_t* p, std::uint64_t& out, std::memory_order order) noexcept {
+  std::uint64_t v = 0;
+  const bool ok = run_guarded(
+      [&] { v = std::atomic_ref<std::uint64_t>(*const_cast<std::uint64_t*>(p)).load(order); });
+  out = v;
+  return ok;
+}
+
+bool guarded_store(std::uint64_t* p, std::uint64_t v) noexcept {
+  return run_guarded([&] { std::atomic_ref<std::uint64_t>(*p).store(v, std::memory_order_release); });
+}
+
+bool guarded_store32(std::uint32_t* p, std::uint32_t v) noexcept {
+  return run_guarded([&] { std::atomic_ref<std::uint32_t>(*p).store(v, std::memory_order_release); });
+}
+
+std::uint64_t sigbus_caught() noexcept { return g_caught.load(std::memory_order_relaxed); }
+
+}  // namespace mltap::ingest

@@ -1,0 +1,703 @@
+#include "ingest/ingest.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include <spdlog/spdlog.h>
+
+#include "core/config_reader.hpp"
+#include "ingest/decode.hpp"
+#include "ingest/feature_stats.hpp"
+#include "ingest/guarded_memory.hpp"
+#include "mltap/naming.hpp"
+
+namespace mltap::ingest {
+
+using namespace std::chrono_literals;
+
+std::uint64_t unix_now_ns() noexcept {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
+         static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+std::string_view producer_state_name(ProducerState s) noexcept {
+  switch (s) {
+    case ProducerState::alive: return "alive";
+    case ProducerState::dead: return "dead";
+    case ProducerState::closed: return "closed";
+    case ProducerState::unknown: return "unknown";
+  }
+  return "unknown";
+}
+
+std::string_view drop_reason_name(DropReason r) noexcept {
+  switch (r) {
+    case DropReason::overwritten: return "overwritten";
+    case DropReason::too_large: return "too_large";
+    case DropReason::no_lane: return "no_lane";
+    case DropReason::bad_input: return "bad_input";
+    case DropReason::count: break;
+  }
+  return "unknown";
+}
+
+void parse_ingest_config(config::ConfigSection& s, IngestConfig& c) {
+  using std::chrono::nanoseconds;
+  if (auto v = s.get_string("namespace")) {
+    if (!naming::valid_namespace(*v)) s.fail("namespace", "must match [a-z0-9_-]{1,31}");
+    c.ns = *v;
+  }
+  if (auto v = s.get_string("shm_dir")) {
+    if (v->empty() || (*v)[0] != '/') s.fail("shm_dir", "must be an absolute path");
+    c.shm_dir = *v;
+  }
+  if (auto v = s.get_string("proc_dir")) {
+    if (v->empty() || (*v)[0] != '/') s.fail("proc_dir", "must be an absolute path");
+    c.proc_dir = *v;
+  }
+  if (auto v = s.get_duration("poll_interval", 100us, 1s)) c.poll_interval = *v;
+  if (auto v = s.get_duration("scan_interval", 10ms, 60s)) c.scan_interval = *v;
+  if (auto v = s.get_duration("stats_window", 1s, std::chrono::hours(24))) c.stats_window = *v;
+  if (auto v = s.get_duration("dead_producer_grace", 0s, std::chrono::hours(24))) c.dead_producer_grace = *v;
+  if (auto v = s.get_duration("closed_segment_grace", 0s, std::chrono::hours(1))) c.closed_segment_grace = *v;
+  if (auto v = s.get_duration("snapshot_interval", 10ms, 60s)) c.snapshot_interval = *v;
+  if (auto v = s.get_int("max_streams", 1, 100000)) c.max_streams = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_int("max_features_per_stream", 1, 65536)) c.max_features_per_stream = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_bool("remove_dead_segments")) c.remove_dead_segments = *v;
+  if (auto v = s.get_bytes("max_segment_bytes", 12288, 64ull << 30)) c.reader.max_segment_bytes = *v;
+  if (auto v = s.get_int("max_records_per_poll", 1, 1 << 24)) c.reader.max_records_per_poll = static_cast<std::uint64_t>(*v);
+  s.finish();
+}
+
+// ---------------------------------------------------------------------------------------------
+
+struct Ingest::Segment {
+  std::unique_ptr<SegmentReader> reader;
+  std::string path;
+  std::uint64_t dev = 0, ino = 0;
+  ProducerState state = ProducerState::alive;
+  std::uint64_t gone_since = 0;      // agent time it was seen dead or closed
+  std::uint64_t last_new_data = 0;   // agent time of the last poll that found records
+  std::uint64_t rows_read = 0;
+  std::uint64_t rows_overwritten = 0;
+  ProducerCounters counters;         // last seen producer counters
+  // Recent write rate: rows_written at the start of the rate interval.
+  std::uint64_t rate_base_rows = 0, rate_base_time = 0;
+  double write_rate = 0;
+  Stream* stream = nullptr;
+};
+
+struct Ingest::Stream {
+  StreamInfo info;
+  std::uint64_t records_total = 0;
+  std::uint64_t writes_total = 0;
+  std::uint64_t sampled_out_total = 0;
+  std::array<std::uint64_t, static_cast<std::size_t>(DropReason::count)> dropped{};
+  std::array<std::uint64_t, kInvalidReasonCount> invalid{};
+  std::uint64_t schema_mismatch_total = 0;
+  std::uint64_t restarts_total = 0;
+  std::uint64_t pending_deaths = 0;
+  std::uint64_t last_record_unix_ns = 0;
+  std::size_t cols = 0;  // columns of the feature statistics (from declared shape or first record)
+  std::uint64_t features_cut = 0;
+  FeatureStats stats;
+  bool stats_ready = false;
+  // Record rate.
+  std::uint64_t rate_base_records = 0, rate_base_time = 0;
+  double record_rate = 0;
+};
+
+class Ingest::Visitor : public RecordVisitor {
+ public:
+  Visitor(Ingest& in, Segment& seg) : in_(in), seg_(seg) {}
+  void on_record(const RecordView& r) override {
+    Stream& st = *seg_.stream;
+    const std::size_t cols = static_cast<std::size_t>(r.row_elements);
+    const std::size_t n = static_cast<std::size_t>(r.rows) * cols;
+    auto& buf = in_.decode_buf_;
+    if (buf.size() < n) buf.resize(n);
+    decode_to_double(r.dtype, r.payload.data(), n, buf.data());
+    const std::span<const double> values(buf.data(), n);
+
+    st.records_total += r.rows;
+    st.last_record_unix_ns = std::max(st.last_record_unix_ns, r.timestamp_ns);
+    seg_.rows_read += r.rows;
+
+    if (!st.stats_ready) {
+      const std::size_t width = std::min<std::size_t>(cols, in_.config_.max_features_per_stream);
+      st.cols = cols;
+      st.features_cut = cols - width;
+      in_.features_cut_ += st.features_cut;
+      st.stats.reset(st.info.kind == format::StreamKind::embeddings ? 0 : width,
+                     static_cast<std::uint64_t>(in_.config_.stats_window.count()), unix_now_ns());
+      st.stats_ready = true;
+    }
+    if (cols == st.cols) {
+      st.stats.add(values, r.rows, cols);
+    } else {
+      st.schema_mismatch_total++;
+    }
+
+    DecodedBatch b;
+    b.stream = &st.info;
+    b.producer = seg_.reader->identity().producer;
+    b.seq = r.seq;
+    b.timestamp_ns = r.timestamp_ns;
+    b.dtype = r.dtype;
+    b.row_shape = r.row_shape;
+    b.rows = r.rows;
+    b.cols = cols;
+    b.values = values;
+    b.trace_ids = r.trace_ids;
+    for (BatchSink* s : in_.sinks_) s->on_batch(b);
+  }
+
+ private:
+  Ingest& in_;
+  Segment& seg_;
+};
+
+Ingest::Ingest(IngestConfig config) : config_(std::move(config)) {
+  pid_ns_inode_ = naming::pid_namespace_inode(config_.proc_dir, "self");
+  snapshot_ = std::make_shared<IngestSnapshot>();
+}
+
+Ingest::~Ingest() {
+  stop();
+  if (!presence_path_.empty()) ::unlink(presence_path_.c_str());
+}
+
+// The presence file tells closing producers that an agent will drain and remove their rings.
+void Ingest::touch_presence(std::uint64_t now) {
+  if (now - last_presence_ < 1'000'000'000ull && !presence_path_.empty()) return;
+  last_presence_ = now;
+  const std::string path = config_.shm_dir + "/" + naming::agent_presence_file_name(config_.ns);
+  if (presence_path_.empty()) {
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) {
+      spdlog::warn("cannot create presence file {}: {}", path, std::strerror(errno));
+      return;
+    }
+    const std::string text = std::to_string(::getpid()) + "\n";
+    if (::write(fd, text.data(), text.size()) < 0) {
+      spdlog::warn("cannot write presence file {}: {}", path, std::strerror(errno));
+    }
+    ::close(fd);
+    presence_path_ = path;
+  }
+  ::utimensat(AT_FDCWD, presence_path_.c_str(), nullptr, 0);
+}
+
+void Ingest::add_sink(BatchSink* sink) { sinks_.push_back(sink); }
+
+void Ingest::start() {
+  if (running_.exchange(true)) return;
+  thread_ = std::thread([this] { loop(); });
+}
+
+void Ingest::stop() {
+  if (!running_.exchange(false)) return;
+  if (thread_.joinable()) thread_.join();
+  run_commands();  // nobody waits forever on a command queued during shutdown
+}
+
+void Ingest::loop() {
+  while (running_.load(std::memory_order_relaxed)) {
+    const std::uint64_t now = unix_now_ns();
+    bool more = false;
+    run_commands();
+    if (now - last_scan_ >= static_cast<std::uint64_t>(config_.scan_interval.count()) ||
+        now < last_scan_) {
+      scan(now);
+      last_scan_ = now;
+    }
+    poll_all(now, more);
+    if (now - last_tick_ >= 100'000'000ull || now < last_tick_) {
+      for (auto& [name, st] : streams_) st->stats.tick(now);
+      for (BatchSink* s : sinks_) s->on_tick(now);
+      last_tick_ = now;
+    }
+    if (snapshot_wanted_.load(std::memory_order_relaxed) || now < last_publish_ ||
+        now - last_publish_ >= static_cast<std::uint64_t>(config_.snapshot_interval.count())) {
+      publish(now);
+    }
+    if (!more) std::this_thread::sleep_for(config_.poll_interval);
+  }
+}
+
+void Ingest::run_once() {
+  const std::uint64_t now = unix_now_ns();
+  bool more = false;
+  run_commands();
+  scan(now);
+  do {
+    more = false;
+    poll_all(now, more);
+  } while (more);
+  for (auto& [name, st] : streams_) st->stats.tick(now);
+  for (BatchSink* s : sinks_) s->on_tick(now);
+  publish(now);
+}
+
+Ingest::Stream* Ingest::stream_for(const SegmentIdentity& id, std::uint64_t now) {
+  auto it = streams_.find(id.stream);
+  if (it != streams_.end()) return it->second.get();
+  if (streams_.size() >= config_.max_streams) return nullptr;
+  auto st = std::make_unique<Stream>();
+  st->info.name = id.stream;
+  st->info.component = id.component;
+  st->info.kind = id.kind;
+  st->info.declared_dtype = id.declared_dtype;
+  st->info.row_shape = id.declared_shape;
+  st->info.feature_names = id.feature_names;
+  st->rate_base_time = now;
+  Stream* raw = st.get();
+  streams_.emplace(id.stream, std::move(st));
+  spdlog::info("stream '{}' (component '{}', {}) discovered", id.stream, id.component,
+               format::stream_kind_name(id.kind));
+  return raw;
+}
+
+void Ingest::scan(std::uint64_t now) {
+  touch_presence(now);
+  DIR* dir = ::opendir(config_.shm_dir.c_str());
+  if (!dir) {
+    static bool warned = false;
+    if (!warned) spdlog::warn("cannot list {}: {}", config_.shm_dir, std::strerror(errno));
+    warned = true;
+  } else {
+    std::vector<std::string> names;
+    while (dirent* de = ::readdir(dir)) {
+      if (naming::is_segment_file_name(config_.ns, de->d_name)) names.emplace_back(de->d_name);
+    }
+    ::closedir(dir);
+    for (const auto& n : names) {
+      const std::string path = config_.shm_dir + "/" + n;
+      struct stat st {};
+      if (::lstat(path.c_str(), &st) != 0) continue;
+      const bool known = std::any_of(segments_.begin(), segments_.end(), [&](const auto& s) {
+        return s->dev == st.st_dev && s->ino == st.st_ino;
+      });
+      if (known) continue;
+      const FileKey key{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                        static_cast<std::uint64_t>(st.st_size),
+                        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000ll + st.st_mtim.tv_nsec};
+      auto rej = rejected_files_.find(path);
+      if (rej != rejected_files_.end()) {
+        if (rej->second == key) continue;  // unchanged since we refused it
+        rejected_files_.erase(rej);
+      }
+      RejectReason reason{};
+      std::string detail;
+      auto reader = SegmentReader::open(path, config_.reader, reason, detail);
+      if (!reader) {
+        // A producer creating its segment right now: give it pending_grace before refusing.
+        const bool maybe_creating = reason == RejectReason::too_small ||
+                                    reason == RejectReason::bad_magic ||
+                                    reason == RejectReason::bad_layout;
+        auto [pit, inserted] = pending_since_.try_emplace(path, now);
+        if (maybe_creating && now - pit->second < static_cast<std::uint64_t>(config_.pending_grace.count())) {
+          continue;
+        }
+        pending_since_.erase(pit);
+        rejected_files_[path] = key;
+        rejected_total_[std::string(reject_reason_name(reason))]++;
+        spdlog::warn("segment {} refused ({}): {}", path, reject_reason_name(reason), detail);
+        continue;
+      }
+      pending_since_.erase(path);
+      Stream* st_ptr = stream_for(reader->identity(), now);
+      if (!st_ptr) {
+        // Over the stream cap: remember the file so it is not re-read every scan.
+        rejected_files_[path] = key;
+        streams_cut_++;
+        segments_ignored_++;
+        spdlog::warn("segment {} of stream '{}' ignored: agent.max_streams ({}) reached", path,
+                     reader->identity().stream, config_.max_streams);
+        continue;
+      }
+      auto seg = std::make_unique<Segment>();
+      seg->path = path;
+      seg->dev = st.st_dev;
+      seg->ino = st.st_ino;
+      seg->stream = st_ptr;
+      seg->last_new_data = now;
+      seg->rate_base_time = now;
+      const auto& id = reader->identity();
+      spdlog::info("producer pid {} ({}) of stream '{}' attached: {}", id.producer.pid,
+                   id.component, id.stream, path);
+      if (st_ptr->pending_deaths > 0) {
+        st_ptr->pending_deaths--;
+        st_ptr->restarts_total++;
+      }
+      seg->reader = std::move(reader);
+      segments_.push_back(std::move(seg));
+    }
+  }
+  // Forget pending entries whose file disappeared.
+  for (auto it = pending_since_.begin(); it != pending_since_.end();) {
+    struct stat st {};
+    if (::lstat(it->first.c_str(), &st) != 0) it = pending_since_.erase(it);
+    else ++it;
+  }
+  for (auto& seg : segments_) refresh_segment(*seg, *seg->stream, now);
+  retire_segments(now);
+}
+
+// Producer counters and write rate; before every snapshot, so that a snapshot's counters and
+// record counts are read together.
+void Ingest::refresh_counters(Segment& seg, Stream& st, std::uint64_t now) {
+  SegmentReader& r = *seg.reader;
+  if (auto pc = r.producer_counters()) {
+    auto add = [](std::uint64_t& total, std::uint64_t now_v, std::uint64_t old_v) {
+      if (now_v > old_v) total += now_v - old_v;  // a counter going backwards is ignored
+    };
+    add(st.writes_total, pc->rows_written, seg.counters.rows_written);
+    add(st.sampled_out_total, pc->rows_sampled_out, seg.counters.rows_sampled_out);
+    add(st.dropped[static_cast<std::size_t>(DropReason::too_large)], pc->rows_too_large, seg.counters.rows_too_large);
+    add(st.dropped[static_cast<std::size_t>(DropReason::bad_input)], pc->rows_bad_input, seg.counters.rows_bad_input);
+    add(st.dropped[static_cast<std::size_t>(DropReason::no_lane)], pc->rows_no_lane, seg.counters.rows_no_lane);
+    auto keep = [](std::uint64_t a, std::uint64_t b) { return std::max(a, b); };
+    seg.counters.rows_written = keep(pc->rows_written, seg.counters.rows_written);
+    seg.counters.rows_sampled_out = keep(pc->rows_sampled_out, seg.counters.rows_sampled_out);
+    seg.counters.rows_too_large = keep(pc->rows_too_large, seg.counters.rows_too_large);
+    seg.counters.rows_bad_input = keep(pc->rows_bad_input, seg.counters.rows_bad_input);
+    seg.counters.rows_no_lane = keep(pc->rows_no_lane, seg.counters.rows_no_lane);
+    seg.counters.rows_committed = pc->rows_committed;
+    seg.counters.lanes_used = pc->lanes_used;
+    if (now - seg.rate_base_time >= 5'000'000'000ull) {
+      const double dt = static_cast<double>(now - seg.rate_base_time) / 1e9;
+      seg.write_rate = static_cast<double>(seg.counters.rows_written - seg.rate_base_rows) / dt;
+      seg.rate_base_rows = seg.counters.rows_written;
+      seg.rate_base_time = now;
+    }
+  }
+}
+
+// Liveness (pid + start time, or the closed state) and the heartbeat; once per scan.
+void Ingest::refresh_segment(Segment& seg, Stream& st, std::uint64_t now) {
+  SegmentReader& r = *seg.reader;
+  refresh_counters(seg, st, now);
+  if (seg.state == ProducerState::alive || seg.state == ProducerState::unknown) {
+    const auto& id = r.identity();
+    auto state = r.state();
+    if (state && *state == format::SegmentState::closed) {
+      seg.state = ProducerState::closed;
+      seg.gone_since = now;
+      spdlog::info("producer pid {} of stream '{}' closed its stream", id.producer.pid, id.stream);
+    } else if (!r.healthy()) {
+      seg.state = ProducerState::dead;
+      seg.gone_since = now;
+    } else if (id.pid_ns_inode != 0 && id.pid_ns_inode == pid_ns_inode_) {
+      auto ticks = naming::process_start_ticks(id.producer.pid, config_.proc_dir);
+      if (!ticks || *ticks != id.producer.start_ticks) {
+        seg.state = ProducerState::dead;
+        seg.gone_since = now;
+        st.pending_deaths++;
+        spdlog::info("producer pid {} of stream '{}' is gone", id.producer.pid, id.stream);
+      } else {
+        seg.state = ProducerState::alive;
+      }
+    } else {
+      seg.state = ProducerState::unknown;  // another pid namespace: we cannot judge liveness
+    }
+  }
+  if (now - last_heartbeat_ >= 1'000'000'000ull && r.healthy()) r.heartbeat(now);
+}
+
+void Ingest::retire_segments(std::uint64_t now) {
+  if (now - last_heartbeat_ >= 1'000'000'000ull) last_heartbeat_ = now;
+  for (auto it = segments_.begin(); it != segments_.end();) {
+    Segment& seg = **it;
+    const bool gone = seg.state == ProducerState::dead || seg.state == ProducerState::closed;
+    if (!gone) {
+      ++it;
+      continue;
+    }
+    const auto grace = seg.state == ProducerState::closed ? config_.closed_segment_grace
+                                                          : config_.dead_producer_grace;
+    const bool drained = seg.last_new_data < seg.gone_since || !seg.reader->healthy();
+    if (!drained || now - seg.gone_since < static_cast<std::uint64_t>(grace.count())) {
+      ++it;
+      continue;
+    }
+    // Anything committed and never read is lost to the reader.
+    const std::uint64_t unread = seg.reader->unread_committed_rows();
+    seg.stream->dropped[static_cast<std::size_t>(DropReason::overwritten)] += unread;
+    const char* reason = seg.state == ProducerState::closed ? "closed" : "producer_dead";
+    if (config_.remove_dead_segments) {
+      struct stat st {};
+      if (::lstat(seg.path.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_ino) == seg.ino &&
+          static_cast<std::uint64_t>(st.st_dev) == seg.dev) {
+        if (::unlink(seg.path.c_str()) == 0) {
+          removed_total_[reason]++;
+          spdlog::info("removed segment {} ({})", seg.path, reason);
+        } else {
+          spdlog::warn("cannot remove segment {}: {}", seg.path, std::strerror(errno));
+        }
+      }
+    }
+    it = segments_.erase(it);
+  }
+}
+
+void Ingest::poll_all(std::uint64_t now, bool& more) {
+  polls_++;
+  for (auto& segp : segments_) {
+    Segment& seg = *segp;
+    if (!seg.reader->healthy()) continue;
+    Visitor v(*this, seg);
+    const PollCounts c = seg.reader->poll(v);
+    Stream& st = *seg.stream;
+    if (c.records > 0 || c.rows_overwritten > 0) seg.last_new_data = now;
+    seg.rows_overwritten += c.rows_overwritten;
+    st.dropped[static_cast<std::size_t>(DropReason::overwritten)] += c.rows_overwritten;
+    for (std::size_t i = 0; i < kInvalidReasonCount; ++i) st.invalid[i] += c.records_invalid[i];
+    if (c.more) more = true;
+    if (!seg.reader->healthy()) {
+      rejected_total_[std::string(reject_reason_name(RejectReason::truncated))]++;
+      spdlog::warn("segment {} of stream '{}' faulted (file truncated?); closing it", seg.path,
+                   st.info.name);
+    }
+  }
+}
+
+void Ingest::publish(std::uint64_t now) {
+  for (auto& seg : segments_) refresh_counters(*seg, *seg->stream, now);
+  auto snap = std::make_shared<IngestSnapshot>();
+  snap->taken_unix_ns = now;
+  snap->rejected_total = rejected_total_;
+  snap->removed_total = removed_total_;
+  snap->streams_cut = streams_cut_;
+  snap->features_cut = features_cut_;
+  snap->sigbus_caught = sigbus_caught();
+  snap->polls = polls_;
+  snap->segments_pending = pending_since_.size();
+  snap->segments_rejected = rejected_files_.size() - segments_ignored_;
+  snap->segments_ignored = segments_ignored_;
+  for (auto& [name, stp] : streams_) {
+    Stream& st = *stp;
+    if (now - st.rate_base_time >= 5'000'000'000ull) {
+      st.record_rate = static_cast<double>(st.records_total - st.rate_base_records) /
+                       (static_cast<double>(now - st.rate_base_time) / 1e9);
+      st.rate_base_records = st.records_total;
+      st.rate_base_time = now;
+    }
+    StreamSnapshot s;
+    s.info = st.info;
+    s.records_total = st.records_total;
+    s.writes_total = st.writes_total;
+    s.sampled_out_total = st.sampled_out_total;
+    s.dropped = st.dropped;
+    s.invalid = st.invalid;
+    s.schema_mismatch_total = st.schema_mismatch_total;
+    s.restarts_total = st.restarts_total;
+    s.last_record_unix_ns = st.last_record_unix_ns;
+    s.record_rate = st.record_rate;
+    s.features_cut = st.features_cut;
+    for (std::size_t f = 0; f < st.stats.width(); ++f) {
+      FeatureSnapshot fs;
+      fs.name = f < st.info.feature_names.size() ? st.info.feature_names[f] : "f" + std::to_string(f);
+      const auto& t = st.stats.totals(f);
+      fs.values_total = t.values;
+      fs.nan_total = t.nan;
+      fs.inf_total = t.inf;
+      const auto w = st.stats.window(f);
+      fs.window_count = w.count;
+      fs.mean = w.mean;
+      fs.variance = w.variance;
+      fs.min = w.min;
+      fs.max = w.max;
+      s.features.push_back(std::move(fs));
+    }
+    snap->streams.push_back(std::move(s));
+  }
+  for (auto& segp : segments_) {
+    Segment& seg = *segp;
+    const bool gone = seg.state == ProducerState::dead || seg.state == ProducerState::closed;
+    (gone ? snap->segments_draining : snap->segments_active)++;
+    auto it = std::find_if(snap->streams.begin(), snap->streams.end(),
+                           [&](const StreamSnapshot& s) { return s.info.name == seg.stream->info.name; });
+    if (it == snap->streams.end()) continue;
+    const auto& id = seg.reader->identity();
+    ProducerSnapshot p;
+    p.id = id.producer;
+    p.component = id.component;
+    p.sdk = id.sdk;
+    p.uid = id.uid;
+    p.state = seg.state;
+    p.segment = seg.path;
+    p.lanes_used = seg.counters.lanes_used;
+    p.rows_written = seg.counters.rows_written;
+    p.rows_read = seg.rows_read;
+    p.rows_dropped = seg.rows_overwritten + seg.counters.rows_too_large + seg.counters.rows_no_lane +
+                     seg.counters.rows_bad_input;
+    p.rows_sampled_out = seg.counters.rows_sampled_out;
+    p.write_rate = seg.write_rate;
+    p.created_unix_ns = id.created_unix_ns;
+    p.last_seen_unix_ns = seg.last_new_data;
+    if (!gone) it->live_producers++;
+    it->producers.push_back(std::move(p));
+  }
+  {
+    std::lock_guard<std::mutex> lock(snapshot_mutex_);
+    snapshot_ = std::move(snap);
+  }
+  last_publish_ = now;
+  snapshot_wanted_.store(false, std::memory_order_release);
+}
+
+std::shared_ptr<const IngestSnapshot> Ingest::snapshot() const {
+  std::lock_guard<std::mutex> lock(snapshot_mutex_);
+  return snapshot_;
+}
+
+std::shared_ptr<const IngestSnapshot> Ingest::fresh_snapshot(std::chrono::milliseconds timeout) {
+  if (!running_.load()) {
+    return snapshot();
+  }
+  const auto before = snapshot();
+  snapshot_wanted_.store(true, std::memory_order_release);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto s = snapshot();
+    if (s != before) return s;
+    std::this_thread::sleep_for(2ms);
+  }
+  return snapshot();
+}
+
+void Ingest::run_commands() {
+  std::deque<std::function<void()>> todo;
+  {
+    std::lock_guard<std::mutex> lock(command_mutex_);
+    todo.swap(commands_);
+  }
+  for (auto& fn : todo) fn();
+}
+
+bool Ingest::execute(std::function<void()> fn, std::chrono::milliseconds timeout) const {
+  if (!running_.load()) {
+    fn();
+    return true;
+  }
+  auto done = std::make_shared<std::promise<void>>();
+  auto fut = done->get_future();
+  {
+    std::lock_guard<std::mutex> lock(command_mutex_);
+    commands_.push_back([fn = std::move(fn), done] {
+      fn();
+      done->set_value();
+    });
+  }
+  return fut.wait_for(timeout) == std::future_status::ready;
+}
+
+std::vector<ProducerId> Ingest::producers(const std::string& stream) const {
+  std::vector<ProducerId> out;
+  auto snap = snapshot();
+  for (const auto& s : snap->streams) {
+    if (s.info.name != stream) continue;
+    for (const auto& p : s.producers) {
+      if (p.state == ProducerState::alive || p.state == ProducerState::unknown) out.push_back(p.id);
+    }
+  }
+  return out;
+}
+
+react::ControlResult Ingest::set_flag(const std::string& stream, const std::string& flag,
+                                      std::uint32_t value) {
+  auto result = std::make_shared<react::ControlResult>();
+  if (!naming::valid_label_text(flag, format::kFlagNameMax - 1)) {
+    result->error = "invalid flag name '" + flag + "'";
+    return *result;
+  }
+  const bool ran = execute(
+      [this, stream, flag, value, result] {
+        for (auto& seg : segments_) {
+          if (seg->stream->info.name != stream || seg->state == ProducerState::dead ||
+              seg->state == ProducerState::closed) {
+            continue;
+          }
+          if (seg->reader->set_flag(flag, value)) result->producers_affected++;
+          else result->error = "no free flag slot or segment faulted: " + seg->path;
+        }
+      },
+      2000ms);
+  if (!ran) return {false, "ingest thread did not answer within 2 s", 0};
+  if (result->producers_affected == 0 && result->error.empty()) {
+    result->error = "stream '" + stream + "' has no live producer";
+  }
+  result->ok = result->producers_affected > 0;
+  return *result;
+}
+
+react::ControlResult Ingest::boost_sampling(const std::string& stream, std::uint32_t permille,
+                                            std::uint64_t until_unix_ns) {
+  auto result = std::make_shared<react::ControlResult>();
+  if (permille > 1000) return {false, "permille must be 0..1000", 0};
+  const bool ran = execute(
+      [this, stream, permille, until_unix_ns, result] {
+        for (auto& seg : segments_) {
+          if (seg->stream->info.name != stream || seg->state == ProducerState::dead ||
+              seg->state == ProducerState::closed) {
+            continue;
+          }
+          if (seg->reader->boost_sampling(permille, until_unix_ns)) result->producers_affected++;
+        }
+      },
+      2000ms);
+  if (!ran) return {false, "ingest thread did not answer within 2 s", 0};
+  result->ok = result->producers_affected > 0;
+  if (!result->ok) result->error = "stream '" + stream + "' has no live producer";
+  return *result;
+}
+
+std::vector<react::RetainedRecord> Ingest::recent_records(const std::string& stream,
+                                                          std::size_t max_records,
+                                                          std::size_t max_bytes) const {
+  auto out = std::make_shared<std::vector<react::RetainedRecord>>();
+  auto* self = const_cast<Ingest*>(this);
+  const bool ran = execute(
+      [self, stream, max_records, max_bytes, out] {
+        for (auto& seg : self->segments_) {
+          if (seg->stream->info.name != stream) continue;
+          for (auto& rc : seg->reader->copy_recent(max_records, max_bytes)) {
+            react::RetainedRecord r;
+            r.producer = seg->reader->identity().producer;
+            r.seq = rc.seq;
+            r.timestamp_ns = rc.timestamp_ns;
+            r.dtype = std::string(format::dtype_name(rc.dtype));
+            r.row_shape = std::move(rc.row_shape);
+            r.rows = rc.rows;
+            r.trace_ids = std::move(rc.trace_ids);
+            r.payload = std::move(rc.payload);
+            out->push_back(std::move(r));
+          }
+        }
+        std::sort(out->begin(), out->end(), [](const auto& a, const auto& b) {
+          return a.timestamp_ns < b.timestamp_ns;
+        });
+        // Keep the newest within the limits.
+        std::size_t bytes = 0, keep = 0;
+        for (auto it = out->rbegin(); it != out->rend() && keep < max_records; ++it) {
+          if (bytes + it->payload.size() > max_bytes) break;
+          bytes += it->payload.size();
+          ++keep;
+        }
+        out->erase(out->begin(), out->end() - static_cast<std::ptrdiff_t>(keep));
+      },
+      5000ms);
+  if (!ran) return {};  // the command may still run later; never read `out` concurrently
+  return std::move(*out);
+}
+
+}  // namespace mltap::ingest

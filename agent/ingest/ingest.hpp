@@ -1,0 +1,197 @@
+// The ingest layer of mltapd: finds ring segments in the namespace, reads them on one thread,
+// merges the producers of a stream, keeps the first statistics and hands decoded batches to the
+// sinks behind it (detectors). Other threads see it only through immutable snapshots and the
+// ControlPlane (commands executed on the ingest thread).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ingest/batch.hpp"
+#include "ingest/segment.hpp"
+#include "reactions/control_plane.hpp"
+
+namespace mltap::config {
+class ConfigSection;
+}
+
+namespace mltap::ingest {
+
+struct IngestConfig {
+  std::string ns = "default";
+  std::string shm_dir = "/dev/shm";
+  std::string proc_dir = "/proc";
+  std::chrono::nanoseconds poll_interval = std::chrono::milliseconds(5);
+  std::chrono::nanoseconds scan_interval = std::chrono::milliseconds(250);
+  std::chrono::nanoseconds stats_window = std::chrono::seconds(10);
+  std::chrono::nanoseconds dead_producer_grace = std::chrono::seconds(30);
+  std::chrono::nanoseconds closed_segment_grace = std::chrono::seconds(2);
+  std::chrono::nanoseconds pending_grace = std::chrono::seconds(5);  // a half-created segment
+  std::chrono::nanoseconds snapshot_interval = std::chrono::milliseconds(250);
+  std::uint32_t max_streams = 256;
+  std::uint32_t max_features_per_stream = 128;
+  bool remove_dead_segments = true;
+  ReaderLimits reader;
+};
+
+// Parses the `ingest:` section.
+void parse_ingest_config(config::ConfigSection& section, IngestConfig& out);
+
+struct FeatureSnapshot {
+  std::string name;
+  std::uint64_t values_total = 0;
+  std::uint64_t nan_total = 0;
+  std::uint64_t inf_total = 0;
+  std::uint64_t window_count = 0;
+  double mean = 0, variance = 0, min = 0, max = 0;
+};
+
+enum class ProducerState { alive, dead, closed, unknown };
+std::string_view producer_state_name(ProducerState s) noexcept;
+
+struct ProducerSnapshot {
+  ProducerId id;
+  std::string component;
+  std::string sdk;
+  std::uint32_t uid = 0;
+  ProducerState state = ProducerState::unknown;
+  std::string segment;
+  std::uint32_t lanes_used = 0;
+  std::uint64_t rows_written = 0;
+  std::uint64_t rows_read = 0;
+  std::uint64_t rows_dropped = 0;      // overwritten + too_large + no_lane + bad_input
+  std::uint64_t rows_sampled_out = 0;
+  double write_rate = 0;               // rows/s written, recent
+  std::uint64_t created_unix_ns = 0;
+  std::uint64_t last_seen_unix_ns = 0; // last time the agent saw new data from it
+};
+
+enum class DropReason : std::size_t { overwritten = 0, too_large, no_lane, bad_input, count };
+std::string_view drop_reason_name(DropReason r) noexcept;
+
+struct StreamSnapshot {
+  StreamInfo info;
+  std::uint64_t records_total = 0;
+  std::uint64_t writes_total = 0;
+  std::uint64_t sampled_out_total = 0;
+  std::array<std::uint64_t, static_cast<std::size_t>(DropReason::count)> dropped{};
+  std::array<std::uint64_t, kInvalidReasonCount> invalid{};
+  std::uint64_t schema_mismatch_total = 0;
+  std::uint64_t restarts_total = 0;
+  std::uint64_t last_record_unix_ns = 0;
+  double record_rate = 0;
+  std::vector<ProducerSnapshot> producers;
+  std::uint32_t live_producers = 0;
+  std::vector<FeatureSnapshot> features;  // at most max_features_per_stream
+  std::uint64_t features_cut = 0;
+};
+
+struct IngestSnapshot {
+  std::uint64_t taken_unix_ns = 0;
+  std::vector<StreamSnapshot> streams;
+  std::uint64_t segments_active = 0, segments_draining = 0, segments_pending = 0,
+                segments_rejected = 0, segments_ignored = 0;
+  std::map<std::string, std::uint64_t> rejected_total;  // by reason
+  std::map<std::string, std::uint64_t> removed_total;   // by reason
+  std::uint64_t streams_cut = 0;
+  std::uint64_t features_cut = 0;
+  std::uint64_t sigbus_caught = 0;
+  std::uint64_t polls = 0;
+};
+
+class Ingest : public react::ControlPlane {
+ public:
+  explicit Ingest(IngestConfig config);
+  ~Ingest() override;
+  Ingest(const Ingest&) = delete;
+  Ingest& operator=(const Ingest&) = delete;
+
+  // Sinks see every decoded batch, on the ingest thread, in order. Add before start().
+  void add_sink(BatchSink* sink);
+  void start();
+  void stop();
+
+  // Runs one scan + poll round on the caller's thread (tests; not with start()).
+  void run_once();
+
+  // Latest snapshot (never null after construction); cheap, lock-free for practical purposes.
+  std::shared_ptr<const IngestSnapshot> snapshot() const;
+  // Forces a fresh snapshot and waits for it (tests, CLI); returns the latest on timeout.
+  std::shared_ptr<const IngestSnapshot> fresh_snapshot(std::chrono::milliseconds timeout);
+
+  // ControlPlane: executed on the ingest thread, waited for with a timeout.
+  std::vector<ProducerId> producers(const std::string& stream) const override;
+  react::ControlResult set_flag(const std::string& stream, const std::string& flag,
+                                std::uint32_t value) override;
+  react::ControlResult boost_sampling(const std::string& stream, std::uint32_t permille,
+                                      std::uint64_t until_unix_ns) override;
+  std::vector<react::RetainedRecord> recent_records(const std::string& stream,
+                                                    std::size_t max_records,
+                                                    std::size_t max_bytes) const override;
+
+ private:
+  struct Segment;
+  struct Stream;
+  class Visitor;
+
+  void loop();
+  void scan(std::uint64_t now);
+  void poll_all(std::uint64_t now, bool& more);
+  void refresh_segment(Segment& seg, Stream& st, std::uint64_t now);
+  void refresh_counters(Segment& seg, Stream& st, std::uint64_t now);
+  void retire_segments(std::uint64_t now);
+  void publish(std::uint64_t now);
+  void run_commands();
+  void touch_presence(std::uint64_t now);
+  Stream* stream_for(const SegmentIdentity& id, std::uint64_t now);
+  // Runs `fn` on the ingest thread (or inline when not started) and waits up to `timeout`.
+  bool execute(std::function<void()> fn, std::chrono::milliseconds timeout) const;
+
+  IngestConfig config_;
+  std::uint64_t pid_ns_inode_ = 0;
+  std::vector<BatchSink*> sinks_;
+  std::map<std::string, std::unique_ptr<Stream>> streams_;
+  std::vector<std::unique_ptr<Segment>> segments_;
+  struct FileKey {
+    std::uint64_t dev, ino, size;
+    std::int64_t mtime_ns;
+    bool operator==(const FileKey&) const = default;
+  };
+  std::map<std::string, FileKey> rejected_files_;  // not retried until they change
+  std::map<std::string, std::uint64_t> pending_since_;
+  std::map<std::string, std::uint64_t> rejected_total_;
+  std::map<std::string, std::uint64_t> removed_total_;
+  std::uint64_t streams_cut_ = 0;
+  std::uint64_t features_cut_ = 0;
+  std::uint64_t segments_ignored_ = 0;
+  std::uint64_t polls_ = 0;
+  std::uint64_t last_scan_ = 0, last_tick_ = 0, last_publish_ = 0, last_heartbeat_ = 0;
+  std::vector<double> decode_buf_;
+  std::string presence_path_;
+  std::uint64_t last_presence_ = 0;
+
+  std::atomic<bool> running_{false};
+  std::thread thread_;
+  mutable std::mutex snapshot_mutex_;
+  std::shared_ptr<const IngestSnapshot> snapshot_;
+  std::atomic<bool> snapshot_wanted_{false};
+
+  mutable std::mutex command_mutex_;
+  mutable std::deque<std::function<void()>> commands_;
+};
+
+std::uint64_t unix_now_ns() noexcept;
+
+}  // namespace mltap::ingest

@@ -1,0 +1,175 @@
+// One producer's ring segment, as the agent sees it: mapped, validated field by field against the
+// file it came from, and read lane by lane with the protocol of shm/FORMAT.md. Nothing the
+// producer wrote is trusted: a bad header rejects the segment, a bad record is counted and
+// skipped, a truncated file ends the segment. None of it throws or crashes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ingest/batch.hpp"
+#include "mltap/format.hpp"
+
+namespace mltap::ingest {
+
+// Why a segment was refused (metric label `reason`).
+enum class RejectReason {
+  not_regular_file,
+  too_small,
+  too_large,
+  bad_magic,
+  abi_mismatch,
+  endianness,
+  bad_layout,       // sizes/offsets disagree with the file or with each other
+  bad_identity,     // stream name, component, kind invalid
+  bad_schema,       // feature names region malformed
+  io_error,         // open/fstat/mmap failed
+  truncated,        // the file shrank under the mapping (SIGBUS)
+};
+std::string_view reject_reason_name(RejectReason r) noexcept;
+
+// Why a record was refused (metric `mltap_stream_invalid_records_total{reason}`).
+enum class InvalidReason {
+  bad_index,     // index entry out of bounds
+  bad_header,    // record header disagrees with its index entry or itself
+  bad_dtype,
+  bad_shape,
+  bad_size,      // payload size != rows * row elements * dtype size
+  seq_regressed, // lane counters went backwards
+};
+inline constexpr std::size_t kInvalidReasonCount = 6;
+std::string_view invalid_reason_name(InvalidReason r) noexcept;
+
+struct SegmentIdentity {
+  std::string stream;
+  std::string component;
+  std::string sdk;
+  format::StreamKind kind = format::StreamKind::features;
+  format::DType declared_dtype = format::DType::invalid;
+  std::vector<std::uint32_t> declared_shape;
+  std::vector<std::string> feature_names;
+  ProducerId producer;
+  std::uint32_t uid = 0;
+  std::uint64_t pid_ns_inode = 0;
+  std::uint64_t created_unix_ns = 0;
+  std::uint32_t lane_count = 0;
+  std::uint64_t data_bytes = 0;
+  std::uint32_t sampling_budget = 0;
+};
+
+// A validated record, valid until the next call into the SegmentReader.
+struct RecordView {
+  std::uint32_t lane = 0;
+  std::uint64_t seq = 0;
+  std::uint64_t timestamp_ns = 0;
+  std::uint32_t rows = 0;
+  format::DType dtype = format::DType::invalid;
+  std::span<const std::uint32_t> row_shape;
+  std::uint64_t row_elements = 0;
+  std::span<const std::uint64_t> trace_ids;  // empty or rows
+  std::span<const std::uint8_t> payload;     // rows * row_elements * dtype size
+};
+
+// What one poll found, in rows unless named otherwise.
+struct PollCounts {
+  std::uint64_t records = 0;
+  std::uint64_t rows = 0;
+  std::uint64_t rows_overwritten = 0;  // lost because the producer lapped the reader
+  std::uint64_t records_invalid[kInvalidReasonCount] = {};
+  std::uint64_t rows_invalid = 0;
+  bool more = false;                   // stopped at the per-poll budget; poll again soon
+};
+
+// Producer-side counters summed over lanes (exact, as the producer counted them).
+struct ProducerCounters {
+  std::uint64_t rows_written = 0;
+  std::uint64_t rows_sampled_out = 0;
+  std::uint64_t rows_committed = 0;
+  std::uint64_t rows_too_large = 0;
+  std::uint64_t rows_bad_input = 0;
+  std::uint64_t rows_no_lane = 0;
+  std::uint32_t lanes_used = 0;
+};
+
+class RecordVisitor {
+ public:
+  virtual ~RecordVisitor() = default;
+  virtual void on_record(const RecordView& record) = 0;
+};
+
+struct ReaderLimits {
+  std::uint64_t max_segment_bytes = 8ull << 30;
+  std::uint64_t max_records_per_poll = 1u << 16;  // per lane
+};
+
+class SegmentReader {
+ public:
+  // Opens and validates. On failure returns nullptr and sets `reason` and `detail`.
+  static std::unique_ptr<SegmentReader> open(const std::string& path, const ReaderLimits& limits,
+                                             RejectReason& reason, std::string& detail);
+  ~SegmentReader();
+  SegmentReader(const SegmentReader&) = delete;
+  SegmentReader& operator=(const SegmentReader&) = delete;
+
+  const SegmentIdentity& identity() const noexcept { return identity_; }
+  const std::string& path() const noexcept { return path_; }
+  // False once the mapping faulted (file truncated): the segment is finished.
+  bool healthy() const noexcept { return healthy_; }
+
+  // Reads new records of every lane, handing each valid one to `visitor`.
+  PollCounts poll(RecordVisitor& visitor);
+  // Summed producer counters; nullopt if the mapping faulted.
+  std::optional<ProducerCounters> producer_counters();
+  // SegmentState as the producer last set it; nullopt if the mapping faulted.
+  std::optional<format::SegmentState> state();
+  // After the producer is gone and the ring is drained: rows committed but never read.
+  std::uint64_t unread_committed_rows();
+
+  // Control block (agent -> producer). All return false when the mapping faulted or no slot.
+  bool heartbeat(std::uint64_t now_unix_ns);
+  bool set_flag(const std::string& name, std::uint32_t value);
+  bool boost_sampling(std::uint32_t permille, std::uint64_t until_unix_ns);
+  // Copies up to `max_records` newest readable records per lane (for incident bundles).
+  struct RawCopy {
+    std::uint32_t lane;
+    std::uint64_t seq;
+    std::uint64_t timestamp_ns;
+    format::DType dtype;
+    std::vector<std::uint32_t> row_shape;
+    std::uint32_t rows;
+    std::vector<std::uint64_t> trace_ids;
+    std::vector<std::uint8_t> payload;
+  };
+  std::vector<RawCopy> copy_recent(std::size_t max_records, std::size_t max_bytes);
+
+ private:
+  SegmentReader() = default;
+  struct Lane {
+    std::uint8_t* header = nullptr;  // LaneHeader in the mapping
+    std::uint8_t* index = nullptr;
+    std::uint8_t* data = nullptr;
+    std::uint64_t next_seq = 0;          // next record to read
+    std::uint64_t rows_accounted = 0;    // rows read + invalid + overwritten in this lane
+  };
+  bool read_record(Lane& lane, std::uint64_t seq, std::vector<std::uint8_t>& buf,
+                   format::IndexEntry& entry, bool& lost);
+  bool validate_record(const format::IndexEntry& e, std::span<const std::uint8_t> bytes,
+                       RecordView& view, InvalidReason& why, std::uint32_t lane_no);
+
+  std::string path_;
+  std::uint8_t* base_ = nullptr;
+  std::uint64_t size_ = 0;
+  format::SegmentHeader header_{};  // validated copy
+  SegmentIdentity identity_;
+  ReaderLimits limits_;
+  std::vector<Lane> lanes_;
+  std::vector<std::uint8_t> buf_;
+  std::uint32_t dims_[format::kMaxRowDims] = {};
+  bool healthy_ = true;
+};
+
+}  // namespace mltap::ingest

@@ -1,0 +1,45 @@
+#include "mltapd/agent_config.hpp"
+
+#include "api/http_server.hpp"
+#include "core/config_reader.hpp"
+
+namespace mltap::agent {
+namespace {
+
+void parse_agent_section(config::ConfigSection& s, AgentSettings& a) {
+  if (auto v = s.get_string("listen")) {
+    api::ListenAddress addr;
+    std::string err;
+    if (!api::parse_listen_address(*v, addr, err)) s.fail("listen", err);
+    a.listen = *v;
+  }
+  if (auto v = s.get_enum("log_level", {"trace", "debug", "info", "warn", "error", "off"})) {
+    a.log_level = *v;
+  }
+  s.finish();
+}
+
+AgentConfig parse(const YAML::Node& root, const std::string& name) {
+  AgentConfig c;
+  c.source = name;
+  config::ConfigSection top(root, name, "");
+  auto agent = top.child("agent");
+  parse_agent_section(agent, c.agent);
+  auto ingest = top.child("ingest");
+  ingest::parse_ingest_config(ingest, c.ingest);
+  top.finish();
+  return c;
+}
+
+}  // namespace
+
+AgentConfig load_agent_config(const std::optional<std::string>& file) {
+  if (!file) return AgentConfig{};
+  return parse(config::load_file(*file), *file);
+}
+
+AgentConfig parse_agent_config_text(const std::string& text, const std::string& name) {
+  return parse(config::load_text(text, name), name);
+}
+
+}  // namespace mltap::agent

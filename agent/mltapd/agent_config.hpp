@@ -1,0 +1,28 @@
+// mltapd's whole configuration: embedded defaults, then the YAML file, then command-line flags.
+// Each section belongs to one component and is parsed by it; unknown keys anywhere are errors.
+#pragma once
+
+#include <optional>
+#include <string>
+
+#include "ingest/ingest.hpp"
+
+namespace mltap::agent {
+
+struct AgentSettings {
+  std::string listen = "127.0.0.1:9645";
+  std::string log_level = "info";
+};
+
+struct AgentConfig {
+  AgentSettings agent;
+  ingest::IngestConfig ingest;
+  std::string source = "<embedded defaults>";
+};
+
+// Parses `file` over the embedded defaults. Throws config::ConfigError (file:line:col: what).
+AgentConfig load_agent_config(const std::optional<std::string>& file);
+// Parses YAML text (tests).
+AgentConfig parse_agent_config_text(const std::string& text, const std::string& name);
+
+}  // namespace mltap::agent

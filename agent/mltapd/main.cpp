@@ -1,0 +1,99 @@
+// mltapd: the mltap host agent.
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/config_reader.hpp"
+#include "mltap/naming.hpp"
+#include "mltapd/agent.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{"mltapd: observability agent for ML pipelines (reads mltap rings, exports metrics)"};
+  std::string config_file, check_file, listen, ns, shm_dir, proc_dir, log_level;
+  app.add_option("-c,--config", config_file, "YAML configuration (default: embedded defaults)");
+  app.add_option("--check-config", check_file, "Validate a configuration file and exit");
+  app.add_option("--listen", listen, "HTTP listen address host:port (default 127.0.0.1:9645)");
+  app.add_option("--namespace", ns, "Ring namespace to watch (producers: MLTAP_NAMESPACE)");
+  app.add_option("--shm-dir", shm_dir, "Directory of ring segments (default /dev/shm)");
+  app.add_option("--proc-dir", proc_dir, "procfs root (default /proc)");
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off");
+  app.add_flag_callback("--version", [] {
+    std::printf("mltapd %s (ring ABI %u.%u)\n", mltap::agent::kVersion, mltap::format::kAbiMajor,
+                mltap::format::kAbiMinor);
+    std::exit(0);
+  }, "Print the version and exit");
+  CLI11_PARSE(app, argc, argv);
+
+  if (!check_file.empty()) {
+    try {
+      mltap::agent::load_agent_config(check_file);
+      std::printf("%s: OK\n", check_file.c_str());
+      return 0;
+    } catch (const mltap::config::ConfigError& e) {
+      std::fprintf(stderr, "%s\n", e.what());
+      return 1;
+    }
+  }
+
+  mltap::agent::AgentConfig cfg;
+  try {
+    cfg = mltap::agent::load_agent_config(config_file.empty() ? std::nullopt
+                                                              : std::optional<std::string>(config_file));
+  } catch (const mltap::config::ConfigError& e) {
+    std::fprintf(stderr, "mltapd: %s\n", e.what());
+    return 2;
+  }
+  if (!listen.empty()) {
+    mltap::api::ListenAddress a;
+    std::string err;
+    if (!mltap::api::parse_listen_address(listen, a, err)) {
+      std::fprintf(stderr, "mltapd: --listen: %s\n", err.c_str());
+      return 2;
+    }
+    cfg.agent.listen = listen;
+  }
+  if (!ns.empty()) {
+    if (!mltap::naming::valid_namespace(ns)) {
+      std::fprintf(stderr, "mltapd: --namespace '%s': must match [a-z0-9_-]{1,31}\n", ns.c_str());
+      return 2;
+    }
+    cfg.ingest.ns = ns;
+  }
+  if (!shm_dir.empty()) cfg.ingest.shm_dir = shm_dir;
+  if (!proc_dir.empty()) cfg.ingest.proc_dir = proc_dir;
+  if (!log_level.empty()) cfg.agent.log_level = log_level;
+  const auto level = spdlog::level::from_str(cfg.agent.log_level);
+  if (level == spdlog::level::off && cfg.agent.log_level != "off") {
+    std::fprintf(stderr, "mltapd: --log-level '%s' is not one of trace|debug|info|warn|error|off\n",
+                 cfg.agent.log_level.c_str());
+    return 2;
+  }
+  spdlog::set_level(level);
+
+  // Signals are taken synchronously by the main thread; every other thread inherits the mask.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  mltap::agent::Agent agent(std::move(cfg));
+  std::string error;
+  if (!agent.start(error)) {
+    spdlog::critical("cannot start: {}", error);
+    return 1;
+  }
+  sd_notify(0, "READY=1");
+  int sig = 0;
+  sigwait(&set, &sig);
+  spdlog::info("signal {} received, stopping", sig);
+  sd_notify(0, "STOPPING=1");
+  agent.stop();
+  return 0;
+}

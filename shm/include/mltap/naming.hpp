@@ -1,0 +1,49 @@
+// Names shared by producers and the agent: namespaces, stream names, segment files, and the
+// process identity (pid + start time) that decides whether a segment's producer is alive.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace mltap::naming {
+
+inline constexpr std::string_view kDefaultNamespace = "default";
+inline constexpr std::string_view kDefaultShmDir = "/dev/shm";
+
+// [a-z0-9_-], 1..31 chars: it becomes part of a file name.
+bool valid_namespace(std::string_view ns) noexcept;
+// Printable ASCII without spaces, quotes, backslash or control characters, 1..127 chars; may
+// contain '/', '.', ':', '-', '_' so users can write "shop/features".
+bool valid_stream_name(std::string_view name) noexcept;
+// Like a stream name but 1..63 chars.
+bool valid_component(std::string_view name) noexcept;
+// A feature or flag name: printable ASCII without quotes, backslash or control chars, 1..max.
+bool valid_label_text(std::string_view text, std::size_t max) noexcept;
+
+// "mltap.<ns>." — every segment of the namespace starts with it.
+std::string segment_prefix(std::string_view ns);
+// "mltap.<ns>.<pid>.<n>"
+std::string segment_file_name(std::string_view ns, std::uint32_t pid, std::uint64_t n);
+
+// "mltap.<ns>.agent": the agent's presence file, touched every second while it runs. A producer
+// closing its stream leaves the ring to a present agent to drain and remove.
+std::string agent_presence_file_name(std::string_view ns);
+// True if `name` is a segment file name of namespace `ns` (mltap.<ns>.<pid>.<n>).
+bool is_segment_file_name(std::string_view ns, std::string_view name) noexcept;
+
+// Namespace from MLTAP_NAMESPACE, else "default". Invalid values fall back to the default.
+std::string namespace_from_env();
+// Directory from MLTAP_SHM_DIR, else /dev/shm.
+std::string shm_dir_from_env();
+
+// Field 22 of /proc/<pid>/stat (start time in clock ticks after boot); nullopt if the process does
+// not exist or the file is malformed. `proc_root` is injectable for tests ("/proc").
+std::optional<std::uint64_t> process_start_ticks(std::uint32_t pid,
+                                                 const std::string& proc_root = "/proc");
+// Inode of /proc/<pid>/ns/pid (0 when unknown).
+std::uint64_t pid_namespace_inode(const std::string& proc_root = "/proc",
+                                  std::string_view pid = "self");
+
+}  // namespace mltap::naming
