@@ -112,6 +112,15 @@ struct LaneWriter {
   std::uint64_t window_id = 0;   // this lane's rows in the current sampling window
   std::uint64_t window_rows = 0;
   std::uint64_t next_estimate_at = 0;  // re-estimate the rate at budget, 2x, 4x, ... rows
+  // The last accepted row description: an identical one skips revalidation.
+  DType valid_dtype = DType::invalid;
+  std::uint32_t valid_ndim = 0;
+  std::uint32_t valid_dims[kMaxRowDims] = {};
+  std::uint64_t valid_row_bytes = 0;
+  // While sampling (high rates), the clock is read on every 8th write only; a kept row always
+  // reads it for its timestamp.
+  std::uint64_t last_now = 0;
+  std::uint32_t clock_skip = 0;
 };
 
 struct StreamCore {
@@ -667,30 +676,51 @@ WriteResult Stream::write_tensor(const void* data, DType dtype,
   if (rows == 0) return WriteResult::written;
 
   // Validate the caller's description before touching anything else.
-  const std::uint32_t esize = dtype_size(dtype);
-  bool ok = data != nullptr && esize != 0 && !row_shape.empty() && row_shape.size() <= kMaxRowDims &&
-            (trace_ids.empty() || trace_ids.size() == rows) && rows <= 0xFFFFFFFFu;
-  std::uint64_t row_bytes = esize;
-  bool too_large = false;
-  for (std::uint32_t d : row_shape) {
-    if (d == 0) ok = false;
-    row_bytes *= d;
-    if (row_bytes > c.max_record) {  // also keeps the product from overflowing
-      too_large = true;
-      row_bytes = c.max_record + 1;
-    }
-  }
-  if (!ok) {
+  if (data == nullptr || (!trace_ids.empty() && trace_ids.size() != rows) || rows > 0xFFFFFFFFu) {
     detail::aref(h.rows_bad_input).store(h.rows_bad_input + rows, std::memory_order_relaxed);
     return WriteResult::dropped;
   }
-  const std::uint64_t per_row = row_bytes + (trace_ids.empty() ? 0 : 8);
-  if (too_large || per_row + sizeof(RecordHeader) > c.max_record) {
-    detail::aref(h.rows_too_large).store(h.rows_too_large + rows, std::memory_order_relaxed);
-    return WriteResult::dropped;
+  std::uint64_t row_bytes = w->valid_row_bytes;
+  if (dtype != w->valid_dtype || row_shape.size() != w->valid_ndim ||
+      std::memcmp(row_shape.data(), w->valid_dims, row_shape.size() * sizeof(std::uint32_t)) != 0)
+      [[unlikely]] {
+    const std::uint32_t esize = dtype_size(dtype);
+    bool ok = esize != 0 && !row_shape.empty() && row_shape.size() <= kMaxRowDims;
+    row_bytes = esize;
+    bool too_large = false;
+    for (std::uint32_t d : row_shape) {
+      if (d == 0) ok = false;
+      row_bytes *= d;
+      if (row_bytes > c.max_record) {  // also keeps the product from overflowing
+        too_large = true;
+        row_bytes = c.max_record + 1;
+      }
+    }
+    if (!ok) {
+      detail::aref(h.rows_bad_input).store(h.rows_bad_input + rows, std::memory_order_relaxed);
+      return WriteResult::dropped;
+    }
+    if (too_large || row_bytes + 8 + sizeof(RecordHeader) > c.max_record) {
+      detail::aref(h.rows_too_large).store(h.rows_too_large + rows, std::memory_order_relaxed);
+      return WriteResult::dropped;
+    }
+    w->valid_dtype = dtype;
+    w->valid_ndim = static_cast<std::uint32_t>(row_shape.size());
+    std::memcpy(w->valid_dims, row_shape.data(), row_shape.size() * sizeof(std::uint32_t));
+    w->valid_row_bytes = row_bytes;
   }
+  const std::uint64_t per_row = row_bytes + (trace_ids.empty() ? 0 : 8);
 
-  const std::uint64_t now = detail::now_ns(c.precise_clock);
+  const bool was_sampling = c.keep_threshold.load(std::memory_order_relaxed) != detail::kKeepAll;
+  std::uint64_t now;
+  bool now_is_fresh = true;
+  if (was_sampling && (++w->clock_skip & 7) != 0) {
+    now = w->last_now;
+    now_is_fresh = false;
+  } else {
+    now = detail::now_ns(c.precise_clock);
+    w->last_now = now;
+  }
   const std::uint64_t window = now >> detail::kWindowShift;
   if (window != c.window_id.load(std::memory_order_relaxed)) c.roll_window(window, now);
   if (c.allowed_per_window != 0) {
@@ -731,6 +761,7 @@ WriteResult Stream::write_tensor(const void* data, DType dtype,
     }
     if (kept == 0) return WriteResult::sampled_out;
   }
+  if (!now_is_fresh) now = w->last_now = detail::now_ns(c.precise_clock);
 
   const auto* src = static_cast<const std::uint8_t*>(data);
   const std::uint64_t ring = c.data_mask + 1;
