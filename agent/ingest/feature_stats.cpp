@@ -1,6 +1,7 @@
 #include "ingest/feature_stats.hpp"
 
 #include <cmath>
+#include <limits>
 
 namespace mltap::ingest {
 
@@ -46,7 +47,9 @@ WindowStats FeatureStats::finish(const Accum& a) noexcept {
   const double n = static_cast<double>(a.n);
   const double mean_d = a.sum / n;
   w.mean = a.shift + mean_d;
-  w.variance = std::max(0.0, a.sumsq / n - mean_d * mean_d);
+  // Finite values can still overflow the sums (|x| near 1e300): say so with +Inf, not 0.
+  const double var = a.sumsq / n - mean_d * mean_d;
+  w.variance = std::isfinite(var) ? std::max(0.0, var) : std::numeric_limits<double>::infinity();
   w.min = a.min;
   w.max = a.max;
   return w;

@@ -64,9 +64,11 @@ std::uint32_t current_tid() noexcept {
 
 void atfork_prepare() { g_registry_mutex.lock(); }
 void atfork_parent() { g_registry_mutex.unlock(); }
+void reset_streams_in_child();
 void atfork_child() {
   g_registry_mutex.unlock();
   g_fork_generation.fetch_add(1, std::memory_order_relaxed);
+  reset_streams_in_child();
 }
 
 struct AtforkInstaller {
@@ -184,6 +186,8 @@ struct StreamCore {
   std::uint64_t allowed_per_window = 0;  // budget x window length, 0 = unlimited
   std::uint64_t sum_rows_written() const noexcept;
   std::uint32_t read_flag(std::string_view name) const noexcept;
+  void start_flag_thread();  // with flag_mutex held
+  void forget_parent_threads() noexcept;
   void close() noexcept;
 };
 
@@ -223,6 +227,14 @@ struct ThreadLanes {
 };
 thread_local ThreadLanes t_lanes;
 
+}  // namespace
+
+namespace {
+void reset_streams_in_child() {
+  for (StreamCore* core : registry().slots) {
+    if (core) core->forget_parent_threads();
+  }
+}
 }  // namespace
 
 bool StreamCore::create_segment() noexcept {
@@ -438,6 +450,14 @@ void StreamCore::reopen_after_fork() noexcept {
   window_id.store(0, std::memory_order_relaxed);
   window_rows_base.store(0, std::memory_order_relaxed);
   if (!create_segment()) unmap();
+  std::lock_guard<std::mutex> flags(flag_mutex);
+  if (!flag_callbacks.empty() && !flag_thread.joinable()) {
+    try {
+      start_flag_thread();
+    } catch (...) {
+      std::fprintf(stderr, "mltap: stream '%s': cannot restart flag callbacks after fork\n", name.c_str());
+    }
+  }
 }
 
 std::uint64_t StreamCore::sum_rows_written() const noexcept {
@@ -520,6 +540,44 @@ std::uint32_t StreamCore::read_flag(std::string_view flag) const noexcept {
     if (aref(control->generation).load(std::memory_order_relaxed) == g1) return value;
   }
   return 0;
+}
+
+void StreamCore::start_flag_thread() {
+  flag_stop = false;
+  flag_thread = std::thread([this] {
+    std::unique_lock<std::mutex> lk(flag_mutex);
+    while (!flag_stop) {
+      flag_cv.wait_for(lk, std::chrono::milliseconds(100));
+      if (flag_stop) break;
+      for (auto& [flag, entry] : flag_callbacks) {
+        const std::uint32_t v = read_flag(flag);
+        if (v == entry.first) continue;
+        entry.first = v;
+        auto callbacks = entry.second;
+        lk.unlock();
+        for (auto& cb : callbacks) {
+          try {
+            cb(v);
+          } catch (...) {
+            std::fprintf(stderr, "mltap: flag callback for '%s' threw; ignored\n", flag.c_str());
+          }
+        }
+        lk.lock();
+        if (flag_stop) break;
+      }
+    }
+  });
+}
+
+// In a forked child the parent's flag thread does not exist and its mutex may be held by it:
+// forget the handle (joining or destroying it would be undefined) and start afresh.
+void StreamCore::forget_parent_threads() noexcept {
+  if (flag_thread.joinable()) {
+    new std::thread(std::move(flag_thread));  // leaked on purpose: the thread is not ours
+  }
+  new (&flag_mutex) std::mutex();
+  new (&flag_cv) std::condition_variable();
+  flag_stop = false;
 }
 
 void StreamCore::close() noexcept {
@@ -865,31 +923,7 @@ bool Stream::on_flag(std::string_view name, std::function<void(std::uint32_t)> c
   auto& slot = c.flag_callbacks[std::string(name)];
   if (slot.second.empty()) slot.first = c.read_flag(name);
   slot.second.push_back(std::move(callback));
-  if (!c.flag_thread.joinable()) {
-    c.flag_thread = std::thread([&c] {
-      std::unique_lock<std::mutex> lk(c.flag_mutex);
-      while (!c.flag_stop) {
-        c.flag_cv.wait_for(lk, std::chrono::milliseconds(100));
-        if (c.flag_stop) break;
-        for (auto& [flag, entry] : c.flag_callbacks) {
-          const std::uint32_t v = c.read_flag(flag);
-          if (v == entry.first) continue;
-          entry.first = v;
-          auto callbacks = entry.second;
-          lk.unlock();
-          for (auto& cb : callbacks) {
-            try {
-              cb(v);
-            } catch (...) {
-              std::fprintf(stderr, "mltap: flag callback for '%s' threw; ignored\n", flag.c_str());
-            }
-          }
-          lk.lock();
-          if (c.flag_stop) break;
-        }
-      }
-    });
-  }
+  if (!c.flag_thread.joinable()) c.start_flag_thread();
   return true;
 }
 

@@ -403,6 +403,34 @@ TEST(Fork, ChildWritesItsOwnSegment) {
   EXPECT_EQ(rows_by_pid[static_cast<std::uint32_t>(child)], 5u);
 }
 
+// Flag callbacks registered before a fork keep working in the child (its own thread, its own
+// segment), and the child never touches the parent's callback thread.
+TEST(Fork, FlagCallbacksWorkInTheChild) {
+  TempShmDir dir;
+  Stream s("t/forkflag", small_options(dir.path(), 1));
+  std::atomic<int> calls{0};
+  ASSERT_TRUE(s.on_flag("fallback", [&](std::uint32_t v) { calls += static_cast<int>(v); }));
+  const float v[1] = {1};
+  s.write(std::span<const float>(v));
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    s.write(std::span<const float>(v));  // moves the child to its own segment
+    ingest::RejectReason reason{};
+    std::string detail;
+    auto r = ingest::SegmentReader::open(s.segment_path(), ingest::ReaderLimits{}, reason, detail);
+    if (!r || r->identity().producer.pid != static_cast<std::uint32_t>(::getpid())) ::_exit(2);
+    r->set_flag("fallback", 1);
+    for (int i = 0; i < 300 && calls == 0; ++i) ::usleep(10000);
+    ::_exit(calls == 1 ? 0 : 3);
+  }
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no own segment, 3: callback not called in the child";
+  EXPECT_EQ(calls.load(), 0) << "the parent's flag was never set";
+}
+
 TEST(Close, WithoutAnAgentTheSegmentIsRemovedWithOneItStays) {
   TempShmDir dir;
   std::string path;
