@@ -1,0 +1,105 @@
+// Configuration: strict parsing with file:line:column errors, and the documented default file
+// (packaging/mltapd.yaml) equal to the embedded defaults.
+#include <gtest/gtest.h>
+
+#include "core/config_reader.hpp"
+#include "mltapd/agent_config.hpp"
+
+namespace mltap::test {
+namespace {
+
+using config::ConfigError;
+using namespace std::chrono_literals;
+
+TEST(ConfigReader, DurationsAndSizes) {
+  EXPECT_EQ(config::parse_duration("250ms"), 250ms);
+  EXPECT_EQ(config::parse_duration("5s"), 5s);
+  EXPECT_EQ(config::parse_duration("2m"), 120s);
+  EXPECT_EQ(config::parse_duration("1.5s"), 1500ms);
+  EXPECT_EQ(config::parse_duration("3"), 3s);
+  EXPECT_FALSE(config::parse_duration("-1s"));
+  EXPECT_FALSE(config::parse_duration("5 parsecs"));
+  EXPECT_FALSE(config::parse_duration("1e9s"));
+  EXPECT_FALSE(config::parse_duration(""));
+  EXPECT_EQ(config::parse_bytes("4MiB"), 4u << 20);
+  EXPECT_EQ(config::parse_bytes("64KiB"), 65536u);
+  EXPECT_EQ(config::parse_bytes("4096"), 4096u);
+  EXPECT_FALSE(config::parse_bytes("1.5B"));
+  EXPECT_FALSE(config::parse_bytes("4 MB2"));
+}
+
+ConfigError error_of(const std::string& yaml) {
+  try {
+    agent::parse_agent_config_text(yaml, "test.yaml");
+  } catch (const ConfigError& e) {
+    return e;
+  }
+  ADD_FAILURE() << "no error for:\n" << yaml;
+  return ConfigError("", 0, 0, "");
+}
+
+TEST(AgentConfig, ErrorsNameFileLineAndColumn) {
+  auto e = error_of("agent:\n  listen: 127.0.0.1:9645\n  colour: blue\n");
+  EXPECT_EQ(e.line(), 3);
+  EXPECT_EQ(e.column(), 3);
+  EXPECT_STREQ(e.what(), "test.yaml:3:3: unknown key 'colour' in 'agent'");
+  e = error_of("ingest:\n  scan_interval: fast\n");
+  EXPECT_EQ(e.line(), 2);
+  EXPECT_NE(std::string(e.what()).find("ingest.scan_interval"), std::string::npos);
+  e = error_of("ingest:\n  max_streams: 0\n");
+  EXPECT_NE(std::string(e.what()).find("between 1 and"), std::string::npos);
+  e = error_of("ingest:\n  namespace: Has Space\n");
+  EXPECT_NE(std::string(e.what()).find("namespace"), std::string::npos);
+  e = error_of("agent:\n  listen: nowhere\n");
+  EXPECT_NE(std::string(e.what()).find("host:port"), std::string::npos);
+  e = error_of("agent: [1, 2]\n");
+  EXPECT_NE(std::string(e.what()).find("mapping"), std::string::npos);
+  e = error_of("surprise: 1\n");
+  EXPECT_STREQ(e.what(), "test.yaml:1:1: unknown key 'surprise'");
+  e = error_of("agent:\n  log_level: loud\n");
+  EXPECT_NE(std::string(e.what()).find("must be one of"), std::string::npos);
+  e = error_of("ingest: {shm_dir: relative/path}\n");
+  EXPECT_NE(std::string(e.what()).find("absolute"), std::string::npos);
+  e = error_of("agent:\n  listen: [\n");
+  EXPECT_GT(e.line(), 0) << "YAML syntax errors carry a position too";
+}
+
+TEST(AgentConfig, ValuesAreApplied) {
+  const auto c = agent::parse_agent_config_text(
+      "agent: {listen: '[::1]:1234', log_level: debug}\n"
+      "ingest: {namespace: prod, scan_interval: 1s, max_streams: 10, max_segment_bytes: 1GiB}\n",
+      "t.yaml");
+  EXPECT_EQ(c.agent.listen, "[::1]:1234");
+  EXPECT_EQ(c.agent.log_level, "debug");
+  EXPECT_EQ(c.ingest.ns, "prod");
+  EXPECT_EQ(c.ingest.scan_interval, 1s);
+  EXPECT_EQ(c.ingest.max_streams, 10u);
+  EXPECT_EQ(c.ingest.reader.max_segment_bytes, 1ull << 30);
+}
+
+// packaging/mltapd.yaml documents the defaults: parsing it must change nothing.
+TEST(AgentConfig, DocumentedFileEqualsEmbeddedDefaults) {
+  const auto file = agent::load_agent_config(std::string(MLTAP_SOURCE_DIR) + "/packaging/mltapd.yaml");
+  const agent::AgentConfig d;
+  EXPECT_EQ(file.agent.listen, d.agent.listen);
+  EXPECT_EQ(file.agent.log_level, d.agent.log_level);
+  const auto& a = file.ingest;
+  const auto& b = d.ingest;
+  EXPECT_EQ(a.ns, b.ns);
+  EXPECT_EQ(a.shm_dir, b.shm_dir);
+  EXPECT_EQ(a.proc_dir, b.proc_dir);
+  EXPECT_EQ(a.poll_interval, b.poll_interval);
+  EXPECT_EQ(a.scan_interval, b.scan_interval);
+  EXPECT_EQ(a.stats_window, b.stats_window);
+  EXPECT_EQ(a.dead_producer_grace, b.dead_producer_grace);
+  EXPECT_EQ(a.closed_segment_grace, b.closed_segment_grace);
+  EXPECT_EQ(a.snapshot_interval, b.snapshot_interval);
+  EXPECT_EQ(a.max_streams, b.max_streams);
+  EXPECT_EQ(a.max_features_per_stream, b.max_features_per_stream);
+  EXPECT_EQ(a.remove_dead_segments, b.remove_dead_segments);
+  EXPECT_EQ(a.reader.max_segment_bytes, b.reader.max_segment_bytes);
+  EXPECT_EQ(a.reader.max_records_per_poll, b.reader.max_records_per_poll);
+}
+
+}  // namespace
+}  // namespace mltap::test
