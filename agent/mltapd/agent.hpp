@@ -5,6 +5,7 @@
 #include <string>
 
 #include "api/http_server.hpp"
+#include "detectors/engine.hpp"
 #include "ingest/ingest.hpp"
 #include "mltapd/agent_config.hpp"
 
@@ -24,6 +25,7 @@ class Agent {
  private:
   AgentConfig config_;
   std::unique_ptr<ingest::Ingest> ingest_;
+  std::unique_ptr<detect::DetectorEngine> detectors_;
   std::unique_ptr<api::HttpServer> http_;
 };
 

@@ -27,6 +27,8 @@ AgentConfig parse(const YAML::Node& root, const std::string& name) {
   parse_agent_section(agent, c.agent);
   auto ingest = top.child("ingest");
   ingest::parse_ingest_config(ingest, c.ingest);
+  auto detectors = top.child("detectors");
+  c.detectors = detect::parse_engine_config(detectors);
   top.finish();
   return c;
 }

@@ -5,6 +5,7 @@
 #include <optional>
 #include <string>
 
+#include "detectors/config.hpp"
 #include "ingest/ingest.hpp"
 
 namespace mltap::agent {
@@ -17,6 +18,7 @@ struct AgentSettings {
 struct AgentConfig {
   AgentSettings agent;
   ingest::IngestConfig ingest;
+  detect::EngineConfig detectors;
   std::string source = "<embedded defaults>";
 };
 

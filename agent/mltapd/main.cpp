@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "core/config_reader.hpp"
+#include "detectors/engine.hpp"
 #include "mltap/naming.hpp"
 #include "mltapd/agent.hpp"
 
@@ -31,10 +32,12 @@ int main(int argc, char** argv) {
 
   if (!check_file.empty()) {
     try {
-      mltap::agent::load_agent_config(check_file);
+      const auto cfg = mltap::agent::load_agent_config(check_file);
+      // Reference profiles named in the file are loaded too: a missing one fails the check.
+      if (cfg.detectors.enabled) mltap::detect::DetectorEngine engine(cfg.detectors);
       std::printf("%s: OK\n", check_file.c_str());
       return 0;
-    } catch (const mltap::config::ConfigError& e) {
+    } catch (const std::exception& e) {
       std::fprintf(stderr, "%s\n", e.what());
       return 1;
     }

@@ -84,7 +84,7 @@ class Faults:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", type=float, default=200, help="requests per second")
+    ap.add_argument("--rate", type=float, default=1000, help="requests per second")
     ap.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0 = run until killed)")
     ap.add_argument("--unit-change-at", type=float, default=60, help="seconds; negative disables")
     ap.add_argument("--nan-burst-at", type=float, default=100, help="seconds; negative disables")

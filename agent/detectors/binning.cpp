@@ -1,0 +1,560 @@
+#include "detectors/binning.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include "detectors/stats.hpp"
+
+namespace mltap::detect {
+namespace {
+
+bool finite(double x) noexcept { return x - x == 0; }
+
+double trapezoid_abs(double a, double b, double w) noexcept {
+  if ((a >= 0) == (b >= 0)) return w * (std::fabs(a) + std::fabs(b)) * 0.5;
+  const double s = std::fabs(a) + std::fabs(b);
+  return s > 0 ? w * (a * a + b * b) / (2 * s) : 0.0;
+}
+
+}  // namespace
+
+BinLookup::BinLookup(std::span<const double> edges) {
+  if (edges.size() < 2) return;
+  bins_ = static_cast<std::uint32_t>(edges.size() - 1);
+  lo_ = edges.front();
+  hi_ = edges.back();
+  cells_ = std::max<std::uint32_t>(16, 4 * bins_);
+  if (hi_ > lo_ && std::isfinite(hi_ - lo_)) {
+    scale_ = static_cast<double>(cells_) / (hi_ - lo_);
+  } else {
+    scale_ = 0;
+    cells_ = 1;
+  }
+  // For x in cell c, its bin b(x) = max{i : e_i <= x} lies in [L(c), H(c)] with
+  // L(c) = max{i : cell(e_i) < c} and H(c) = max{i : cell(e_i) <= c}, because cell() is monotone.
+  std::vector<std::uint32_t> edge_cell(edges.size());
+  for (std::size_t i = 0; i < edges.size(); ++i) edge_cell[i] = cell_of(edges[i]);
+  grid_.assign(cells_, 0);
+  std::uint32_t maxspan = 0;
+  std::size_t below = 0;  // number of edges with cell < c
+  std::size_t upto = 0;   // number of edges with cell <= c
+  for (std::uint32_t c = 0; c < cells_; ++c) {
+    while (below < edges.size() && edge_cell[below] < c) ++below;
+    while (upto < edges.size() && edge_cell[upto] <= c) ++upto;
+    const std::uint32_t lo_bin = below > 0 ? static_cast<std::uint32_t>(below - 1) : 0;
+    const std::uint32_t hi_bin = upto > 0 ? static_cast<std::uint32_t>(upto - 1) : 0;
+    grid_[c] = static_cast<std::uint16_t>(lo_bin);
+    maxspan = std::max(maxspan, hi_bin > lo_bin ? hi_bin - lo_bin : 0);
+  }
+  top_ = maxspan ? std::bit_ceil(maxspan + 1) / 2 : 0;
+  padded_.assign(edges.begin(), edges.end());
+  padded_.resize(edges.size() + 2 * static_cast<std::size_t>(top_) + 1, std::numeric_limits<double>::infinity());
+}
+
+CategoryLookup::CategoryLookup(std::span<const double> categories) {
+  if (categories.empty()) return;
+  const std::size_t size = std::bit_ceil(std::max<std::size_t>(8, categories.size() * 2));
+  table_.assign(size, Slot{0, kMissing});
+  mask_ = size - 1;
+  for (std::size_t c = 0; c < categories.size(); ++c) {
+    const std::uint64_t key = bits(categories[c]);
+    std::size_t i = hash(key) & mask_;
+    while (table_[i].index != kMissing && table_[i].key != key) i = (i + 1) & mask_;
+    if (table_[i].index == kMissing) {
+      table_[i] = Slot{key, static_cast<std::uint32_t>(c)};
+      ++count_;
+    }
+  }
+}
+
+// ---- numeric -------------------------------------------------------------------------------
+
+std::size_t NumericReference::memory_bytes() const noexcept {
+  return lookup.memory_bytes() + cum.capacity() * sizeof(double) + atoms.capacity() +
+         coarse_of.capacity() * sizeof(std::uint16_t) + coarse_ref.capacity() * sizeof(double);
+}
+
+NumericReference compile_numeric(const FeatureProfile& f, std::uint32_t coarse_bins, double rank_error) {
+  NumericReference r;
+  r.mean = f.mean;
+  r.sd = std::sqrt(std::max(0.0, f.variance));
+  r.min = f.min;
+  r.max = f.max;
+  r.rank_error = rank_error;
+  if (f.values > 0) {
+    r.nan_rate = static_cast<double>(f.nan) / static_cast<double>(f.values);
+    r.inf_rate = static_cast<double>(f.pos_inf + f.neg_inf) / static_cast<double>(f.values);
+  }
+  double total = 0;
+  for (auto c : f.counts) total += static_cast<double>(c);
+  if (f.edges.size() < 2 || total <= 0) return r;
+  r.has_bins = true;
+  r.lookup = BinLookup(f.edges);
+  const std::uint32_t bins = r.lookup.bins();
+  r.n = total;
+  r.cum.assign(bins + 1, 0.0);
+  double run = 0;
+  for (std::uint32_t i = 0; i < bins; ++i) {
+    run += static_cast<double>(f.counts[i]);
+    r.cum[i + 1] = run / total;
+  }
+  r.cum[bins] = 1.0;
+  r.atoms.assign(f.atoms.begin(), f.atoms.end());
+  r.atoms.resize(bins, 0);
+  // Coarse bins: group fine bins by the reference share at their middle.
+  const std::uint32_t target = std::max<std::uint32_t>(1, coarse_bins);
+  r.coarse_of.assign(bins, 0);
+  std::int64_t last_group = -1;
+  std::uint16_t next = 0;
+  for (std::uint32_t i = 0; i < bins; ++i) {
+    const double mid = 0.5 * (r.cum[i] + r.cum[i + 1]);
+    const auto g = std::min<std::int64_t>(target - 1, static_cast<std::int64_t>(mid * target));
+    if (g != last_group) {
+      ++next;
+      last_group = g;
+    }
+    r.coarse_of[i] = next;
+  }
+  r.coarse = next;
+  r.coarse_ref.assign(r.coarse + 2, 0.0);
+  for (std::uint32_t i = 0; i < bins; ++i) r.coarse_ref[r.coarse_of[i]] += static_cast<double>(f.counts[i]);
+  return r;
+}
+
+void NumericWindow::reset(std::uint32_t bins) {
+  counts.assign(bins ? bins + 2 : 0, 0);
+  values = nan = pos_inf = neg_inf = finite = 0;
+  sum = sumsq = under_sum = over_sum = 0;
+  min = std::numeric_limits<double>::infinity();
+  max = -std::numeric_limits<double>::infinity();
+}
+
+double NumericWindow::sd() const noexcept {
+  if (finite < 2) return NAN;
+  const double n = static_cast<double>(finite);
+  const double m = sum / n;
+  return std::sqrt(std::max(0.0, sumsq / n - m * m));
+}
+
+void add_numeric(const NumericReference& ref, NumericWindow& w, const double* v, std::size_t n,
+                 std::size_t stride) noexcept {
+  const double shift = ref.mean;
+  double sum = 0, sumsq = 0, mn = w.min, mx = w.max;
+  std::uint64_t fin = 0;
+  w.values += n;
+  if (!ref.has_bins) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const double x = v[i * stride];
+      if (!finite(x)) [[unlikely]] {
+        if (x != x) ++w.nan; else if (x > 0) ++w.pos_inf; else ++w.neg_inf;
+        continue;
+      }
+      const double d = x - shift;
+      sum += d;
+      sumsq += d * d;
+      mn = x < mn ? x : mn;
+      mx = x > mx ? x : mx;
+      ++fin;
+    }
+  } else {
+    std::uint32_t* counts = w.counts.data();
+    const std::uint32_t over_slot = ref.lookup.bins() + 1;
+    const double lo = ref.lookup.lo(), hi = ref.lookup.hi();
+    for (std::size_t i = 0; i < n; ++i) {
+      const double x = v[i * stride];
+      if (!finite(x)) [[unlikely]] {
+        if (x != x) ++w.nan; else if (x > 0) ++w.pos_inf; else ++w.neg_inf;
+        continue;
+      }
+      const double d = x - shift;
+      sum += d;
+      sumsq += d * d;
+      mn = x < mn ? x : mn;
+      mx = x > mx ? x : mx;
+      ++fin;
+      const std::uint32_t s = ref.lookup.slot(x);
+      ++counts[s];
+      if (s == 0 || s == over_slot) [[unlikely]] {
+        if (s == 0) w.under_sum += lo - x; else w.over_sum += x - hi;
+      }
+    }
+  }
+  w.finite += fin;
+  w.sum += sum;
+  w.sumsq += sumsq;
+  w.block_sum += sum;
+  w.block_n += fin;
+  w.min = mn;
+  w.max = mx;
+}
+
+namespace {
+
+void coarse_counts(const NumericReference& ref, const NumericWindow& w, std::vector<double>& out) {
+  const std::uint32_t bins = ref.lookup.bins();
+  out.assign(ref.coarse + 2, 0.0);
+  out[0] = w.counts[0];
+  out[ref.coarse + 1] = w.counts[bins + 1];
+  for (std::uint32_t i = 0; i < bins; ++i) out[ref.coarse_of[i]] += w.counts[i + 1];
+}
+
+void fill_coarse_scores(const std::vector<double>& ref_counts, const std::vector<double>& cur_counts,
+                        NumericScores& s) {
+  const auto p = smoothed_probabilities(ref_counts, 0.5);
+  const auto q = smoothed_probabilities(cur_counts, 0.5);
+  s.psi = psi(p, q);
+  const auto pr = normalized(ref_counts);
+  const auto qr = normalized(cur_counts);
+  s.js = js_distance(pr, qr);
+  s.hellinger = hellinger(pr, qr);
+}
+
+double spread(const NumericReference& ref) noexcept {
+  if (ref.sd > 0) return ref.sd;
+  return std::max(1e-12, 1e-9 * std::fabs(ref.mean));
+}
+
+}  // namespace
+
+NumericScores compare_numeric(const NumericReference& ref, const NumericWindow& cur, double p_value_max_n) {
+  NumericScores s;
+  if (!ref.has_bins || cur.finite == 0) return s;
+  const std::uint32_t bins = ref.lookup.bins();
+  const double n = static_cast<double>(cur.finite);
+  double below = cur.counts[0];
+  double d_prev = below / n - ref.cum[0];
+  double ks = std::fabs(d_prev), ks_bound = 0, w1 = (cur.under_sum + cur.over_sum) / n, w_bound = 0;
+  for (std::uint32_t i = 0; i < bins; ++i) {
+    const double q = cur.counts[i + 1] / n;
+    const double p = ref.cum[i + 1] - ref.cum[i];
+    below += cur.counts[i + 1];
+    const double d_next = below / n - ref.cum[i + 1];
+    const double w = ref.lookup.edge(i + 1) - ref.lookup.edge(i);
+    if (ref.atoms[i]) {
+      w1 += w * std::fabs(d_next);
+      w_bound += w * q;
+      ks_bound = std::max(ks_bound, q);
+    } else {
+      w1 += trapezoid_abs(d_prev, d_next, w);
+      w_bound += w * (p + q);
+      ks_bound = std::max(ks_bound, std::max(p, q));
+    }
+    ks = std::max(ks, std::fabs(d_next));
+    d_prev = d_next;
+  }
+  const double sd = spread(ref);
+  s.ks = ks;
+  s.ks_bound = ks_bound + ref.rank_error;
+  s.wasserstein = w1 / sd;
+  s.wasserstein_bound = w_bound / sd;
+  s.n_eff = n * ref.n / (n + ref.n);
+  if (s.n_eff <= p_value_max_n) s.ks_p_value = ks_p_value(ks, n, ref.n);
+  std::vector<double> cc;
+  coarse_counts(ref, cur, cc);
+  fill_coarse_scores(ref.coarse_ref, cc, s);
+  return s;
+}
+
+NumericScores compare_numeric_windows(const NumericReference& ref, const NumericWindow& prev,
+                                      const NumericWindow& cur) {
+  NumericScores s;
+  if (!ref.has_bins || cur.finite == 0 || prev.finite == 0) return s;
+  const std::uint32_t bins = ref.lookup.bins();
+  const double n = static_cast<double>(cur.finite), m = static_cast<double>(prev.finite);
+  double bc = cur.counts[0], bp = prev.counts[0];
+  double d_prev = bc / n - bp / m;
+  double ks = std::fabs(d_prev);
+  double w1 = std::fabs(cur.under_sum / n - prev.under_sum / m) + std::fabs(cur.over_sum / n - prev.over_sum / m);
+  for (std::uint32_t i = 0; i < bins; ++i) {
+    bc += cur.counts[i + 1];
+    bp += prev.counts[i + 1];
+    const double d_next = bc / n - bp / m;
+    const double w = ref.lookup.edge(i + 1) - ref.lookup.edge(i);
+    w1 += ref.atoms[i] ? w * std::fabs(d_next) : trapezoid_abs(d_prev, d_next, w);
+    ks = std::max(ks, std::fabs(d_next));
+    d_prev = d_next;
+  }
+  s.ks = ks;
+  s.wasserstein = w1 / spread(ref);
+  s.n_eff = n * m / (n + m);
+  std::vector<double> cc, pc;
+  coarse_counts(ref, cur, cc);
+  coarse_counts(ref, prev, pc);
+  fill_coarse_scores(pc, cc, s);
+  return s;
+}
+
+// ---- categorical ---------------------------------------------------------------------------
+
+std::size_t CategoricalReference::memory_bytes() const noexcept {
+  return lookup.memory_bytes() + categories.capacity() * sizeof(double) + counts.capacity() * sizeof(double);
+}
+
+CategoricalReference compile_categorical(const FeatureProfile& f) {
+  CategoricalReference r;
+  r.categories = f.categories;
+  r.lookup = CategoryLookup(r.categories);
+  r.counts.reserve(f.categories.size() + 1);
+  for (auto c : f.category_counts) r.counts.push_back(static_cast<double>(c));
+  r.counts.resize(f.categories.size(), 0.0);
+  r.counts.push_back(static_cast<double>(f.other_count));
+  r.n = std::accumulate(r.counts.begin(), r.counts.end(), 0.0);
+  r.exhaustive = f.exhaustive;
+  r.mean = f.mean;
+  r.sd = std::sqrt(std::max(0.0, f.variance));
+  if (f.values > 0) {
+    r.nan_rate = static_cast<double>(f.nan) / static_cast<double>(f.values);
+    r.inf_rate = static_cast<double>(f.pos_inf + f.neg_inf) / static_cast<double>(f.values);
+  }
+  return r;
+}
+
+void CategoricalWindow::reset(std::size_t tracked) {
+  counts.assign(tracked + 1, 0);
+  values = nan = pos_inf = neg_inf = finite = 0;
+  sum = sumsq = 0;
+  min = INFINITY;
+  max = -INFINITY;
+  unseen = FrequentItems(8);
+}
+
+void add_categorical(const CategoricalReference& ref, CategoricalWindow& w, const double* v,
+                     std::size_t n, std::size_t stride) noexcept {
+  const std::size_t other = ref.categories.size();
+  const double shift = ref.mean;
+  w.values += n;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double x = v[i * stride];
+    if (!finite(x)) [[unlikely]] {
+      if (x != x) ++w.nan; else if (x > 0) ++w.pos_inf; else ++w.neg_inf;
+      continue;
+    }
+    ++w.finite;
+    const double d = x - shift;
+    w.sum += d;
+    w.sumsq += d * d;
+    w.min = x < w.min ? x : w.min;
+    w.max = x > w.max ? x : w.max;
+    const std::uint32_t c = ref.lookup.find(x);
+    if (c == CategoryLookup::kMissing) [[unlikely]] {
+      ++w.counts[other];
+      w.unseen.update(x);
+    } else {
+      ++w.counts[c];
+    }
+  }
+}
+
+namespace {
+void fill_categorical(const std::vector<double>& ref_counts, const std::vector<double>& cur_counts,
+                      CategoricalScores& s) {
+  const auto p = normalized(ref_counts);
+  const auto q = normalized(cur_counts);
+  s.linf = linf(p, q);
+  s.js = js_distance(p, q);
+  s.psi = psi(smoothed_probabilities(ref_counts, 0.5), smoothed_probabilities(cur_counts, 0.5));
+  double best = -1;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    const double d = std::fabs(p[i] - q[i]);
+    if (d > best) {
+      best = d;
+      s.largest_change = i;
+    }
+  }
+}
+}  // namespace
+
+CategoricalScores compare_categorical(const CategoricalReference& ref, const CategoricalWindow& cur,
+                                      double p_value_max_n) {
+  CategoricalScores s;
+  const double n = static_cast<double>(cur.finite);
+  if (n <= 0 || ref.n <= 0) return s;
+  std::vector<double> cc(cur.counts.begin(), cur.counts.end());
+  fill_categorical(ref.counts, cc, s);
+  const auto chi = chi_squared_2xk(ref.counts, cc);
+  s.chi2 = chi.statistic;
+  s.cramers_v = chi.cramers_v;
+  s.n_eff = n * ref.n / (n + ref.n);
+  if (chi.valid && s.n_eff <= p_value_max_n) s.chi2_p_value = chi.p_value;
+  const std::size_t other = ref.categories.size();
+  s.unseen_share = cc[other] / n;
+  s.ref_other_share = ref.counts[other] / ref.n;
+  double missing = 0;
+  for (std::size_t i = 0; i < other; ++i) {
+    const double p = ref.counts[i] / ref.n;
+    if (cc[i] == 0 && p * n >= 20) missing += p;
+  }
+  s.missing_share = missing;
+  return s;
+}
+
+CategoricalScores compare_categorical_windows(const CategoricalReference& ref,
+                                              const CategoricalWindow& prev,
+                                              const CategoricalWindow& cur) {
+  (void)ref;
+  CategoricalScores s;
+  if (prev.finite == 0 || cur.finite == 0) return s;
+  std::vector<double> pc(prev.counts.begin(), prev.counts.end());
+  std::vector<double> cc(cur.counts.begin(), cur.counts.end());
+  fill_categorical(pc, cc, s);
+  const auto chi = chi_squared_2xk(pc, cc);
+  s.chi2 = chi.statistic;
+  s.cramers_v = chi.cramers_v;
+  return s;
+}
+
+// ---- pinned builder ------------------------------------------------------------------------
+
+PinnedFeatureBuilder::PinnedFeatureBuilder(const PinnedOptions& options)
+    : opt_(options), kll_(options.kll_k),
+      items_(2 * std::max(options.categorical_max_distinct, options.max_categories) + 1) {}
+
+void PinnedFeatureBuilder::add_moments(double x) noexcept {
+  if (!have_shift_) {
+    shift_ = x;
+    have_shift_ = true;
+  }
+  const double d = x - shift_;
+  sum_ += d;
+  sumsq_ += d * d;
+  min_ = std::min(min_, x);
+  max_ = std::max(max_, x);
+  if (integer_valued_ && !(x == std::floor(x) && std::fabs(x) < 9007199254740992.0)) integer_valued_ = false;
+}
+
+void PinnedFeatureBuilder::add(const double* v, std::size_t n, std::size_t stride) {
+  values_ += n;
+  const bool track_items = !fitted_;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double x = v[i * stride];
+    if (!finite(x)) {
+      if (x != x) ++nan_; else if (x > 0) ++pos_inf_; else ++neg_inf_;
+      continue;
+    }
+    ++finite_;
+    add_moments(x);
+    if (track_items) {
+      kll_.update(x);
+      if (integer_valued_ || opt_.forced_kind == FeatureKind::categorical) items_.update(x);
+      continue;
+    }
+    if (kind_ == FeatureKind::numeric) {
+      if (lookup_.bins() == 0) continue;
+      const std::uint32_t s = lookup_.slot(x);
+      ++counts_[s];
+      if (s == 0) {
+        under_min_ = std::min(under_min_, x);
+        under_max_ = std::max(under_max_, x);
+      } else if (s == lookup_.bins() + 1) {
+        over_min_ = std::min(over_min_, x);
+        over_max_ = std::max(over_max_, x);
+      } else if (x != edges_[s - 1]) {
+        not_atom_[s - 1] = 1;
+      }
+    } else {
+      const std::uint32_t c = cat_lookup_.find(x);
+      if (c == CategoryLookup::kMissing) {
+        ++cat_counts_.back();
+        exhaustive_ = false;
+      } else {
+        ++cat_counts_[c];
+      }
+    }
+  }
+}
+
+void PinnedFeatureBuilder::fit() {
+  if (fitted_) return;
+  fitted_ = true;
+  const bool auto_categorical = integer_valued_ && finite_ > 0 && items_.exact() &&
+                                items_.items().size() <= opt_.categorical_max_distinct;
+  kind_ = opt_.forced_kind.value_or(auto_categorical ? FeatureKind::categorical : FeatureKind::numeric);
+  if (kind_ == FeatureKind::numeric) {
+    if (kll_.count() > 0) {
+      std::vector<double> qs(opt_.bins + 1);
+      for (std::uint32_t i = 0; i <= opt_.bins; ++i) qs[i] = static_cast<double>(i) / opt_.bins;
+      auto e = kll_.quantiles(qs);
+      e.front() = kll_.min();
+      e.back() = kll_.max();
+      e.erase(std::unique(e.begin(), e.end()), e.end());
+      if (e.size() == 1) e.push_back(e.front());
+      edges_ = std::move(e);
+      lookup_ = BinLookup(edges_);
+      counts_.assign(lookup_.bins() + 2, 0);
+      not_atom_.assign(lookup_.bins(), 0);
+    }
+  } else {
+    auto items = items_.items();
+    if (items.size() > opt_.max_categories) items.resize(opt_.max_categories);
+    for (const auto& it : items) categories_.push_back(it.value);
+    exhaustive_ = items_.exact() && items_.items().size() <= opt_.max_categories;
+    cat_lookup_ = CategoryLookup(categories_);
+    cat_counts_.assign(categories_.size() + 1, 0);
+  }
+  kll_ = KllSketch(8);
+  items_ = FrequentItems(1);
+}
+
+FeatureProfile PinnedFeatureBuilder::finish(std::string name) {
+  if (!fitted_) fit();
+  FeatureProfile f;
+  f.name = std::move(name);
+  f.kind = kind_;
+  f.values = values_;
+  f.nan = nan_;
+  f.pos_inf = pos_inf_;
+  f.neg_inf = neg_inf_;
+  f.finite = finite_;
+  if (finite_ > 0) {
+    const double n = static_cast<double>(finite_);
+    const double m = sum_ / n;
+    f.mean = shift_ + m;
+    f.variance = std::max(0.0, sumsq_ / n - m * m);
+    f.min = min_;
+    f.max = max_;
+  }
+  f.integer_valued = integer_valued_ && finite_ > 0;
+  if (kind_ == FeatureKind::numeric) {
+    if (edges_.size() < 2) return f;
+    const std::uint32_t bins = lookup_.bins();
+    std::vector<double> e = edges_;
+    const bool extend = counts_.front() > 0 || counts_.back() > 0;
+    if (extend && e.size() == 2 && e[0] == e[1]) e[1] = std::nextafter(e[0], INFINITY);
+    std::vector<std::uint64_t> c(counts_.begin() + 1, counts_.begin() + 1 + bins);
+    std::vector<std::uint8_t> a(bins);
+    for (std::uint32_t i = 0; i < bins; ++i) a[i] = not_atom_[i] ? 0 : 1;
+    if (counts_.front() > 0) {
+      e.insert(e.begin(), under_min_);
+      c.insert(c.begin(), counts_.front());
+      a.insert(a.begin(), under_min_ == under_max_ ? 1 : 0);
+    }
+    if (counts_.back() > 0) {
+      double left = std::max(over_min_, std::nextafter(e.back(), INFINITY));
+      double right = over_max_ > left ? over_max_ : std::nextafter(left, INFINITY);
+      // The previous last bin now ends (open) at `left`: it still holds everything up to the old
+      // maximum, and no reference value lies between the two. The new bin is [left, right].
+      e.back() = left;
+      e.push_back(right);
+      c.push_back(counts_.back());
+      a.push_back(over_min_ == over_max_ && left == over_min_ ? 1 : 0);
+    }
+    f.edges = std::move(e);
+    f.counts = std::move(c);
+    f.atoms = std::move(a);
+  } else {
+    f.categories = categories_;
+    f.category_counts.assign(cat_counts_.begin(), cat_counts_.end() - 1);
+    f.other_count = cat_counts_.back();
+    f.exhaustive = exhaustive_;
+  }
+  return f;
+}
+
+std::size_t PinnedFeatureBuilder::memory_bytes() const noexcept {
+  return sizeof(*this) + kll_.memory_bytes() + items_.memory_bytes() + edges_.capacity() * sizeof(double) +
+         lookup_.memory_bytes() + counts_.capacity() * sizeof(std::uint64_t) + not_atom_.capacity() +
+         categories_.capacity() * sizeof(double) + cat_lookup_.memory_bytes() +
+         cat_counts_.capacity() * sizeof(std::uint64_t);
+}
+
+}  // namespace mltap::detect

@@ -1,0 +1,121 @@
+// The `detectors:` configuration section. Top-level keys set the defaults of every stream;
+// `detectors.streams.<name>` overrides any of them for one stream. Unknown keys are errors.
+// docs/detectors.md lists every key with its default and why.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/config_reader.hpp"
+
+namespace mltap::detect {
+
+using namespace std::chrono_literals;
+
+struct DriftSettings {
+  std::vector<std::string> numeric_methods{"wasserstein", "psi"};  // decide numeric drift
+  std::vector<std::string> categorical_methods{"linf", "js"};      // decide categorical drift
+  double psi = 0.2;
+  double wasserstein = 0.1;  // W1 / reference standard deviation
+  double ks = 0.1;
+  double js = 0.1;           // Jensen-Shannon distance, base 2
+  double hellinger = 0.1;
+  double linf = 0.05;        // largest change of one category's share
+  double fdr = 0.01;         // Benjamini-Hochberg level over the window's p-values
+  double p_value_max_n = 100000;  // p-values only when n_eff is at most this
+  std::uint32_t min_drifted_features = 1;
+  double min_drifted_share = 0;   // and at least this share of the analyzed features
+  std::uint32_t bins = 256;       // fine bins (KS, W1, pinned references)
+  std::uint32_t coarse_bins = 16; // PSI / JS / Hellinger bins (+2 overflow bins)
+  double threshold(std::string_view method) const noexcept;
+};
+
+struct QualitySettings {
+  double nan_rate = 0.005;          // excess over the reference's rate
+  double inf_rate = 0.005;
+  double out_of_range_rate = 0.01;  // share outside [reference min, max]
+  double unseen_rate = 0.01;        // categorical: values not among the reference's categories
+  double missing_share = 0.01;      // categorical: reference share of categories that vanished
+  double z = 5;                     // and the excess must be this many standard errors
+  std::uint64_t constant_min_values = 100;
+};
+
+enum class SequentialMethod { cusum, page_hinkley, both };
+
+struct SequentialSettings {
+  bool enabled = true;
+  SequentialMethod method = SequentialMethod::both;
+  std::uint64_t block_records = 512;  // CUSUM/PH step on means of this many records
+  double arl_records = 1e9;           // records between false alarms, per stream
+  double k = 0.5;                     // reference value, in standard errors of a block mean
+  double reference_sigmas = 3;        // widen k by this many standard errors of the reference mean
+};
+
+struct StalenessSettings {
+  bool enabled = true;
+  double factor = 5;                     // silent for factor x the usual interval
+  std::chrono::nanoseconds min_silence = 30s;
+  std::uint32_t min_batches = 10;        // learn the interval first
+};
+
+struct ThroughputSettings {
+  bool enabled = true;
+  std::chrono::nanoseconds period = 60s;
+  double factor = 4;              // rate below baseline/factor or above baseline*factor
+  std::uint32_t warmup_periods = 5;
+  double min_expected = 20;       // records a period must be expected to hold to judge a drop
+  double alpha = 0.1;             // EWMA weight of the newest period in the baseline
+};
+
+struct EmbeddingSettings {
+  std::uint32_t min_width = 256;  // wider rows are analyzed as embeddings
+  std::uint32_t projections = 16;
+  std::uint64_t seed = 0x6d6c746170ULL;
+  std::uint32_t mean_dims = 4096;  // dims kept for the mean vector
+  double mean_shift = 0.1;   // |mean_w - mean_ref| / sqrt(trace of reference covariance)
+  double cosine = 0.05;      // cosine distance of mean vectors (when the reference mean is clear)
+};
+
+struct StreamSettings {
+  bool enabled = true;
+  std::string reference;  // profile file; empty = pin the first records
+  std::uint64_t pin_records = 20000;
+  std::uint64_t window_records = 5000;
+  std::chrono::nanoseconds window_time = 60s;  // 0 = by records only
+  std::uint64_t min_window_records = 1000;     // a time window closes only with this many
+  std::uint32_t confirm_windows = 1;  // drifted windows in a row before a finding opens
+  std::uint32_t clear_windows = 2;    // clean windows in a row before it closes
+  std::vector<std::string> categorical;  // force kinds when pinning
+  std::vector<std::string> numeric;
+  double class_threshold = 0.5;       // predictions with one column
+  DriftSettings drift;
+  QualitySettings quality;
+  SequentialSettings sequential;
+  StalenessSettings staleness;
+  ThroughputSettings throughput;
+  EmbeddingSettings embedding;
+};
+
+struct EngineConfig {
+  bool enabled = true;
+  std::uint32_t max_streams = 256;
+  std::uint32_t max_features_per_stream = 2048;
+  std::chrono::nanoseconds snapshot_interval = 250ms;
+  std::uint32_t closed_findings_kept = 256;
+  std::uint32_t top_features = 5;
+  StreamSettings defaults;
+  std::vector<std::pair<std::string, StreamSettings>> streams;  // per-stream overrides
+
+  const StreamSettings& settings_for(std::string_view stream) const noexcept;
+};
+
+// Parses the `detectors:` section (a null section gives the defaults). Throws config::ConfigError.
+EngineConfig parse_engine_config(config::ConfigSection& section);
+// The defaults as YAML, with comments (also in docs/detectors.md).
+std::string default_config_yaml();
+
+}  // namespace mltap::detect

@@ -1,0 +1,120 @@
+// Distances, tests and multiple-testing rules on discrete distributions (bins or categories).
+// Conventions match scipy where a scipy function exists (jensenshannon with base=2,
+// chi2_contingency, kstwo/kolmogorov); docs/detectors.md states each formula.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace mltap::detect {
+
+// (count + alpha) / (n + alpha * K): the explicit empty-bin rule for PSI (alpha = 0.5).
+std::vector<double> smoothed_probabilities(std::span<const double> counts, double alpha);
+// Counts divided by their sum; all zeros when the sum is zero.
+std::vector<double> normalized(std::span<const double> counts);
+
+// Population stability index: sum (q - p) ln(q / p). p, q must be strictly positive (smoothed).
+double psi(std::span<const double> p, std::span<const double> q) noexcept;
+// Jensen-Shannon distance, base 2, in [0, 1]; zeros allowed.
+double js_distance(std::span<const double> p, std::span<const double> q) noexcept;
+// Hellinger distance sqrt(1 - sum sqrt(p q)), in [0, 1].
+double hellinger(std::span<const double> p, std::span<const double> q) noexcept;
+// max |p - q|.
+double linf(std::span<const double> p, std::span<const double> q) noexcept;
+
+struct ChiSquared {
+  double statistic = 0;
+  double dof = 0;
+  double p_value = 1;
+  double cramers_v = 0;
+  bool valid = false;  // enough expected counts (Cochran) for the p-value to mean something
+};
+// Two-row contingency (reference counts, current counts) over the same cells. Cells with a zero
+// total are dropped; Yates' correction when dof == 1 (as scipy.stats.chi2_contingency).
+ChiSquared chi_squared_2xk(std::span<const double> ref_counts, std::span<const double> cur_counts);
+
+// Upper tail of the chi-squared distribution.
+double chi2_sf(double x, double dof) noexcept;
+// Asymptotic two-sample Kolmogorov-Smirnov p-value with Stephens' small-sample correction,
+// effective n = n*m/(n+m).
+double ks_p_value(double d, double n, double m) noexcept;
+
+// Benjamini-Hochberg at level q. NaN p-values are not tests (never rejected, not counted in m).
+std::vector<bool> benjamini_hochberg(std::span<const double> p_values, double q);
+
+// ---- Sequential change detection on standardized block means (z ~ N(0,1) without change) ----
+
+// Threshold h for a two-sided CUSUM with reference value k such that the average run length
+// between false alarms is `arl` blocks (Siegmund's approximation, solved numerically).
+double cusum_threshold(double arl_blocks, double k) noexcept;
+// Siegmund's ARL of a one-sided CUSUM (k, h) on N(0,1) increments.
+double cusum_arl_one_sided(double k, double h) noexcept;
+
+class Cusum {
+ public:
+  Cusum() = default;
+  Cusum(double k, double h) : k_(k), h_(h) {}
+  // Returns true on alarm (statistics restart at zero after an alarm).
+  bool update(double z) noexcept {
+    hi_ = hi_ + z - k_ > 0 ? hi_ + z - k_ : 0;
+    lo_ = lo_ - z - k_ > 0 ? lo_ - z - k_ : 0;
+    if (hi_ > h_ || lo_ > h_) {
+      last_up_ = hi_ > h_;
+      alarm_score_ = hi_ > lo_ ? hi_ : lo_;
+      hi_ = lo_ = 0;
+      return true;
+    }
+    return false;
+  }
+  double score() const noexcept { return hi_ > lo_ ? hi_ : lo_; }  // compare with threshold()
+  double threshold() const noexcept { return h_; }
+  bool last_alarm_up() const noexcept { return last_up_; }
+  double alarm_score() const noexcept { return alarm_score_; }  // statistic when it last alarmed
+  void reset() noexcept { hi_ = lo_ = 0; }
+
+ private:
+  double k_ = 0.5, h_ = 5;
+  double hi_ = 0, lo_ = 0, alarm_score_ = 0;
+  bool last_up_ = false;
+};
+
+// Page-Hinkley: cumulative deviation from the running mean since the last reset, minus delta;
+// alarm when it rises lambda above its running minimum (two-sided).
+class PageHinkley {
+ public:
+  PageHinkley() = default;
+  PageHinkley(double delta, double lambda) : delta_(delta), lambda_(lambda) {}
+  bool update(double z) noexcept {
+    ++n_;
+    mean_ += (z - mean_) / static_cast<double>(n_);
+    up_ += z - mean_ - delta_;
+    dn_ += mean_ - z - delta_;
+    if (up_ < up_min_) up_min_ = up_;
+    if (dn_ < dn_min_) dn_min_ = dn_;
+    if (up_ - up_min_ > lambda_ || dn_ - dn_min_ > lambda_) {
+      last_up_ = up_ - up_min_ > lambda_;
+      alarm_score_ = score();
+      reset();
+      return true;
+    }
+    return false;
+  }
+  double score() const noexcept {
+    const double a = up_ - up_min_, b = dn_ - dn_min_;
+    return a > b ? a : b;
+  }
+  double threshold() const noexcept { return lambda_; }
+  bool last_alarm_up() const noexcept { return last_up_; }
+  double alarm_score() const noexcept { return alarm_score_; }
+  void reset() noexcept { n_ = 0; mean_ = up_ = dn_ = up_min_ = dn_min_ = 0; }
+
+ private:
+  double delta_ = 0.5, lambda_ = 5, alarm_score_ = 0;
+  std::uint64_t n_ = 0;
+  double mean_ = 0, up_ = 0, dn_ = 0, up_min_ = 0, dn_min_ = 0;
+  bool last_up_ = false;
+};
+
+}  // namespace mltap::detect

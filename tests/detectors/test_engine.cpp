@@ -1,0 +1,515 @@
+// The engine end to end on synthetic streams: pinning, windows, every finding kind and its
+// lifecycle, caps, file references, snapshots read concurrently, JSON and Prometheus output
+// (served by a real prometheus-cpp Exposer on loopback and checked with promtool).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include <httplib.h>
+#include <prometheus/exposer.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include "detectors/engine.hpp"
+#include "detectors/json.hpp"
+#include "prometheus/detector_metrics.hpp"
+
+using namespace mltap;
+using namespace mltap::detect;
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr std::uint64_t kSec = 1000000000ULL;
+
+EngineConfig small_config() {
+  EngineConfig c;
+  auto& d = c.defaults;
+  d.pin_records = 4000;
+  d.window_records = 2000;
+  d.min_window_records = 500;
+  d.window_time = std::chrono::nanoseconds(0);
+  d.throughput.enabled = false;
+  d.staleness.enabled = false;
+  return c;
+}
+
+// Drives one stream: rows from `gen`, batches of `batch_rows`, `rate` rows per second of agent
+// time, with a tick per batch.
+struct Feed {
+  DetectorEngine& engine;
+  ingest::StreamInfo info;
+  std::size_t cols;
+  std::uint64_t now = 1700000000 * kSec;
+  double rate = 1000;
+  format::DType dtype = format::DType::float64;
+  std::vector<std::uint32_t> shape;
+  std::vector<double> buf;
+
+  Feed(DetectorEngine& e, std::string name, std::size_t c, format::StreamKind kind = format::StreamKind::features)
+      : engine(e), cols(c) {
+    info.name = std::move(name);
+    info.component = "test";
+    info.kind = kind;
+  }
+  void run(std::size_t n, std::size_t batch_rows, const std::function<void(double*)>& gen) {
+    for (std::size_t done = 0; done < n;) {
+      const std::size_t rows = std::min(batch_rows, n - done);
+      buf.assign(rows * cols, 0.0);
+      for (std::size_t r = 0; r < rows; ++r) gen(buf.data() + r * cols);
+      ingest::DecodedBatch b;
+      b.stream = &info;
+      b.timestamp_ns = now;
+      b.dtype = dtype;
+      std::vector<std::uint32_t> sh = shape.empty() ? std::vector<std::uint32_t>{static_cast<std::uint32_t>(cols)} : shape;
+      b.row_shape = sh;
+      b.rows = rows;
+      b.cols = cols;
+      b.values = buf;
+      engine.on_batch(b);
+      now += static_cast<std::uint64_t>(static_cast<double>(rows) / rate * 1e9);
+      engine.on_tick(now);
+      done += rows;
+    }
+    engine.publish_now();
+  }
+  void idle(double seconds, double tick = 1.0) {
+    for (double t = 0; t < seconds; t += tick) {
+      now += static_cast<std::uint64_t>(tick * 1e9);
+      engine.on_tick(now);
+    }
+    engine.publish_now();
+  }
+};
+
+const Finding* open_finding(const EngineSnapshot& s, const std::string& stream, FindingKind k) {
+  for (const auto& f : s.open_findings) {
+    if (f.stream == stream && f.kind == k) return &f;
+  }
+  return nullptr;
+}
+
+std::size_t count_open(const EngineSnapshot& s) { return s.open_findings.size(); }
+
+fs::path tmpdir() {
+  auto p = fs::temp_directory_path() / ("mltap-eng-" + std::to_string(::getpid()));
+  fs::create_directories(p);
+  return p;
+}
+
+}  // namespace
+
+TEST(Engine, PinsReferenceThenStaysQuietOnIdenticalData) {
+  DetectorEngine e(small_config());
+  Feed f(e, "s", 5);
+  std::mt19937_64 g(1);
+  std::normal_distribution<double> d;
+  auto gen = [&](double* r) { for (int c = 0; c < 5; ++c) r[c] = d(g) * (c + 1) + c; };
+  f.run(3000, 1, gen);
+  e.flush(f.now);
+  auto s = e.snapshot();
+  ASSERT_EQ(s->streams.size(), 1u);
+  EXPECT_EQ(s->streams[0]->reference, ReferenceSource::pending);
+  EXPECT_EQ(s->streams[0]->pin_progress, 3000u);
+  f.run(1000 + 20 * 2000, 37, gen);
+  e.flush(f.now);
+  s = e.snapshot();
+  const auto& st = *s->streams[0];
+  EXPECT_EQ(st.reference, ReferenceSource::pinned);
+  EXPECT_EQ(st.windows_closed, 20u);
+  EXPECT_EQ(st.records_total, 44000u);
+  EXPECT_EQ(count_open(*s), 0u) << to_json(*s).dump(1);
+  ASSERT_EQ(st.features->size(), 5u);
+  for (const auto& r : *st.features) {
+    EXPECT_FALSE(r.drifted);
+    EXPECT_EQ(r.values, 2000u);
+    EXPECT_LT(r.max_ratio, 0.6) << r.name;
+    EXPECT_FALSE(r.previous.empty());
+  }
+  EXPECT_GT(st.memory_bytes, 0u);
+}
+
+TEST(Engine, MeanShiftOpensDriftNamingTheFeatureAndClosesAfterRecovery) {
+  DetectorEngine e(small_config());
+  Feed f(e, "s", 6);
+  std::mt19937_64 g(2);
+  std::normal_distribution<double> d;
+  double shift = 0;
+  auto gen = [&](double* r) {
+    for (int c = 0; c < 6; ++c) r[c] = d(g);
+    r[3] += shift;
+  };
+  f.run(8000, 64, gen);
+  shift = 0.5;
+  f.run(4000, 64, gen);
+  auto s = e.snapshot();
+  const Finding* fd = open_finding(*s, "s", FindingKind::drift);
+  ASSERT_NE(fd, nullptr) << to_json(*s).dump(1);
+  ASSERT_FALSE(fd->top.empty());
+  EXPECT_EQ(fd->top[0].feature, "f3");
+  EXPECT_GT(fd->top[0].score, fd->top[0].threshold);
+  EXPECT_TRUE(s->streams[0]->drift_detected);
+  const std::uint64_t id = fd->id;
+  shift = 0;
+  f.run(6000, 64, gen);
+  s = e.snapshot();
+  EXPECT_EQ(open_finding(*s, "s", FindingKind::drift), nullptr);
+  bool closed = false;
+  for (const auto& c : s->closed_findings) closed |= c.id == id && !c.open() && c.closed_unix_ns >= c.opened_unix_ns;
+  EXPECT_TRUE(closed);
+}
+
+TEST(Engine, DataQualityNanOutOfRangeAndConstant) {
+  DetectorEngine e(small_config());
+  Feed f(e, "q", 3);
+  std::mt19937_64 g(3);
+  std::normal_distribution<double> d;
+  std::uniform_real_distribution<double> u;
+  int mode = 0;
+  auto gen = [&](double* r) {
+    r[0] = d(g);
+    r[1] = d(g);
+    r[2] = d(g);
+    if (mode == 1 && u(g) < 0.02) r[0] = NAN;
+    if (mode == 2 && u(g) < 0.05) r[1] = 100;
+    if (mode == 3) r[2] = 0.5;
+  };
+  f.run(6000, 16, gen);
+  EXPECT_EQ(count_open(*e.snapshot()), 0u);
+  for (int m : {1, 2, 3}) {
+    mode = m;
+    f.run(4128, 16, gen);  // at least one whole window in this mode
+    auto s = e.snapshot();
+    const Finding* q = open_finding(*s, "q", FindingKind::data_quality);
+    ASSERT_NE(q, nullptr) << m;
+    bool seen = false;
+    const char* want = m == 1 ? "nan_rate" : m == 2 ? "out_of_range" : "constant";
+    for (const auto& t : q->top) seen |= t.method == want;
+    EXPECT_TRUE(seen) << want << " " << to_json(*q).dump(1);
+    mode = 0;
+    f.run(6192, 16, gen);  // at least two whole clean windows
+    EXPECT_EQ(open_finding(*e.snapshot(), "q", FindingKind::data_quality), nullptr) << m;
+  }
+  const auto& feats = *e.snapshot()->streams[0]->features;
+  EXPECT_EQ(feats[0].nan_ratio, 0);
+}
+
+TEST(Engine, CategoricalShareShiftAndUnseenCategories) {
+  DetectorEngine e(small_config());
+  Feed f(e, "c", 2);
+  std::mt19937_64 g(4);
+  std::normal_distribution<double> d;
+  std::discrete_distribution<int> base({0.3, 0.3, 0.2, 0.1, 0.1}), shifted({0.2, 0.3, 0.2, 0.2, 0.1}), novel({0.25, 0.25, 0.2, 0.1, 0.1, 0.1});
+  int mode = 0;
+  auto gen = [&](double* r) {
+    r[0] = d(g);
+    r[1] = mode == 0 ? base(g) : mode == 1 ? shifted(g) : novel(g);
+  };
+  f.run(8000, 8, gen);
+  auto s = e.snapshot();
+  EXPECT_EQ(count_open(*s), 0u);
+  EXPECT_EQ((*s->streams[0]->features)[1].kind, FeatureKind::categorical);
+  mode = 1;
+  f.run(2064, 8, gen);
+  s = e.snapshot();
+  const Finding* fd = open_finding(*s, "c", FindingKind::drift);
+  ASSERT_NE(fd, nullptr);
+  EXPECT_EQ(fd->top[0].feature, "f1");
+  EXPECT_EQ(fd->top[0].method, "linf");
+  EXPECT_NE(fd->top[0].detail.find("share of"), std::string::npos);
+  mode = 2;
+  f.run(2000, 8, gen);
+  const Finding* q = open_finding(*e.snapshot(), "c", FindingKind::data_quality);
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->top[0].method, "unseen_category");
+  EXPECT_NE(q->top[0].detail.find("5"), std::string::npos);  // names the new value
+}
+
+TEST(Engine, SchemaChangesAreFindings) {
+  DetectorEngine e(small_config());
+  Feed f(e, "sc", 4);
+  std::mt19937_64 g(5);
+  std::normal_distribution<double> d;
+  auto gen = [&](double* r) { for (std::size_t c = 0; c < f.cols; ++c) r[c] = d(g); };
+  f.run(6000, 32, gen);
+  f.dtype = format::DType::float32;
+  f.run(10, 1, gen);
+  auto s = e.snapshot();
+  const Finding* sc = open_finding(*s, "sc", FindingKind::schema_change);
+  ASSERT_NE(sc, nullptr);
+  EXPECT_EQ(sc->reason, "dtype");
+  f.dtype = format::DType::float64;
+  f.cols = 5;
+  f.run(100, 10, gen);
+  s = e.snapshot();
+  sc = open_finding(*s, "sc", FindingKind::schema_change);
+  ASSERT_NE(sc, nullptr);
+  EXPECT_EQ(sc->reason, "feature_count");
+  EXPECT_EQ(sc->severity, Severity::critical);
+  EXPECT_EQ(s->streams[0]->records_rejected, 100u);
+  f.cols = 4;
+  f.run(8000, 32, gen);
+  EXPECT_EQ(open_finding(*e.snapshot(), "sc", FindingKind::schema_change), nullptr);
+}
+
+TEST(Engine, StalenessAndThroughput) {
+  auto c = small_config();
+  c.defaults.staleness.enabled = true;
+  c.defaults.staleness.min_silence = std::chrono::seconds(10);
+  c.defaults.throughput.enabled = true;
+  c.defaults.throughput.period = std::chrono::seconds(10);
+  DetectorEngine e(c);
+  Feed f(e, "t", 2);
+  f.rate = 100;
+  std::mt19937_64 g(6);
+  std::normal_distribution<double> d;
+  auto gen = [&](double* r) { r[0] = d(g); r[1] = d(g); };
+  f.run(10000, 10, gen);  // 100 s at 100 rows/s, a batch every 0.1 s
+  EXPECT_EQ(count_open(*e.snapshot()), 0u) << to_json(*e.snapshot()).dump(1);
+  f.idle(9);
+  EXPECT_EQ(open_finding(*e.snapshot(), "t", FindingKind::staleness), nullptr);
+  f.idle(3);
+  const Finding* st = open_finding(*e.snapshot(), "t", FindingKind::staleness);
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->reason, "silent");
+  f.run(10, 10, gen);
+  EXPECT_EQ(open_finding(*e.snapshot(), "t", FindingKind::staleness), nullptr);
+  // Ten times the usual rate.
+  f.rate = 1000;
+  f.run(15000, 10, gen);
+  const Finding* tp = open_finding(*e.snapshot(), "t", FindingKind::throughput);
+  ASSERT_NE(tp, nullptr);
+  EXPECT_EQ(tp->reason, "spike");
+}
+
+TEST(Engine, TimeWindowsCapsPredictionsAndEmbeddings) {
+  auto c = small_config();
+  c.max_streams = 3;
+  c.max_features_per_stream = 3;
+  c.defaults.window_records = 100000;
+  c.defaults.window_time = std::chrono::seconds(5);
+  DetectorEngine e(c);
+  std::mt19937_64 g(7);
+  std::normal_distribution<double> d;
+  Feed wide(e, "wide", 5);
+  wide.run(12000, 50, [&](double* r) { for (int k = 0; k < 5; ++k) r[k] = d(g); });
+  auto s = e.snapshot();
+  EXPECT_EQ(s->streams[0]->features_cut, 2u);
+  EXPECT_EQ(s->streams[0]->features->size(), 3u);
+  EXPECT_GE(s->streams[0]->windows_closed, 1u);  // closed by time (8 s of data at 1000/s)
+  // Predictions: probabilities of 3 classes; the class share moves.
+  Feed p(e, "pred", 3, format::StreamKind::predictions);
+  p.now = wide.now;  // one agent clock
+  double tilt = 0;
+  std::uniform_real_distribution<double> u;
+  auto pgen = [&](double* r) {
+    double a = u(g), b = u(g), cc = u(g) + tilt, t = a + b + cc;
+    r[0] = a / t;
+    r[1] = b / t;
+    r[2] = cc / t;
+  };
+  p.run(8000, 20, pgen);
+  EXPECT_EQ(open_finding(*e.snapshot(), "pred", FindingKind::prediction_drift), nullptr);
+  tilt = 0.5;
+  p.run(8000, 20, pgen);
+  s = e.snapshot();
+  EXPECT_NE(open_finding(*s, "pred", FindingKind::prediction_drift), nullptr) << to_json(*s).dump(1);
+  // A fourth stream is over max_streams: counted, not analyzed.
+  Feed x(e, "extra", 2);
+  Feed y(e, "extra2", 2);
+  x.now = y.now = p.now;
+  y.run(10, 10, [&](double* r) { r[0] = r[1] = 1; });
+  x.run(10, 10, [&](double* r) { r[0] = r[1] = 1; });
+  e.flush(x.now);
+  s = e.snapshot();
+  EXPECT_EQ(s->streams.size(), 3u);
+  EXPECT_EQ(s->counters.streams_cut, 1u);
+  EXPECT_EQ(s->counters.records_cut, 10u);
+  EXPECT_GE(s->counters.features_cut, 2u);
+}
+
+TEST(Engine, EmbeddingsDriftThroughProjectionsAndMeanVector) {
+  auto c = small_config();
+  DetectorEngine e(c);
+  const std::size_t dims = 300;  // wider than embedding.min_width: analyzed as embeddings
+  Feed f(e, "emb", dims);
+  std::mt19937_64 g(8);
+  std::normal_distribution<double> d;
+  std::vector<double> center(dims);
+  for (auto& v : center) v = d(g);
+  double scale = 1.0, offset = 0;
+  auto gen = [&](double* r) {
+    for (std::size_t k = 0; k < dims; ++k) r[k] = center[k] + scale * d(g) + offset;
+  };
+  f.run(12000, 100, gen);
+  auto s = e.snapshot();
+  EXPECT_EQ(s->streams[0]->layout, "embeddings");
+  EXPECT_EQ(s->streams[0]->features->size(), 17u);
+  EXPECT_EQ(count_open(*s), 0u) << to_json(*s).dump(1);
+  EXPECT_LT(s->streams[0]->embedding_mean_shift, 0.05);
+  scale = 1.3;
+  offset = 0.3;
+  f.run(4000, 100, gen);
+  s = e.snapshot();
+  const Finding* fd = open_finding(*s, "emb", FindingKind::embedding_drift);
+  ASSERT_NE(fd, nullptr) << to_json(*s).dump(1);
+  EXPECT_GT(s->streams[0]->embedding_mean_shift, 0.1);
+}
+
+TEST(Engine, FileReferenceFromConfigWithNamePermutation) {
+  const auto dir = tmpdir();
+  std::mt19937_64 g(9);
+  std::normal_distribution<double> d;
+  std::vector<double> rows(20000 * 3);
+  for (std::size_t i = 0; i < rows.size(); ++i) rows[i] = d(g) + static_cast<double>(i % 3) * 10;
+  const auto p = build_profile(rows, 3, {"a", "b", "c"}, ProfileOptions{});
+  save_profile(p, (dir / "ref.profile").string());
+  auto c = small_config();
+  auto st = c.defaults;
+  st.reference = (dir / "ref.profile").string();
+  c.streams.emplace_back("fs", st);
+  DetectorEngine e(c);
+  Feed f(e, "fs", 3);
+  f.info.feature_names = {"c", "a", "b"};  // same names, other order: mapped by name
+  f.run(6000, 100, [&](double* r) { r[0] = d(g) + 20; r[1] = d(g); r[2] = d(g) + 10; });
+  auto s = e.snapshot();
+  EXPECT_EQ(s->streams[0]->reference, ReferenceSource::file);
+  EXPECT_EQ(s->streams[0]->windows_closed, 3u);  // no pinning
+  EXPECT_EQ(count_open(*s), 0u) << to_json(*s).dump(1);
+  auto bad = small_config();
+  auto bst = bad.defaults;
+  bst.reference = (dir / "missing.profile").string();
+  bad.streams.emplace_back("x", bst);
+  try {
+    DetectorEngine never(bad);
+    ADD_FAILURE();
+  } catch (const ProfileError& ex) {
+    EXPECT_NE(std::string(ex.what()).find("detectors.streams.x.reference"), std::string::npos);
+  }
+}
+
+TEST(Engine, SnapshotsAreReadConcurrentlyWithoutBlockingTheWriter) {
+  auto c = small_config();
+  c.snapshot_interval = std::chrono::milliseconds(1);
+  DetectorEngine e(c);
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> reads{0};
+  std::thread reader([&] {
+    prom::DetectorCollector collector(e);
+    while (!stop.load()) {
+      auto s = e.snapshot();
+      ASSERT_NE(s, nullptr);
+      const auto j = to_json(*s);
+      (void)collector.Collect();
+      for (const auto& st : s->streams) ASSERT_NE(st->features, nullptr);
+      reads.fetch_add(1);
+    }
+  });
+  std::mt19937_64 g(10);
+  std::normal_distribution<double> d;
+  Feed f(e, "cc", 8);
+  f.rate = 1e6;
+  double shift = 0;
+  f.run(30000, 16, [&](double* r) { for (int k = 0; k < 8; ++k) r[k] = d(g) + (k == 2 ? shift : 0); });
+  shift = 1;
+  f.run(30000, 16, [&](double* r) { for (int k = 0; k < 8; ++k) r[k] = d(g) + (k == 2 ? shift : 0); });
+  stop = true;
+  reader.join();
+  EXPECT_GT(reads.load(), 0u);
+  EXPECT_GT(e.snapshot()->sequence, 5u);
+}
+
+TEST(Exposition, PrometheusServesBoundedDetectorFamiliesThatPromtoolAccepts) {
+  auto c = small_config();
+  DetectorEngine e(c);
+  std::mt19937_64 g(11);
+  std::normal_distribution<double> d;
+  Feed f(e, "wide", 40);
+  double shift = 0;
+  auto gen = [&](double* r) { for (int k = 0; k < 40; ++k) r[k] = d(g) + (k % 7 == 0 ? shift : 0); };
+  f.run(6000, 50, gen);
+  shift = 1;
+  f.run(2000, 50, gen);
+  e.flush(f.now);
+  auto registry = std::make_shared<prometheus::Registry>();
+  auto collector = std::make_shared<prom::DetectorCollector>(e, prom::DetectorCollectorOptions{5});
+  prometheus::Exposer exposer("127.0.0.1:0");
+  exposer.RegisterCollectable(collector);
+  const auto ports = exposer.GetListeningPorts();
+  ASSERT_FALSE(ports.empty());
+  httplib::Client cli("127.0.0.1", ports.front());
+  auto res = cli.Get("/metrics");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200);
+  const std::string& body = res->body;
+  for (const char* name : {"mltap_stream_finding_active", "mltap_stream_finding_info", "mltap_stream_drift_detected",
+                           "mltap_feature_drift_score", "mltap_feature_drift_detected", "mltap_feature_quality_ratio",
+                           "mltap_stream_reference_info", "mltap_detector_features_aggregated"}) {
+    EXPECT_NE(body.find(std::string("# TYPE ") + name), std::string::npos) << name;
+  }
+  EXPECT_NE(body.find("mltap_stream_finding_active{stream=\"wide\",component=\"test\",kind=\"drift\",severity=\"critical\"} 1"),
+            std::string::npos) << body.substr(0, 3000);
+  EXPECT_NE(body.find("mltap_stream_reference_info{stream=\"wide\",source=\"pinned\"} 1"), std::string::npos);
+  EXPECT_NE(body.find("mltap_detector_features_aggregated{stream=\"wide\"} 35"), std::string::npos);
+  EXPECT_NE(body.find("feature=\"_other\""), std::string::npos);
+  // Bounded: 5 features + _other for the drift detected family.
+  std::size_t detected = 0;
+  for (std::size_t k = body.find("mltap_feature_drift_detected{"); k != std::string::npos; k = body.find("mltap_feature_drift_detected{", k + 1)) ++detected;
+  EXPECT_EQ(detected, 6u);
+  // The drifted features (f0, f7, ...) are among the ones exported individually.
+  EXPECT_NE(body.find("mltap_feature_drift_detected{stream=\"wide\",feature=\"f0\"} 1"), std::string::npos);
+  if (fs::exists(MLTAP_PROMTOOL)) {
+    const auto path = tmpdir() / "metrics.txt";
+    std::ofstream(path) << body;
+    const std::string cmd = std::string(MLTAP_PROMTOOL) + " check metrics < " + path.string() + " > " + (tmpdir() / "promtool.out").string() + " 2>&1";
+    const int rc = std::system(cmd.c_str());
+    std::ifstream out(tmpdir() / "promtool.out");
+    std::string text((std::istreambuf_iterator<char>(out)), std::istreambuf_iterator<char>());
+    EXPECT_EQ(rc, 0) << text;
+  }
+}
+
+TEST(Json, FindingAndSnapshotShapes) {
+  Finding f;
+  f.id = 7;
+  f.stream = "s";
+  f.kind = FindingKind::staleness;
+  f.top.push_back({"x", "psi", 0.3, 0.2, NAN, "d"});
+  const auto j = to_json(f);
+  EXPECT_EQ(j["kind"], "staleness");
+  EXPECT_EQ(j["open"], true);
+  EXPECT_TRUE(j["top"][0]["p_value"].is_null());
+  DetectorEngine e(small_config());
+  const auto s = to_json(*e.snapshot());
+  EXPECT_TRUE(s["streams"].is_array());
+  EXPECT_TRUE(s["counters"].contains("streams_cut"));
+}
+
+TEST(Engine, RawStreamsAndMalformedBatchesAreNotAnalyzed) {
+  DetectorEngine e(small_config());
+  Feed raw(e, "raw", 8, format::StreamKind::raw);
+  raw.run(5000, 10, [](double* r) { for (int k = 0; k < 8; ++k) r[k] = k; });
+  auto s = e.snapshot();
+  ASSERT_EQ(s->streams.size(), 1u);
+  EXPECT_EQ(s->streams[0]->records_total, 5000u);
+  EXPECT_EQ(s->streams[0]->features_analyzed, 0u);
+  EXPECT_LT(s->streams[0]->memory_bytes, 64u * 1024u);
+  // A batch whose span is shorter than rows x cols is ignored, not read past its end.
+  ingest::StreamInfo info;
+  info.name = "short";
+  std::vector<double> v(10, 1.0);
+  ingest::DecodedBatch b;
+  b.stream = &info;
+  b.rows = 5;
+  b.cols = 4;
+  b.values = v;
+  e.on_batch(b);
+  e.publish_now();
+  EXPECT_EQ(e.snapshot()->streams.size(), 1u);
+}
