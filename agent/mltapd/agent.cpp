@@ -1,11 +1,14 @@
 #include "mltapd/agent.hpp"
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 #include "api/streams_json.hpp"
 #include "detectors/json.hpp"
 #include "detectors/profile.hpp"
 #include "prometheus/detector_metrics.hpp"
+#include "webhook/reaction_metrics.hpp"
 #include "prometheus/ingest_metrics.hpp"
 
 namespace mltap::agent {
@@ -40,6 +43,46 @@ bool Agent::start(std::string& error) {
                                        : ingest_->snapshot();
     res.set_content(api::streams_to_json(*snap).dump(), "application/json");
   });
+
+  // Reactions act on producers only through the ingest layer's ControlPlane.
+  react::SnapshotProviders providers;
+  providers.detector_state = [this](const std::string& stream, const react::AlertEvent&) {
+    if (!detectors_) return nlohmann::json(nullptr);
+    for (const auto& st : detectors_->snapshot()->streams) {
+      if (st->name == stream) return detect::to_json(*st);
+    }
+    return nlohmann::json(nullptr);
+  };
+  providers.finding = [this](const std::string& stream, const react::AlertEvent&) {
+    nlohmann::json out = nlohmann::json::array();
+    if (!detectors_) return out;
+    for (const auto& f : detectors_->snapshot()->open_findings) {
+      if (f.stream == stream) out.push_back(detect::to_json(f));
+    }
+    return out;
+  };
+  try {
+    reactions_ = std::make_unique<react::ReactionEngine>(config_.reactions, *ingest_, providers);
+    if (config_.webhook.enabled) {
+      webhook_ = std::make_unique<webhook::WebhookReceiver>(
+          config_.webhook, webhook::load_bearer_token(config_.webhook.token_file), *reactions_);
+      webhook::register_webhook_routes(srv, *webhook_);
+    }
+    if (config_.alertmanager.enabled) {
+      auto am = config_.alertmanager;
+      if (am.external_url.empty()) {
+        const std::string host = addr.host == "0.0.0.0" || addr.host.empty() ? "127.0.0.1" : addr.host;
+        am.external_url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
+                          ":" + std::to_string(addr.port);
+      }
+      pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(am, [this] { return pushable_findings(); });
+      http_->add_collectable(std::make_shared<alertmanager::AlertmanagerPushCollector>(*pusher_));
+    }
+  } catch (const std::exception& e) {  // unusable token file, Alertmanager URL, exec path...
+    error = e.what();
+    return false;
+  }
+  http_->add_collectable(std::make_shared<webhook::ReactionCollector>(*reactions_, webhook_.get()));
 
   // Findings: open ones and the recently closed, newest first; one by id.
   srv.Get("/api/v1/findings", [this](const httplib::Request&, httplib::Response& res) {
@@ -77,9 +120,15 @@ bool Agent::start(std::string& error) {
   });
 
   ingest_->start();
+  reactions_->start();
   if (!http_->start(error)) {
+    reactions_->stop();
     ingest_->stop();
     return false;
+  }
+  if (pusher_) {
+    pusher_->start();
+    findings_watcher_ = std::thread([this] { watch_findings(); });
   }
   spdlog::info("mltapd {} watching namespace '{}' in {}", kVersion, config_.ingest.ns,
                config_.ingest.shm_dir);
@@ -88,8 +137,39 @@ bool Agent::start(std::string& error) {
 
 void Agent::stop() {
   if (http_) http_->stop();
+  {
+    std::lock_guard<std::mutex> lock(watcher_mutex_);
+    stopping_ = true;
+  }
+  watcher_cv_.notify_all();
+  if (findings_watcher_.joinable()) findings_watcher_.join();
+  if (pusher_) pusher_->stop();
+  if (reactions_) reactions_->stop();  // undoes flags and boosts while ingest still runs
   if (ingest_) ingest_->stop();
   if (detectors_) detectors_->publish_now();
+}
+
+std::vector<alertmanager::PushableFinding> Agent::pushable_findings() const {
+  std::vector<alertmanager::PushableFinding> out;
+  if (!detectors_) return out;
+  for (const auto& f : detectors_->snapshot()->open_findings) out.push_back({f, {}});
+  return out;
+}
+
+void Agent::watch_findings() {
+  std::vector<std::uint64_t> last;
+  std::unique_lock<std::mutex> lock(watcher_mutex_);
+  while (!stopping_) {
+    watcher_cv_.wait_for(lock, std::chrono::milliseconds(250));
+    if (stopping_ || !detectors_) continue;
+    std::vector<std::uint64_t> ids;
+    for (const auto& f : detectors_->snapshot()->open_findings) ids.push_back(f.id);
+    std::sort(ids.begin(), ids.end());
+    if (ids != last) {
+      last = std::move(ids);
+      pusher_->notify();
+    }
+  }
 }
 
 int Agent::http_port() const noexcept { return http_ ? http_->bound_port() : 0; }

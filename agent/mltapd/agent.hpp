@@ -1,11 +1,18 @@
 // mltapd assembled: ingest -> sinks (detectors) -> exporters, with the HTTP API in front.
 #pragma once
 
+#include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "api/http_server.hpp"
+#include "alertmanager/alertmanager_pusher.hpp"
 #include "detectors/engine.hpp"
+#include "reactions/reaction_engine.hpp"
+#include "webhook/webhook_receiver.hpp"
 #include "ingest/ingest.hpp"
 #include "mltapd/agent_config.hpp"
 
@@ -21,11 +28,21 @@ class Agent {
   bool start(std::string& error);
   void stop();
   int http_port() const noexcept;
+  std::vector<alertmanager::PushableFinding> pushable_findings() const;
 
  private:
   AgentConfig config_;
   std::unique_ptr<ingest::Ingest> ingest_;
   std::unique_ptr<detect::DetectorEngine> detectors_;
+  std::unique_ptr<react::ReactionEngine> reactions_;
+  std::unique_ptr<webhook::WebhookReceiver> webhook_;
+  std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;
+  // Tells the pusher as soon as the set of open findings changes.
+  void watch_findings();
+  std::thread findings_watcher_;
+  std::mutex watcher_mutex_;
+  std::condition_variable watcher_cv_;
+  bool stopping_ = false;
   std::unique_ptr<api::HttpServer> http_;
 };
 

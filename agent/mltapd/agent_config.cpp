@@ -29,6 +29,9 @@ AgentConfig parse(const YAML::Node& root, const std::string& name) {
   ingest::parse_ingest_config(ingest, c.ingest);
   auto detectors = top.child("detectors");
   c.detectors = detect::parse_engine_config(detectors);
+  c.reactions = react::parse_reactions_config(top.child("reactions"));
+  c.webhook = webhook::parse_webhook_config(top.child("webhook"));
+  c.alertmanager = alertmanager::parse_alertmanager_config(top.child("alertmanager"));
   top.finish();
   return c;
 }

@@ -5,7 +5,10 @@
 #include <optional>
 #include <string>
 
+#include "alertmanager/alertmanager_pusher.hpp"
 #include "detectors/config.hpp"
+#include "reactions/reaction_config.hpp"
+#include "webhook/webhook_receiver.hpp"
 #include "ingest/ingest.hpp"
 
 namespace mltap::agent {
@@ -19,6 +22,9 @@ struct AgentConfig {
   AgentSettings agent;
   ingest::IngestConfig ingest;
   detect::EngineConfig detectors;
+  react::ReactionsConfig reactions;
+  webhook::WebhookConfig webhook;
+  alertmanager::AlertmanagerConfig alertmanager;
   std::string source = "<embedded defaults>";
 };
 

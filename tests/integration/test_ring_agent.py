@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from harness import Agent, Producer, binary, wait_until, MLTAP_CLI, MLTAPD
+from mltapd_harness import Agent, Producer, binary, wait_until, MLTAP_CLI, MLTAPD
 
 FAST = """
 ingest:

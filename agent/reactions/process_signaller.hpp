@@ -1,0 +1,36 @@
+// Sends a signal to producer processes identified by (pid, start ticks), never to a process that
+// merely reuses the pid: the start time in <proc_root>/<pid>/stat must match, and the signal goes
+// through a pidfd opened before that check, so a pid recycled in between is never signalled.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "ingest/batch.hpp"
+
+namespace mltap::react {
+
+// Field 22 (starttime, clock ticks after boot) of <proc_root>/<pid>/stat; nullopt when the
+// process does not exist or the file is malformed.
+std::optional<std::uint64_t> read_start_ticks(const std::string& proc_root, std::uint32_t pid);
+
+struct SignalReport {
+  std::uint32_t signalled = 0;
+  std::uint32_t gone = 0;      // no such process, or the pid now belongs to another process
+  std::uint32_t refused = 0;   // pid 0/1 or mltapd itself
+  std::uint32_t failed = 0;    // pidfd_send_signal failed (e.g. EPERM)
+  std::string detail;          // human text for the audit log
+};
+
+class ProcessSignaller {
+ public:
+  explicit ProcessSignaller(std::string proc_root = "/proc") : proc_root_(std::move(proc_root)) {}
+  SignalReport send(const std::vector<ingest::ProducerId>& producers, int signal) const;
+
+ private:
+  std::string proc_root_;
+};
+
+}  // namespace mltap::react

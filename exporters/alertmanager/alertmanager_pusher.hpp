@@ -1,0 +1,133 @@
+// Direct push of mltapd's findings to Alertmanager (POST <url>/api/v2/alerts), without waiting for
+// Prometheus to scrape and evaluate rules. A new finding is posted within poll_interval; open
+// findings are re-posted every `interval` with endsAt = now + 4 * interval (Alertmanager resolves
+// an alert that is not re-sent before its endsAt, e.g. when mltapd dies); a closed or vanished
+// finding is posted once more with endsAt = its close time, which resolves it. Failed posts are
+// retried with exponential backoff. Everything runs on the pusher's own thread.
+//
+// Alert names are those of the Prometheus rules (MltapStreamDrift, ...). With `labels:` set to
+// the scrape target's job and instance, an alert pushed here and the same alert from the rules
+// have the same label set, and Alertmanager merges them into one.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+#include <prometheus/collectable.h>
+#include <prometheus/metric_family.h>
+
+#include "core/config_reader.hpp"
+#include "detectors/finding.hpp"
+
+namespace mltap::alertmanager {
+
+using namespace std::chrono_literals;
+
+struct AlertmanagerConfig {
+  bool enabled = false;                        // default: on when `url` is set
+  std::string url;                             // "http://127.0.0.1:9093" (path prefix allowed)
+  std::chrono::nanoseconds interval = 60s;     // re-post period of open findings
+  std::chrono::nanoseconds poll_interval = 1s; // how soon new and closed findings are pushed
+  std::chrono::nanoseconds timeout = 5s;       // per HTTP request
+  std::string external_url;                    // mltapd's own URL for finding links
+  std::vector<std::pair<std::string, std::string>> labels;  // static labels ("job=mltapd")
+  std::string bearer_token_file;               // optional auth towards Alertmanager
+  detect::Severity min_severity = detect::Severity::warning;
+  std::uint32_t max_alerts_per_post = 500;
+};
+
+// The `alertmanager:` section. Throws config::ConfigError.
+AlertmanagerConfig parse_alertmanager_config(config::ConfigSection section);
+
+// A finding with the correlator's related events (human-readable, most relevant first).
+struct PushableFinding {
+  detect::Finding finding;
+  std::vector<std::string> related_events;
+};
+// Current findings, open and recently closed. Called on the pusher's thread: must be thread-safe
+// and cheap (copy a snapshot).
+using FindingsProvider = std::function<std::vector<PushableFinding>()>;
+
+// "MltapStreamDrift", "MltapStreamDataQuality", ...: the Prometheus rule for the same kind.
+std::string alert_name_for(detect::FindingKind kind);
+
+// One Alertmanager v2 postable alert for `f`. `ends_at_ns` = 0 leaves endsAt out.
+nlohmann::json finding_to_alert(const PushableFinding& f, const AlertmanagerConfig& config,
+                                std::uint64_t ends_at_ns);
+
+// "2024-05-01T12:00:00.123Z"
+std::string format_rfc3339(std::uint64_t unix_ns);
+
+class AlertmanagerPusher {
+ public:
+  // Throws std::runtime_error when the URL or token file is unusable.
+  AlertmanagerPusher(AlertmanagerConfig config, FindingsProvider provider);
+  ~AlertmanagerPusher();  // stop()
+  AlertmanagerPusher(const AlertmanagerPusher&) = delete;
+  AlertmanagerPusher& operator=(const AlertmanagerPusher&) = delete;
+
+  void start();
+  void stop();
+  // Look at the findings now (e.g. the detector engine opened or closed one).
+  void notify();
+
+  struct Counts {
+    std::uint64_t ok = 0;        // posts Alertmanager accepted (2xx)
+    std::uint64_t failed = 0;    // connection errors, timeouts, 5xx (retried)
+    std::uint64_t rejected = 0;  // 4xx (logged; the alerts are retried at the next interval)
+  };
+  Counts counts() const noexcept;
+  std::size_t tracked() const;  // findings currently pushed as open
+
+ private:
+  struct Sent {
+    std::string labels_key;      // identity in Alertmanager
+    nlohmann::json alert;        // last posted (for resolving it)
+    std::chrono::steady_clock::time_point last_sent;
+  };
+  void run();
+  void cycle();
+  bool post(const nlohmann::json& alerts);
+
+  AlertmanagerConfig config_;
+  FindingsProvider provider_;
+  std::string scheme_host_port_;
+  std::string path_;
+  std::string token_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  bool wake_ = false;
+  std::thread thread_;
+
+  // Pusher thread only (tracked() reads the size under mu_).
+  std::map<std::uint64_t, Sent> sent_;
+  std::size_t sent_size_ = 0;
+  std::uint32_t failures_ = 0;
+  std::chrono::steady_clock::time_point retry_at_{};
+
+  std::atomic<std::uint64_t> ok_{0}, failed_{0}, rejected_{0};
+};
+
+// mltap_alertmanager_pushes_total{result}.
+class AlertmanagerPushCollector : public prometheus::Collectable {
+ public:
+  explicit AlertmanagerPushCollector(const AlertmanagerPusher& pusher) : pusher_(pusher) {}
+  std::vector<prometheus::MetricFamily> Collect() const override;
+
+ private:
+  const AlertmanagerPusher& pusher_;
+};
+
+}  // namespace mltap::alertmanager
