@@ -47,12 +47,16 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
-_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+\d+)?$')
+_SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+def _unescape(v):
+    return v.replace(r"\"", '"').replace(r"\n", "\n").replace("\\\\", "\\")
+
+
 def parse_metrics(text):
-    """Prometheus text format -> {(name, ((label, value), ...)): float}."""
+    """Prometheus text format -> {(name, frozenset(labels.items())): float}."""
     out = {}
     for line in text.splitlines():
         if not line or line.startswith("#"):
@@ -60,8 +64,8 @@ def parse_metrics(text):
         m = _SAMPLE.match(line)
         if not m:
             raise ValueError(f"unparseable metrics line: {line!r}")
-        labels = tuple(sorted((k, v.encode().decode("unicode_escape")) for k, v in _LABEL.findall(m.group(3) or "")))
-        out[(m.group(1), labels)] = float(m.group(4))
+        labels = frozenset((k, _unescape(v)) for k, v in _LABEL.findall(m.group(2) or ""))
+        out[(m.group(1), labels)] = float(m.group(3))
     return out
 
 

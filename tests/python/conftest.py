@@ -9,9 +9,7 @@ Environment (set by tests/python/CMakeLists.txt; needed when running pytest by h
 import itertools
 import json
 import os
-import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,8 @@ import urllib.request
 import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
+from mltapd_harness import free_port, parse_metrics  # noqa: E402  (shared with tests/integration)
 
 _counter = itertools.count()
 
@@ -63,34 +63,6 @@ def make_stream(shm_dir, namespace):
     yield make
     for s in made:
         s.close()
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-_METRIC_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$")
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
-
-
-def parse_metrics(text):
-    """Prometheus text format -> {(name, frozenset(labels.items())): value}."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = _METRIC_LINE.match(line)
-        if not m:
-            raise AssertionError(f"unparsable metrics line: {line!r}")
-        labels = {}
-        if m.group(2):
-            for k, v in _LABEL.findall(m.group(2)):
-                labels[k] = v.replace(r"\"", '"').replace(r"\n", "\n").replace("\\\\", "\\")
-        value = m.group(3)
-        out[(m.group(1), frozenset(labels.items()))] = float(value)
-    return out
 
 
 class Agent:
