@@ -677,7 +677,10 @@ Stream::Stream(std::string_view name, StreamOptions options) : core_(new StreamC
   c.feature_names = options.features;
   c.declared_shape = shape;
   c.precise_clock = options.clock == ClockKind::realtime;
-  c.allowed_per_window = static_cast<std::uint64_t>(options.sampling_budget * detail::kWindowSeconds);
+  c.allowed_per_window =  // at least one row, so that tiny budgets still estimate mid-window
+      options.sampling_budget == 0
+          ? 0
+          : std::max<std::uint64_t>(1, static_cast<std::uint64_t>(options.sampling_budget * detail::kWindowSeconds));
   c.options = std::move(options);
   {
     std::lock_guard<std::mutex> lock(detail::g_registry_mutex);
@@ -746,9 +749,11 @@ WriteResult Stream::write_tensor(const void* data, DType dtype,
     return WriteResult::dropped;
   }
   std::uint64_t row_bytes = w->valid_row_bytes;
-  if (dtype != w->valid_dtype || row_shape.size() != w->valid_ndim ||
-      std::memcmp(row_shape.data(), w->valid_dims, row_shape.size() * sizeof(std::uint32_t)) != 0)
-      [[unlikely]] {
+  bool same_shape = dtype == w->valid_dtype && row_shape.size() == w->valid_ndim;
+  for (std::size_t d = 0; same_shape && d < row_shape.size(); ++d) {
+    same_shape = row_shape[d] == w->valid_dims[d];
+  }
+  if (!same_shape) [[unlikely]] {
     const std::uint32_t esize = dtype_size(dtype);
     bool ok = esize != 0 && !row_shape.empty() && row_shape.size() <= kMaxRowDims;
     row_bytes = esize;
@@ -771,6 +776,7 @@ WriteResult Stream::write_tensor(const void* data, DType dtype,
     }
     w->valid_dtype = dtype;
     w->valid_ndim = static_cast<std::uint32_t>(row_shape.size());
+    std::fill(std::begin(w->valid_dims), std::end(w->valid_dims), 0u);
     std::memcpy(w->valid_dims, row_shape.data(), row_shape.size() * sizeof(std::uint32_t));
     w->valid_row_bytes = row_bytes;
   }
@@ -830,7 +836,11 @@ WriteResult Stream::write_tensor(const void* data, DType dtype,
 
   const auto* src = static_cast<const std::uint8_t*>(data);
   const std::uint64_t ring = c.data_mask + 1;
-  const std::uint64_t max_rows_per_record = (c.max_record - sizeof(RecordHeader)) / per_row;
+  // Most writes fit one record: skip the division that splitting needs.
+  const std::uint64_t max_rows_per_record =
+      sizeof(RecordHeader) + kept * per_row <= c.max_record
+          ? kept
+          : (c.max_record - sizeof(RecordHeader)) / per_row;
   std::uint64_t acc = acc_start;
   std::size_t next_row = 0;  // next source row to consider
   std::size_t remaining = kept;
@@ -848,7 +858,11 @@ WriteResult Stream::write_tensor(const void* data, DType dtype,
     detail::aref(h.reserve_pos).store(pos + aligned, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_release);
 
-    RecordHeader rh{};
+    // The header is written in place: 64-aligned in a ring of a multiple of 64 bytes, it never
+    // wraps.
+    std::uint8_t* const ring_base = w->data;
+    std::uint64_t off = pos & c.data_mask;
+    RecordHeader& rh = *reinterpret_cast<RecordHeader*>(ring_base + off);
     rh.seq = seq;
     rh.timestamp_ns = now;
     rh.rows = static_cast<std::uint32_t>(chunk);
@@ -857,10 +871,11 @@ WriteResult Stream::write_tensor(const void* data, DType dtype,
     rh.ndim = static_cast<std::uint8_t>(row_shape.size());
     rh.flags = trace_ids.empty() ? 0 : kRecordHasTraceIds;
     rh.payload_offset = static_cast<std::uint32_t>(sizeof(RecordHeader) + tids);
-    for (std::size_t d = 0; d < row_shape.size(); ++d) rh.dims[d] = row_shape[d];
+    std::memcpy(rh.dims, w->valid_dims, sizeof rh.dims);  // the validated shape, zero padded
+    rh.reserved[0] = 0;
+    rh.reserved[1] = 0;
+    off = (off + sizeof(RecordHeader)) & c.data_mask;
 
-    std::uint8_t* const ring_base = w->data;
-    std::uint64_t off = pos & c.data_mask;
     auto put = [&](const void* bytes, std::uint64_t n) noexcept {
       const auto* b = static_cast<const std::uint8_t*>(bytes);
       const std::uint64_t first = std::min(n, ring - off);
@@ -868,7 +883,6 @@ WriteResult Stream::write_tensor(const void* data, DType dtype,
       if (first < n) std::memcpy(ring_base, b + first, n - first);
       off = (off + n) & c.data_mask;
     };
-    put(&rh, sizeof rh);
     if (!sampling) {
       // Nothing sampled out: contiguous copies of the chunk's trace ids and rows.
       if (tids) put(trace_ids.data() + next_row, tids);
