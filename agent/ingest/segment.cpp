@@ -226,6 +226,29 @@ std::unique_ptr<SegmentReader> SegmentReader::open(const std::string& path,
     }
   }
 
+  // Artifact paths (ABI 1.1; zero in 1.0 segments).
+  if (h.artifacts_bytes > 0) {
+    if (std::uint64_t{h.artifacts_offset} + h.artifacts_bytes > h.schema_bytes ||
+        h.artifacts_bytes > kMaxArtifacts * kArtifactPathMax) {
+      return fail(RejectReason::bad_schema, "artifact list does not fit the schema region");
+    }
+    std::string list(h.artifacts_bytes, '\0');
+    if (!guarded_copy(list.data(), r->base_ + h.schema_offset + h.artifacts_offset, list.size())) {
+      return fail(RejectReason::truncated, "file shrank while reading the artifact list");
+    }
+    if (list.back() != '\0') return fail(RejectReason::bad_schema, "artifact list not terminated");
+    std::size_t start = 0;
+    while (start < list.size()) {
+      const std::size_t end = list.find('\0', start);
+      std::string path = list.substr(start, end - start);
+      if (!naming::valid_artifact_path(path) || id.artifacts.size() >= kMaxArtifacts) {
+        return fail(RejectReason::bad_schema, "artifact " + std::to_string(id.artifacts.size()) + " invalid");
+      }
+      id.artifacts.push_back(std::move(path));
+      start = end + 1;
+    }
+  }
+
   r->lanes_.resize(h.lane_count);
   for (std::uint32_t i = 0; i < h.lane_count; ++i) {
     std::uint8_t* lane = r->base_ + h.lanes_offset + std::uint64_t{i} * h.lane_stride;

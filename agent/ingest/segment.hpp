@@ -52,6 +52,7 @@ struct SegmentIdentity {
   format::DType declared_dtype = format::DType::invalid;
   std::vector<std::uint32_t> declared_shape;
   std::vector<std::string> feature_names;
+  std::vector<std::string> artifacts;  // validated absolute paths the producer declared
   ProducerId producer;
   std::uint32_t uid = 0;
   std::uint64_t pid_ns_inode = 0;

@@ -82,6 +82,17 @@ int mltap_stream_open(const char* name, const mltap_stream_options* options, mlt
     so.clock = o.precise_clock ? mltap::format::ClockKind::realtime
                                : mltap::format::ClockKind::realtime_coarse;
     if (o.shm_group) so.shm_group = o.shm_group;
+    if (o.artifact_count > 0 && !o.artifacts) {
+      set_error(errbuf, errbuf_len, "mltap_stream_open: artifact_count > 0 but artifacts is NULL");
+      return MLTAP_ERR_INVALID;
+    }
+    for (uint32_t i = 0; i < o.artifact_count; ++i) {
+      if (!o.artifacts[i]) {
+        set_error(errbuf, errbuf_len, "mltap_stream_open: an artifact path is NULL");
+        return MLTAP_ERR_INVALID;
+      }
+      so.artifacts.emplace_back(o.artifacts[i]);
+    }
     *out = new mltap_stream{mltap::Stream(name, std::move(so))};
     return 0;
   } catch (const std::bad_alloc&) {

@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -37,6 +38,22 @@ bool valid_stream_name(std::string_view name) noexcept {
 
 bool valid_component(std::string_view name) noexcept {
   return name.size() <= 63 && valid_stream_name(name);
+}
+
+bool valid_artifact_path(std::string_view path) noexcept {
+  if (path.size() < 2 || path.size() >= 1024 || path[0] != '/') return false;
+  for (char c : path) {
+    const auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u > 0x7e) return false;
+  }
+  std::size_t start = 1;
+  while (start <= path.size()) {
+    const auto end = std::min(path.find('/', start), path.size());
+    const std::string_view part = path.substr(start, end - start);
+    if (part == "." || part == ".." || (part.empty() && end != path.size())) return false;
+    start = end + 1;
+  }
+  return true;
 }
 
 std::string segment_prefix(std::string_view ns) {

@@ -244,8 +244,11 @@ bool StreamCore::create_segment() noexcept {
   // Schema region: header, name refs, names.
   std::uint64_t strings = 0;
   for (const auto& f : feature_names) strings += f.size();
-  const std::uint64_t schema_needed =
+  std::uint64_t artifact_bytes = 0;
+  for (const auto& a : options.artifacts) artifact_bytes += a.size() + 1;
+  const std::uint64_t artifacts_at =
       sizeof(SchemaHeader) + feature_names.size() * sizeof(NameRef) + strings;
+  const std::uint64_t schema_needed = artifacts_at + artifact_bytes;
   const Layout layout = compute_layout(schema_needed, options.lanes, index_entries, data_bytes);
 
   const std::string ns = options.ns;
@@ -347,6 +350,16 @@ bool StreamCore::create_segment() noexcept {
     refs[i].length = static_cast<std::uint32_t>(feature_names[i].size());
     std::memcpy(text + off, feature_names[i].data(), feature_names[i].size());
     off += refs[i].length;
+  }
+  if (artifact_bytes > 0) {
+    char* out = reinterpret_cast<char*>(base + layout.schema_offset + artifacts_at);
+    for (const auto& a : options.artifacts) {
+      std::memcpy(out, a.data(), a.size());
+      out[a.size()] = '\0';
+      out += a.size() + 1;
+    }
+    h.artifacts_offset = static_cast<std::uint32_t>(artifacts_at);
+    h.artifacts_bytes = static_cast<std::uint32_t>(artifact_bytes);
   }
 
   lane_count = options.lanes;
@@ -654,6 +667,15 @@ Stream::Stream(std::string_view name, StreamOptions options) : core_(new StreamC
     if (!naming::valid_label_text(f, 127)) {
       throw std::invalid_argument("mltap: invalid feature name '" + f +
                                   "': 1..127 printable ASCII characters without quotes or backslash");
+    }
+  }
+  if (options.artifacts.size() > kMaxArtifacts) {
+    throw std::invalid_argument("mltap: at most 16 artifacts");
+  }
+  for (const auto& a : options.artifacts) {
+    if (!naming::valid_artifact_path(a)) {
+      throw std::invalid_argument("mltap: invalid artifact path '" + a +
+                                  "': absolute, printable ASCII, no . or .. components, < 1024 bytes");
     }
   }
   if (options.row_shape.size() > kMaxRowDims) {

@@ -56,6 +56,22 @@ TEST(Segment, HeaderDescribesTheStream) {
   EXPECT_EQ(id.lane_count, 4u);
 }
 
+TEST(Segment, DeclaredArtifactsReachTheReader) {
+  TempShmDir dir;
+  auto o = small_options(dir.path(), 2);
+  o.artifacts = {"/srv/models/model.onnx", "/srv/vocab.txt"};
+  Stream s("t/artifacts", o);
+  auto r = open_reader(s.segment_path());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->identity().artifacts, o.artifacts);
+  EXPECT_EQ(r->identity().feature_names, (std::vector<std::string>{"f0", "f1"}));
+  for (const char* bad : {"relative/model.pt", "/srv/../etc/passwd", "/srv/./x", "/a//b", "/a\nb", "/"}) {
+    auto b = small_options(dir.path());
+    b.artifacts = {bad};
+    EXPECT_THROW(Stream("t/bad", b), std::invalid_argument) << bad;
+  }
+}
+
 TEST(Segment, RoundTripsEveryDtypeShapeAndTraceIds) {
   TempShmDir dir;
   Stream s("t/dtypes", small_options(dir.path(), 0));

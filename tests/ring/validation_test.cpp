@@ -132,6 +132,22 @@ TEST_F(Validation, EveryHeaderFieldIsChecked) {
          text[0] = '\\';
        }, RejectReason::bad_schema},
       {"shape vs names", [](RawSegment& s) { s.header().declared_shape[0] = 5; }, RejectReason::bad_schema},
+      {"artifacts out of bounds", [](RawSegment& s) {
+         s.header().artifacts_offset = 16;
+         s.header().artifacts_bytes = 1u << 30;
+       }, RejectReason::bad_schema},
+      {"artifact not absolute", [](RawSegment& s) {
+         char* at = reinterpret_cast<char*>(s.base() + s.header().schema_offset + 2048);
+         std::memcpy(at, "relative\0", 9);
+         s.header().artifacts_offset = 2048;
+         s.header().artifacts_bytes = 9;
+       }, RejectReason::bad_schema},
+      {"artifact not terminated", [](RawSegment& s) {
+         char* at = reinterpret_cast<char*>(s.base() + s.header().schema_offset + 2048);
+         std::memcpy(at, "/abc", 4);
+         s.header().artifacts_offset = 2048;
+         s.header().artifacts_bytes = 4;
+       }, RejectReason::bad_schema},
   };
   int n = 0;
   for (const auto& c : cases) {

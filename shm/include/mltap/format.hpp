@@ -16,7 +16,7 @@ namespace mltap::format {
 
 inline constexpr std::uint64_t kSegmentMagic = 0x474E5250'41544C4DULL;  // "MLTAPRNG" little-endian
 inline constexpr std::uint32_t kAbiMajor = 1;  // readers reject other majors
-inline constexpr std::uint32_t kAbiMinor = 0;  // additive changes only
+inline constexpr std::uint32_t kAbiMinor = 1;  // additive changes only (1.1: artifact paths)
 inline constexpr std::uint32_t kEndianMarker = 0x01020304;
 inline constexpr std::uint32_t kPageSize = 4096;
 inline constexpr std::uint32_t kRecordAlign = 64;
@@ -28,6 +28,8 @@ inline constexpr std::uint32_t kNamespaceMax = 32;
 inline constexpr std::uint32_t kMaxFeatures = 65536;
 inline constexpr std::uint32_t kControlFlags = 32;
 inline constexpr std::uint32_t kFlagNameMax = 32;
+inline constexpr std::uint32_t kMaxArtifacts = 16;
+inline constexpr std::uint32_t kArtifactPathMax = 1024;  // bytes incl. NUL
 inline constexpr std::string_view kSegmentPrefix = "mltap.";  // file: mltap.<ns>.<pid>.<n>
 
 enum class DType : std::uint16_t {
@@ -158,7 +160,12 @@ struct SegmentHeader {
   std::uint32_t sampling_budget;       // rows per second before sampling, 0 = unlimited
   std::uint32_t reserved0;
   std::uint64_t no_lane_rows;          // writes lost because every lane was taken (atomic)
-  std::uint64_t reserved[32];          // zero; room for later minor versions
+  // ABI 1.1: files the stream's output depends on (models, vocabularies), declared by the
+  // producer: NUL-separated absolute paths at this offset of the schema region (0 bytes = none).
+  // The agent watches them for changes and relates the changes to the stream's findings.
+  std::uint32_t artifacts_offset;
+  std::uint32_t artifacts_bytes;
+  std::uint64_t reserved[31];          // zero; room for later minor versions
 };
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 static_assert(sizeof(SegmentHeader) <= kPageSize);

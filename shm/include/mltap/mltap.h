@@ -63,6 +63,9 @@ typedef struct mltap_stream_options {
   const char* shm_dir;             /* NULL: $MLTAP_SHM_DIR or /dev/shm */
   int precise_clock;               /* nonzero: CLOCK_REALTIME timestamps (slower) */
   const char* shm_group;           /* NULL: $MLTAP_SHM_GROUP or none */
+  /* Since 0.1 (ABI 1.1): files the stream's output depends on (absolute paths, at most 16). */
+  const char* const* artifacts;
+  uint32_t artifact_count;
 } mltap_stream_options;
 
 typedef struct mltap_stats {

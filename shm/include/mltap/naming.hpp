@@ -22,6 +22,9 @@ bool valid_component(std::string_view name) noexcept;
 // A feature or flag name: printable ASCII without quotes, backslash or control chars, 1..max.
 bool valid_label_text(std::string_view text, std::size_t max) noexcept;
 
+// An artifact path: absolute, printable ASCII, no "." or ".." components, < kArtifactPathMax.
+bool valid_artifact_path(std::string_view path) noexcept;
+
 // "mltap.<ns>." — every segment of the namespace starts with it.
 std::string segment_prefix(std::string_view ns);
 // "mltap.<ns>.<pid>.<n>"

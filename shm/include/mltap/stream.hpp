@@ -48,6 +48,9 @@ struct StreamOptions {
   format::ClockKind clock = format::ClockKind::realtime_coarse;
   // Group allowed to read the ring (mode 0660 instead of 0600); empty = $MLTAP_SHM_GROUP or none.
   std::string shm_group;
+  // Files this stream's output depends on (the model it serves, a vocabulary...): absolute
+  // paths, at most 16. mltapd watches them and relates their changes to the stream's findings.
+  std::vector<std::string> artifacts;
 };
 
 enum class WriteResult : std::uint8_t {

@@ -173,7 +173,7 @@ std::unique_ptr<PyStream> make_stream(py::object name, py::object component, py:
                                       py::object kind, py::object dtype, py::object row_shape,
                                       py::object sampling_budget, py::object ring_bytes,
                                       py::object lanes, py::object ns, py::object shm_dir,
-                                      py::object clock, py::object shm_group) {
+                                      py::object clock, py::object shm_group, py::object artifacts) {
   StreamOptions o;
   const std::string stream_name = str_arg(name, "name");
   if (!component.is_none()) o.component = str_arg(component, "component");
@@ -188,6 +188,15 @@ std::unique_ptr<PyStream> make_stream(py::object name, py::object component, py:
   if (!ns.is_none()) o.ns = str_arg(ns, "namespace");
   if (!shm_dir.is_none()) o.shm_dir = str_arg(shm_dir, "shm_dir");
   if (!shm_group.is_none()) o.shm_group = str_arg(shm_group, "shm_group");
+  if (!artifacts.is_none()) {
+    if (py::isinstance<py::str>(artifacts) || !py::isinstance<py::sequence>(artifacts)) {
+      throw py::type_error("mltap.Stream: artifacts must be a sequence of paths");
+    }
+    for (py::handle a : artifacts) {
+      // os.PathLike is accepted too.
+      o.artifacts.push_back(str_arg(py::module_::import("os").attr("fspath")(a), "artifacts[i]"));
+    }
+  }
   const std::string c = str_arg(clock, "clock");
   if (c == "coarse") {
     o.clock = format::ClockKind::realtime_coarse;
@@ -298,21 +307,24 @@ PYBIND11_MODULE(_mltap, m) {
 
 Stream(name, *, component=None, features=None, kind="features", dtype=None, row_shape=None,
        sampling_budget=20000, ring_bytes=4 MiB, lanes=16, namespace=None, shm_dir=None,
-       clock="coarse", shm_group=None)
+       clock="coarse", shm_group=None, artifacts=None)
 
 name: "shop/features"-style stream name; component: this program's role (default: its name);
 features: feature names (declares a row of len(features) values); kind: features, predictions,
 labels, embeddings or raw; dtype/row_shape: declared record type (metadata for the agent);
 sampling_budget: rows per second kept in full, sampled above (0 = keep all); ring_bytes: ring
 size per writing thread (power of two, 64 KiB..1 GiB); lanes: max threads writing at once;
-namespace: defaults to $MLTAP_NAMESPACE or "default"; shm_dir: $MLTAP_SHM_DIR or /dev/shm.)doc");
+namespace: defaults to $MLTAP_NAMESPACE or "default"; shm_dir: $MLTAP_SHM_DIR or /dev/shm;
+artifacts: absolute paths of files the output depends on (the served model...): mltapd watches
+them and relates their changes to this stream's findings.)doc");
   cls.def(py::init(&make_stream), py::arg("name"), py::kw_only(),
           py::arg("component") = py::none(), py::arg("features") = py::none(),
           py::arg("kind") = "features", py::arg("dtype") = py::none(),
           py::arg("row_shape") = py::none(), py::arg("sampling_budget") = 20000,
           py::arg("ring_bytes") = 4 << 20, py::arg("lanes") = 16,
           py::arg("namespace") = py::none(), py::arg("shm_dir") = py::none(),
-          py::arg("clock") = "coarse", py::arg("shm_group") = py::none());
+          py::arg("clock") = "coarse", py::arg("shm_group") = py::none(),
+          py::arg("artifacts") = py::none());
   cls.def("flag", &PyStream::flag, py::arg("name"),
           "flag(name) -> bool: whether the agent set the named flag (non-zero) on this stream");
   cls.def("flag_value", &PyStream::flag_value, py::arg("name"),
