@@ -339,6 +339,7 @@ void Ingest::scan(std::uint64_t now) {
         st_ptr->restarts_total++;
       }
       seg->reader = std::move(reader);
+      if (observer_) observer_->on_producer_attached(seg->reader->identity());
       segments_.push_back(std::move(seg));
     }
   }
@@ -393,6 +394,7 @@ void Ingest::refresh_segment(Segment& seg, Stream& st, std::uint64_t now) {
       seg.state = ProducerState::closed;
       seg.gone_since = now;
       spdlog::info("producer pid {} of stream '{}' closed its stream", id.producer.pid, id.stream);
+      if (observer_) observer_->on_producer_gone(id, seg.state);
     } else if (!r.healthy()) {
       seg.state = ProducerState::dead;
       seg.gone_since = now;
@@ -403,6 +405,7 @@ void Ingest::refresh_segment(Segment& seg, Stream& st, std::uint64_t now) {
         seg.gone_since = now;
         st.pending_deaths++;
         spdlog::info("producer pid {} of stream '{}' is gone", id.producer.pid, id.stream);
+        if (observer_) observer_->on_producer_gone(id, seg.state);
       } else {
         seg.state = ProducerState::alive;
       }

@@ -111,6 +111,15 @@ struct IngestSnapshot {
   std::uint64_t polls = 0;
 };
 
+// Told on the ingest thread when a producer's segment appears and when its producer is gone
+// (dead, or closed its stream). The tracer and the correlator learn the producers this way.
+class ProducerObserver {
+ public:
+  virtual ~ProducerObserver() = default;
+  virtual void on_producer_attached(const SegmentIdentity& producer) = 0;
+  virtual void on_producer_gone(const SegmentIdentity& producer, ProducerState state) = 0;
+};
+
 class Ingest : public react::ControlPlane {
  public:
   explicit Ingest(IngestConfig config);
@@ -120,6 +129,8 @@ class Ingest : public react::ControlPlane {
 
   // Sinks see every decoded batch, on the ingest thread, in order. Add before start().
   void add_sink(BatchSink* sink);
+  // At most one; set before start().
+  void set_producer_observer(ProducerObserver* observer) { observer_ = observer; }
   void start();
   void stop();
 
@@ -162,6 +173,7 @@ class Ingest : public react::ControlPlane {
   IngestConfig config_;
   std::uint64_t pid_ns_inode_ = 0;
   std::vector<BatchSink*> sinks_;
+  ProducerObserver* observer_ = nullptr;
   std::map<std::string, std::unique_ptr<Stream>> streams_;
   std::vector<std::unique_ptr<Segment>> segments_;
   struct FileKey {

@@ -1,10 +1,19 @@
 #include "mltapd/agent.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 #include <spdlog/spdlog.h>
 
 #include "api/streams_json.hpp"
+#include "correlator/event_json.hpp"
+#include "correlator/http_routes.hpp"
+#include "mltap/ebpf/capabilities.hpp"
+#include "prometheus/ebpf_metrics.hpp"
+#ifdef MLTAP_HAVE_BPF
+#include "mltap/ebpf/tracer.hpp"
+#endif
 #include "detectors/json.hpp"
 #include "detectors/profile.hpp"
 #include "prometheus/detector_metrics.hpp"
@@ -30,6 +39,17 @@ bool Agent::start(std::string& error) {
     }
     ingest_->add_sink(detectors_.get());
   }
+  // System events: the tracer feeds the correlator; producers are tracked as they appear.
+  correlator_ = std::make_unique<correlate::Correlator>();
+#ifdef MLTAP_HAVE_BPF
+  if (config_.ebpf.enabled) {
+    tracer_ = std::make_unique<ebpf::Tracer>(config_.ebpf);
+    tracer_->start([this](const correlate::SystemEvent& e) { correlator_->add_event(e); });
+  }
+#else
+  if (config_.ebpf.enabled) spdlog::warn("built without eBPF (MLTAP_BUILD_BPF=OFF): no system events");
+#endif
+  ingest_->set_producer_observer(this);
   http_ = std::make_unique<api::HttpServer>(addr);
   http_->add_collectable(std::make_shared<prom::IngestCollector>(*ingest_, kVersion));
   if (detectors_) http_->add_collectable(std::make_shared<prom::DetectorCollector>(*detectors_));
@@ -45,7 +65,20 @@ bool Agent::start(std::string& error) {
   });
 
   // Reactions act on producers only through the ingest layer's ControlPlane.
+  http_->add_collectable(std::make_shared<prom::EbpfCollector>([this] {
+#ifdef MLTAP_HAVE_BPF
+    if (tracer_) return tracer_->stats();
+#endif
+    return ebpf::TracerStats{};
+  }));
   react::SnapshotProviders providers;
+  providers.timeline = [this](const std::string& stream, const react::AlertEvent&) {
+    const auto producers = producers_of(stream);
+    nlohmann::json out = nlohmann::json::array();
+    (void)stream;
+    for (const auto& e : correlator_->events_for(producers, 0)) out.push_back(correlate::to_json(e));
+    return out;
+  };
   providers.detector_state = [this](const std::string& stream, const react::AlertEvent&) {
     if (!detectors_) return nlohmann::json(nullptr);
     for (const auto& st : detectors_->snapshot()->streams) {
@@ -89,8 +122,8 @@ bool Agent::start(std::string& error) {
     nlohmann::json open = nlohmann::json::array(), closed = nlohmann::json::array();
     if (detectors_) {
       const auto snap = detectors_->snapshot();
-      for (const auto& f : snap->open_findings) open.push_back(detect::to_json(f));
-      for (const auto& f : snap->closed_findings) closed.push_back(detect::to_json(f));
+      for (const auto& f : snap->open_findings) open.push_back(finding_json(f));
+      for (const auto& f : snap->closed_findings) closed.push_back(finding_json(f));
     }
     res.set_content(nlohmann::json{{"open", open}, {"closed", closed}}.dump(), "application/json");
   });
@@ -101,7 +134,7 @@ bool Agent::start(std::string& error) {
       for (const auto* list : {&snap->open_findings, &snap->closed_findings}) {
         for (const auto& f : *list) {
           if (f.id == id) {
-            res.set_content(detect::to_json(f).dump(), "application/json");
+            res.set_content(finding_json(f).dump(), "application/json");
             return;
           }
         }
@@ -110,6 +143,27 @@ bool Agent::start(std::string& error) {
     res.status = 404;
     res.set_content(nlohmann::json{{"error", "no finding " + std::to_string(id)}}.dump(), "application/json");
   });
+  // The timeline of a stream's producers with each finding's related events (mltap explain).
+  correlate::EventsApi events;
+  events.correlator = correlator_.get();
+  events.producers_of_stream = [this](const std::string& stream) { return producers_of(stream); };
+  events.findings_of_stream = [this](const std::string& stream) -> std::optional<std::vector<detect::Finding>> {
+    std::vector<detect::Finding> out;
+    bool known = false;
+    for (const auto& st : ingest_->snapshot()->streams) known = known || st.info.name == stream;
+    if (detectors_) {
+      const auto snap = detectors_->snapshot();
+      for (const auto* list : {&snap->open_findings, &snap->closed_findings}) {
+        for (const auto& f : *list) {
+          if (f.stream == stream) out.push_back(f);
+        }
+      }
+    }
+    if (!known && out.empty()) return std::nullopt;
+    return out;
+  };
+  correlate::register_events_routes(srv, events);
+
   // Detector state per stream and feature (scores, decisions, quality ratios).
   srv.Get("/api/v1/detectors", [this](const httplib::Request&, httplib::Response& res) {
     if (!detectors_) {
@@ -130,6 +184,7 @@ bool Agent::start(std::string& error) {
     pusher_->start();
     findings_watcher_ = std::thread([this] { watch_findings(); });
   }
+  if (config_.agent.drop_capabilities) drop_capabilities();
   spdlog::info("mltapd {} watching namespace '{}' in {}", kVersion, config_.ingest.ns,
                config_.ingest.shm_dir);
   return true;
@@ -146,14 +201,95 @@ void Agent::stop() {
   if (pusher_) pusher_->stop();
   if (reactions_) reactions_->stop();  // undoes flags and boosts while ingest still runs
   if (ingest_) ingest_->stop();
+#ifdef MLTAP_HAVE_BPF
+  if (tracer_) tracer_->stop();
+#endif
   if (detectors_) detectors_->publish_now();
 }
 
 std::vector<alertmanager::PushableFinding> Agent::pushable_findings() const {
   std::vector<alertmanager::PushableFinding> out;
   if (!detectors_) return out;
-  for (const auto& f : detectors_->snapshot()->open_findings) out.push_back({f, {}});
+  for (const auto& f : detectors_->snapshot()->open_findings) {
+    alertmanager::PushableFinding p{f, {}};
+    for (const auto& r : correlator_->related(f, producers_of(f.stream))) {
+      if (p.related_events.size() >= 3) break;
+      p.related_events.push_back(correlate::describe(r.event));
+    }
+    out.push_back(std::move(p));
+  }
   return out;
+}
+
+std::vector<ingest::ProducerId> Agent::producers_of(const std::string& stream) const {
+  std::vector<ingest::ProducerId> out;
+  for (const auto& s : ingest_->snapshot()->streams) {
+    if (s.info.name != stream) continue;
+    for (const auto& p : s.producers) out.push_back(p.id);
+  }
+  return out;
+}
+
+nlohmann::json Agent::finding_json(const detect::Finding& f) const {
+  nlohmann::json j = detect::to_json(f);
+  j["related"] = correlate::related_json(correlator_->related(f, producers_of(f.stream)));
+  return j;
+}
+
+// On the ingest thread, when a producer's ring is first seen.
+void Agent::on_producer_attached(const ingest::SegmentIdentity& p) {
+  correlator_->note_producer(p.stream, p.component, p.producer);
+#ifdef MLTAP_HAVE_BPF
+  if (!tracer_) return;
+  const auto r = tracer_->track(p.producer.pid, p.producer.start_ticks, p.component);
+  if (r != ebpf::TrackResult::tracked && r != ebpf::TrackResult::already_tracked) {
+    spdlog::debug("producer pid {} of '{}' not tracked: {}", p.producer.pid, p.stream,
+                  ebpf::track_result_name(r));
+  }
+  // The files the producer declared it depends on: watch their directories (bounded).
+  for (const auto& path : p.artifacts) {
+    struct stat st {};
+    std::string dir = path;
+    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) dir = path.substr(0, path.rfind('/'));
+    if (dir.empty()) dir = "/";
+    if (watched_dirs_.count(dir) || watched_dirs_.size() >= 64) continue;
+    if (tracer_->watch_directory(dir)) {
+      watched_dirs_.insert(dir);
+      spdlog::info("watching {} for changes to the artifacts of stream '{}'", dir, p.stream);
+    } else {
+      spdlog::warn("cannot watch {} (artifact of stream '{}')", dir, p.stream);
+    }
+  }
+#endif
+}
+
+void Agent::on_producer_gone(const ingest::SegmentIdentity& p, ingest::ProducerState state) {
+#ifdef MLTAP_HAVE_BPF
+  // A closed stream's process may live on: stop tracing it. A dead one left the kernel's set.
+  if (tracer_ && state == ingest::ProducerState::closed) tracer_->untrack(p.producer.pid, p.producer.start_ticks);
+#else
+  (void)p;
+  (void)state;
+#endif
+}
+
+// ebpf_exporter's rule: keep only what the running agent still needs.
+void Agent::drop_capabilities() {
+  ebpf::CapabilityDropOptions opts;
+  opts.keep = config_.agent.keep_capabilities;
+#ifdef MLTAP_HAVE_BPF
+  if (tracer_) {
+    for (auto& c : tracer_->capabilities_needed_after_start()) opts.keep.push_back(std::move(c));
+  }
+#endif
+  const auto r = ebpf::drop_capabilities(opts);
+  if (!r.ok) {
+    spdlog::warn("could not drop capabilities: {}", r.error);
+    return;
+  }
+  std::string kept;
+  for (const auto& c : r.kept) kept += (kept.empty() ? "" : ", ") + c;
+  spdlog::info("capabilities dropped in {} threads; kept: {}", r.threads, kept.empty() ? "none" : kept);
 }
 
 void Agent::watch_findings() {

@@ -6,10 +6,14 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <set>
+
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "api/http_server.hpp"
 #include "alertmanager/alertmanager_pusher.hpp"
+#include "correlator/correlator.hpp"
 #include "detectors/engine.hpp"
 #include "reactions/reaction_engine.hpp"
 #include "webhook/webhook_receiver.hpp"
@@ -20,7 +24,15 @@ namespace mltap::agent {
 
 inline constexpr const char* kVersion = "0.1.0";
 
-class Agent {
+#ifdef MLTAP_HAVE_BPF
+}  // namespace mltap::agent
+namespace mltap::ebpf {
+class Tracer;
+}
+namespace mltap::agent {
+#endif
+
+class Agent : private ingest::ProducerObserver {
  public:
   explicit Agent(AgentConfig config);
   ~Agent();
@@ -35,6 +47,16 @@ class Agent {
   std::unique_ptr<ingest::Ingest> ingest_;
   std::unique_ptr<detect::DetectorEngine> detectors_;
   std::unique_ptr<react::ReactionEngine> reactions_;
+  std::unique_ptr<correlate::Correlator> correlator_;
+#ifdef MLTAP_HAVE_BPF
+  std::unique_ptr<ebpf::Tracer> tracer_;
+#endif
+  std::set<std::string> watched_dirs_;  // artifact directories handed to the file watch
+  void on_producer_attached(const ingest::SegmentIdentity& producer) override;
+  void on_producer_gone(const ingest::SegmentIdentity& producer, ingest::ProducerState state) override;
+  std::vector<ingest::ProducerId> producers_of(const std::string& stream) const;
+  nlohmann::json finding_json(const detect::Finding& f) const;
+  void drop_capabilities();
   std::unique_ptr<webhook::WebhookReceiver> webhook_;
   std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;
   // Tells the pusher as soon as the set of open findings changes.

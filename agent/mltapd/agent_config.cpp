@@ -1,5 +1,7 @@
 #include "mltapd/agent_config.hpp"
 
+#include <cctype>
+
 #include "api/http_server.hpp"
 #include "core/config_reader.hpp"
 
@@ -15,6 +17,18 @@ void parse_agent_section(config::ConfigSection& s, AgentSettings& a) {
   }
   if (auto v = s.get_enum("log_level", {"trace", "debug", "info", "warn", "error", "off"})) {
     a.log_level = *v;
+  }
+  if (auto v = s.get_bool("drop_capabilities")) a.drop_capabilities = *v;
+  if (auto v = s.get_string_list("keep_capabilities")) {
+    for (const auto& c : *v) {
+      std::string lower;
+      for (char ch : c) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      if (lower.rfind("cap_", 0) != 0 || lower.size() < 5 || lower.size() > 32 ||
+          lower.find_first_not_of("abcdefghijklmnopqrstuvwxyz_") != std::string::npos) {
+        s.fail("keep_capabilities", "'" + c + "' is not a capability name like CAP_KILL");
+      }
+    }
+    a.keep_capabilities = *v;
   }
   s.finish();
 }
@@ -32,6 +46,8 @@ AgentConfig parse(const YAML::Node& root, const std::string& name) {
   c.reactions = react::parse_reactions_config(top.child("reactions"));
   c.webhook = webhook::parse_webhook_config(top.child("webhook"));
   c.alertmanager = alertmanager::parse_alertmanager_config(top.child("alertmanager"));
+  auto ebpf = top.child("ebpf");
+  c.ebpf = ebpf::parse_tracer_config(ebpf);
   top.finish();
   return c;
 }

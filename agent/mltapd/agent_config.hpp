@@ -10,12 +10,17 @@
 #include "reactions/reaction_config.hpp"
 #include "webhook/webhook_receiver.hpp"
 #include "ingest/ingest.hpp"
+#include "mltap/ebpf/config.hpp"
 
 namespace mltap::agent {
 
 struct AgentSettings {
   std::string listen = "127.0.0.1:9645";
   std::string log_level = "info";
+  // Once everything is started, drop every capability but these (and what the tracer still
+  // needs): reading and removing other users' rings, signalling their producers.
+  bool drop_capabilities = true;
+  std::vector<std::string> keep_capabilities = {"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"};
 };
 
 struct AgentConfig {
@@ -25,6 +30,7 @@ struct AgentConfig {
   react::ReactionsConfig reactions;
   webhook::WebhookConfig webhook;
   alertmanager::AlertmanagerConfig alertmanager;
+  ebpf::TracerConfig ebpf;
   std::string source = "<embedded defaults>";
 };
 

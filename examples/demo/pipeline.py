@@ -10,9 +10,9 @@ The model file is reloaded when it changes (a deployment), and the model stage s
 fallback model while mltapd's `producer-flag` reaction sets the flag `use_fallback`.
 
 After a while, faults are injected, as they happen in production:
+  * a model swap: a worse model is renamed onto the served model file (a bad deployment);
   * a unit change upstream: "mean area" arrives in cm^2 instead of mm^2 (x 0.01);
-  * a NaN burst in "mean texture" (a broken upstream join);
-  * a model swap: a worse model is renamed onto the model file by a "deployer".
+  * a NaN burst in "mean texture" (a broken upstream join).
 Each fault is printed with its time so you can find it in mltapd's metrics and findings.
 """
 import argparse
@@ -86,10 +86,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate", type=float, default=1000, help="requests per second")
     ap.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0 = run until killed)")
-    ap.add_argument("--unit-change-at", type=float, default=60, help="seconds; negative disables")
-    ap.add_argument("--nan-burst-at", type=float, default=100, help="seconds; negative disables")
+    ap.add_argument("--model-swap-at", type=float, default=60, help="seconds; negative disables")
+    ap.add_argument("--unit-change-at", type=float, default=120, help="seconds; negative disables")
+    ap.add_argument("--nan-burst-at", type=float, default=160, help="seconds; negative disables")
     ap.add_argument("--nan-burst-for", type=float, default=15)
-    ap.add_argument("--model-swap-at", type=float, default=140, help="seconds; negative disables")
     ap.add_argument("--workdir", default=None, help="where the model files live")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -107,7 +107,9 @@ def main():
     log(f"model trained on {len(x_train)} rows, served from {model_path}")
 
     feats = mltap.Stream("demo/features", component="featuregen", features=features, kind="features")
-    preds = mltap.Stream("demo/predictions", component="model", features=["p_malignant"], kind="predictions")
+    # The model file is declared as this stream's artifact: mltapd watches it.
+    preds = mltap.Stream("demo/predictions", component="model", features=["p_malignant"], kind="predictions",
+                         artifacts=[model_path])
     log(f"writing rings {feats.segment_path} and {preds.segment_path}")
 
     model, model_mtime = joblib.load(model_path), os.stat(model_path).st_mtime_ns

@@ -30,7 +30,7 @@ done
 cat <<MSG
 
   mltapd is running (log: $log) and the demo pipeline is starting.
-  Faults are injected at t=60s (unit change), t=100s (NaN burst), t=140s (model swap).
+  Faults are injected at t=60s (model swap), t=120s (unit change), t=160s (NaN burst).
   Where to look, from another terminal:
 
     ./build/agent/cli/mltap status                      streams, producers, rates, drops

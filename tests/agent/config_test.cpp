@@ -60,6 +60,14 @@ TEST(AgentConfig, ErrorsNameFileLineAndColumn) {
   EXPECT_NE(std::string(e.what()).find("must be one of"), std::string::npos);
   e = error_of("ingest: {shm_dir: relative/path}\n");
   EXPECT_NE(std::string(e.what()).find("absolute"), std::string::npos);
+  e = error_of("agent:\n  keep_capabilities: [CAP_KILL, 'rm -rf']\n");
+  EXPECT_NE(std::string(e.what()).find("'rm -rf' is not a capability name"), std::string::npos);
+  e = error_of("ebpf:\n  probes: {exec: true, kprobe: true}\n");
+  EXPECT_NE(std::string(e.what()).find("unknown key 'kprobe'"), std::string::npos) << e.what();
+  e = error_of("ebpf:\n  ring_buffer_size: 5000\n");
+  EXPECT_NE(std::string(e.what()).find("power of two"), std::string::npos) << e.what();
+  e = error_of("ebpf:\n  files: {watch_dirs: [models]}\n");
+  EXPECT_NE(std::string(e.what()).find("not an absolute path"), std::string::npos) << e.what();
   e = error_of("agent:\n  listen: [\n");
   EXPECT_GT(e.line(), 0) << "YAML syntax errors carry a position too";
 }
@@ -75,6 +83,16 @@ TEST(AgentConfig, ValuesAreApplied) {
   EXPECT_EQ(c.ingest.scan_interval, 1s);
   EXPECT_EQ(c.ingest.max_streams, 10u);
   EXPECT_EQ(c.ingest.reader.max_segment_bytes, 1ull << 30);
+  const auto e = agent::parse_agent_config_text(
+      "agent: {drop_capabilities: false, keep_capabilities: [CAP_KILL]}\n"
+      "ebpf: {attach_mode: raw_tp, probes: {runqueue: false}, files: {watch_dirs: [/srv/models]}}\n",
+      "t.yaml");
+  EXPECT_FALSE(e.agent.drop_capabilities);
+  EXPECT_EQ(e.agent.keep_capabilities, std::vector<std::string>{"CAP_KILL"});
+  EXPECT_EQ(e.ebpf.attach_mode, ebpf::AttachMode::raw_tp);
+  EXPECT_FALSE(e.ebpf.probe_enabled(ebpf::Probe::runqueue));
+  EXPECT_TRUE(e.ebpf.probe_enabled(ebpf::Probe::exec));
+  EXPECT_EQ(e.ebpf.files.watch_dirs, std::vector<std::string>{"/srv/models"});
 }
 
 // packaging/mltapd.yaml documents the defaults: parsing it must change nothing.
@@ -83,6 +101,26 @@ TEST(AgentConfig, DocumentedFileEqualsEmbeddedDefaults) {
   const agent::AgentConfig d;
   EXPECT_EQ(file.agent.listen, d.agent.listen);
   EXPECT_EQ(file.agent.log_level, d.agent.log_level);
+  EXPECT_EQ(file.agent.drop_capabilities, d.agent.drop_capabilities);
+  EXPECT_EQ(file.agent.keep_capabilities, d.agent.keep_capabilities);
+  const auto& e = file.ebpf;
+  const auto& f = d.ebpf;
+  EXPECT_EQ(e.enabled, f.enabled);
+  EXPECT_EQ(e.attach_mode, f.attach_mode);
+  EXPECT_EQ(e.probes, f.probes);
+  EXPECT_EQ(e.files.patterns, f.files.patterns);
+  EXPECT_EQ(e.files.watch_dirs, f.files.watch_dirs);
+  EXPECT_EQ(e.files.report_untracked_actors, f.files.report_untracked_actors);
+  EXPECT_EQ(e.ring_buffer_bytes, f.ring_buffer_bytes);
+  EXPECT_EQ(e.max_tracked_processes, f.max_tracked_processes);
+  EXPECT_EQ(e.report_threads, f.report_threads);
+  EXPECT_EQ(e.tcp_retransmit_min_interval, f.tcp_retransmit_min_interval);
+  EXPECT_EQ(e.summary_interval, f.summary_interval);
+  EXPECT_EQ(e.runqueue_report_threshold, f.runqueue_report_threshold);
+  EXPECT_EQ(e.block_io_report_threshold, f.block_io_report_threshold);
+  EXPECT_EQ(e.latency_min_samples, f.latency_min_samples);
+  EXPECT_EQ(e.mount_tracefs, f.mount_tracefs);
+  EXPECT_EQ(e.btf_path, f.btf_path);
   const auto& a = file.ingest;
   const auto& b = d.ingest;
   EXPECT_EQ(a.ns, b.ns);

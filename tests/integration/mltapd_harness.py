@@ -92,7 +92,7 @@ class Metrics:
 class Agent:
     """mltapd in its own namespace and shm directory, on a free port."""
 
-    def __init__(self, config_yaml="", extra_args=(), shm_dir=None, namespace=None):
+    def __init__(self, config_yaml="", extra_args=(), shm_dir=None, namespace=None, prefix=()):
         self.namespace = namespace or "t" + uuid.uuid4().hex[:12]
         self.tmp = tempfile.mkdtemp(prefix="mltap-it-")
         self.shm_dir = shm_dir or "/dev/shm"
@@ -110,6 +110,7 @@ class Agent:
         with open(self.config_path, "w") as f:
             f.write(merge_yaml(base, config_yaml))
         self.extra_args = list(extra_args)
+        self.prefix = list(prefix)  # e.g. a capsh command line that runs mltapd with fewer capabilities
         self.proc = None
         self.log_path = os.path.join(self.tmp, "mltapd.log")
 
@@ -123,7 +124,7 @@ class Agent:
     def start(self):
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
-            [binary(MLTAPD), "--config", self.config_path, "--listen", f"127.0.0.1:{self.port}"] + self.extra_args,
+            self.prefix + [binary(MLTAPD), "--config", self.config_path, "--listen", f"127.0.0.1:{self.port}"] + self.extra_args,
             stdout=self.log, stderr=subprocess.STDOUT)
         wait_until(self._healthy, timeout=15, what="mltapd /healthz")
         return self

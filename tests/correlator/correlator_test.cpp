@@ -1,0 +1,237 @@
+// Ranking, window, relations and bounds of the correlator.
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "correlator/correlator.hpp"
+#include "test_events.hpp"
+
+namespace mltap::correlate::test {
+namespace {
+
+using detect::FindingKind;
+
+const ProcessRef kProducer = proc(1000, 5000);
+const ProcessRef kOldProducer = proc(900, 4000);
+
+SystemEvent model_swapped(std::uint64_t t) {
+  SystemEvent e = host(EventKind::file_change, t, proc(4242, 9000, "mv"));
+  e.file_op = FileOp::renamed_onto;
+  e.path = "/srv/models/model.onnx";
+  e.old_path = "/srv/models/.model.onnx.tmp";
+  return e;
+}
+
+SystemEvent restart_exit(std::uint64_t t) {
+  SystemEvent e = tracked(EventKind::exit, t, kProducer, kProducer);
+  e.exit_code = 0;
+  return e;
+}
+
+SystemEvent other_oom(std::uint64_t t) {
+  SystemEvent e = host(EventKind::oom_kill, t, proc(3000, 100, "postgres"));
+  e.other = proc(3001, 101, "java");
+  return e;
+}
+
+void add_story(Correlator& c) {
+  c.add_event(model_swapped(kT0 - 5 * kMin));
+  c.add_event(restart_exit(kT0 - 2 * kMin));
+  c.add_event(other_oom(kT0 - 3 * kMin));
+  SystemEvent fork = tracked(EventKind::fork, kT0 - 1 * kMin, kProducer, kProducer);
+  fork.other = proc(1001, 5001);
+  c.add_event(fork);
+}
+
+TEST(Relevance, RuleIsAsDocumented) {
+  EXPECT_DOUBLE_EQ(recency(0, std::chrono::minutes(10)), 1.0);
+  EXPECT_DOUBLE_EQ(recency(10 * kMin, std::chrono::minutes(10)), 0.75);
+  EXPECT_NEAR(recency(1000 * kMin, std::chrono::minutes(10)), 0.5, 1e-9);
+  const SystemEvent file = model_swapped(0);
+  EXPECT_DOUBLE_EQ(kind_weight(file, FindingKind::drift), 1.0);
+  EXPECT_DOUBLE_EQ(kind_weight(file, FindingKind::staleness), 0.4);
+  EXPECT_DOUBLE_EQ(relation_weight(file, Relation::host), 0.8);
+  EXPECT_DOUBLE_EQ(relation_weight(other_oom(0), Relation::host), 0.5);
+  SystemEvent killed = restart_exit(0);
+  killed.exit_code.reset();
+  killed.signal = 9;
+  EXPECT_GT(kind_weight(killed, FindingKind::drift), kind_weight(restart_exit(0), FindingKind::drift));
+}
+
+TEST(Related, DriftRanksTheModelSwapFirst) {
+  Correlator c;
+  add_story(c);
+  const auto r = c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}});
+  ASSERT_EQ(r.size(), 4u);
+  EXPECT_EQ(r[0].event.kind, EventKind::file_change);
+  EXPECT_EQ(r[0].relation, Relation::host);
+  EXPECT_NEAR(r[0].score, 1.0 * 0.8 * (0.5 + 0.5 * std::exp2(-0.5)), 1e-12);
+  EXPECT_NE(r[0].why.find("/srv/models/model.onnx"), std::string::npos) << r[0].why;
+  EXPECT_NE(r[0].why.find("5m00s before the finding"), std::string::npos) << r[0].why;
+  EXPECT_EQ(r[1].event.kind, EventKind::exit);
+  EXPECT_EQ(r[1].relation, Relation::producer);
+  EXPECT_EQ(r[2].event.kind, EventKind::oom_kill);
+  EXPECT_EQ(r[3].event.kind, EventKind::fork);
+  for (std::size_t i = 1; i < r.size(); ++i) EXPECT_GE(r[i - 1].score, r[i].score);
+}
+
+TEST(Related, StalenessRanksTheRestartFirst) {
+  Correlator c;
+  add_story(c);
+  const auto r = c.related(finding(FindingKind::staleness), {{kProducer.pid, kProducer.start_ticks}});
+  ASSERT_FALSE(r.empty());
+  EXPECT_EQ(r[0].event.kind, EventKind::exit);
+  EXPECT_EQ(r.back().event.kind, EventKind::fork);
+}
+
+TEST(Related, OnlyTheWindowBeforeTheFindingAndAShortGrace) {
+  Correlator c;
+  c.add_event(restart_exit(kT0 - 40 * kMin));  // outside a 30 min window
+  c.add_event(restart_exit(kT0 - 29 * kMin));
+  c.add_event(restart_exit(kT0 + 20 * kSec));  // within the 30 s grace
+  c.add_event(restart_exit(kT0 + 2 * kMin));   // after
+  const auto r = c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}},
+                           std::chrono::minutes(30));
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].event.unix_ns, kT0 + 20 * kSec) << "closest first when the kind ties";
+  EXPECT_EQ(r[1].event.unix_ns, kT0 - 29 * kMin);
+  EXPECT_NE(r[0].why.find("after it opened"), std::string::npos);
+}
+
+TEST(Related, OtherStreamsProducersAreNotRelated) {
+  Correlator c;
+  const ProcessRef stranger = proc(2000, 6000);
+  c.add_event(tracked(EventKind::exit, kT0 - kMin, stranger, stranger, "training"));
+  EXPECT_TRUE(c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}}).empty());
+}
+
+TEST(Related, PidReuseIsNotTheProducer) {
+  Correlator c;
+  const ProcessRef reused = proc(kProducer.pid, kProducer.start_ticks + 77);
+  c.add_event(tracked(EventKind::exit, kT0 - kMin, reused, reused, "other"));
+  EXPECT_TRUE(c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}}).empty());
+}
+
+TEST(Related, ChildrenSameComponentAndTriggeredHostEvents) {
+  Correlator c;
+  const ProcessRef child = proc(1001, 5001, "sh");
+  const ProcessRef sibling = proc(1500, 5500);
+  SystemEvent child_exit = tracked(EventKind::exit, kT0 - kMin, child, kProducer);
+  child_exit.exit_code = 3;
+  c.add_event(child_exit);
+  SystemEvent sib = tracked(EventKind::signal, kT0 - kMin, sibling, sibling);
+  sib.signal = 15;
+  sib.fatal = true;
+  c.add_event(sib);
+  SystemEvent oom = other_oom(kT0 - kMin);
+  oom.other = kProducer;  // the producer's allocation killed someone else
+  c.add_event(oom);
+  const auto r = c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}});
+  ASSERT_EQ(r.size(), 3u);
+  std::map<EventKind, Relation> rel;
+  for (const auto& x : r) rel[x.event.kind] = x.relation;
+  EXPECT_EQ(rel[EventKind::exit], Relation::producer_child);
+  EXPECT_EQ(rel[EventKind::signal], Relation::same_component);
+  EXPECT_EQ(rel[EventKind::oom_kill], Relation::producer);
+}
+
+TEST(Related, RemembersProducersThatDied) {
+  Correlator c;
+  c.note_producer("scores", "inference", {kOldProducer.pid, kOldProducer.start_ticks});
+  c.note_producer("scores", "inference", {kProducer.pid, kProducer.start_ticks});
+  SystemEvent oom = tracked(EventKind::oom_kill, kT0 - 3 * kMin, kOldProducer, kOldProducer);
+  oom.other = kOldProducer;
+  c.add_event(oom);
+  // The detector only knows the live producer now.
+  const auto r = c.related(finding(FindingKind::staleness), {{kProducer.pid, kProducer.start_ticks}});
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].event.kind, EventKind::oom_kill);
+  EXPECT_EQ(r[0].relation, Relation::producer);
+  EXPECT_EQ(c.producers_of("scores").size(), 2u);
+  EXPECT_TRUE(c.producers_of("nope").empty());
+}
+
+TEST(Related, AtMostMaxRelated) {
+  CorrelatorConfig cfg;
+  cfg.max_related = 3;
+  Correlator c(cfg);
+  for (int i = 0; i < 20; ++i) c.add_event(restart_exit(kT0 - static_cast<std::uint64_t>(i + 1) * kSec));
+  EXPECT_EQ(c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}}).size(), 3u);
+}
+
+TEST(Bounds, PerProcessTimelineKeepsTheNewest) {
+  CorrelatorConfig cfg;
+  cfg.max_events_per_process = 4;
+  Correlator c(cfg);
+  for (int i = 0; i < 10; ++i) c.add_event(restart_exit(kT0 + static_cast<std::uint64_t>(i) * kSec));
+  const auto t = c.events_for({{kProducer.pid, kProducer.start_ticks}}, 0);
+  ASSERT_EQ(t.size(), 4u);
+  EXPECT_EQ(t.front().unix_ns, kT0 + 6 * kSec);
+  EXPECT_EQ(t.back().unix_ns, kT0 + 9 * kSec);
+  EXPECT_EQ(c.stats().dropped, 6u);
+  EXPECT_EQ(c.stats().events, 4u);
+}
+
+TEST(Bounds, LeastRecentlyActiveTimelineIsDropped) {
+  CorrelatorConfig cfg;
+  cfg.max_processes = 2;
+  Correlator c(cfg);
+  const ProcessRef a = proc(1, 1), b = proc(2, 2), d = proc(3, 3);
+  c.add_event(tracked(EventKind::exec, kT0 + 1, a, a));
+  c.add_event(tracked(EventKind::exec, kT0 + 2, b, b));
+  c.add_event(tracked(EventKind::exec, kT0 + 3, a, a));  // a active again
+  c.add_event(tracked(EventKind::exec, kT0 + 4, d, d));  // evicts b
+  EXPECT_EQ(c.stats().timelines, 2u);
+  EXPECT_TRUE(c.events_for({{2, 2}}, 0, false).empty());
+  EXPECT_EQ(c.events_for({{1, 1}}, 0, false).size(), 2u);
+  EXPECT_EQ(c.events_for({{3, 3}}, 0, false).size(), 1u);
+}
+
+TEST(Bounds, HostEventsAndRetention) {
+  CorrelatorConfig cfg;
+  cfg.max_host_events = 3;
+  cfg.retention = std::chrono::hours(1);
+  Correlator c(cfg);
+  for (int i = 0; i < 5; ++i) c.add_event(other_oom(kT0 + static_cast<std::uint64_t>(i) * kSec));
+  EXPECT_EQ(c.events_for({}, 0).size(), 3u);
+  c.add_event(restart_exit(kT0 + 2 * 60 * kMin));  // two hours later: all older events expire
+  EXPECT_TRUE(c.events_for({}, 0).empty());
+  EXPECT_EQ(c.events_for({{kProducer.pid, kProducer.start_ticks}}, 0).size(), 1u);
+}
+
+TEST(Timeline, SortedSinceAndLimited) {
+  Correlator c;
+  const ProcessRef child = proc(1001, 5001, "sh");
+  c.add_event(tracked(EventKind::exec, kT0 + 3 * kSec, child, kProducer));
+  c.add_event(tracked(EventKind::fork, kT0 + 1 * kSec, kProducer, kProducer));
+  c.add_event(model_swapped(kT0 + 2 * kSec));
+  c.add_event(tracked(EventKind::exec, kT0 - 10 * kSec, kProducer, kProducer));
+  const auto t = c.events_for({{kProducer.pid, kProducer.start_ticks}}, kT0);
+  ASSERT_EQ(t.size(), 3u);
+  EXPECT_EQ(t[0].kind, EventKind::fork);
+  EXPECT_EQ(t[1].kind, EventKind::file_change);
+  EXPECT_EQ(t[2].kind, EventKind::exec);
+  EXPECT_EQ(c.events_for({{kProducer.pid, kProducer.start_ticks}}, kT0, false).size(), 2u);
+  EXPECT_EQ(c.events_for({{kProducer.pid, kProducer.start_ticks}}, 0, true, 2).size(), 2u);
+}
+
+TEST(Concurrency, AddAndQueryFromSeveralThreads) {
+  Correlator c;
+  std::atomic<bool> stop{false};
+  std::thread reader([&] {
+    while (!stop) {
+      (void)c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}});
+      (void)c.events_for({{kProducer.pid, kProducer.start_ticks}}, 0);
+    }
+  });
+  for (int i = 0; i < 5000; ++i) {
+    c.add_event(restart_exit(kT0 - static_cast<std::uint64_t>(i % 100) * kSec));
+    if (i % 7 == 0) c.add_event(other_oom(kT0 - kSec));
+  }
+  stop = true;
+  reader.join();
+  EXPECT_LE(c.stats().events, c.config().max_events_per_process + c.config().max_host_events);
+}
+
+}  // namespace
+}  // namespace mltap::correlate::test
