@@ -36,8 +36,8 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 step "build (TSan)"
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMLTAP_SANITIZE=thread \
   -DMLTAP_BUILD_PYTHON=OFF -DMLTAP_BUILD_BENCH=OFF -DMLTAP_BUILD_BPF=OFF >/dev/null
-cmake --build build-tsan -j "$jobs"
+cmake --build build-tsan -j "$jobs" --target mltap_tsan_tests
 step "tests (TSan)"
 TSAN_OPTIONS="halt_on_error=1 suppressions=$root/tests/tsan.supp" \
-  ctest --test-dir build-tsan --output-on-failure --timeout 900 -L tsan
+  ctest --test-dir build-tsan --output-on-failure --timeout 900 -L tsan --no-tests=error
 step "all tests passed"

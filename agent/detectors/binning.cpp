@@ -142,36 +142,30 @@ void add_numeric(const NumericReference& ref, NumericWindow& w, const double* v,
   double sum = 0, sumsq = 0, mn = w.min, mx = w.max;
   std::uint64_t fin = 0;
   w.values += n;
-  if (!ref.has_bins) {
-    for (std::size_t i = 0; i < n; ++i) {
-      const double x = v[i * stride];
-      if (!finite(x)) [[unlikely]] {
-        if (x != x) ++w.nan; else if (x > 0) ++w.pos_inf; else ++w.neg_inf;
-        continue;
-      }
-      const double d = x - shift;
-      sum += d;
-      sumsq += d * d;
-      mn = x < mn ? x : mn;
-      mx = x > mx ? x : mx;
-      ++fin;
+  // Counts non-finite values, accumulates the finite ones; true when x is finite. One loop per
+  // case below (with and without bins) so the common path has no per-value branch on has_bins.
+  const auto moments = [&](double x) noexcept {
+    if (!finite(x)) [[unlikely]] {
+      if (x != x) ++w.nan; else if (x > 0) ++w.pos_inf; else ++w.neg_inf;
+      return false;
     }
+    const double d = x - shift;
+    sum += d;
+    sumsq += d * d;
+    mn = x < mn ? x : mn;
+    mx = x > mx ? x : mx;
+    ++fin;
+    return true;
+  };
+  if (!ref.has_bins) {
+    for (std::size_t i = 0; i < n; ++i) moments(v[i * stride]);
   } else {
     std::uint32_t* counts = w.counts.data();
     const std::uint32_t over_slot = ref.lookup.bins() + 1;
     const double lo = ref.lookup.lo(), hi = ref.lookup.hi();
     for (std::size_t i = 0; i < n; ++i) {
       const double x = v[i * stride];
-      if (!finite(x)) [[unlikely]] {
-        if (x != x) ++w.nan; else if (x > 0) ++w.pos_inf; else ++w.neg_inf;
-        continue;
-      }
-      const double d = x - shift;
-      sum += d;
-      sumsq += d * d;
-      mn = x < mn ? x : mn;
-      mx = x > mx ? x : mx;
-      ++fin;
+      if (!moments(x)) continue;
       const std::uint32_t s = ref.lookup.slot(x);
       ++counts[s];
       if (s == 0 || s == over_slot) [[unlikely]] {

@@ -446,6 +446,7 @@ int main(int argc, char** argv) {
     std::uint64_t runs;
   };
   std::vector<Row> prog_rows;
+  std::map<std::string, std::map<std::string, double>> bpf_per_op;  // workload -> tracked? -> ns/op
   {
     const int stats_fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
     if (stats_fd < 0) std::cerr << "BPF_ENABLE_STATS failed: " << std::strerror(errno) << "\n";
@@ -496,6 +497,29 @@ int main(int argc, char** argv) {
         }
       }
     }
+    // BPF time per operation with the default probes: every nanosecond mltap's programs ran
+    // (on any CPU, for any process: an upper bound) while one workload ran, divided by its
+    // operations. Unlike the ratios above this does not drown in run-to-run noise.
+    {
+      Tracer d(mltap_config(false));
+      d.start([](const mltap::correlate::SystemEvent&) {});
+      auto total_ns = [&d] {
+        std::uint64_t ns = 0;
+        for (const auto& p : d.program_stats()) ns += p.run_time_ns;
+        return ns;
+      };
+      for (const auto& [kind, n] : workloads) {
+        for (bool tracked : {false, true}) {
+          std::vector<double> per_op;
+          for (int r = 0; r < 3; ++r) {
+            const std::uint64_t before = total_ns();
+            run_workload(kind, n / 4, tracked ? &d : nullptr);
+            per_op.push_back(static_cast<double>(total_ns() - before) / static_cast<double>(n / 4));
+          }
+          bpf_per_op[kind][tracked ? "tracked" : "untracked"] = median(per_op);
+        }
+      }
+    }
     if (stats_fd >= 0) close(stats_fd);
   }
 
@@ -528,6 +552,16 @@ int main(int argc, char** argv) {
                 r.ns_per_run, static_cast<unsigned long long>(r.runs));
     j["programs"].push_back({{"owner", r.owner}, {"program", r.program}, {"processes", r.workload},
                              {"ns_per_run", r.ns_per_run}, {"runs", r.runs}});
+  }
+  std::printf("\nBPF time per operation, default probes (kernel BPF stats, all CPUs; median of 3)\n"
+              "%-16s %14s %22s %22s\n", "workload", "baseline CPU", "untracked", "tracked");
+  for (const auto& [kind, n] : workloads) {
+    const double base = median(res_cpu["baseline"][kind]);
+    const double u = bpf_per_op[kind]["untracked"], t = bpf_per_op[kind]["tracked"];
+    const double up = base > 0 ? 100.0 * u / base : 0, tp = base > 0 ? 100.0 * t / base : 0;
+    std::printf("%-16s %11.1f ns %10.1f ns %7.2f%% %10.1f ns %7.2f%%\n", kind.c_str(), base, u, up, t, tp);
+    j["bpf_ns_per_op"][kind] = {{"baseline_cpu_ns", base}, {"untracked_ns", u}, {"untracked_percent", up},
+                                {"tracked_ns", t}, {"tracked_percent", tp}};
   }
   if (!a.json_out.empty()) std::ofstream(a.json_out) << j.dump(2) << "\n";
   std::error_code ec;

@@ -45,6 +45,12 @@ std::vector<prometheus::MetricFamily> EbpfCollector::Collect() const {
   for (const auto& p : s.probes) up.add({{"probe", p.probe}}, p.up ? 1 : 0);
   up.move_into(out);
 
+  FamilyBuilder wanted("mltap_ebpf_probe_enabled",
+                       "1 if the configuration asks for the probe (file_watch: and there is a directory to watch)",
+                       prometheus::MetricType::Gauge);
+  for (const auto& p : s.probes) wanted.add({{"probe", p.probe}}, p.by_configuration ? 0 : 1);
+  wanted.move_into(out);
+
   FamilyBuilder events("mltap_ebpf_events_total", "System events of tracked processes (component \"\": host-wide)",
                        prometheus::MetricType::Counter);
   for (const auto& e : s.events) events.add({{"component", e.component}, {"kind", e.kind}}, static_cast<double>(e.count));

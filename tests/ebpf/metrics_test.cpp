@@ -12,7 +12,9 @@ namespace {
 
 ebpf::TracerStats sample() {
   ebpf::TracerStats s;
-  s.probes = {{"exec", true, "tp_btf", ""}, {"file_watch", false, "", "no directories to watch"}};
+  s.probes = {{"exec", true, "tp_btf", "", false},
+              {"file_watch", false, "", "no directories to watch", true},
+              {"oom_kill", false, "", "missing CAP_BPF", false}};
   s.events = {{"inference", "exec", 3}, {"", "oom_kill", 1}};
   s.lost_by_program = {{"exec", 2}, {"file_watch", 0}};
   s.map_full = {{"tracked", 1}};
@@ -36,6 +38,10 @@ TEST(EbpfMetrics, FamiliesAndLabels) {
   const std::string t = render(c);
   EXPECT_NE(t.find("mltap_ebpf_probe_up{probe=\"exec\"} 1"), std::string::npos) << t;
   EXPECT_NE(t.find("mltap_ebpf_probe_up{probe=\"file_watch\"} 0"), std::string::npos);
+  // Off by configuration is not the same as broken: the alert rule needs to tell them apart.
+  EXPECT_NE(t.find("mltap_ebpf_probe_enabled{probe=\"file_watch\"} 0"), std::string::npos) << t;
+  EXPECT_NE(t.find("mltap_ebpf_probe_enabled{probe=\"oom_kill\"} 1"), std::string::npos) << t;
+  EXPECT_NE(t.find("mltap_ebpf_probe_up{probe=\"oom_kill\"} 0"), std::string::npos) << t;
   EXPECT_NE(t.find("mltap_ebpf_events_total{component=\"inference\",kind=\"exec\"} 3"), std::string::npos);
   EXPECT_NE(t.find("mltap_ebpf_events_total{component=\"\",kind=\"oom_kill\"} 1"), std::string::npos);
   EXPECT_NE(t.find("mltap_ebpf_events_lost_total{program=\"exec\"} 2"), std::string::npos);
