@@ -239,6 +239,7 @@ nlohmann::json Agent::finding_json(const detect::Finding& f) const {
 // On the ingest thread, when a producer's ring is first seen.
 void Agent::on_producer_attached(const ingest::SegmentIdentity& p) {
   correlator_->note_producer(p.stream, p.component, p.producer);
+  ++open_segments_[p.producer];
 #ifdef MLTAP_HAVE_BPF
   if (!tracer_) return;
   const auto r = tracer_->track(p.producer.pid, p.producer.start_ticks, p.component);
@@ -264,11 +265,15 @@ void Agent::on_producer_attached(const ingest::SegmentIdentity& p) {
 }
 
 void Agent::on_producer_gone(const ingest::SegmentIdentity& p, ingest::ProducerState state) {
+  auto it = open_segments_.find(p.producer);
+  if (it == open_segments_.end()) return;
+  if (--it->second > 0) return;  // still writes other streams
+  open_segments_.erase(it);
 #ifdef MLTAP_HAVE_BPF
-  // A closed stream's process may live on: stop tracing it. A dead one left the kernel's set.
+  // A process that closed its last stream may live on: stop tracing it. A dead one already
+  // left the kernel's set.
   if (tracer_ && state == ingest::ProducerState::closed) tracer_->untrack(p.producer.pid, p.producer.start_ticks);
 #else
-  (void)p;
   (void)state;
 #endif
 }

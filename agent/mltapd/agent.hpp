@@ -3,10 +3,11 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <string>
 #include <set>
+#include <string>
 
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -52,6 +53,9 @@ class Agent : private ingest::ProducerObserver {
   std::unique_ptr<ebpf::Tracer> tracer_;
 #endif
   std::set<std::string> watched_dirs_;  // artifact directories handed to the file watch
+  // Open segments per producer process (ingest thread only): a process writing several streams
+  // stays traced until it has closed all of them.
+  std::map<ingest::ProducerId, std::uint32_t> open_segments_;
   void on_producer_attached(const ingest::SegmentIdentity& producer) override;
   void on_producer_gone(const ingest::SegmentIdentity& producer, ingest::ProducerState state) override;
   std::vector<ingest::ProducerId> producers_of(const std::string& stream) const;

@@ -118,3 +118,56 @@ def test_without_bpf_capabilities_mltapd_ingests_and_reports_probes_down():
         # The events API still answers (empty timeline, no error).
         report = json.loads(agent.get("/api/v1/events?stream=caps/stream"))
         assert report["events"] == [], report
+
+
+# One process writing two streams closes one: it stays traced for the other.
+TWO_STREAMS = r"""
+import subprocess, sys, time
+import numpy as np
+import mltap
+a = mltap.Stream("two/a", component="c", features=["x"])
+b = mltap.Stream("two/b", component="c", features=["x"])
+a.write(np.array([1.0], dtype=np.float32)); b.write(np.array([1.0], dtype=np.float32))
+print("OPEN", flush=True)
+sys.stdin.readline()
+a.close()
+print("CLOSED", flush=True)
+sys.stdin.readline()
+subprocess.run(["/bin/sh", "-c", "exit 3"])
+print("RAN", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_closing_one_of_two_streams_keeps_the_process_traced():
+    with Agent() as agent:
+        env = agent.env()
+        env["PYTHONPATH"] = os.path.join(os.environ["MLTAP_BUILD_DIR"], "python")
+        p = subprocess.Popen([PYTHON, "-c", TWO_STREAMS], env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+        try:
+            assert p.stdout.readline().strip() == "OPEN"
+
+            def both_attached():
+                names = {s["name"] for s in agent.streams()}
+                return {"two/a", "two/b"} <= names
+
+            wait_until(both_attached, timeout=10, what="both streams attached")
+            p.stdin.write("\n")
+            p.stdin.flush()
+            assert p.stdout.readline().strip() == "CLOSED"
+            wait_until(lambda: "closed its stream" in agent.logs(), timeout=10, what="the close seen")
+            p.stdin.write("\n")
+            p.stdin.flush()
+            assert p.stdout.readline().strip() == "RAN"
+
+            def child_exit_3():
+                events = json.loads(agent.get("/api/v1/events?stream=two/b"))["events"]
+                return [e for e in events if e["kind"] == "exit" and e.get("exit_code") == 3]
+
+            wait_until(child_exit_3, timeout=10, what="the child's exit code 3 on the open stream")
+            assert agent.metrics().get("mltap_ebpf_tracked_processes") >= 1
+        finally:
+            p.stdin.write("\n")
+            p.stdin.flush()
+            p.wait(timeout=10)
