@@ -102,8 +102,10 @@ void copy_bounded(char* dst, std::size_t cap, std::string_view src) noexcept {
 
 }  // namespace
 
-// Process-private state of one lane, touched only by the thread that owns the lane.
-struct LaneWriter {
+// Process-private state of one lane, touched only by the thread that owns the lane. Aligned to
+// a cache line: neighbouring lanes' writers in `writers` must not share one (false sharing made
+// two threads' writes ~3.5x slower than one thread's).
+struct alignas(64) LaneWriter {
   LaneHeader* header = nullptr;
   IndexEntry* index = nullptr;
   std::uint8_t* data = nullptr;
