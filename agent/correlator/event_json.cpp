@@ -138,7 +138,7 @@ std::string describe(const SystemEvent& e) {
       std::string s = "model file " + e.path + " ";
       switch (e.file_op) {
         case FileOp::written: s += "written"; break;
-        case FileOp::renamed_onto: s += "replaced (renamed onto" + (e.old_path.empty() ? std::string() : " from " + e.old_path) + ")"; break;
+        case FileOp::renamed_onto: s += "replaced" + (e.old_path.empty() ? std::string(" by a rename") : " (" + e.old_path + " renamed onto it)"); break;
         case FileOp::renamed_away: s += "renamed away" + (e.old_path.empty() ? std::string() : " to " + e.old_path); break;
         case FileOp::deleted: s += "deleted"; break;
         case FileOp::none: s += "changed"; break;

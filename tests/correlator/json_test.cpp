@@ -111,7 +111,7 @@ TEST(EventJson, Summaries) {
   EXPECT_EQ(describe(v[2]), "sh (pid 1001) exited with code 3");
   EXPECT_EQ(describe(v[3]), "python3 (pid 1000) was killed by SIGKILL");
   EXPECT_EQ(describe(v[6]),
-            "model file /srv/models/model.onnx replaced (renamed onto from /srv/models/.tmp) by mv "
+            "model file /srv/models/model.onnx replaced (/srv/models/.tmp renamed onto it) by mv "
             "(pid 4242) (untracked)");
   EXPECT_EQ(describe(v[8]), "connect to 127.0.0.1:6379 failed (ECONNREFUSED) from python3 (pid 1000)");
   EXPECT_NE(describe(v[4]).find("triggered by its own allocation"), std::string::npos);
