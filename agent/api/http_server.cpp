@@ -1,71 +1,55 @@
-#include "api/http_server.hpp"
+#include "agent/api/http_server.hpp"
 
+#include <httplib.h>
+
+#include <mutex>
 #include <sstream>
+#include <thread>
+#include <vector>
 
+#include <prometheus/collectable.h>
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
 
 namespace mltap::api {
 
-bool parse_listen_address(const std::string& text, ListenAddress& out, std::string& error) {
-  std::string host, port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      error = "expected [ipv6]:port, got '" + text + "'";
-      return false;
-    }
-    host = text.substr(1, close - 1);
-    port = text.substr(close + 2);
-  } else {
-    const auto colon = text.rfind(':');
-    if (colon == std::string::npos) {
-      error = "expected host:port, got '" + text + "'";
-      return false;
-    }
-    host = text.substr(0, colon);
-    port = text.substr(colon + 1);
-  }
-  if (host.empty()) host = "0.0.0.0";
-  int p = -1;
-  try {
-    size_t used = 0;
-    p = std::stoi(port, &used);
-    if (used != port.size()) p = -1;
-  } catch (...) {
-    p = -1;
-  }
-  if (p < 0 || p > 65535) {
-    error = "port must be 0..65535, got '" + port + "'";
-    return false;
-  }
-  out.host = host;
-  out.port = p;
-  return true;
-}
+struct HttpServer::Impl {
+  ListenAddress address;
+  httplib::Server server;
+  std::thread thread;
+  int port = 0;
+  mutable std::mutex mutex;
+  std::vector<std::shared_ptr<prometheus::Collectable>> collectables;
+};
 
-HttpServer::HttpServer(ListenAddress address) : address_(std::move(address)) {
-  server_.set_read_timeout(5, 0);
-  server_.set_write_timeout(5, 0);
-  server_.set_keep_alive_max_count(100);
-  server_.set_payload_max_length(1 << 20);
-  server_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+HttpServer::HttpServer(ListenAddress address) : impl_(std::make_unique<Impl>()) {
+  impl_->address = std::move(address);
+  auto& server = impl_->server;
+  server.set_read_timeout(5, 0);
+  server.set_write_timeout(5, 0);
+  server.set_keep_alive_max_count(100);
+  server.set_payload_max_length(1 << 20);
+  server.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
     res.set_content(render_metrics(), "text/plain; version=0.0.4; charset=utf-8");
   });
 }
 
 HttpServer::~HttpServer() { stop(); }
 
+httplib::Server& HttpServer::native() noexcept { return impl_->server; }
+
+int HttpServer::bound_port() const noexcept { return impl_->port; }
+
 void HttpServer::add_collectable(std::shared_ptr<prometheus::Collectable> c) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  collectables_.push_back(std::move(c));
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->collectables.push_back(std::move(c));
 }
 
 std::string HttpServer::render_metrics() const {
   std::vector<prometheus::MetricFamily> families;
   {
-    std::lock_guard<std::mutex> lock(mutex_);
-    for (const auto& c : collectables_) {
+    std::lock_guard<std::mutex> lock(impl_->mutex);
+    for (const auto& c : impl_->collectables) {
       auto f = c->Collect();
       families.insert(families.end(), std::make_move_iterator(f.begin()),
                       std::make_move_iterator(f.end()));
@@ -77,28 +61,29 @@ std::string HttpServer::render_metrics() const {
 }
 
 bool HttpServer::start(std::string& error) {
-  if (address_.port == 0) {
-    port_ = server_.bind_to_any_port(address_.host);
-    if (port_ <= 0) {
-      error = "cannot bind " + address_.host + ":0";
+  Impl& m = *impl_;
+  if (m.address.port == 0) {
+    m.port = m.server.bind_to_any_port(m.address.host);
+    if (m.port <= 0) {
+      error = "cannot bind " + m.address.host + ":0";
       return false;
     }
   } else {
-    if (!server_.bind_to_port(address_.host, address_.port)) {
-      error = "cannot listen on " + address_.host + ":" + std::to_string(address_.port) +
+    if (!m.server.bind_to_port(m.address.host, m.address.port)) {
+      error = "cannot listen on " + m.address.host + ":" + std::to_string(m.address.port) +
               " (in use, or not an address of this host)";
       return false;
     }
-    port_ = address_.port;
+    m.port = m.address.port;
   }
-  thread_ = std::thread([this] { server_.listen_after_bind(); });
-  spdlog::info("serving http://{}:{}/metrics", address_.host, port_);
+  m.thread = std::thread([&m] { m.server.listen_after_bind(); });
+  spdlog::info("serving http://{}:{}/metrics", m.address.host, m.port);
   return true;
 }
 
 void HttpServer::stop() {
-  server_.stop();
-  if (thread_.joinable()) thread_.join();
+  impl_->server.stop();
+  if (impl_->thread.joinable()) impl_->thread.join();
 }
 
 }  // namespace mltap::api

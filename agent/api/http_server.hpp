@@ -1,25 +1,21 @@
-// mltapd's one HTTP listener: /metrics (every registered prometheus::Collectable), the JSON API
-// and the webhook. Components register their own routes on server(); the listener runs on its own
-// thread pool so a slow client never touches ingest.
+// mltapd's one HTTP listener: /metrics (every registered prometheus::Collectable) and the routes
+// of agent/api (routes.hpp). Runs on its own thread pool so a slow client never touches ingest.
+// cpp-httplib stays in agent/api's .cpp files: routes are registered through native().
 #pragma once
 
 #include <memory>
-#include <mutex>
 #include <string>
-#include <thread>
-#include <vector>
 
-#include <httplib.h>
-#include <prometheus/collectable.h>
+#include "agent/api/listen_address.hpp"
+
+namespace httplib {
+class Server;
+}
+namespace prometheus {
+class Collectable;
+}
 
 namespace mltap::api {
-
-struct ListenAddress {
-  std::string host;
-  int port = 0;  // 0 = any free port (tests)
-};
-// "127.0.0.1:9645", "[::1]:9645", ":9645" (all interfaces). Nullopt-like: returns false on error.
-bool parse_listen_address(const std::string& text, ListenAddress& out, std::string& error);
 
 class HttpServer {
  public:
@@ -28,7 +24,6 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  httplib::Server& server() noexcept { return server_; }
   void add_collectable(std::shared_ptr<prometheus::Collectable> c);
   // Renders every collectable in the Prometheus text format.
   std::string render_metrics() const;
@@ -36,15 +31,14 @@ class HttpServer {
   // Binds and starts serving on a background thread; false with `error` if the bind failed.
   bool start(std::string& error);
   void stop();
-  int bound_port() const noexcept { return port_; }
+  int bound_port() const noexcept;
+
+  // The server routes are registered on (agent/api only).
+  httplib::Server& native() noexcept;
 
  private:
-  ListenAddress address_;
-  httplib::Server server_;
-  std::thread thread_;
-  int port_ = 0;
-  mutable std::mutex mutex_;
-  std::vector<std::shared_ptr<prometheus::Collectable>> collectables_;
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace mltap::api

@@ -1,4 +1,4 @@
-#include "api/streams_json.hpp"
+#include "agent/api/streams_json.hpp"
 
 #include <cmath>
 
@@ -10,7 +10,7 @@ nlohmann::json number_or_null(double v) {
 }
 }  // namespace
 
-nlohmann::json streams_to_json(const ingest::IngestSnapshot& snap) {
+nlohmann::json streams_to_json(const core::IngestSnapshot& snap) {
   nlohmann::json streams = nlohmann::json::array();
   for (const auto& s : snap.streams) {
     nlohmann::json producers = nlohmann::json::array();
@@ -21,7 +21,7 @@ nlohmann::json streams_to_json(const ingest::IngestSnapshot& snap) {
           {"component", p.component},
           {"sdk", p.sdk},
           {"uid", p.uid},
-          {"state", std::string(ingest::producer_state_name(p.state))},
+          {"state", std::string(core::producer_state_name(p.state))},
           {"segment", p.segment},
           {"lanes_used", p.lanes_used},
           {"rows_written", p.rows_written},
@@ -35,11 +35,11 @@ nlohmann::json streams_to_json(const ingest::IngestSnapshot& snap) {
     }
     nlohmann::json dropped = nlohmann::json::object();
     for (std::size_t r = 0; r < s.dropped.size(); ++r) {
-      dropped[std::string(ingest::drop_reason_name(static_cast<ingest::DropReason>(r)))] = s.dropped[r];
+      dropped[std::string(core::drop_reason_name(static_cast<core::DropReason>(r)))] = s.dropped[r];
     }
     nlohmann::json invalid = nlohmann::json::object();
     for (std::size_t r = 0; r < s.invalid.size(); ++r) {
-      invalid[std::string(ingest::invalid_reason_name(static_cast<ingest::InvalidReason>(r)))] = s.invalid[r];
+      invalid[std::string(core::invalid_reason_name(static_cast<core::InvalidReason>(r)))] = s.invalid[r];
     }
     nlohmann::json features = nlohmann::json::array();
     for (const auto& f : s.features) {

@@ -3,10 +3,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "ingest/ingest.hpp"
+#include "core/ingest_state.hpp"
 
 namespace mltap::api {
 
-nlohmann::json streams_to_json(const ingest::IngestSnapshot& snap);
+nlohmann::json streams_to_json(const core::IngestSnapshot& snap);
 
 }  // namespace mltap::api

@@ -1,4 +1,4 @@
-#include "cli/agent_client.hpp"
+#include "agent/cli/agent_client.hpp"
 
 #include <cstdlib>
 

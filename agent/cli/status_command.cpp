@@ -1,4 +1,4 @@
-#include "cli/status_command.hpp"
+#include "agent/cli/status_command.hpp"
 
 #include <time.h>
 
@@ -6,7 +6,7 @@
 #include <iostream>
 #include <memory>
 
-#include "cli/agent_client.hpp"
+#include "agent/cli/agent_client.hpp"
 
 namespace mltap::cli {
 namespace {

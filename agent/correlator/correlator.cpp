@@ -1,15 +1,20 @@
-#include "correlator/correlator.hpp"
+#include "agent/correlator/correlator.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <set>
 
-#include "correlator/event_json.hpp"
+#include "agent/correlator/describe.hpp"
 
-namespace mltap::correlate {
+namespace mltap::correlator {
+
+using core::EventKind;
+using core::ProcessRef;
+using core::SystemEvent;
+
 namespace {
 
-using detect::FindingKind;
+using core::FindingKind;
 
 enum class FindingClass { drift_like, availability, data_quality };
 
@@ -40,11 +45,11 @@ struct Weights {
   }
 };
 
-bool matches(const ingest::ProducerId& p, std::uint32_t pid, std::uint64_t ticks) {
+bool matches(const core::ProducerId& p, std::uint32_t pid, std::uint64_t ticks) {
   return p.pid == pid && (p.start_ticks == ticks || p.start_ticks == 0 || ticks == 0);
 }
 
-bool any_matches(const std::vector<ingest::ProducerId>& ps, std::uint32_t pid, std::uint64_t ticks) {
+bool any_matches(const std::vector<core::ProducerId>& ps, std::uint32_t pid, std::uint64_t ticks) {
   return std::any_of(ps.begin(), ps.end(), [&](const auto& p) { return matches(p, pid, ticks); });
 }
 
@@ -115,7 +120,7 @@ void Correlator::add_event(const SystemEvent& e) {
     }
   } else {
     const ProcessRef& o = e.owner();
-    const ingest::ProducerId key{o.pid, o.start_ticks};
+    const core::ProducerId key{o.pid, o.start_ticks};
     auto it = timelines_.find(key);
     if (it == timelines_.end()) {
       if (timelines_.size() >= cfg_.max_processes) {
@@ -160,7 +165,7 @@ void Correlator::prune_locked(std::uint64_t now) {
 }
 
 void Correlator::note_producer(const std::string& stream, const std::string& component,
-                               ingest::ProducerId producer) {
+                               core::ProducerId producer) {
   std::lock_guard lk(mu_);
   auto it = streams_.find(stream);
   if (it == streams_.end()) {
@@ -174,18 +179,18 @@ void Correlator::note_producer(const std::string& stream, const std::string& com
   while (h.producers.size() > cfg_.max_producers_per_stream) h.producers.pop_front();
 }
 
-std::vector<ingest::ProducerId> Correlator::producers_of(const std::string& stream) const {
+std::vector<core::ProducerId> Correlator::producers_of(const std::string& stream) const {
   std::lock_guard lk(mu_);
   auto it = streams_.find(stream);
   if (it == streams_.end()) return {};
   return {it->second.producers.begin(), it->second.producers.end()};
 }
 
-std::vector<RelatedEvent> Correlator::related(const detect::Finding& finding,
-                                              const std::vector<ingest::ProducerId>& given,
+std::vector<RelatedEvent> Correlator::related(const core::Finding& finding,
+                                              const std::vector<core::ProducerId>& given,
                                               std::chrono::nanoseconds window) const {
   std::lock_guard lk(mu_);
-  std::vector<ingest::ProducerId> producers = given;
+  std::vector<core::ProducerId> producers = given;
   if (auto it = streams_.find(finding.stream); it != streams_.end()) {
     for (const auto& p : it->second.producers) {
       if (std::find(producers.begin(), producers.end(), p) == producers.end()) producers.push_back(p);
@@ -242,7 +247,7 @@ std::vector<RelatedEvent> Correlator::related(const detect::Finding& finding,
   return out;
 }
 
-std::vector<SystemEvent> Correlator::events_for(const std::vector<ingest::ProducerId>& producers,
+std::vector<SystemEvent> Correlator::events_for(const std::vector<core::ProducerId>& producers,
                                                 std::uint64_t since, bool include_host,
                                                 std::size_t limit) const {
   std::lock_guard lk(mu_);
@@ -275,4 +280,4 @@ CorrelatorStats Correlator::stats() const {
   return s;
 }
 
-}  // namespace mltap::correlate
+}  // namespace mltap::correlator

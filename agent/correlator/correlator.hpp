@@ -19,11 +19,11 @@
 #include <string_view>
 #include <vector>
 
-#include "correlator/system_event.hpp"
-#include "detectors/finding.hpp"
-#include "ingest/batch.hpp"
+#include "core/batch.hpp"
+#include "core/finding.hpp"
+#include "core/system_event.hpp"
 
-namespace mltap::correlate {
+namespace mltap::correlator {
 
 struct CorrelatorConfig {
   std::size_t max_events_per_process = 256;
@@ -59,15 +59,15 @@ constexpr std::string_view relation_name(Relation r) noexcept {
 }
 
 struct RelatedEvent {
-  SystemEvent event;
+  core::SystemEvent event;
   double score = 0;      // 0..1, higher is more likely related
   Relation relation = Relation::host;
   std::string why;       // one sentence for humans
 };
 
 // The pieces of the relevance rule, exposed for documentation and tests.
-double kind_weight(const SystemEvent& e, detect::FindingKind finding) noexcept;
-double relation_weight(const SystemEvent& e, Relation r) noexcept;
+double kind_weight(const core::SystemEvent& e, core::FindingKind finding) noexcept;
+double relation_weight(const core::SystemEvent& e, Relation r) noexcept;
 double recency(std::uint64_t age_ns, std::chrono::nanoseconds half_life) noexcept;
 
 struct CorrelatorStats {
@@ -81,24 +81,24 @@ class Correlator {
   explicit Correlator(CorrelatorConfig config = {});
 
   // Thread-safe; called from the tracer's thread.
-  void add_event(const SystemEvent& e);
+  void add_event(const core::SystemEvent& e);
   // Remembers that `producer` writes `stream` (call when the agent discovers a producer), so that
   // a finding raised after the producer died (OOM-killed, restarted) still finds its events.
   void note_producer(const std::string& stream, const std::string& component,
-                     ingest::ProducerId producer);
-  std::vector<ingest::ProducerId> producers_of(const std::string& stream) const;
+                     core::ProducerId producer);
+  std::vector<core::ProducerId> producers_of(const std::string& stream) const;
 
   // Events related to `finding`: those of the stream's producers (the given ones and the ones
   // noted for finding.stream), their children, other processes of the component and host-wide
   // events, from `window` before the finding opened to grace_after after it; ranked, at most
   // max_related.
-  std::vector<RelatedEvent> related(const detect::Finding& finding,
-                                    const std::vector<ingest::ProducerId>& producers_of_stream,
+  std::vector<RelatedEvent> related(const core::Finding& finding,
+                                    const std::vector<core::ProducerId>& producers_of_stream,
                                     std::chrono::nanoseconds window = kDefaultWindow) const;
 
   // Timeline of the producers (and their children) since `since_unix_ns`, oldest first, with
   // host-wide events when `include_host`; at most `limit` (the newest).
-  std::vector<SystemEvent> events_for(const std::vector<ingest::ProducerId>& producers,
+  std::vector<core::SystemEvent> events_for(const std::vector<core::ProducerId>& producers,
                                       std::uint64_t since_unix_ns, bool include_host = true,
                                       std::size_t limit = 1000) const;
 
@@ -108,22 +108,22 @@ class Correlator {
  private:
   struct Timeline {
     std::string component;
-    std::deque<SystemEvent> events;  // in arrival order (kernel time order per CPU ring)
+    std::deque<core::SystemEvent> events;  // in arrival order (kernel time order per CPU ring)
     std::uint64_t last_unix_ns = 0;
   };
   struct StreamHistory {
     std::string component;
-    std::deque<ingest::ProducerId> producers;
+    std::deque<core::ProducerId> producers;
   };
   void prune_locked(std::uint64_t now_unix_ns);
 
   CorrelatorConfig cfg_;
   mutable std::mutex mu_;
-  std::map<ingest::ProducerId, Timeline> timelines_;
-  std::deque<SystemEvent> host_;
+  std::map<core::ProducerId, Timeline> timelines_;
+  std::deque<core::SystemEvent> host_;
   std::map<std::string, StreamHistory> streams_;
   std::uint64_t newest_unix_ns_ = 0;
   std::uint64_t dropped_ = 0;
 };
 
-}  // namespace mltap::correlate
+}  // namespace mltap::correlator

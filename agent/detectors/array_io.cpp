@@ -1,4 +1,4 @@
-#include "detectors/array_io.hpp"
+#include "agent/detectors/array_io.hpp"
 
 #include <bit>
 #include <cerrno>
@@ -10,7 +10,7 @@
 #include <optional>
 #include <sys/stat.h>
 
-namespace mltap::detect {
+namespace mltap::detectors {
 namespace {
 
 std::string read_file(const std::string& path) {
@@ -391,4 +391,4 @@ void write_npy(const std::string& path, const Matrix& m) {
   if (!out) throw ArrayError(path + ": write failed");
 }
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
 class ArrayError : public std::runtime_error {
  public:
@@ -43,4 +43,4 @@ Matrix read_array(const std::string& path);
 // Writes a float64 C-order .npy (tests, benchmarks).
 void write_npy(const std::string& path, const Matrix& m);
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

@@ -1,11 +1,14 @@
-#include "detectors/binning.hpp"
+#include "agent/detectors/binning.hpp"
 
 #include <algorithm>
 #include <numeric>
 
-#include "detectors/stats.hpp"
+#include "agent/detectors/stats.hpp"
 
-namespace mltap::detect {
+namespace mltap::detectors {
+
+using core::FeatureKind;
+
 namespace {
 
 bool finite(double x) noexcept { return x - x == 0; }
@@ -551,4 +554,4 @@ std::size_t PinnedFeatureBuilder::memory_bytes() const noexcept {
          cat_counts_.capacity() * sizeof(std::uint64_t);
 }
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

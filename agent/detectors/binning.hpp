@@ -13,10 +13,10 @@
 #include <span>
 #include <vector>
 
-#include "detectors/profile.hpp"
-#include "detectors/sketches.hpp"
+#include "agent/detectors/profile.hpp"
+#include "agent/detectors/sketches.hpp"
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
 // Maps a finite value to a slot: 0 below the first edge, 1 + bin, bins + 1 above the last edge.
 class BinLookup {
@@ -194,7 +194,7 @@ struct PinnedOptions {
   std::uint32_t bins = 256;
   std::uint32_t categorical_max_distinct = 64;
   std::uint32_t max_categories = 64;
-  std::optional<FeatureKind> forced_kind;
+  std::optional<core::FeatureKind> forced_kind;
   std::uint32_t kll_k = 256;
 };
 
@@ -221,7 +221,7 @@ class PinnedFeatureBuilder {
   KllSketch kll_;
   FrequentItems items_;
   // phase B
-  FeatureKind kind_ = FeatureKind::numeric;
+  core::FeatureKind kind_ = core::FeatureKind::numeric;
   std::vector<double> edges_;
   BinLookup lookup_;
   std::vector<std::uint64_t> counts_;     // bins + 2 slots
@@ -233,4 +233,4 @@ class PinnedFeatureBuilder {
   bool exhaustive_ = true;
 };
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

@@ -1,9 +1,11 @@
-#include "detectors/config.hpp"
+#include "agent/detectors/config.hpp"
+
+#include <cmath>
 
 #include <algorithm>
 #include <set>
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
 double DriftSettings::threshold(std::string_view m) const noexcept {
   if (m == "psi") return psi;
@@ -24,7 +26,8 @@ const StreamSettings& EngineConfig::settings_for(std::string_view stream) const 
 
 namespace {
 
-using config::ConfigSection;
+using core::ConfigSection;
+
 using std::chrono::nanoseconds;
 
 void methods(ConfigSection& s, const char* key, std::vector<std::string>& out,
@@ -142,7 +145,7 @@ StreamSettings parse_stream(ConfigSection& s, const StreamSettings& base, bool t
 
 }  // namespace
 
-EngineConfig parse_engine_config(config::ConfigSection& section) {
+EngineConfig parse_engine_config(core::ConfigSection& section) {
   EngineConfig c;
   if (section.is_null()) return c;
   set(section.get_bool("enabled"), c.enabled);
@@ -204,4 +207,4 @@ std::string default_config_yaml() {
 )";
 }
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

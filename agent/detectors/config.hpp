@@ -12,7 +12,7 @@
 
 #include "core/config_reader.hpp"
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
 using namespace std::chrono_literals;
 
@@ -113,9 +113,9 @@ struct EngineConfig {
   const StreamSettings& settings_for(std::string_view stream) const noexcept;
 };
 
-// Parses the `detectors:` section (a null section gives the defaults). Throws config::ConfigError.
-EngineConfig parse_engine_config(config::ConfigSection& section);
+// Parses the `detectors:` section (a null section gives the defaults). Throws core::ConfigError.
+EngineConfig parse_engine_config(core::ConfigSection& section);
 // The defaults as YAML, with comments (also in docs/detectors.md).
 std::string default_config_yaml();
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

@@ -1,4 +1,4 @@
-#include "detectors/engine.hpp"
+#include "agent/detectors/engine.hpp"
 
 #include <algorithm>
 #include <array>
@@ -7,19 +7,21 @@
 #include <cstdio>
 #include <set>
 
-#include "detectors/binning.hpp"
-#include "detectors/stats.hpp"
+#include "agent/detectors/binning.hpp"
+#include "agent/detectors/stats.hpp"
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
-const char* reference_source_name(ReferenceSource s) noexcept {
-  switch (s) {
-    case ReferenceSource::pending: return "pending";
-    case ReferenceSource::pinned: return "pinned";
-    case ReferenceSource::file: return "file";
-  }
-  return "pending";
-}
+using core::DetectorSnapshot;
+using core::DetectorStreamSnapshot;
+using core::FeatureEffect;
+using core::FeatureKind;
+using core::FeatureResult;
+using core::Finding;
+using core::FindingKind;
+using core::MethodScore;
+using core::ReferenceSource;
+using core::Severity;
 
 namespace {
 
@@ -278,7 +280,7 @@ struct EngineAccess {
   }
 
   // First batch of a stream without a file reference: decide layout and width, start pinning.
-  void init_pinning(Stream& s, const ingest::DecodedBatch& b) {
+  void init_pinning(Stream& s, const core::DecodedBatch& b) {
     s.in_cols = b.cols;
     if (!b.stream->row_shape.empty()) {
       std::size_t prod = 1;
@@ -435,7 +437,7 @@ struct EngineAccess {
     process_rows(s, s.staging.data(), n, s.in_cols);
   }
 
-  void add_rows(Stream& s, const ingest::DecodedBatch& b) {
+  void add_rows(Stream& s, const core::DecodedBatch& b) {
     if (!s.analyzable || s.feats.empty()) return;
     const std::size_t cols = s.in_cols;
     if (s.staged == 0 && b.rows >= s.chunk) {
@@ -804,7 +806,7 @@ struct EngineAccess {
 
   // ---- schema --------------------------------------------------------------------------------
   // Returns false when the batch cannot be analyzed (feature count differs).
-  bool check_schema(Stream& s, const ingest::DecodedBatch& b) {
+  bool check_schema(Stream& s, const core::DecodedBatch& b) {
     if (b.cols != s.in_cols) {
       s.records_rejected += b.rows;
       e.counters_.records_rejected += b.rows;
@@ -848,7 +850,7 @@ struct EngineAccess {
   }
 
   // ---- stream lookup ---------------------------------------------------------------------------
-  Stream* create(const ingest::DecodedBatch& b) {
+  Stream* create(const core::DecodedBatch& b) {
     const auto& info = *b.stream;
     if (e.streams_.size() >= cfg().max_streams) {
       if (std::find(e.cut_names_.begin(), e.cut_names_.end(), info.name) == e.cut_names_.end()) {
@@ -901,7 +903,7 @@ DetectorEngine::DetectorEngine(EngineConfig config) : config_(std::move(config))
       throw ProfileError("detectors.streams." + name + ".reference: " + ex.what());
     }
   }
-  published_ = std::make_shared<const EngineSnapshot>();
+  published_ = std::make_shared<const DetectorSnapshot>();
 }
 
 DetectorEngine::~DetectorEngine() = default;
@@ -919,7 +921,7 @@ void DetectorEngine::set_reference(const std::string& stream, std::shared_ptr<co
   }
 }
 
-DetectorEngine::Stream* DetectorEngine::stream_for(const ingest::DecodedBatch& b) {
+DetectorEngine::Stream* DetectorEngine::stream_for(const core::DecodedBatch& b) {
   if (b.stream == last_info_ && last_index_ < streams_.size() && streams_[last_index_]->name == b.stream->name) {
     return streams_[last_index_].get();
   }
@@ -935,7 +937,7 @@ DetectorEngine::Stream* DetectorEngine::stream_for(const ingest::DecodedBatch& b
   return streams_[it->second].get();
 }
 
-void DetectorEngine::on_batch(const ingest::DecodedBatch& b) {
+void DetectorEngine::on_batch(const core::DecodedBatch& b) {
   if (!config_.enabled || !b.stream) return;
   if (b.values.size() < b.rows * b.cols) return;  // the reader guarantees this; stay safe anyway
   Stream* s = stream_for(b);
@@ -1027,13 +1029,13 @@ void DetectorEngine::publish(std::uint64_t now, bool force) {
     if (!dirty_ && sequence_ > 0 && now - last_publish_ns_ < 1000000000ULL) return;
     if (sequence_ > 0 && now - last_publish_ns_ < static_cast<std::uint64_t>(config_.snapshot_interval.count())) return;
   }
-  auto snap = std::make_shared<EngineSnapshot>();
+  auto snap = std::make_shared<DetectorSnapshot>();
   snap->generated_unix_ns = now;
   snap->sequence = ++sequence_;
   snap->counters = counters_;
   for (const auto& sp : streams_) {
     const Stream& s = *sp;
-    auto ss = std::make_shared<StreamSnapshot>();
+    auto ss = std::make_shared<DetectorStreamSnapshot>();
     ss->name = s.name;
     ss->component = s.component;
     ss->kind = std::string(format::stream_kind_name(s.kind));
@@ -1091,4 +1093,4 @@ std::uint64_t DetectorEngine::memory_bytes() const noexcept {
   return b;
 }
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

@@ -16,87 +16,15 @@
 #include <unordered_map>
 #include <vector>
 
-#include "detectors/config.hpp"
-#include "detectors/finding.hpp"
-#include "detectors/profile.hpp"
-#include "ingest/batch.hpp"
+#include "agent/detectors/config.hpp"
+#include "agent/detectors/profile.hpp"
+#include "core/batch.hpp"
+#include "core/detector_state.hpp"
+#include "core/finding.hpp"
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
-struct MethodScore {
-  std::string method;     // "wasserstein", "psi", "ks", "js", "hellinger", "linf", "chi2", ...
-  double score = NAN;
-  double threshold = NAN; // NaN: reported, not used for decisions
-  double p_value = NAN;
-  double error_bound = NAN;  // |binned - exact| bound where stated (ks, wasserstein)
-  bool decides = false;      // one of the configured decision methods of this feature kind
-};
-
-struct FeatureResult {
-  std::string name;
-  FeatureKind kind = FeatureKind::numeric;
-  bool enabled = true;
-  bool drifted = false;          // effect over threshold and (no p-value or BH-significant)
-  std::vector<MethodScore> scores;    // last window vs the reference
-  std::vector<MethodScore> previous;  // last window vs the window before it
-  double nan_ratio = 0, inf_ratio = 0, out_of_range_ratio = 0, unseen_ratio = NAN;
-  std::vector<std::string> quality_flags;  // "nan_rate", "inf_rate", "out_of_range", "constant", ...
-  std::uint64_t values = 0;      // values in the last window
-  double mean = NAN, sd = NAN, min = NAN, max = NAN;
-  double ref_mean = NAN, ref_sd = NAN;
-  double sequential_ratio = 0;   // max CUSUM/PH statistic over its threshold since the last window
-  double max_ratio = 0;          // largest score/threshold among decision methods
-  std::string max_method;
-};
-
-enum class ReferenceSource { pending, pinned, file };
-const char* reference_source_name(ReferenceSource s) noexcept;
-
-struct StreamSnapshot {
-  std::string name;
-  std::string component;
-  std::string kind;    // stream kind (features, predictions, embeddings, ...)
-  std::string layout;  // how rows are analyzed (features, predictions, embeddings)
-  ReferenceSource reference = ReferenceSource::pending;
-  std::string reference_path;
-  std::string reference_error;      // a configured file that failed to load (then pinned)
-  std::uint64_t reference_rows = 0;
-  std::uint64_t pin_progress = 0;   // rows pinned so far (of pin_target) while pending
-  std::uint64_t pin_target = 0;
-  std::uint64_t records_total = 0;
-  std::uint64_t records_rejected = 0;  // schema mismatch (feature count): not analyzed
-  std::uint64_t windows_closed = 0;
-  std::uint64_t last_window_records = 0;
-  std::uint64_t last_window_end_unix_ns = 0;
-  bool drift_detected = false;
-  std::uint32_t drifted_features = 0;
-  std::uint32_t features_analyzed = 0;
-  std::uint32_t features_cut = 0;   // over max_features_per_stream
-  double embedding_mean_shift = NAN;
-  double embedding_mean_cosine = NAN;
-  std::uint64_t memory_bytes = 0;
-  std::shared_ptr<const std::vector<FeatureResult>> features;  // never null
-};
-
-struct EngineCounters {
-  std::uint64_t streams_cut = 0;     // distinct streams over max_streams (first 4096 remembered)
-  std::uint64_t records_cut = 0;     // records of those streams
-  std::uint64_t features_cut = 0;    // features over max_features_per_stream, all streams
-  std::uint64_t records_rejected = 0;
-  std::uint64_t windows_closed = 0;
-  std::uint64_t findings_opened = 0;
-};
-
-struct EngineSnapshot {
-  std::uint64_t generated_unix_ns = 0;
-  std::uint64_t sequence = 0;
-  std::vector<std::shared_ptr<const StreamSnapshot>> streams;
-  std::vector<Finding> open_findings;
-  std::vector<Finding> closed_findings;  // most recent first, bounded
-  EngineCounters counters;
-};
-
-class DetectorEngine final : public ingest::BatchSink {
+class DetectorEngine final : public core::BatchSink {
  public:
   // Loads every configured reference file now: throws ProfileError naming the stream and file.
   explicit DetectorEngine(EngineConfig config);
@@ -104,7 +32,7 @@ class DetectorEngine final : public ingest::BatchSink {
   DetectorEngine(const DetectorEngine&) = delete;
   DetectorEngine& operator=(const DetectorEngine&) = delete;
 
-  void on_batch(const ingest::DecodedBatch& batch) override;
+  void on_batch(const core::DecodedBatch& batch) override;
   void on_tick(std::uint64_t now_unix_ns) override;
   // Ends the open windows that hold at least one record (offline use: end of file) and publishes.
   void flush(std::uint64_t now_unix_ns);
@@ -114,7 +42,7 @@ class DetectorEngine final : public ingest::BatchSink {
   void set_reference(const std::string& stream, std::shared_ptr<const ReferenceProfile> profile,
                      std::string path = {});
 
-  std::shared_ptr<const EngineSnapshot> snapshot() const {
+  std::shared_ptr<const core::DetectorSnapshot> snapshot() const {
     std::lock_guard<std::mutex> lock(publish_mu_);
     return published_;
   }
@@ -124,7 +52,7 @@ class DetectorEngine final : public ingest::BatchSink {
 
  private:
   struct Stream;
-  Stream* stream_for(const ingest::DecodedBatch& batch);
+  Stream* stream_for(const core::DecodedBatch& batch);
   void publish(std::uint64_t now, bool force);
   // Moves pending_ into published_; `wait` false: only if no reader holds the lock right now.
   void hand_over(bool wait);
@@ -132,23 +60,23 @@ class DetectorEngine final : public ingest::BatchSink {
   EngineConfig config_;
   std::vector<std::unique_ptr<Stream>> streams_;
   std::unordered_map<std::string, std::size_t> by_name_;
-  const ingest::StreamInfo* last_info_ = nullptr;
+  const core::StreamInfo* last_info_ = nullptr;
   std::size_t last_index_ = 0;
   std::unordered_map<std::string, std::shared_ptr<const ReferenceProfile>> preloaded_;
   std::unordered_map<std::string, std::string> preload_errors_;
   std::vector<std::string> cut_names_;
-  EngineCounters counters_;
+  core::DetectorCounters counters_;
   std::uint64_t now_ns_ = 0;
   bool ticked_ = false;
   std::uint64_t last_publish_ns_ = 0;
   bool dirty_ = true;
   std::uint64_t next_finding_id_ = 1;
   std::uint64_t sequence_ = 0;
-  std::vector<Finding> closed_;  // ring of recently closed findings (oldest first)
+  std::vector<core::Finding> closed_;  // ring of recently closed findings (oldest first)
   mutable std::mutex publish_mu_;
-  std::shared_ptr<const EngineSnapshot> published_;  // guarded by publish_mu_
-  std::shared_ptr<const EngineSnapshot> pending_;    // writer only: built, not yet handed over
+  std::shared_ptr<const core::DetectorSnapshot> published_;  // guarded by publish_mu_
+  std::shared_ptr<const core::DetectorSnapshot> pending_;    // writer only: built, not yet handed over
   friend struct EngineAccess;
 };
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

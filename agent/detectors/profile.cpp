@@ -1,4 +1,4 @@
-#include "detectors/profile.hpp"
+#include "agent/detectors/profile.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -15,22 +15,12 @@
 
 #include <nlohmann/json.hpp>
 
-namespace mltap::detect {
+namespace mltap::detectors {
+
+using core::feature_kind_name;
+using core::FeatureKind;
 
 using nlohmann::json;
-
-const char* feature_kind_name(FeatureKind k) noexcept {
-  return k == FeatureKind::categorical ? "categorical" : "numeric";
-}
-
-const char* layout_name(ProfileLayout l) noexcept {
-  switch (l) {
-    case ProfileLayout::features: return "features";
-    case ProfileLayout::predictions: return "predictions";
-    case ProfileLayout::embeddings: return "embeddings";
-  }
-  return "features";
-}
 
 std::size_t ReferenceProfile::column_count() const noexcept {
   if (layout == ProfileLayout::embeddings) return embedding ? embedding->dims : 0;
@@ -682,4 +672,4 @@ ReferenceProfile load_profile(const std::string& path) {
   return profile_from_json_text(ss.str(), path);
 }
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

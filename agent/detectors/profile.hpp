@@ -9,9 +9,12 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
-namespace mltap::detect {
+#include "core/detector_state.hpp"
+
+namespace mltap::detectors {
 
 inline constexpr int kProfileVersion = 1;
 inline constexpr std::uint32_t kMaxBins = 4096;
@@ -19,7 +22,6 @@ inline constexpr std::uint32_t kMaxCategories = 4096;
 inline constexpr std::size_t kMaxProfileFeatures = 65536 + 64;
 inline constexpr std::size_t kMaxEmbeddingDims = 65536;
 
-enum class FeatureKind { numeric, categorical };
 // How a record's row maps to the analyzed features.
 enum class ProfileLayout {
   features,     // one analyzed feature per column
@@ -27,8 +29,14 @@ enum class ProfileLayout {
   embeddings,   // derived: L2 norm and random projections; plus the mean vector
 };
 
-const char* feature_kind_name(FeatureKind k) noexcept;
-const char* layout_name(ProfileLayout l) noexcept;
+constexpr std::string_view layout_name(ProfileLayout l) noexcept {
+  switch (l) {
+    case ProfileLayout::features: return "features";
+    case ProfileLayout::predictions: return "predictions";
+    case ProfileLayout::embeddings: return "embeddings";
+  }
+  return "features";
+}
 
 class ProfileError : public std::runtime_error {
  public:
@@ -37,7 +45,7 @@ class ProfileError : public std::runtime_error {
 
 struct FeatureProfile {
   std::string name;
-  FeatureKind kind = FeatureKind::numeric;
+  core::FeatureKind kind = core::FeatureKind::numeric;
   bool enabled = true;  // false: kept for the schema, not analyzed (e.g. class share of a regressor)
   std::uint64_t values = 0;  // finite or not
   std::uint64_t nan = 0;
@@ -144,4 +152,4 @@ class RowTransform {
   std::uint32_t nnz_ = 0;
 };
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

@@ -1,10 +1,10 @@
-#include "detectors/sketches.hpp"
+#include "agent/detectors/sketches.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
 double kll_rank_error(std::uint32_t k) noexcept {
   // Measured: the maximum rank error over 99 queries has its 99th percentile at ~1.65/k over
@@ -211,4 +211,4 @@ std::uint64_t FrequentItems::estimate(double value) const noexcept {
   return 0;
 }
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

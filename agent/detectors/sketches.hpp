@@ -16,7 +16,7 @@
 #include <span>
 #include <vector>
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
 // Documented 99%-confidence bound on the normalized rank error of KllSketch(k).
 double kll_rank_error(std::uint32_t k) noexcept;
@@ -100,4 +100,4 @@ class FrequentItems {
   std::vector<Item> items_;
 };
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

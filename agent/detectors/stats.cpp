@@ -1,10 +1,10 @@
-#include "detectors/stats.hpp"
+#include "agent/detectors/stats.hpp"
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
 std::vector<double> smoothed_probabilities(std::span<const double> counts, double alpha) {
   double n = 0;
@@ -190,4 +190,4 @@ double cusum_threshold(double arl_blocks, double k) noexcept {
   return hi;
 }
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

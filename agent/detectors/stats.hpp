@@ -8,7 +8,7 @@
 #include <span>
 #include <vector>
 
-namespace mltap::detect {
+namespace mltap::detectors {
 
 // (count + alpha) / (n + alpha * K): the explicit empty-bin rule for PSI (alpha = 0.5).
 std::vector<double> smoothed_probabilities(std::span<const double> counts, double alpha);
@@ -117,4 +117,4 @@ class PageHinkley {
   bool last_up_ = false;
 };
 
-}  // namespace mltap::detect
+}  // namespace mltap::detectors

@@ -1,4 +1,4 @@
-#include "ingest/decode.hpp"
+#include "agent/ingest/decode.hpp"
 
 #include <bit>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "ingest/feature_stats.hpp"
+#include "agent/ingest/feature_stats.hpp"
 
 #include <cmath>
 #include <limits>

@@ -1,4 +1,4 @@
-#include "ingest/guarded_memory.hpp"
+#include "agent/ingest/guarded_memory.hpp"
 
 #include <setjmp.h>
 #include <signal.h>

@@ -1,4 +1,4 @@
-#include "ingest/ingest.hpp"
+#include "agent/ingest/ingest.hpp"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,45 +11,32 @@
 
 #include <spdlog/spdlog.h>
 
+#include "agent/ingest/decode.hpp"
+#include "agent/ingest/feature_stats.hpp"
+#include "agent/ingest/guarded_memory.hpp"
 #include "core/config_reader.hpp"
-#include "ingest/decode.hpp"
-#include "ingest/feature_stats.hpp"
-#include "ingest/guarded_memory.hpp"
+#include "core/time.hpp"
 #include "mltap/naming.hpp"
 
 namespace mltap::ingest {
 
+using core::BatchSink;
+using core::DecodedBatch;
+using core::DropReason;
+using core::FeatureSnapshot;
+using core::IngestSnapshot;
+using core::kInvalidReasonCount;
+using core::ProducerId;
+using core::ProducerSnapshot;
+using core::ProducerState;
+using core::SegmentIdentity;
+using core::StreamInfo;
+using core::StreamSnapshot;
+using core::unix_now_ns;
+
 using namespace std::chrono_literals;
 
-std::uint64_t unix_now_ns() noexcept {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1000000000ull +
-         static_cast<std::uint64_t>(ts.tv_nsec);
-}
-
-std::string_view producer_state_name(ProducerState s) noexcept {
-  switch (s) {
-    case ProducerState::alive: return "alive";
-    case ProducerState::dead: return "dead";
-    case ProducerState::closed: return "closed";
-    case ProducerState::unknown: return "unknown";
-  }
-  return "unknown";
-}
-
-std::string_view drop_reason_name(DropReason r) noexcept {
-  switch (r) {
-    case DropReason::overwritten: return "overwritten";
-    case DropReason::too_large: return "too_large";
-    case DropReason::no_lane: return "no_lane";
-    case DropReason::bad_input: return "bad_input";
-    case DropReason::count: break;
-  }
-  return "unknown";
-}
-
-void parse_ingest_config(config::ConfigSection& s, IngestConfig& c) {
+void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
   using std::chrono::nanoseconds;
   if (auto v = s.get_string("namespace")) {
     if (!naming::valid_namespace(*v)) s.fail("namespace", "must match [a-z0-9_-]{1,31}");
@@ -616,9 +603,9 @@ std::vector<ProducerId> Ingest::producers(const std::string& stream) const {
   return out;
 }
 
-react::ControlResult Ingest::set_flag(const std::string& stream, const std::string& flag,
+core::ControlResult Ingest::set_flag(const std::string& stream, const std::string& flag,
                                       std::uint32_t value) {
-  auto result = std::make_shared<react::ControlResult>();
+  auto result = std::make_shared<core::ControlResult>();
   if (!naming::valid_label_text(flag, format::kFlagNameMax - 1)) {
     result->error = "invalid flag name '" + flag + "'";
     return *result;
@@ -643,9 +630,9 @@ react::ControlResult Ingest::set_flag(const std::string& stream, const std::stri
   return *result;
 }
 
-react::ControlResult Ingest::boost_sampling(const std::string& stream, std::uint32_t permille,
+core::ControlResult Ingest::boost_sampling(const std::string& stream, std::uint32_t permille,
                                             std::uint64_t until_unix_ns) {
-  auto result = std::make_shared<react::ControlResult>();
+  auto result = std::make_shared<core::ControlResult>();
   if (permille > 1000) return {false, "permille must be 0..1000", 0};
   const bool ran = execute(
       [this, stream, permille, until_unix_ns, result] {
@@ -664,17 +651,17 @@ react::ControlResult Ingest::boost_sampling(const std::string& stream, std::uint
   return *result;
 }
 
-std::vector<react::RetainedRecord> Ingest::recent_records(const std::string& stream,
+std::vector<core::RetainedRecord> Ingest::recent_records(const std::string& stream,
                                                           std::size_t max_records,
                                                           std::size_t max_bytes) const {
-  auto out = std::make_shared<std::vector<react::RetainedRecord>>();
+  auto out = std::make_shared<std::vector<core::RetainedRecord>>();
   auto* self = const_cast<Ingest*>(this);
   const bool ran = execute(
       [self, stream, max_records, max_bytes, out] {
         for (auto& seg : self->segments_) {
           if (seg->stream->info.name != stream) continue;
           for (auto& rc : seg->reader->copy_recent(max_records, max_bytes)) {
-            react::RetainedRecord r;
+            core::RetainedRecord r;
             r.producer = seg->reader->identity().producer;
             r.seq = rc.seq;
             r.timestamp_ns = rc.timestamp_ns;

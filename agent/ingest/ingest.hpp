@@ -19,11 +19,12 @@
 #include <thread>
 #include <vector>
 
-#include "ingest/batch.hpp"
-#include "ingest/segment.hpp"
-#include "reactions/control_plane.hpp"
+#include "agent/ingest/segment.hpp"
+#include "core/batch.hpp"
+#include "core/control_plane.hpp"
+#include "core/ingest_state.hpp"
 
-namespace mltap::config {
+namespace mltap::core {
 class ConfigSection;
 }
 
@@ -47,80 +48,18 @@ struct IngestConfig {
 };
 
 // Parses the `ingest:` section.
-void parse_ingest_config(config::ConfigSection& section, IngestConfig& out);
-
-struct FeatureSnapshot {
-  std::string name;
-  std::uint64_t values_total = 0;
-  std::uint64_t nan_total = 0;
-  std::uint64_t inf_total = 0;
-  std::uint64_t window_count = 0;
-  double mean = 0, variance = 0, min = 0, max = 0;
-};
-
-enum class ProducerState { alive, dead, closed, unknown };
-std::string_view producer_state_name(ProducerState s) noexcept;
-
-struct ProducerSnapshot {
-  ProducerId id;
-  std::string component;
-  std::string sdk;
-  std::uint32_t uid = 0;
-  ProducerState state = ProducerState::unknown;
-  std::string segment;
-  std::uint32_t lanes_used = 0;
-  std::uint64_t rows_written = 0;
-  std::uint64_t rows_read = 0;
-  std::uint64_t rows_dropped = 0;      // overwritten + too_large + no_lane + bad_input
-  std::uint64_t rows_sampled_out = 0;
-  double write_rate = 0;               // rows/s written, recent
-  std::uint64_t created_unix_ns = 0;
-  std::uint64_t last_seen_unix_ns = 0; // last time the agent saw new data from it
-};
-
-enum class DropReason : std::size_t { overwritten = 0, too_large, no_lane, bad_input, count };
-std::string_view drop_reason_name(DropReason r) noexcept;
-
-struct StreamSnapshot {
-  StreamInfo info;
-  std::uint64_t records_total = 0;
-  std::uint64_t writes_total = 0;
-  std::uint64_t sampled_out_total = 0;
-  std::array<std::uint64_t, static_cast<std::size_t>(DropReason::count)> dropped{};
-  std::array<std::uint64_t, kInvalidReasonCount> invalid{};
-  std::uint64_t schema_mismatch_total = 0;
-  std::uint64_t restarts_total = 0;
-  std::uint64_t last_record_unix_ns = 0;
-  double record_rate = 0;
-  std::vector<ProducerSnapshot> producers;
-  std::uint32_t live_producers = 0;
-  std::vector<FeatureSnapshot> features;  // at most max_features_per_stream
-  std::uint64_t features_cut = 0;
-};
-
-struct IngestSnapshot {
-  std::uint64_t taken_unix_ns = 0;
-  std::vector<StreamSnapshot> streams;
-  std::uint64_t segments_active = 0, segments_draining = 0, segments_pending = 0,
-                segments_rejected = 0, segments_ignored = 0;
-  std::map<std::string, std::uint64_t> rejected_total;  // by reason
-  std::map<std::string, std::uint64_t> removed_total;   // by reason
-  std::uint64_t streams_cut = 0;
-  std::uint64_t features_cut = 0;
-  std::uint64_t sigbus_caught = 0;
-  std::uint64_t polls = 0;
-};
+void parse_ingest_config(core::ConfigSection& section, IngestConfig& out);
 
 // Told on the ingest thread when a producer's segment appears and when its producer is gone
 // (dead, or closed its stream). The tracer and the correlator learn the producers this way.
 class ProducerObserver {
  public:
   virtual ~ProducerObserver() = default;
-  virtual void on_producer_attached(const SegmentIdentity& producer) = 0;
-  virtual void on_producer_gone(const SegmentIdentity& producer, ProducerState state) = 0;
+  virtual void on_producer_attached(const core::SegmentIdentity& producer) = 0;
+  virtual void on_producer_gone(const core::SegmentIdentity& producer, core::ProducerState state) = 0;
 };
 
-class Ingest : public react::ControlPlane {
+class Ingest : public core::ControlPlane {
  public:
   explicit Ingest(IngestConfig config);
   ~Ingest() override;
@@ -128,7 +67,7 @@ class Ingest : public react::ControlPlane {
   Ingest& operator=(const Ingest&) = delete;
 
   // Sinks see every decoded batch, on the ingest thread, in order. Add before start().
-  void add_sink(BatchSink* sink);
+  void add_sink(core::BatchSink* sink);
   // At most one; set before start().
   void set_producer_observer(ProducerObserver* observer) { observer_ = observer; }
   void start();
@@ -138,17 +77,17 @@ class Ingest : public react::ControlPlane {
   void run_once();
 
   // Latest snapshot (never null after construction); cheap, lock-free for practical purposes.
-  std::shared_ptr<const IngestSnapshot> snapshot() const;
+  std::shared_ptr<const core::IngestSnapshot> snapshot() const;
   // Forces a fresh snapshot and waits for it (tests, CLI); returns the latest on timeout.
-  std::shared_ptr<const IngestSnapshot> fresh_snapshot(std::chrono::milliseconds timeout);
+  std::shared_ptr<const core::IngestSnapshot> fresh_snapshot(std::chrono::milliseconds timeout);
 
   // ControlPlane: executed on the ingest thread, waited for with a timeout.
-  std::vector<ProducerId> producers(const std::string& stream) const override;
-  react::ControlResult set_flag(const std::string& stream, const std::string& flag,
+  std::vector<core::ProducerId> producers(const std::string& stream) const override;
+  core::ControlResult set_flag(const std::string& stream, const std::string& flag,
                                 std::uint32_t value) override;
-  react::ControlResult boost_sampling(const std::string& stream, std::uint32_t permille,
+  core::ControlResult boost_sampling(const std::string& stream, std::uint32_t permille,
                                       std::uint64_t until_unix_ns) override;
-  std::vector<react::RetainedRecord> recent_records(const std::string& stream,
+  std::vector<core::RetainedRecord> recent_records(const std::string& stream,
                                                     std::size_t max_records,
                                                     std::size_t max_bytes) const override;
 
@@ -166,13 +105,13 @@ class Ingest : public react::ControlPlane {
   void publish(std::uint64_t now);
   void run_commands();
   void touch_presence(std::uint64_t now);
-  Stream* stream_for(const SegmentIdentity& id, std::uint64_t now);
+  Stream* stream_for(const core::SegmentIdentity& id, std::uint64_t now);
   // Runs `fn` on the ingest thread (or inline when not started) and waits up to `timeout`.
   bool execute(std::function<void()> fn, std::chrono::milliseconds timeout) const;
 
   IngestConfig config_;
   std::uint64_t pid_ns_inode_ = 0;
-  std::vector<BatchSink*> sinks_;
+  std::vector<core::BatchSink*> sinks_;
   ProducerObserver* observer_ = nullptr;
   std::map<std::string, std::unique_ptr<Stream>> streams_;
   std::vector<std::unique_ptr<Segment>> segments_;
@@ -197,13 +136,11 @@ class Ingest : public react::ControlPlane {
   std::atomic<bool> running_{false};
   std::thread thread_;
   mutable std::mutex snapshot_mutex_;
-  std::shared_ptr<const IngestSnapshot> snapshot_;
+  std::shared_ptr<const core::IngestSnapshot> snapshot_;
   std::atomic<bool> snapshot_wanted_{false};
 
   mutable std::mutex command_mutex_;
   mutable std::deque<std::function<void()>> commands_;
 };
-
-std::uint64_t unix_now_ns() noexcept;
 
 }  // namespace mltap::ingest

@@ -1,4 +1,4 @@
-#include "ingest/segment.hpp"
+#include "agent/ingest/segment.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -9,41 +9,16 @@
 #include <atomic>
 #include <cstring>
 
-#include "ingest/guarded_memory.hpp"
+#include "agent/ingest/guarded_memory.hpp"
 #include "mltap/naming.hpp"
 
 namespace mltap::ingest {
 
+using core::InvalidReason;
+using core::ProducerId;
+using core::SegmentIdentity;
+
 using namespace mltap::format;
-
-std::string_view reject_reason_name(RejectReason r) noexcept {
-  switch (r) {
-    case RejectReason::not_regular_file: return "not_regular_file";
-    case RejectReason::too_small: return "too_small";
-    case RejectReason::too_large: return "too_large";
-    case RejectReason::bad_magic: return "bad_magic";
-    case RejectReason::abi_mismatch: return "abi_mismatch";
-    case RejectReason::endianness: return "endianness";
-    case RejectReason::bad_layout: return "bad_layout";
-    case RejectReason::bad_identity: return "bad_identity";
-    case RejectReason::bad_schema: return "bad_schema";
-    case RejectReason::io_error: return "io_error";
-    case RejectReason::truncated: return "truncated";
-  }
-  return "unknown";
-}
-
-std::string_view invalid_reason_name(InvalidReason r) noexcept {
-  switch (r) {
-    case InvalidReason::bad_index: return "bad_index";
-    case InvalidReason::bad_header: return "bad_header";
-    case InvalidReason::bad_dtype: return "bad_dtype";
-    case InvalidReason::bad_shape: return "bad_shape";
-    case InvalidReason::bad_size: return "bad_size";
-    case InvalidReason::seq_regressed: return "seq_regressed";
-  }
-  return "unknown";
-}
 
 namespace {
 

@@ -11,7 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "ingest/batch.hpp"
+#include "core/batch.hpp"
+#include "core/ingest_state.hpp"
 #include "mltap/format.hpp"
 
 namespace mltap::ingest {
@@ -30,37 +31,22 @@ enum class RejectReason {
   io_error,         // open/fstat/mmap failed
   truncated,        // the file shrank under the mapping (SIGBUS)
 };
-std::string_view reject_reason_name(RejectReason r) noexcept;
-
-// Why a record was refused (metric `mltap_stream_invalid_records_total{reason}`).
-enum class InvalidReason {
-  bad_index,     // index entry out of bounds
-  bad_header,    // record header disagrees with its index entry or itself
-  bad_dtype,
-  bad_shape,
-  bad_size,      // payload size != rows * row elements * dtype size
-  seq_regressed, // lane counters went backwards
-};
-inline constexpr std::size_t kInvalidReasonCount = 6;
-std::string_view invalid_reason_name(InvalidReason r) noexcept;
-
-struct SegmentIdentity {
-  std::string stream;
-  std::string component;
-  std::string sdk;
-  format::StreamKind kind = format::StreamKind::features;
-  format::DType declared_dtype = format::DType::invalid;
-  std::vector<std::uint32_t> declared_shape;
-  std::vector<std::string> feature_names;
-  std::vector<std::string> artifacts;  // validated absolute paths the producer declared
-  ProducerId producer;
-  std::uint32_t uid = 0;
-  std::uint64_t pid_ns_inode = 0;
-  std::uint64_t created_unix_ns = 0;
-  std::uint32_t lane_count = 0;
-  std::uint64_t data_bytes = 0;
-  std::uint32_t sampling_budget = 0;
-};
+constexpr std::string_view reject_reason_name(RejectReason r) noexcept {
+  switch (r) {
+    case RejectReason::not_regular_file: return "not_regular_file";
+    case RejectReason::too_small: return "too_small";
+    case RejectReason::too_large: return "too_large";
+    case RejectReason::bad_magic: return "bad_magic";
+    case RejectReason::abi_mismatch: return "abi_mismatch";
+    case RejectReason::endianness: return "endianness";
+    case RejectReason::bad_layout: return "bad_layout";
+    case RejectReason::bad_identity: return "bad_identity";
+    case RejectReason::bad_schema: return "bad_schema";
+    case RejectReason::io_error: return "io_error";
+    case RejectReason::truncated: return "truncated";
+  }
+  return "unknown";
+}
 
 // A validated record, valid until the next call into the SegmentReader.
 struct RecordView {
@@ -80,7 +66,7 @@ struct PollCounts {
   std::uint64_t records = 0;
   std::uint64_t rows = 0;
   std::uint64_t rows_overwritten = 0;  // lost because the producer lapped the reader
-  std::uint64_t records_invalid[kInvalidReasonCount] = {};
+  std::uint64_t records_invalid[core::kInvalidReasonCount] = {};
   std::uint64_t rows_invalid = 0;
   bool more = false;                   // stopped at the per-poll budget; poll again soon
 };
@@ -116,7 +102,7 @@ class SegmentReader {
   SegmentReader(const SegmentReader&) = delete;
   SegmentReader& operator=(const SegmentReader&) = delete;
 
-  const SegmentIdentity& identity() const noexcept { return identity_; }
+  const core::SegmentIdentity& identity() const noexcept { return identity_; }
   const std::string& path() const noexcept { return path_; }
   // False once the mapping faulted (file truncated): the segment is finished.
   bool healthy() const noexcept { return healthy_; }
@@ -159,13 +145,13 @@ class SegmentReader {
   bool read_record(Lane& lane, std::uint64_t seq, std::vector<std::uint8_t>& buf,
                    format::IndexEntry& entry, bool& lost);
   bool validate_record(const format::IndexEntry& e, std::span<const std::uint8_t> bytes,
-                       RecordView& view, InvalidReason& why, std::uint32_t lane_no);
+                       RecordView& view, core::InvalidReason& why, std::uint32_t lane_no);
 
   std::string path_;
   std::uint8_t* base_ = nullptr;
   std::uint64_t size_ = 0;
   format::SegmentHeader header_{};  // validated copy
-  SegmentIdentity identity_;
+  core::SegmentIdentity identity_;
   ReaderLimits limits_;
   std::vector<Lane> lanes_;
   std::vector<std::uint8_t> buf_;

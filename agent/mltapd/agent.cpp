@@ -1,26 +1,28 @@
-#include "mltapd/agent.hpp"
+#include "agent/mltapd/agent.hpp"
 
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <chrono>
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
-#include "api/streams_json.hpp"
-#include "correlator/event_json.hpp"
-#include "correlator/http_routes.hpp"
-#include "mltap/ebpf/capabilities.hpp"
-#include "prometheus/ebpf_metrics.hpp"
+#include "agent/api/detector_json.hpp"
+#include "agent/api/event_json.hpp"
+#include "agent/api/routes.hpp"
+#include "agent/correlator/describe.hpp"
+#include "bpf/capabilities.hpp"
+#include "exporters/metrics/alertmanager_metrics.hpp"
+#include "exporters/metrics/detector_metrics.hpp"
+#include "exporters/metrics/ebpf_metrics.hpp"
+#include "exporters/metrics/ingest_metrics.hpp"
+#include "exporters/metrics/reaction_metrics.hpp"
 #ifdef MLTAP_HAVE_BPF
-#include "mltap/ebpf/tracer.hpp"
+#include "bpf/tracer.hpp"
 #endif
-#include "detectors/json.hpp"
-#include "detectors/profile.hpp"
-#include "prometheus/detector_metrics.hpp"
-#include "webhook/reaction_metrics.hpp"
-#include "prometheus/ingest_metrics.hpp"
 
-namespace mltap::agent {
+namespace mltap::mltapd {
 
 Agent::Agent(AgentConfig config) : config_(std::move(config)) {}
 
@@ -29,150 +31,130 @@ Agent::~Agent() { stop(); }
 bool Agent::start(std::string& error) {
   api::ListenAddress addr;
   if (!api::parse_listen_address(config_.agent.listen, addr, error)) return false;
+  try {
+    build_pipeline();  // a configured reference profile that cannot be loaded throws
+  } catch (const std::exception& e) {
+    error = e.what();
+    return false;
+  }
+  build_system_events();
+  try {
+    build_reactions();  // unusable token file, exec path... throw
+    build_alertmanager_push(addr);
+  } catch (const std::exception& e) {
+    error = e.what();
+    return false;
+  }
+  http_ = std::make_unique<api::HttpServer>(addr);
+  register_metrics();
+  register_routes();
+  return run(error);
+}
+
+void Agent::build_pipeline() {
   ingest_ = std::make_unique<ingest::Ingest>(config_.ingest);
   if (config_.detectors.enabled) {
-    try {
-      detectors_ = std::make_unique<detect::DetectorEngine>(config_.detectors);
-    } catch (const std::exception& e) {  // a configured reference profile that cannot be loaded
-      error = e.what();
-      return false;
-    }
+    detectors_ = std::make_unique<detectors::DetectorEngine>(config_.detectors);
     ingest_->add_sink(detectors_.get());
   }
-  // System events: the tracer feeds the correlator; producers are tracked as they appear.
-  correlator_ = std::make_unique<correlate::Correlator>();
+  ingest_->set_producer_observer(this);
+}
+
+void Agent::build_system_events() {
+  correlator_ = std::make_unique<correlator::Correlator>();
 #ifdef MLTAP_HAVE_BPF
   if (config_.ebpf.enabled) {
-    tracer_ = std::make_unique<ebpf::Tracer>(config_.ebpf);
-    tracer_->start([this](const correlate::SystemEvent& e) { correlator_->add_event(e); });
+    tracer_ = std::make_unique<bpf::Tracer>(config_.ebpf);
+    tracer_->start([this](const core::SystemEvent& e) { correlator_->add_event(e); });
   }
 #else
   if (config_.ebpf.enabled) spdlog::warn("built without eBPF (MLTAP_BUILD_BPF=OFF): no system events");
 #endif
-  ingest_->set_producer_observer(this);
-  http_ = std::make_unique<api::HttpServer>(addr);
-  http_->add_collectable(std::make_shared<prom::IngestCollector>(*ingest_, kVersion));
-  if (detectors_) http_->add_collectable(std::make_shared<prom::DetectorCollector>(*detectors_));
+}
 
-  auto& srv = http_->server();
-  srv.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-    res.set_content("ok\n", "text/plain");
-  });
-  srv.Get("/api/v1/streams", [this](const httplib::Request& req, httplib::Response& res) {
-    auto snap = req.has_param("fresh") ? ingest_->fresh_snapshot(std::chrono::milliseconds(2000))
-                                       : ingest_->snapshot();
-    res.set_content(api::streams_to_json(*snap).dump(), "application/json");
-  });
+// Reactions act on producers only through the ingest layer's ControlPlane; the webhook hands
+// them alerts as an AlertSink.
+void Agent::build_reactions() {
+  reactions_ = std::make_unique<reactions::ReactionEngine>(config_.reactions, *ingest_, snapshot_providers());
+  if (config_.webhook.enabled) {
+    webhook_ = std::make_unique<webhook::WebhookReceiver>(
+        config_.webhook, webhook::load_bearer_token(config_.webhook.token_file), *reactions_);
+  }
+}
 
-  // Reactions act on producers only through the ingest layer's ControlPlane.
-  http_->add_collectable(std::make_shared<prom::EbpfCollector>([this] {
-#ifdef MLTAP_HAVE_BPF
-    if (tracer_) return tracer_->stats();
-#endif
-    return ebpf::TracerStats{};
-  }));
-  react::SnapshotProviders providers;
-  providers.timeline = [this](const std::string& stream, const react::AlertEvent&) {
-    const auto producers = producers_of(stream);
+void Agent::build_alertmanager_push(const api::ListenAddress& listen) {
+  if (!config_.alertmanager.enabled) return;
+  auto am = config_.alertmanager;
+  if (am.external_url.empty()) {
+    const std::string host = listen.host == "0.0.0.0" || listen.host.empty() ? "127.0.0.1" : listen.host;
+    am.external_url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
+                      std::to_string(listen.port);
+  }
+  pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(am, [this] { return pushable_findings(); });
+}
+
+// What an incident bundle holds besides the raw records.
+reactions::SnapshotProviders Agent::snapshot_providers() {
+  reactions::SnapshotProviders providers;
+  providers.timeline = [this](const std::string& stream, const core::AlertEvent&) {
     nlohmann::json out = nlohmann::json::array();
-    (void)stream;
-    for (const auto& e : correlator_->events_for(producers, 0)) out.push_back(correlate::to_json(e));
+    for (const auto& e : correlator_->events_for(producers_of(stream), 0)) out.push_back(api::to_json(e));
     return out;
   };
-  providers.detector_state = [this](const std::string& stream, const react::AlertEvent&) {
+  providers.detector_state = [this](const std::string& stream, const core::AlertEvent&) {
     if (!detectors_) return nlohmann::json(nullptr);
     for (const auto& st : detectors_->snapshot()->streams) {
-      if (st->name == stream) return detect::to_json(*st);
+      if (st->name == stream) return api::to_json(*st);
     }
     return nlohmann::json(nullptr);
   };
-  providers.finding = [this](const std::string& stream, const react::AlertEvent&) {
+  providers.finding = [this](const std::string& stream, const core::AlertEvent&) {
     nlohmann::json out = nlohmann::json::array();
     if (!detectors_) return out;
     for (const auto& f : detectors_->snapshot()->open_findings) {
-      if (f.stream == stream) out.push_back(detect::to_json(f));
+      if (f.stream == stream) out.push_back(api::to_json(f));
     }
     return out;
   };
-  try {
-    reactions_ = std::make_unique<react::ReactionEngine>(config_.reactions, *ingest_, providers);
-    if (config_.webhook.enabled) {
-      webhook_ = std::make_unique<webhook::WebhookReceiver>(
-          config_.webhook, webhook::load_bearer_token(config_.webhook.token_file), *reactions_);
-      webhook::register_webhook_routes(srv, *webhook_);
-    }
-    if (config_.alertmanager.enabled) {
-      auto am = config_.alertmanager;
-      if (am.external_url.empty()) {
-        const std::string host = addr.host == "0.0.0.0" || addr.host.empty() ? "127.0.0.1" : addr.host;
-        am.external_url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
-                          ":" + std::to_string(addr.port);
-      }
-      pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(am, [this] { return pushable_findings(); });
-      http_->add_collectable(std::make_shared<alertmanager::AlertmanagerPushCollector>(*pusher_));
-    }
-  } catch (const std::exception& e) {  // unusable token file, Alertmanager URL, exec path...
-    error = e.what();
-    return false;
+  return providers;
+}
+
+void Agent::register_metrics() {
+  http_->add_collectable(std::make_shared<metrics::IngestCollector>([this] { return ingest_->snapshot(); }, kVersion));
+  if (detectors_) {
+    http_->add_collectable(std::make_shared<metrics::DetectorCollector>([this] { return detectors_->snapshot(); }));
   }
-  http_->add_collectable(std::make_shared<webhook::ReactionCollector>(*reactions_, webhook_.get()));
+  http_->add_collectable(std::make_shared<metrics::EbpfCollector>([this] {
+#ifdef MLTAP_HAVE_BPF
+    if (tracer_) return tracer_->stats();
+#endif
+    return core::TracerStats{};
+  }));
+  if (pusher_) {
+    http_->add_collectable(std::make_shared<metrics::AlertmanagerPushCollector>([this] { return pusher_->counts(); }));
+  }
+  metrics::ReactionCollector::RequestsSource requests;
+  if (webhook_) requests = [this] { return webhook_->requests_by_code(); };
+  http_->add_collectable(std::make_shared<metrics::ReactionCollector>(
+      [this]() -> const core::ReactionCounters& { return reactions_->counters(); }, std::move(requests)));
+}
 
-  // Findings: open ones and the recently closed, newest first; one by id.
-  srv.Get("/api/v1/findings", [this](const httplib::Request&, httplib::Response& res) {
-    nlohmann::json open = nlohmann::json::array(), closed = nlohmann::json::array();
-    if (detectors_) {
-      const auto snap = detectors_->snapshot();
-      for (const auto& f : snap->open_findings) open.push_back(finding_json(f));
-      for (const auto& f : snap->closed_findings) closed.push_back(finding_json(f));
-    }
-    res.set_content(nlohmann::json{{"open", open}, {"closed", closed}}.dump(), "application/json");
-  });
-  srv.Get(R"(/api/v1/findings/(\d{1,19}))", [this](const httplib::Request& req, httplib::Response& res) {
-    const std::uint64_t id = std::stoull(req.matches[1]);
-    if (detectors_) {
-      const auto snap = detectors_->snapshot();
-      for (const auto* list : {&snap->open_findings, &snap->closed_findings}) {
-        for (const auto& f : *list) {
-          if (f.id == id) {
-            res.set_content(finding_json(f).dump(), "application/json");
-            return;
-          }
-        }
-      }
-    }
-    res.status = 404;
-    res.set_content(nlohmann::json{{"error", "no finding " + std::to_string(id)}}.dump(), "application/json");
-  });
-  // The timeline of a stream's producers with each finding's related events (mltap explain).
-  correlate::EventsApi events;
-  events.correlator = correlator_.get();
-  events.producers_of_stream = [this](const std::string& stream) { return producers_of(stream); };
-  events.findings_of_stream = [this](const std::string& stream) -> std::optional<std::vector<detect::Finding>> {
-    std::vector<detect::Finding> out;
-    bool known = false;
-    for (const auto& st : ingest_->snapshot()->streams) known = known || st.info.name == stream;
-    if (detectors_) {
-      const auto snap = detectors_->snapshot();
-      for (const auto* list : {&snap->open_findings, &snap->closed_findings}) {
-        for (const auto& f : *list) {
-          if (f.stream == stream) out.push_back(f);
-        }
-      }
-    }
-    if (!known && out.empty()) return std::nullopt;
-    return out;
+void Agent::register_routes() {
+  api::AgentRoutes routes;
+  routes.streams = [this](bool fresh) {
+    return fresh ? ingest_->fresh_snapshot(std::chrono::milliseconds(2000)) : ingest_->snapshot();
   };
-  correlate::register_events_routes(srv, events);
+  if (detectors_) routes.detectors = [this] { return detectors_->snapshot(); };
+  routes.related = [this](const core::Finding& f) { return correlator_->related(f, producers_of(f.stream)); };
+  // The timeline of a stream's producers with each finding's related events (mltap explain).
+  routes.events.correlator = correlator_.get();
+  routes.events.producers_of_stream = [this](const std::string& stream) { return producers_of(stream); };
+  routes.events.findings_of_stream = [this](const std::string& stream) { return findings_of(stream); };
+  routes.webhook = webhook_.get();
+  api::register_routes(*http_, std::move(routes));
+}
 
-  // Detector state per stream and feature (scores, decisions, quality ratios).
-  srv.Get("/api/v1/detectors", [this](const httplib::Request&, httplib::Response& res) {
-    if (!detectors_) {
-      res.set_content(R"({"enabled": false})", "application/json");
-      return;
-    }
-    res.set_content(detect::to_json(*detectors_->snapshot()).dump(), "application/json");
-  });
-
+bool Agent::run(std::string& error) {
   ingest_->start();
   reactions_->start();
   if (!http_->start(error)) {
@@ -185,8 +167,7 @@ bool Agent::start(std::string& error) {
     findings_watcher_ = std::thread([this] { watch_findings(); });
   }
   if (config_.agent.drop_capabilities) drop_capabilities();
-  spdlog::info("mltapd {} watching namespace '{}' in {}", kVersion, config_.ingest.ns,
-               config_.ingest.shm_dir);
+  spdlog::info("mltapd {} watching namespace '{}' in {}", kVersion, config_.ingest.ns, config_.ingest.shm_dir);
   return true;
 }
 
@@ -214,15 +195,15 @@ std::vector<alertmanager::PushableFinding> Agent::pushable_findings() const {
     alertmanager::PushableFinding p{f, {}};
     for (const auto& r : correlator_->related(f, producers_of(f.stream))) {
       if (p.related_events.size() >= 3) break;
-      p.related_events.push_back(correlate::describe(r.event));
+      p.related_events.push_back(correlator::describe(r.event));
     }
     out.push_back(std::move(p));
   }
   return out;
 }
 
-std::vector<ingest::ProducerId> Agent::producers_of(const std::string& stream) const {
-  std::vector<ingest::ProducerId> out;
+std::vector<core::ProducerId> Agent::producers_of(const std::string& stream) const {
+  std::vector<core::ProducerId> out;
   for (const auto& s : ingest_->snapshot()->streams) {
     if (s.info.name != stream) continue;
     for (const auto& p : s.producers) out.push_back(p.id);
@@ -230,24 +211,41 @@ std::vector<ingest::ProducerId> Agent::producers_of(const std::string& stream) c
   return out;
 }
 
-nlohmann::json Agent::finding_json(const detect::Finding& f) const {
-  nlohmann::json j = detect::to_json(f);
-  j["related"] = correlate::related_json(correlator_->related(f, producers_of(f.stream)));
-  return j;
+// The stream's findings, open and recently closed; nullopt when neither ingest nor the detectors
+// know the stream.
+std::optional<std::vector<core::Finding>> Agent::findings_of(const std::string& stream) const {
+  std::vector<core::Finding> out;
+  bool known = false;
+  for (const auto& st : ingest_->snapshot()->streams) known = known || st.info.name == stream;
+  if (detectors_) {
+    const auto snap = detectors_->snapshot();
+    for (const auto* list : {&snap->open_findings, &snap->closed_findings}) {
+      for (const auto& f : *list) {
+        if (f.stream == stream) out.push_back(f);
+      }
+    }
+  }
+  if (!known && out.empty()) return std::nullopt;
+  return out;
 }
 
 // On the ingest thread, when a producer's ring is first seen.
-void Agent::on_producer_attached(const ingest::SegmentIdentity& p) {
+void Agent::on_producer_attached(const core::SegmentIdentity& p) {
   correlator_->note_producer(p.stream, p.component, p.producer);
   ++open_segments_[p.producer];
 #ifdef MLTAP_HAVE_BPF
   if (!tracer_) return;
   const auto r = tracer_->track(p.producer.pid, p.producer.start_ticks, p.component);
-  if (r != ebpf::TrackResult::tracked && r != ebpf::TrackResult::already_tracked) {
-    spdlog::debug("producer pid {} of '{}' not tracked: {}", p.producer.pid, p.stream,
-                  ebpf::track_result_name(r));
+  if (r != bpf::TrackResult::tracked && r != bpf::TrackResult::already_tracked) {
+    spdlog::debug("producer pid {} of '{}' not tracked: {}", p.producer.pid, p.stream, bpf::track_result_name(r));
   }
-  // The files the producer declared it depends on: watch their directories (bounded).
+  watch_artifacts(p);
+#endif
+}
+
+// The files the producer declared it depends on: watch their directories (bounded).
+void Agent::watch_artifacts(const core::SegmentIdentity& p) {
+#ifdef MLTAP_HAVE_BPF
   for (const auto& path : p.artifacts) {
     struct stat st {};
     std::string dir = path;
@@ -261,10 +259,12 @@ void Agent::on_producer_attached(const ingest::SegmentIdentity& p) {
       spdlog::warn("cannot watch {} (artifact of stream '{}')", dir, p.stream);
     }
   }
+#else
+  (void)p;
 #endif
 }
 
-void Agent::on_producer_gone(const ingest::SegmentIdentity& p, ingest::ProducerState state) {
+void Agent::on_producer_gone(const core::SegmentIdentity& p, core::ProducerState state) {
   auto it = open_segments_.find(p.producer);
   if (it == open_segments_.end()) return;
   if (--it->second > 0) return;  // still writes other streams
@@ -272,7 +272,7 @@ void Agent::on_producer_gone(const ingest::SegmentIdentity& p, ingest::ProducerS
 #ifdef MLTAP_HAVE_BPF
   // A process that closed its last stream may live on: stop tracing it. A dead one already
   // left the kernel's set.
-  if (tracer_ && state == ingest::ProducerState::closed) tracer_->untrack(p.producer.pid, p.producer.start_ticks);
+  if (tracer_ && state == core::ProducerState::closed) tracer_->untrack(p.producer.pid, p.producer.start_ticks);
 #else
   (void)state;
 #endif
@@ -280,14 +280,14 @@ void Agent::on_producer_gone(const ingest::SegmentIdentity& p, ingest::ProducerS
 
 // ebpf_exporter's rule: keep only what the running agent still needs.
 void Agent::drop_capabilities() {
-  ebpf::CapabilityDropOptions opts;
+  bpf::CapabilityDropOptions opts;
   opts.keep = config_.agent.keep_capabilities;
 #ifdef MLTAP_HAVE_BPF
   if (tracer_) {
     for (auto& c : tracer_->capabilities_needed_after_start()) opts.keep.push_back(std::move(c));
   }
 #endif
-  const auto r = ebpf::drop_capabilities(opts);
+  const auto r = bpf::drop_capabilities(opts);
   if (!r.ok) {
     spdlog::warn("could not drop capabilities: {}", r.error);
     return;
@@ -315,4 +315,4 @@ void Agent::watch_findings() {
 
 int Agent::http_port() const noexcept { return http_ ? http_->bound_port() : 0; }
 
-}  // namespace mltap::agent
+}  // namespace mltap::mltapd

@@ -1,42 +1,43 @@
-// mltapd assembled: ingest -> sinks (detectors) -> exporters, with the HTTP API in front.
+// mltapd assembled: ingest -> sinks (detectors) -> exporters, system events into the correlator,
+// reactions acting back through the ingest layer's ControlPlane, the HTTP API in front. The
+// composition root: it constructs the components and wires their callbacks; what each one does
+// lives in its own library.
 #pragma once
 
-#include <atomic>
 #include <condition_variable>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
-
-#include <nlohmann/json.hpp>
 #include <thread>
+#include <vector>
 
-#include "api/http_server.hpp"
-#include "alertmanager/alertmanager_pusher.hpp"
-#include "correlator/correlator.hpp"
-#include "detectors/engine.hpp"
-#include "reactions/reaction_engine.hpp"
-#include "webhook/webhook_receiver.hpp"
-#include "ingest/ingest.hpp"
-#include "mltapd/agent_config.hpp"
+#include "agent/api/http_server.hpp"
+#include "agent/correlator/correlator.hpp"
+#include "agent/detectors/engine.hpp"
+#include "agent/ingest/ingest.hpp"
+#include "agent/mltapd/agent_config.hpp"
+#include "agent/reactions/reaction_engine.hpp"
+#include "exporters/alertmanager/alertmanager_pusher.hpp"
+#include "exporters/webhook/webhook_receiver.hpp"
 
-namespace mltap::agent {
-
-inline constexpr const char* kVersion = "0.1.0";
-
-#ifdef MLTAP_HAVE_BPF
-}  // namespace mltap::agent
-namespace mltap::ebpf {
+namespace mltap::bpf {
 class Tracer;
 }
-namespace mltap::agent {
-#endif
+
+namespace mltap::mltapd {
+
+inline constexpr const char* kVersion = "0.1.0";
 
 class Agent : private ingest::ProducerObserver {
  public:
   explicit Agent(AgentConfig config);
-  ~Agent();
+  ~Agent() override;
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
   // Starts every component; false with `error` when the agent cannot serve (e.g. port in use).
   bool start(std::string& error);
   void stop();
@@ -44,27 +45,42 @@ class Agent : private ingest::ProducerObserver {
   std::vector<alertmanager::PushableFinding> pushable_findings() const;
 
  private:
+  // The wiring steps of start(), in order. Each constructs one part and connects it to the
+  // parts before it; the build_* steps that can fail on configuration throw.
+  void build_pipeline();                  // ingest -> detectors
+  void build_system_events();             // tracer -> correlator
+  void build_reactions();                 // webhook receiver -> reaction engine -> ControlPlane
+  void build_alertmanager_push(const api::ListenAddress& listen);
+  void register_metrics();                // one collector per published state
+  void register_routes();                 // agent/api
+  bool run(std::string& error);           // threads start here
+
+  // ProducerObserver (ingest thread): the correlator and the tracer learn the producers.
+  void on_producer_attached(const core::SegmentIdentity& producer) override;
+  void on_producer_gone(const core::SegmentIdentity& producer, core::ProducerState state) override;
+  void watch_artifacts(const core::SegmentIdentity& producer);
+
+  std::vector<core::ProducerId> producers_of(const std::string& stream) const;
+  std::optional<std::vector<core::Finding>> findings_of(const std::string& stream) const;
+  reactions::SnapshotProviders snapshot_providers();
+  void drop_capabilities();
+  // Tells the pusher as soon as the set of open findings changes.
+  void watch_findings();
+
   AgentConfig config_;
   std::unique_ptr<ingest::Ingest> ingest_;
-  std::unique_ptr<detect::DetectorEngine> detectors_;
-  std::unique_ptr<react::ReactionEngine> reactions_;
-  std::unique_ptr<correlate::Correlator> correlator_;
+  std::unique_ptr<detectors::DetectorEngine> detectors_;
+  std::unique_ptr<reactions::ReactionEngine> reactions_;
+  std::unique_ptr<correlator::Correlator> correlator_;
 #ifdef MLTAP_HAVE_BPF
-  std::unique_ptr<ebpf::Tracer> tracer_;
+  std::unique_ptr<bpf::Tracer> tracer_;
 #endif
   std::set<std::string> watched_dirs_;  // artifact directories handed to the file watch
   // Open segments per producer process (ingest thread only): a process writing several streams
   // stays traced until it has closed all of them.
-  std::map<ingest::ProducerId, std::uint32_t> open_segments_;
-  void on_producer_attached(const ingest::SegmentIdentity& producer) override;
-  void on_producer_gone(const ingest::SegmentIdentity& producer, ingest::ProducerState state) override;
-  std::vector<ingest::ProducerId> producers_of(const std::string& stream) const;
-  nlohmann::json finding_json(const detect::Finding& f) const;
-  void drop_capabilities();
+  std::map<core::ProducerId, std::uint32_t> open_segments_;
   std::unique_ptr<webhook::WebhookReceiver> webhook_;
   std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;
-  // Tells the pusher as soon as the set of open findings changes.
-  void watch_findings();
   std::thread findings_watcher_;
   std::mutex watcher_mutex_;
   std::condition_variable watcher_cv_;
@@ -72,4 +88,4 @@ class Agent : private ingest::ProducerObserver {
   std::unique_ptr<api::HttpServer> http_;
 };
 
-}  // namespace mltap::agent
+}  // namespace mltap::mltapd

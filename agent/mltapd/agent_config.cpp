@@ -1,14 +1,14 @@
-#include "mltapd/agent_config.hpp"
+#include "agent/mltapd/agent_config.hpp"
 
 #include <cctype>
 
-#include "api/http_server.hpp"
+#include "agent/api/listen_address.hpp"
 #include "core/config_reader.hpp"
 
-namespace mltap::agent {
+namespace mltap::mltapd {
 namespace {
 
-void parse_agent_section(config::ConfigSection& s, AgentSettings& a) {
+void parse_agent_section(core::ConfigSection& s, AgentSettings& a) {
   if (auto v = s.get_string("listen")) {
     api::ListenAddress addr;
     std::string err;
@@ -33,21 +33,21 @@ void parse_agent_section(config::ConfigSection& s, AgentSettings& a) {
   s.finish();
 }
 
-AgentConfig parse(const YAML::Node& root, const std::string& name) {
+AgentConfig parse(const core::ConfigDocument& root, const std::string& name) {
   AgentConfig c;
   c.source = name;
-  config::ConfigSection top(root, name, "");
+  core::ConfigSection top(root, name, "");
   auto agent = top.child("agent");
   parse_agent_section(agent, c.agent);
   auto ingest = top.child("ingest");
   ingest::parse_ingest_config(ingest, c.ingest);
   auto detectors = top.child("detectors");
-  c.detectors = detect::parse_engine_config(detectors);
-  c.reactions = react::parse_reactions_config(top.child("reactions"));
+  c.detectors = detectors::parse_engine_config(detectors);
+  c.reactions = reactions::parse_reactions_config(top.child("reactions"));
   c.webhook = webhook::parse_webhook_config(top.child("webhook"));
   c.alertmanager = alertmanager::parse_alertmanager_config(top.child("alertmanager"));
   auto ebpf = top.child("ebpf");
-  c.ebpf = ebpf::parse_tracer_config(ebpf);
+  c.ebpf = bpf::parse_tracer_config(ebpf);
   top.finish();
   return c;
 }
@@ -56,11 +56,11 @@ AgentConfig parse(const YAML::Node& root, const std::string& name) {
 
 AgentConfig load_agent_config(const std::optional<std::string>& file) {
   if (!file) return AgentConfig{};
-  return parse(config::load_file(*file), *file);
+  return parse(core::load_file(*file), *file);
 }
 
 AgentConfig parse_agent_config_text(const std::string& text, const std::string& name) {
-  return parse(config::load_text(text, name), name);
+  return parse(core::load_text(text, name), name);
 }
 
-}  // namespace mltap::agent
+}  // namespace mltap::mltapd

@@ -5,14 +5,14 @@
 #include <optional>
 #include <string>
 
-#include "alertmanager/alertmanager_pusher.hpp"
-#include "detectors/config.hpp"
-#include "reactions/reaction_config.hpp"
-#include "webhook/webhook_receiver.hpp"
-#include "ingest/ingest.hpp"
-#include "mltap/ebpf/config.hpp"
+#include "agent/detectors/config.hpp"
+#include "agent/ingest/ingest.hpp"
+#include "agent/reactions/reaction_config.hpp"
+#include "bpf/config.hpp"
+#include "exporters/alertmanager/alertmanager_pusher.hpp"
+#include "exporters/webhook/webhook_receiver.hpp"
 
-namespace mltap::agent {
+namespace mltap::mltapd {
 
 struct AgentSettings {
   std::string listen = "127.0.0.1:9645";
@@ -26,17 +26,17 @@ struct AgentSettings {
 struct AgentConfig {
   AgentSettings agent;
   ingest::IngestConfig ingest;
-  detect::EngineConfig detectors;
-  react::ReactionsConfig reactions;
+  detectors::EngineConfig detectors;
+  reactions::ReactionsConfig reactions;
   webhook::WebhookConfig webhook;
   alertmanager::AlertmanagerConfig alertmanager;
-  ebpf::TracerConfig ebpf;
+  bpf::TracerConfig ebpf;
   std::string source = "<embedded defaults>";
 };
 
-// Parses `file` over the embedded defaults. Throws config::ConfigError (file:line:col: what).
+// Parses `file` over the embedded defaults. Throws core::ConfigError (file:line:col: what).
 AgentConfig load_agent_config(const std::optional<std::string>& file);
 // Parses YAML text (tests).
 AgentConfig parse_agent_config_text(const std::string& text, const std::string& name);
 
-}  // namespace mltap::agent
+}  // namespace mltap::mltapd

@@ -8,10 +8,10 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "agent/detectors/engine.hpp"
+#include "agent/mltapd/agent.hpp"
 #include "core/config_reader.hpp"
-#include "detectors/engine.hpp"
 #include "mltap/naming.hpp"
-#include "mltapd/agent.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{"mltapd: observability agent for ML pipelines (reads mltap rings, exports metrics)"};
@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
   app.add_option("--proc-dir", proc_dir, "procfs root (default /proc)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off");
   app.add_flag_callback("--version", [] {
-    std::printf("mltapd %s (ring ABI %u.%u)\n", mltap::agent::kVersion, mltap::format::kAbiMajor,
+    std::printf("mltapd %s (ring ABI %u.%u)\n", mltap::mltapd::kVersion, mltap::format::kAbiMajor,
                 mltap::format::kAbiMinor);
     std::exit(0);
   }, "Print the version and exit");
@@ -32,9 +32,9 @@ int main(int argc, char** argv) {
 
   if (!check_file.empty()) {
     try {
-      const auto cfg = mltap::agent::load_agent_config(check_file);
+      const auto cfg = mltap::mltapd::load_agent_config(check_file);
       // Reference profiles named in the file are loaded too: a missing one fails the check.
-      if (cfg.detectors.enabled) mltap::detect::DetectorEngine engine(cfg.detectors);
+      if (cfg.detectors.enabled) mltap::detectors::DetectorEngine engine(cfg.detectors);
       std::printf("%s: OK\n", check_file.c_str());
       return 0;
     } catch (const std::exception& e) {
@@ -43,11 +43,11 @@ int main(int argc, char** argv) {
     }
   }
 
-  mltap::agent::AgentConfig cfg;
+  mltap::mltapd::AgentConfig cfg;
   try {
-    cfg = mltap::agent::load_agent_config(config_file.empty() ? std::nullopt
+    cfg = mltap::mltapd::load_agent_config(config_file.empty() ? std::nullopt
                                                               : std::optional<std::string>(config_file));
-  } catch (const mltap::config::ConfigError& e) {
+  } catch (const mltap::core::ConfigError& e) {
     std::fprintf(stderr, "mltapd: %s\n", e.what());
     return 2;
   }
@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  mltap::agent::Agent agent(std::move(cfg));
+  mltap::mltapd::Agent agent(std::move(cfg));
   std::string error;
   if (!agent.start(error)) {
     spdlog::critical("cannot start: {}", error);

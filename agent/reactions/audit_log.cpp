@@ -1,4 +1,4 @@
-#include "reactions/audit_log.hpp"
+#include "agent/reactions/audit_log.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -13,7 +13,7 @@
 
 #include <spdlog/spdlog.h>
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 std::string rfc3339_utc_now() {
   const auto now = std::chrono::system_clock::now();
@@ -97,4 +97,4 @@ void AuditLog::append(nlohmann::json record) noexcept {
   }
 }
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

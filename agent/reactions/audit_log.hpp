@@ -11,7 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 class AuditLog {
  public:
@@ -46,4 +46,4 @@ class AuditLog {
 // "2024-05-01T12:00:00.123Z"
 std::string rfc3339_utc_now();
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -1,11 +1,11 @@
-#include "reactions/exec_runner.hpp"
+#include "agent/reactions/exec_runner.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
-#include "reactions/pidfd.hpp"
+#include "agent/reactions/pidfd.hpp"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,7 +14,7 @@
 #include <cstring>
 #include <stdexcept>
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 using Clock = std::chrono::steady_clock;
 
@@ -300,4 +300,4 @@ void ExecRunner::monitor() {
   }
 }
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 struct ExecRequest {
   std::string path;               // absolute path of the program
@@ -83,4 +83,4 @@ class ExecRunner {
 
 const char* exec_outcome_name(ExecOutcome o) noexcept;
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -1,11 +1,13 @@
-#include "reactions/label_matcher.hpp"
+#include "agent/reactions/label_matcher.hpp"
 
 #include <regex.h>
 
 #include <cctype>
 #include <stdexcept>
 
-namespace mltap::react {
+namespace mltap::reactions {
+
+using core::LabelSet;
 
 bool valid_label_name(std::string_view name) noexcept {
   if (name.empty()) return false;
@@ -145,4 +147,4 @@ std::string LabelMatcher::to_string() const {
   return label_ + op + "\"" + quoted + "\"";
 }
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

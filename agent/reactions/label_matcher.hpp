@@ -9,9 +9,9 @@
 #include <string>
 #include <string_view>
 
-#include "reactions/alert.hpp"
+#include "core/alert.hpp"
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 class LabelMatcher {
  public:
@@ -20,7 +20,7 @@ class LabelMatcher {
   // Parses one matcher; on failure returns nullopt and says why in `error`.
   static std::optional<LabelMatcher> parse(std::string_view text, std::string* error);
 
-  bool matches(const LabelSet& labels) const;
+  bool matches(const core::LabelSet& labels) const;
   const std::string& label() const noexcept { return label_; }
   Op op() const noexcept { return op_; }
   const std::string& value() const noexcept { return value_; }
@@ -38,4 +38,4 @@ class LabelMatcher {
 // Prometheus label name: [a-zA-Z_][a-zA-Z0-9_]*.
 bool valid_label_name(std::string_view name) noexcept;
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -1,7 +1,7 @@
-#include "reactions/process_signaller.hpp"
+#include "agent/reactions/process_signaller.hpp"
 
 #include <signal.h>
-#include "reactions/pidfd.hpp"
+#include "agent/reactions/pidfd.hpp"
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,7 +10,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 std::optional<std::uint64_t> read_start_ticks(const std::string& proc_root, std::uint32_t pid) {
   std::ifstream in(proc_root + "/" + std::to_string(pid) + "/stat");
@@ -32,7 +32,7 @@ std::optional<std::uint64_t> read_start_ticks(const std::string& proc_root, std:
   return ticks;
 }
 
-SignalReport ProcessSignaller::send(const std::vector<ingest::ProducerId>& producers,
+SignalReport ProcessSignaller::send(const std::vector<core::ProducerId>& producers,
                                     int signal) const {
   SignalReport r;
   const auto self = static_cast<std::uint32_t>(::getpid());
@@ -77,4 +77,4 @@ SignalReport ProcessSignaller::send(const std::vector<ingest::ProducerId>& produ
   return r;
 }
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-#include "ingest/batch.hpp"
+#include "core/batch.hpp"
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 // Field 22 (starttime, clock ticks after boot) of <proc_root>/<pid>/stat; nullopt when the
 // process does not exist or the file is malformed.
@@ -27,10 +27,10 @@ struct SignalReport {
 class ProcessSignaller {
  public:
   explicit ProcessSignaller(std::string proc_root = "/proc") : proc_root_(std::move(proc_root)) {}
-  SignalReport send(const std::vector<ingest::ProducerId>& producers, int signal) const;
+  SignalReport send(const std::vector<core::ProducerId>& producers, int signal) const;
 
  private:
   std::string proc_root_;
 };
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

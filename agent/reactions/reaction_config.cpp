@@ -1,4 +1,4 @@
-#include "reactions/reaction_config.hpp"
+#include "agent/reactions/reaction_config.hpp"
 
 #include <csignal>
 #include <sys/stat.h>
@@ -7,7 +7,10 @@
 #include <cctype>
 #include <set>
 
-namespace mltap::react {
+namespace mltap::reactions {
+
+using core::LabelSet;
+
 namespace {
 
 bool name_chars_ok(std::string_view s, std::size_t max) noexcept {
@@ -29,7 +32,7 @@ constexpr SignalName kSignals[] = {
     {"SIGSTOP", SIGSTOP},
 };
 
-void check_executable(config::ConfigSection& s, const std::string& path) {
+void check_executable(core::ConfigSection& s, const std::string& path) {
   if (path.empty() || path.front() != '/') s.fail("path", "must be an absolute path, got '" + path + "'");
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) s.fail("path", "'" + path + "' does not exist");
@@ -41,7 +44,7 @@ void check_executable(config::ConfigSection& s, const std::string& path) {
   }
 }
 
-ExecAction parse_exec(config::ConfigSection& s) {
+ExecAction parse_exec(core::ConfigSection& s) {
   ExecAction a;
   auto path = s.get_string("path");
   if (!path) s.fail("", "type exec needs 'path'");
@@ -86,7 +89,7 @@ ExecAction parse_exec(config::ConfigSection& s) {
   return a;
 }
 
-SignalAction parse_signal(config::ConfigSection& s) {
+SignalAction parse_signal(core::ConfigSection& s) {
   SignalAction a;
   auto name = s.get_string("signal");
   if (!name) s.fail("", "type signal needs 'signal' (e.g. SIGUSR1)");
@@ -101,7 +104,7 @@ SignalAction parse_signal(config::ConfigSection& s) {
   return a;
 }
 
-FlagAction parse_flag(config::ConfigSection& s) {
+FlagAction parse_flag(core::ConfigSection& s) {
   FlagAction a;
   auto flag = s.get_string("flag");
   if (!flag) s.fail("", "type producer-flag needs 'flag'");
@@ -111,14 +114,14 @@ FlagAction parse_flag(config::ConfigSection& s) {
   return a;
 }
 
-SamplingAction parse_sampling(config::ConfigSection& s) {
+SamplingAction parse_sampling(core::ConfigSection& s) {
   SamplingAction a;
   if (auto p = s.get_int("permille", 1, 1000)) a.permille = static_cast<std::uint32_t>(*p);
   if (auto d = s.get_duration("duration", 1s, 24h)) a.duration = *d;
   return a;
 }
 
-SnapshotAction parse_snapshot(config::ConfigSection& s) {
+SnapshotAction parse_snapshot(core::ConfigSection& s) {
   SnapshotAction a;
   auto dir = s.get_string("directory");
   if (!dir) s.fail("", "type snapshot needs 'directory'");
@@ -139,7 +142,7 @@ SnapshotAction parse_snapshot(config::ConfigSection& s) {
   return a;
 }
 
-ReactionSpec parse_reaction(const std::string& name, config::ConfigSection s) {
+ReactionSpec parse_reaction(const std::string& name, core::ConfigSection s) {
   ReactionSpec r;
   if (!valid_reaction_name(name)) s.fail("", "reaction names must match [A-Za-z0-9_.-]{1,64}");
   r.name = name;
@@ -201,7 +204,7 @@ const ReactionSpec* ReactionsConfig::find(std::string_view name) const noexcept 
   return nullptr;
 }
 
-ReactionsConfig parse_reactions_config(config::ConfigSection s) {
+ReactionsConfig parse_reactions_config(core::ConfigSection s) {
   ReactionsConfig c;
   if (auto e = s.get_bool("enabled")) c.enabled = *e;
   if (auto q = s.get_int("queue_capacity", 1, 1 << 20)) c.queue_capacity = static_cast<std::uint32_t>(*q);
@@ -231,4 +234,4 @@ ReactionsConfig parse_reactions_config(config::ConfigSection s) {
   return c;
 }
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

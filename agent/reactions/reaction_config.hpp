@@ -19,10 +19,10 @@
 #include <variant>
 #include <vector>
 
+#include "agent/reactions/label_matcher.hpp"
 #include "core/config_reader.hpp"
-#include "reactions/label_matcher.hpp"
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 using namespace std::chrono_literals;
 
@@ -104,7 +104,7 @@ struct ReactionSpec {
   }
   // Reactions that act on a stream need the stream label on the alert.
   bool needs_stream() const noexcept { return type() != ReactionType::exec; }
-  bool matches(const LabelSet& labels) const;
+  bool matches(const core::LabelSet& labels) const;
 };
 
 struct ReactionsConfig {
@@ -125,8 +125,8 @@ struct ReactionsConfig {
 inline constexpr std::size_t kMaxReactions = 64;
 
 // Parses the `reactions` section (a null section gives the defaults with no actions).
-// Throws config::ConfigError naming file:line:col.
-ReactionsConfig parse_reactions_config(config::ConfigSection section);
+// Throws core::ConfigError naming file:line:col.
+ReactionsConfig parse_reactions_config(core::ConfigSection section);
 
 // Signal names accepted by `signal:` ("SIGUSR1" or "USR1").
 std::optional<int> parse_signal_name(std::string_view name);
@@ -134,4 +134,4 @@ std::optional<int> parse_signal_name(std::string_view name);
 bool valid_reaction_name(std::string_view name) noexcept;
 bool valid_flag_name(std::string_view name) noexcept;
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -1,4 +1,4 @@
-#include "reactions/reaction_engine.hpp"
+#include "agent/reactions/reaction_engine.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -7,7 +7,16 @@
 
 #include <spdlog/spdlog.h>
 
-namespace mltap::react {
+namespace mltap::reactions {
+
+using core::alert_status_name;
+using core::AlertEvent;
+using core::AlertStatus;
+using core::ControlPlane;
+using core::ControlResult;
+using core::reaction_result_name;
+using core::ReactionResult;
+
 namespace {
 
 constexpr std::size_t kMaxTrackedTargets = 10000;       // cooldown / active tables
@@ -479,4 +488,4 @@ void ReactionEngine::record(std::size_t index, const ReactionSpec& spec, const A
   audit_.append(std::move(rec));
 }
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -20,23 +20,23 @@
 #include <thread>
 #include <vector>
 
-#include "reactions/alert.hpp"
-#include "reactions/audit_log.hpp"
-#include "reactions/control_plane.hpp"
-#include "reactions/exec_runner.hpp"
-#include "reactions/process_signaller.hpp"
-#include "reactions/reaction_config.hpp"
-#include "reactions/reaction_counters.hpp"
-#include "reactions/snapshot_writer.hpp"
+#include "agent/reactions/audit_log.hpp"
+#include "agent/reactions/exec_runner.hpp"
+#include "agent/reactions/process_signaller.hpp"
+#include "agent/reactions/reaction_config.hpp"
+#include "agent/reactions/snapshot_writer.hpp"
+#include "core/alert.hpp"
+#include "core/control_plane.hpp"
+#include "core/reaction_counters.hpp"
 
-namespace mltap::react {
+namespace mltap::reactions {
 
-class ReactionEngine {
+class ReactionEngine final : public core::AlertSink {
  public:
   // Opens the audit log and prepares snapshot directories; throws std::runtime_error naming the
   // path when that fails. `control` must outlive the engine.
-  ReactionEngine(ReactionsConfig config, ControlPlane& control, SnapshotProviders providers = {});
-  ~ReactionEngine();  // stop()
+  ReactionEngine(ReactionsConfig config, core::ControlPlane& control, SnapshotProviders providers = {});
+  ~ReactionEngine() override;  // stop()
   ReactionEngine(const ReactionEngine&) = delete;
   ReactionEngine& operator=(const ReactionEngine&) = delete;
 
@@ -45,20 +45,20 @@ class ReactionEngine {
   // reactions when undo_on_stop is set, and kills running programs. Idempotent.
   void stop();
 
-  enum class Submit { accepted, queue_full, stopped };
   // Never blocks (beyond a short lock). Thread-safe.
-  Submit submit(AlertEvent alert);
+  Submit submit(core::AlertEvent alert) override;
 
   // Names in the alert's request label (comma separated) that no configured reaction has.
-  std::vector<std::string> unknown_requested(const AlertEvent& alert) const;
+  std::vector<std::string> unknown_requested(const core::AlertEvent& alert) const override;
   // Audit record for an alert the receiver refused before it reached the engine.
-  void audit_rejected(const AlertEvent& alert, const std::string& result, const std::string& detail);
+  void audit_rejected(const core::AlertEvent& alert, const std::string& result,
+                      const std::string& detail) override;
 
   // True once the queue is empty, no alert is being processed and no program runs.
   bool wait_idle(std::chrono::milliseconds timeout) const;
 
   const ReactionsConfig& config() const noexcept { return config_; }
-  const ReactionCounters& counters() const noexcept { return counters_; }
+  const core::ReactionCounters& counters() const noexcept { return counters_; }
   std::size_t queue_depth() const;
   std::uint64_t queue_rejections() const;  // submit() calls refused because the queue was full
   AuditLog& audit() noexcept { return audit_; }
@@ -71,28 +71,28 @@ class ReactionEngine {
   };
 
   void worker();
-  void process(const AlertEvent& alert);
-  void fire(std::size_t index, const ReactionSpec& spec, const AlertEvent& alert, const std::string& stream);
-  void resolve(std::size_t index, const ReactionSpec& spec, const AlertEvent& alert, const std::string& stream);
+  void process(const core::AlertEvent& alert);
+  void fire(std::size_t index, const ReactionSpec& spec, const core::AlertEvent& alert, const std::string& stream);
+  void resolve(std::size_t index, const ReactionSpec& spec, const core::AlertEvent& alert, const std::string& stream);
   ExecRunner::Start run_exec(std::size_t index, const ReactionSpec& spec, const ExecAction& exec,
-                             const AlertEvent& alert, const char* action);
-  ReactionResult apply(std::size_t index, const ReactionSpec& spec, const AlertEvent& alert,
+                             const core::AlertEvent& alert, const char* action);
+  core::ReactionResult apply(std::size_t index, const ReactionSpec& spec, const core::AlertEvent& alert,
                        const std::string& stream, std::string& detail);
-  ReactionResult undo(const ReactionSpec& spec, const std::string& stream, std::string& detail);
+  core::ReactionResult undo(const ReactionSpec& spec, const std::string& stream, std::string& detail);
   // Cooldown and rate limit: false (and audited) when the reaction may not act now.
   bool allowed(std::size_t index, const ReactionSpec& spec, const std::string& stream,
-               const AlertEvent& alert, const char* action);
+               const core::AlertEvent& alert, const char* action);
   // Books an attempt against the cooldown and the rate limit.
   void consume(std::size_t index, const ReactionSpec& spec, const std::string& stream);
-  void record(std::size_t index, const ReactionSpec& spec, const AlertEvent* alert, const std::string& stream,
-              const char* action, ReactionResult result, const std::string& detail,
+  void record(std::size_t index, const ReactionSpec& spec, const core::AlertEvent* alert, const std::string& stream,
+              const char* action, core::ReactionResult result, const std::string& detail,
               nlohmann::json extra = nlohmann::json::object());
   void undo_all(const char* why);
 
   ReactionsConfig config_;
-  ControlPlane& control_;
+  core::ControlPlane& control_;
   SnapshotProviders providers_;
-  ReactionCounters counters_;
+  core::ReactionCounters counters_;
   AuditLog audit_;
   ProcessSignaller signaller_;
   std::vector<std::unique_ptr<SnapshotWriter>> snapshots_;  // by reaction index (null if not snapshot)
@@ -101,7 +101,7 @@ class ReactionEngine {
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   mutable std::condition_variable idle_cv_;
-  std::deque<AlertEvent> queue_;
+  std::deque<core::AlertEvent> queue_;
   bool stopping_ = false;
   bool started_ = false;
   bool processing_ = false;
@@ -122,4 +122,4 @@ class ReactionEngine {
 // at most 256 bytes.
 std::string sanitize_env_value(std::string_view value);
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

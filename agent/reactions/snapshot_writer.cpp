@@ -1,4 +1,4 @@
-#include "reactions/snapshot_writer.hpp"
+#include "agent/reactions/snapshot_writer.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -9,9 +9,14 @@
 #include <fstream>
 #include <system_error>
 
-#include "reactions/audit_log.hpp"
+#include "agent/reactions/audit_log.hpp"
 
-namespace mltap::react {
+namespace mltap::reactions {
+
+using core::alert_status_name;
+using core::AlertEvent;
+using core::ControlPlane;
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -216,4 +221,4 @@ void SnapshotWriter::enforce_limits(const std::string& keep, SnapshotResult& res
   }
 }
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

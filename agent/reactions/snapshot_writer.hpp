@@ -18,14 +18,14 @@
 
 #include <nlohmann/json.hpp>
 
-#include "reactions/alert.hpp"
-#include "reactions/control_plane.hpp"
-#include "reactions/reaction_config.hpp"
+#include "agent/reactions/reaction_config.hpp"
+#include "core/alert.hpp"
+#include "core/control_plane.hpp"
 
-namespace mltap::react {
+namespace mltap::reactions {
 
 // Returns a JSON document about `stream` for the alert; called on the reaction worker thread.
-using JsonProvider = std::function<nlohmann::json(const std::string& stream, const AlertEvent& alert)>;
+using JsonProvider = std::function<nlohmann::json(const std::string& stream, const core::AlertEvent& alert)>;
 
 struct SnapshotProviders {
   JsonProvider detector_state;  // the stream's detectors (windows, references, statistics)
@@ -48,7 +48,7 @@ class SnapshotWriter {
   // Creates the directory if needed and removes temporaries of interrupted writes.
   // Returns an error message, empty on success.
   std::string prepare();
-  SnapshotResult write(const AlertEvent& alert, const std::string& stream, ControlPlane& control,
+  SnapshotResult write(const core::AlertEvent& alert, const std::string& stream, core::ControlPlane& control,
                        const SnapshotProviders& providers);
 
  private:
@@ -61,4 +61,4 @@ class SnapshotWriter {
 // True for names the writer gives to finished bundles.
 bool is_bundle_name(const std::string& name);
 
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -14,11 +14,11 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
-#include "detectors/engine.hpp"
-#include "detectors/sketches.hpp"
+#include "agent/detectors/engine.hpp"
+#include "agent/detectors/sketches.hpp"
 
 using namespace mltap;
-using namespace mltap::detect;
+using namespace mltap::detectors;
 
 namespace {
 
@@ -34,7 +34,7 @@ std::vector<double> gaussian_rows(std::size_t rows, std::size_t cols, std::uint6
 
 struct Harness {
   DetectorEngine engine;
-  ingest::StreamInfo info;
+  core::StreamInfo info;
   std::uint32_t shape[1];
   std::uint64_t now = 1700000000ULL * 1000000000ULL;
   std::size_t cols;
@@ -45,7 +45,7 @@ struct Harness {
     shape[0] = static_cast<std::uint32_t>(cols);
   }
   void feed(const std::vector<double>& v, std::size_t rows_per_batch) {
-    ingest::DecodedBatch b;
+    core::DecodedBatch b;
     b.stream = &info;
     b.dtype = format::DType::float64;
     b.row_shape = shape;

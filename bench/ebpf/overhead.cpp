@@ -42,17 +42,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bpf/tracer.hpp"
 #include "floor.skel.h"
-#include "mltap/ebpf/tracer.hpp"
 
 extern char** environ;
 
 namespace {
 
 using namespace std::chrono_literals;
-using mltap::ebpf::Probe;
-using mltap::ebpf::Tracer;
-using mltap::ebpf::TracerConfig;
+using mltap::bpf::Probe;
+using mltap::bpf::Tracer;
+using mltap::bpf::TracerConfig;
 
 std::uint64_t now_ns() {
   timespec ts{};
@@ -206,8 +206,8 @@ Sample run_workload(const std::string& kind, long n, Tracer* tracer) {
   close(ready[0]);
   if (tracer) {
     const auto r = tracer->track(static_cast<std::uint32_t>(pid), start_ticks_of(pid), "bench");
-    if (r != mltap::ebpf::TrackResult::tracked) {
-      std::fprintf(stderr, "track failed: %s\n", std::string(mltap::ebpf::track_result_name(r)).c_str());
+    if (r != mltap::bpf::TrackResult::tracked) {
+      std::fprintf(stderr, "track failed: %s\n", std::string(mltap::bpf::track_result_name(r)).c_str());
     }
   }
   (void)!write(go[1], "go\n", 3);
@@ -304,7 +304,7 @@ double median(std::vector<double> v) {
   return v.size() % 2 ? v[m] : (v[m - 1] + v[m]) / 2;
 }
 
-mltap::ebpf::AttachMode g_attach = mltap::ebpf::AttachMode::automatic;
+mltap::bpf::AttachMode g_attach = mltap::bpf::AttachMode::automatic;
 
 TracerConfig mltap_config(bool syscalls, bool watch = false) {
   TracerConfig c;
@@ -346,9 +346,9 @@ int main(int argc, char** argv) {
     else if (k == "--no-peers") a.peers = false;
     else if (k == "--attach") {
       const std::string m = next();
-      if (m == "tp_btf") g_attach = mltap::ebpf::AttachMode::tp_btf;
-      else if (m == "raw_tp") g_attach = mltap::ebpf::AttachMode::raw_tp;
-      else if (m == "tracefs") g_attach = mltap::ebpf::AttachMode::tracefs;
+      if (m == "tp_btf") g_attach = mltap::bpf::AttachMode::tp_btf;
+      else if (m == "raw_tp") g_attach = mltap::bpf::AttachMode::raw_tp;
+      else if (m == "tracefs") g_attach = mltap::bpf::AttachMode::tracefs;
       else if (m != "auto") {
         std::cerr << "--attach: auto, tp_btf, raw_tp or tracefs\n";
         return 2;
@@ -403,7 +403,7 @@ int main(int argc, char** argv) {
   for (bool sys : {false, true}) {
     configs.push_back([&, sys] {
       Tracer t(mltap_config(sys));
-      t.start([](const mltap::correlate::SystemEvent&) {});
+      t.start([](const mltap::core::SystemEvent&) {});
       const std::string name = sys ? "mltap+syscalls" : "mltap";
       run_all(name + "/untracked", nullptr);
       run_all(name + "/tracked", &t);
@@ -412,7 +412,7 @@ int main(int argc, char** argv) {
   configs.push_back([&] {
     // fanotify on the directory write_close writes into (every write is an event).
     Tracer t(mltap_config(false, true));
-    t.start([](const mltap::correlate::SystemEvent&) {});
+    t.start([](const mltap::core::SystemEvent&) {});
     run_all("mltap+watch/untracked", nullptr);
   });
   if (have_peers) {
@@ -467,9 +467,9 @@ int main(int argc, char** argv) {
       if (fl) floor_bpf__destroy(fl);
     }
     Tracer t(mltap_config(true));
-    t.start([](const mltap::correlate::SystemEvent&) {});
+    t.start([](const mltap::core::SystemEvent&) {});
     for (const auto& [kind, n] : workloads) run_workload(kind, n / 4, nullptr);
-    std::map<std::string, mltap::ebpf::ProgramStats> untracked;
+    std::map<std::string, mltap::core::ProgramStats> untracked;
     for (const auto& p : t.program_stats()) untracked[p.program] = p;
     for (const auto& [kind, n] : workloads) run_workload(kind, n / 4, &t);
     for (const auto& p : t.program_stats()) {
@@ -502,7 +502,7 @@ int main(int argc, char** argv) {
     // operations. Unlike the ratios above this does not drown in run-to-run noise.
     {
       Tracer d(mltap_config(false));
-      d.start([](const mltap::correlate::SystemEvent&) {});
+      d.start([](const mltap::core::SystemEvent&) {});
       auto total_ns = [&d] {
         std::uint64_t ns = 0;
         for (const auto& p : d.program_stats()) ns += p.run_time_ns;

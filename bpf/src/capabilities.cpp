@@ -1,4 +1,4 @@
-#include "mltap/ebpf/capabilities.hpp"
+#include "bpf/capabilities.hpp"
 
 #include <dirent.h>
 #include <linux/capability.h>
@@ -19,9 +19,9 @@
 #include <set>
 #include <thread>
 
-#include "proc.hpp"
+#include "bpf/src/proc.hpp"
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
 namespace {
 
 // What every thread applies, computed once by the caller (the handler only makes syscalls).
@@ -248,4 +248,4 @@ CapabilityDropResult drop_capabilities(const CapabilityDropOptions& options) {
   return r;
 }
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

@@ -1,8 +1,8 @@
-#include "mltap/ebpf/config.hpp"
+#include "bpf/config.hpp"
 
 #include <algorithm>
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
 
 std::vector<std::string> default_model_patterns() {
   return {"*.pt",   "*.pth",  "*.onnx", "*.pkl",  "*.pickle", "*.joblib", "*.safetensors",
@@ -12,7 +12,7 @@ std::vector<std::string> default_model_patterns() {
 
 namespace {
 
-void check_patterns(config::ConfigSection& s, const std::vector<std::string>& patterns) {
+void check_patterns(core::ConfigSection& s, const std::vector<std::string>& patterns) {
   if (patterns.empty()) s.fail("patterns", "must list at least one pattern");
   if (patterns.size() > 256) s.fail("patterns", "at most 256 patterns");
   for (const auto& p : patterns) {
@@ -26,7 +26,7 @@ void check_patterns(config::ConfigSection& s, const std::vector<std::string>& pa
   }
 }
 
-void check_dirs(config::ConfigSection& s, const std::vector<std::string>& dirs) {
+void check_dirs(core::ConfigSection& s, const std::vector<std::string>& dirs) {
   if (dirs.size() > 1024) s.fail("watch_dirs", "at most 1024 directories");
   for (const auto& d : dirs) {
     if (d.empty() || d[0] != '/') s.fail("watch_dirs", "'" + d + "' is not an absolute path");
@@ -37,7 +37,7 @@ void check_dirs(config::ConfigSection& s, const std::vector<std::string>& dirs) 
 
 }  // namespace
 
-TracerConfig parse_tracer_config(config::ConfigSection& s) {
+TracerConfig parse_tracer_config(core::ConfigSection& s) {
   using std::chrono::milliseconds;
   using std::chrono::nanoseconds;
   using std::chrono::seconds;
@@ -102,4 +102,4 @@ TracerConfig parse_tracer_config(config::ConfigSection& s) {
   return c;
 }
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

@@ -1,6 +1,6 @@
-#include "file_watch.hpp"
+#include "bpf/src/file_watch.hpp"
 
-#include "proc.hpp"
+#include "bpf/src/proc.hpp"
 
 #include <fcntl.h>
 #include <sys/fanotify.h>
@@ -17,7 +17,7 @@
 #define AT_HANDLE_FID AT_REMOVEDIR /* 6.5+: a handle for identification only */
 #endif
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
 namespace {
 
 std::string errno_text(int e) { return std::strerror(e); }
@@ -199,4 +199,4 @@ std::uint64_t FileWatch::drain(const std::function<void(const RawFileEvent&)>& o
   return overflows;
 }
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

@@ -12,7 +12,7 @@
 #include <mutex>
 #include <string>
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
 
 struct RawFileEvent {
   std::uint64_t mask = 0;   // FAN_CLOSE_WRITE, FAN_DELETE, FAN_RENAME, FAN_MOVED_FROM/TO
@@ -57,4 +57,4 @@ class FileWatch {
   std::map<std::string, std::string> dirs_;  // handle key -> directory path
 };
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

@@ -1,5 +1,5 @@
 // Loading and attaching the probes (see loader.hpp).
-#include "loader.hpp"
+#include "bpf/src/loader.hpp"
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -10,7 +10,9 @@
 #include <cerrno>
 #include <cstdio>
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
+
+using core::ProbeStatus;
 
 using namespace plan;  // NOLINT: the probe table and kernel probing
 
@@ -287,4 +289,4 @@ bool ProbeLoader::load_chosen(const std::vector<const Variant*>& chosen) {
   return true;
 }
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

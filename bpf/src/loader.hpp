@@ -8,11 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "bpf/src/probe_plan.hpp"
+#include "bpf/tracer.hpp"
 #include "mltap.skel.h"
-#include "mltap/ebpf/tracer.hpp"
-#include "probe_plan.hpp"
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
 
 struct BpfDeleter {
   void operator()(mltap_bpf* s) const noexcept { mltap_bpf__destroy(s); }
@@ -29,7 +29,7 @@ class ProbeLoader {
  public:
   // `status` is updated for every BPF probe the configuration enables.
   ProbeLoader(const TracerConfig& cfg, const TracerOptions& opts,
-              std::array<ProbeStatus, kProbeCount>& status);
+              std::array<core::ProbeStatus, kProbeCount>& status);
   ~ProbeLoader();
   ProbeLoader(const ProbeLoader&) = delete;
   ProbeLoader& operator=(const ProbeLoader&) = delete;
@@ -42,7 +42,7 @@ class ProbeLoader {
   std::vector<AttachedProg> attached;
 
  private:
-  ProbeStatus& st(Probe p);
+  core::ProbeStatus& st(Probe p);
   bool group_enabled(const plan::Group& g) const;
   bool prog_needed(const plan::ProgRef& p) const;
   std::string unavailable(const plan::Variant& v, plan::KernelFeatures& f);
@@ -61,7 +61,7 @@ class ProbeLoader {
 
   const TracerConfig& cfg;
   const TracerOptions& opts;
-  std::array<ProbeStatus, kProbeCount>& status;
+  std::array<core::ProbeStatus, kProbeCount>& status;
 };
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

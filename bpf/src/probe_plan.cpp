@@ -1,6 +1,6 @@
 // The probe table (which BPF programs make up which probe, in which variants) and the
 // kernel's offer (capabilities, BTF, ring buffer, tracepoints, tracefs).
-#include "probe_plan.hpp"
+#include "bpf/src/probe_plan.hpp"
 
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
@@ -14,10 +14,10 @@
 #include <cstdarg>
 #include <cstring>
 
-#include "mltap_events.h"
-#include "proc.hpp"
+#include "bpf/mltap_events.h"
+#include "bpf/src/proc.hpp"
 
-namespace mltap::ebpf::plan {
+namespace mltap::bpf::plan {
 
 namespace {
 constexpr int kCapSysAdmin = 21;
@@ -256,4 +256,4 @@ SuffixPlan suffix_plan(const std::vector<std::string>& patterns) {
   return p;
 }
 
-}  // namespace mltap::ebpf::plan
+}  // namespace mltap::bpf::plan

@@ -13,9 +13,9 @@
 #include <string_view>
 #include <vector>
 
-#include "mltap/ebpf/config.hpp"
+#include "bpf/config.hpp"
 
-namespace mltap::ebpf::plan {
+namespace mltap::bpf::plan {
 
 // libbpf's warnings, so that a failed load or attach can say why.
 class LibbpfLog {
@@ -102,4 +102,4 @@ struct SuffixPlan {
 };
 SuffixPlan suffix_plan(const std::vector<std::string>& patterns);
 
-}  // namespace mltap::ebpf::plan
+}  // namespace mltap::bpf::plan

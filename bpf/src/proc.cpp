@@ -1,4 +1,4 @@
-#include "proc.hpp"
+#include "bpf/src/proc.hpp"
 
 #include <dirent.h>
 #include <unistd.h>
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace mltap::ebpf::proc {
+namespace mltap::bpf::proc {
 namespace {
 
 std::optional<std::string> slurp(const std::string& path, std::size_t max = 64 * 1024) {
@@ -102,4 +102,4 @@ std::optional<std::uint64_t> read_cap_mask(const std::string& status_path, const
   return std::nullopt;
 }
 
-}  // namespace mltap::ebpf::proc
+}  // namespace mltap::bpf::proc

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-namespace mltap::ebpf::proc {
+namespace mltap::bpf::proc {
 
 struct ProcStat {
   std::string comm;
@@ -31,4 +31,4 @@ std::optional<std::string> read_link(const std::string& proc_root, std::uint32_t
 // Capability sets of a thread ("CapEff", "CapPrm", ...) from .../status.
 std::optional<std::uint64_t> read_cap_mask(const std::string& status_path, const std::string& key);
 
-}  // namespace mltap::ebpf::proc
+}  // namespace mltap::bpf::proc

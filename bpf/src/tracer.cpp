@@ -1,4 +1,4 @@
-#include "mltap/ebpf/tracer.hpp"
+#include "bpf/tracer.hpp"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -33,25 +33,31 @@
 #include <thread>
 #include <unordered_map>
 
-#include "file_watch.hpp"
-#include "loader.hpp"
-#include "probe_plan.hpp"
+#include "bpf/mltap_events.h"
+#include "bpf/src/file_watch.hpp"
+#include "bpf/src/loader.hpp"
+#include "bpf/src/probe_plan.hpp"
+#include "bpf/src/proc.hpp"
+#include "bpf/src/wall_clock.hpp"
 #include "mltap.skel.h"
-#include "mltap_events.h"
-#include "proc.hpp"
-#include "wall_clock.hpp"
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
+
+using core::kHistogramSlots;
+using core::Log2Histogram;
+using core::ProbeStatus;
+using core::ProgramStats;
+using core::TracerStats;
 
 static_assert(kHistogramSlots == MLTAP_HIST_SLOTS, "histogram layout must match the kernel side");
 static_assert(sizeof(mltap_hist) == sizeof(std::uint64_t) * (MLTAP_HIST_SLOTS + 2));
 
 namespace {
 
-using correlate::EventKind;
-using correlate::FileOp;
-using correlate::ProcessRef;
-using correlate::SystemEvent;
+using core::EventKind;
+using core::FileOp;
+using core::ProcessRef;
+using core::SystemEvent;
 
 constexpr std::uint32_t kMaxComponents = 4096;
 
@@ -881,7 +887,7 @@ const TracerConfig& Tracer::config() const noexcept { return impl_->cfg; }
 
 void Tracer::start(EventCallback on_event) {
   Impl& m = *impl_;
-  if (m.started.exchange(true)) throw std::logic_error("ebpf::Tracer::start called twice");
+  if (m.started.exchange(true)) throw std::logic_error("bpf::Tracer::start called twice");
   m.on_event = std::move(on_event);
   for (std::size_t i = 0; i < kProbeCount; ++i) {
     const auto p = static_cast<Probe>(i);
@@ -1094,7 +1100,7 @@ TracerStats Tracer::stats() const {
   std::lock_guard lk(m.mu);
   s.probes.assign(m.status.begin(), m.status.end());
   for (const auto& [k, n] : m.counts) {
-    s.events.push_back({k.first, std::string(correlate::event_kind_name(k.second)), n});
+    s.events.push_back({k.first, std::string(core::event_kind_name(k.second)), n});
   }
   for (std::uint32_t i = 0; i < MLTAP_PROG_COUNT; ++i) s.lost_by_program[std::string(prog_label(i))] = lost[i];
   s.lost_by_program["file_watch"] = m.fanotify_overflows;
@@ -1127,4 +1133,4 @@ std::vector<std::string> Tracer::capabilities_needed_after_start() const {
   return {};
 }
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

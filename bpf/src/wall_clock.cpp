@@ -1,9 +1,9 @@
-#include "wall_clock.hpp"
+#include "bpf/src/wall_clock.hpp"
 
 #include <ctime>
 #include <limits>
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
 namespace {
 
 std::int64_t read_ns(clockid_t id) noexcept {
@@ -36,4 +36,4 @@ std::uint64_t WallClock::unix_now_ns() noexcept {
   return static_cast<std::uint64_t>(read_ns(CLOCK_REALTIME));
 }
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

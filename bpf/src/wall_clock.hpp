@@ -7,7 +7,7 @@
 
 #include <cstdint>
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
 
 class WallClock {
  public:
@@ -25,4 +25,4 @@ class WallClock {
   std::int64_t offset_ns_ = 0;
 };
 
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

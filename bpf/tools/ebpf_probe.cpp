@@ -11,35 +11,35 @@
 #include <cstdio>
 #include <iostream>
 
+#include "bpf/capabilities.hpp"
+#include "bpf/tracer.hpp"
 #include "core/config_reader.hpp"
-#include "mltap/ebpf/capabilities.hpp"
-#include "mltap/ebpf/tracer.hpp"
 
 int main(int argc, char** argv) {
   using namespace mltap;
   spdlog::set_default_logger(spdlog::stderr_color_mt("probe"));
   spdlog::cfg::load_env_levels();  // SPDLOG_LEVEL=debug shows libbpf's messages
-  ebpf::TracerConfig cfg;
-  cfg.probes[static_cast<std::size_t>(ebpf::Probe::file_syscalls)] = true;
+  bpf::TracerConfig cfg;
+  cfg.probes[static_cast<std::size_t>(bpf::Probe::file_syscalls)] = true;
   try {
     if (argc > 2) {
       std::cerr << "usage: mltap_ebpf_probe [CONFIG.yaml]\n";
       return 2;
     }
     if (argc == 2) {
-      YAML::Node root = config::load_file(argv[1]);
-      config::ConfigSection top(root, argv[1], "");
+      auto root = core::load_file(argv[1]);
+      core::ConfigSection top(root, argv[1], "");
       auto sec = top.child("ebpf");
-      cfg = ebpf::parse_tracer_config(sec);
+      cfg = bpf::parse_tracer_config(sec);
     }
   } catch (const std::exception& e) {
     std::cerr << "mltap_ebpf_probe: " << e.what() << "\n";
     return 2;
   }
   nlohmann::json out;
-  out["capabilities_before"] = ebpf::effective_capabilities();
-  ebpf::Tracer tracer(cfg);
-  tracer.start([](const correlate::SystemEvent&) {});
+  out["capabilities_before"] = bpf::effective_capabilities();
+  bpf::Tracer tracer(cfg);
+  tracer.start([](const core::SystemEvent&) {});
   for (const auto& p : tracer.probe_status()) {
     out["probes"].push_back({{"probe", p.probe}, {"up", p.up}, {"method", p.method}, {"reason", p.reason}});
   }

@@ -1,4 +1,4 @@
-#include "alertmanager/alertmanager_pusher.hpp"
+#include "exporters/alertmanager/alertmanager_pusher.hpp"
 
 #include <sys/stat.h>
 
@@ -112,21 +112,21 @@ std::string format_rfc3339(std::uint64_t unix_ns) {
   return buf;
 }
 
-std::string alert_name_for(detect::FindingKind kind) {
+std::string alert_name_for(core::FindingKind kind) {
   switch (kind) {
-    case detect::FindingKind::drift: return "MltapStreamDrift";
-    case detect::FindingKind::data_quality: return "MltapStreamDataQuality";
-    case detect::FindingKind::schema_change: return "MltapStreamSchemaChanged";
-    case detect::FindingKind::staleness: return "MltapStreamStale";
-    case detect::FindingKind::throughput: return "MltapStreamThroughputChange";
-    case detect::FindingKind::sequential_change: return "MltapStreamSequentialChange";
-    case detect::FindingKind::prediction_drift: return "MltapPredictionDrift";
-    case detect::FindingKind::embedding_drift: return "MltapEmbeddingDrift";
+    case core::FindingKind::drift: return "MltapStreamDrift";
+    case core::FindingKind::data_quality: return "MltapStreamDataQuality";
+    case core::FindingKind::schema_change: return "MltapStreamSchemaChanged";
+    case core::FindingKind::staleness: return "MltapStreamStale";
+    case core::FindingKind::throughput: return "MltapStreamThroughputChange";
+    case core::FindingKind::sequential_change: return "MltapStreamSequentialChange";
+    case core::FindingKind::prediction_drift: return "MltapPredictionDrift";
+    case core::FindingKind::embedding_drift: return "MltapEmbeddingDrift";
   }
-  return "MltapFinding" + camel(detect::finding_kind_name(kind));
+  return "MltapFinding" + camel(core::finding_kind_name(kind));
 }
 
-AlertmanagerConfig parse_alertmanager_config(config::ConfigSection s) {
+AlertmanagerConfig parse_alertmanager_config(core::ConfigSection s) {
   AlertmanagerConfig c;
   if (auto u = s.get_string("url")) {
     if (!split_url(*u)) s.fail("url", "expected http://host:port or https://host:port[/prefix], got '" + *u + "'");
@@ -159,8 +159,8 @@ AlertmanagerConfig parse_alertmanager_config(config::ConfigSection s) {
     c.bearer_token_file = *t;
   }
   if (auto m = s.get_enum("min_severity", {"info", "warning", "critical"})) {
-    c.min_severity = *m == "info" ? detect::Severity::info : *m == "warning" ? detect::Severity::warning
-                                                                            : detect::Severity::critical;
+    c.min_severity = *m == "info" ? core::Severity::info : *m == "warning" ? core::Severity::warning
+                                                                            : core::Severity::critical;
   }
   if (auto m = s.get_int("max_alerts_per_post", 1, 10000)) c.max_alerts_per_post = static_cast<std::uint32_t>(*m);
   s.finish();
@@ -169,14 +169,14 @@ AlertmanagerConfig parse_alertmanager_config(config::ConfigSection s) {
 
 nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerConfig& config,
                                 std::uint64_t ends_at_ns) {
-  const detect::Finding& f = pf.finding;
+  const core::Finding& f = pf.finding;
   nlohmann::json labels = nlohmann::json::object();
   for (const auto& [k, v] : config.labels) labels[k] = v;
   labels["alertname"] = alert_name_for(f.kind);
   labels["stream"] = f.stream;
   labels["component"] = f.component;
-  labels["kind"] = std::string(detect::finding_kind_name(f.kind));
-  labels["severity"] = std::string(detect::severity_name(f.severity));
+  labels["kind"] = std::string(core::finding_kind_name(f.kind));
+  labels["severity"] = std::string(core::severity_name(f.severity));
 
   std::string top_names;
   std::ostringstream top;
@@ -190,7 +190,7 @@ nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerCon
   }
   std::ostringstream description;
   description << "Stream " << f.stream << " (component " << f.component << "): "
-              << detect::finding_kind_name(f.kind);
+              << core::finding_kind_name(f.kind);
   if (!f.reason.empty()) description << " (" << f.reason << ")";
   description << " since " << format_rfc3339(f.opened_unix_ns) << ", based on " << f.window_records
               << " records. Top features: " << (f.top.empty() ? std::string("not reported") : top.str()) << ".";
@@ -199,7 +199,7 @@ nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerCon
     related += (i ? "\n" : "") + clip(pf.related_events[i], 300);
   }
   nlohmann::json annotations = {
-      {"summary", clip(f.summary.empty() ? std::string(detect::finding_kind_name(f.kind)) + " on stream " + f.stream
+      {"summary", clip(f.summary.empty() ? std::string(core::finding_kind_name(f.kind)) + " on stream " + f.stream
                                          : f.summary,
                        512)},
       {"description", clip(description.str(), 4096)},
@@ -252,7 +252,7 @@ void AlertmanagerPusher::notify() {
   cv_.notify_all();
 }
 
-AlertmanagerPusher::Counts AlertmanagerPusher::counts() const noexcept {
+core::AlertPushCounts AlertmanagerPusher::counts() const noexcept {
   return {ok_.load(), failed_.load(), rejected_.load()};
 }
 
@@ -385,22 +385,6 @@ bool AlertmanagerPusher::post(const nlohmann::json& alerts) {
   failed_.fetch_add(1);
   spdlog::warn("alertmanager push: {} answered {}", scheme_host_port_, res->status);
   return false;
-}
-
-std::vector<prometheus::MetricFamily> AlertmanagerPushCollector::Collect() const {
-  prometheus::MetricFamily f;
-  f.name = "mltap_alertmanager_pushes_total";
-  f.help = "Direct pushes of findings to Alertmanager, by result.";
-  f.type = prometheus::MetricType::Counter;
-  const auto c = pusher_.counts();
-  const std::pair<const char*, std::uint64_t> rows[] = {{"ok", c.ok}, {"failed", c.failed}, {"rejected", c.rejected}};
-  for (const auto& [result, n] : rows) {
-    prometheus::ClientMetric m;
-    m.label.push_back({"result", result});
-    m.counter.value = static_cast<double>(n);
-    f.metric.push_back(std::move(m));
-  }
-  return {std::move(f)};
 }
 
 }  // namespace mltap::alertmanager

@@ -23,11 +23,10 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
-#include <prometheus/collectable.h>
-#include <prometheus/metric_family.h>
 
+#include "core/alert.hpp"
 #include "core/config_reader.hpp"
-#include "detectors/finding.hpp"
+#include "core/finding.hpp"
 
 namespace mltap::alertmanager {
 
@@ -42,16 +41,16 @@ struct AlertmanagerConfig {
   std::string external_url;                    // mltapd's own URL for finding links
   std::vector<std::pair<std::string, std::string>> labels;  // static labels ("job=mltapd")
   std::string bearer_token_file;               // optional auth towards Alertmanager
-  detect::Severity min_severity = detect::Severity::warning;
+  core::Severity min_severity = core::Severity::warning;
   std::uint32_t max_alerts_per_post = 500;
 };
 
-// The `alertmanager:` section. Throws config::ConfigError.
-AlertmanagerConfig parse_alertmanager_config(config::ConfigSection section);
+// The `alertmanager:` section. Throws core::ConfigError.
+AlertmanagerConfig parse_alertmanager_config(core::ConfigSection section);
 
 // A finding with the correlator's related events (human-readable, most relevant first).
 struct PushableFinding {
-  detect::Finding finding;
+  core::Finding finding;
   std::vector<std::string> related_events;
 };
 // Current findings, open and recently closed. Called on the pusher's thread: must be thread-safe
@@ -59,7 +58,7 @@ struct PushableFinding {
 using FindingsProvider = std::function<std::vector<PushableFinding>()>;
 
 // "MltapStreamDrift", "MltapStreamDataQuality", ...: the Prometheus rule for the same kind.
-std::string alert_name_for(detect::FindingKind kind);
+std::string alert_name_for(core::FindingKind kind);
 
 // One Alertmanager v2 postable alert for `f`. `ends_at_ns` = 0 leaves endsAt out.
 nlohmann::json finding_to_alert(const PushableFinding& f, const AlertmanagerConfig& config,
@@ -81,12 +80,8 @@ class AlertmanagerPusher {
   // Look at the findings now (e.g. the detector engine opened or closed one).
   void notify();
 
-  struct Counts {
-    std::uint64_t ok = 0;        // posts Alertmanager accepted (2xx)
-    std::uint64_t failed = 0;    // connection errors, timeouts, 5xx (retried)
-    std::uint64_t rejected = 0;  // 4xx (logged; the alerts are retried at the next interval)
-  };
-  Counts counts() const noexcept;
+  // What mltap_alertmanager_pushes_total{result} shows.
+  core::AlertPushCounts counts() const noexcept;
   std::size_t tracked() const;  // findings currently pushed as open
 
  private:
@@ -118,16 +113,6 @@ class AlertmanagerPusher {
   std::chrono::steady_clock::time_point retry_at_{};
 
   std::atomic<std::uint64_t> ok_{0}, failed_{0}, rejected_{0};
-};
-
-// mltap_alertmanager_pushes_total{result}.
-class AlertmanagerPushCollector : public prometheus::Collectable {
- public:
-  explicit AlertmanagerPushCollector(const AlertmanagerPusher& pusher) : pusher_(pusher) {}
-  std::vector<prometheus::MetricFamily> Collect() const override;
-
- private:
-  const AlertmanagerPusher& pusher_;
 };
 
 }  // namespace mltap::alertmanager

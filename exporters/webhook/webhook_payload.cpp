@@ -1,4 +1,4 @@
-#include "webhook/webhook_payload.hpp"
+#include "exporters/webhook/webhook_payload.hpp"
 
 #include <cctype>
 #include <limits>
@@ -61,20 +61,20 @@ class Reader {
     }
     return s;
   }
-  react::AlertStatus status(const json& obj, const std::string& where) const {
+  core::AlertStatus status(const json& obj, const std::string& where) const {
     const std::string s = string(obj, "status", where);
-    if (s == "firing") return react::AlertStatus::firing;
-    if (s == "resolved") return react::AlertStatus::resolved;
+    if (s == "firing") return core::AlertStatus::firing;
+    if (s == "resolved") return core::AlertStatus::resolved;
     throw Fail{PayloadError::invalid, where + "status: '" + s.substr(0, 64) + "' is neither firing nor resolved"};
   }
-  react::LabelSet labels(const json& obj, const char* key, const std::string& where,
+  core::LabelSet labels(const json& obj, const char* key, const std::string& where,
                          std::size_t max_value) const {
     const json& v = field(obj, key, where);
     if (!v.is_object()) throw Fail{PayloadError::invalid, where + key + ": must be an object"};
     if (v.size() > limits_.max_labels) {
       throw Fail{PayloadError::invalid, where + key + ": more than " + std::to_string(limits_.max_labels) + " entries"};
     }
-    react::LabelSet out;
+    core::LabelSet out;
     for (auto it = v.begin(); it != v.end(); ++it) {
       if (!valid_label_name(it.key())) {
         throw Fail{PayloadError::invalid, where + key + ": '" + it.key().substr(0, 64) + "' is not a label name"};

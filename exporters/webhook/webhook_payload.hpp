@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-#include "reactions/alert.hpp"
+#include "core/alert.hpp"
 
 namespace mltap::webhook {
 
@@ -24,9 +24,9 @@ struct PayloadLimits {
 };
 
 struct WebhookAlert {
-  react::AlertStatus status = react::AlertStatus::firing;
-  react::LabelSet labels;
-  react::LabelSet annotations;
+  core::AlertStatus status = core::AlertStatus::firing;
+  core::LabelSet labels;
+  core::LabelSet annotations;
   std::string starts_at;
   std::string ends_at;
   std::int64_t starts_at_unix_ns = 0;  // normalized, for idempotency keys
@@ -38,11 +38,11 @@ struct WebhookPayload {
   std::string version;
   std::string group_key;
   std::uint64_t truncated_alerts = 0;
-  react::AlertStatus status = react::AlertStatus::firing;
+  core::AlertStatus status = core::AlertStatus::firing;
   std::string receiver;
-  react::LabelSet group_labels;
-  react::LabelSet common_labels;
-  react::LabelSet common_annotations;
+  core::LabelSet group_labels;
+  core::LabelSet common_labels;
+  core::LabelSet common_annotations;
   std::string external_url;
   std::vector<WebhookAlert> alerts;
 };

@@ -1,4 +1,4 @@
-#include "webhook/webhook_receiver.hpp"
+#include "exporters/webhook/webhook_receiver.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -8,7 +8,6 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -46,7 +45,7 @@ bool token_char(char c) {
 
 }  // namespace
 
-WebhookConfig parse_webhook_config(config::ConfigSection s) {
+WebhookConfig parse_webhook_config(core::ConfigSection s) {
   WebhookConfig c;
   if (auto t = s.get_string("token_file")) {
     if (t->empty() || t->front() != '/') s.fail("token_file", "must be an absolute path");
@@ -136,10 +135,10 @@ std::size_t DedupCache::size() const {
   return expiry_.size();
 }
 
-WebhookReceiver::WebhookReceiver(WebhookConfig config, std::string token, react::ReactionEngine& engine)
+WebhookReceiver::WebhookReceiver(WebhookConfig config, std::string token, core::AlertSink& sink)
     : config_(std::move(config)),
       token_(std::move(token)),
-      engine_(engine),
+      sink_(sink),
       dedup_(config_.dedup_entries, config_.dedup_ttl) {
   if (token_.empty()) throw std::invalid_argument("webhook receiver needs a bearer token");
 }
@@ -197,12 +196,12 @@ WebhookResponse WebhookReceiver::handle_body(std::string_view body) {
   const auto now = Clock::now();
 
   // Build every event first so that an unknown reaction refuses the whole request (nothing queued).
-  std::vector<react::AlertEvent> events;
+  std::vector<core::AlertEvent> events;
   events.reserve(p.alerts.size());
   std::vector<std::string> keys;
   keys.reserve(p.alerts.size());
   for (auto& a : p.alerts) {
-    react::AlertEvent e;
+    core::AlertEvent e;
     e.fingerprint = a.fingerprint;
     e.status = a.status;
     e.labels = std::move(a.labels);
@@ -212,15 +211,15 @@ WebhookResponse WebhookReceiver::handle_body(std::string_view body) {
     e.generator_url = std::move(a.generator_url);
     e.receiver = p.receiver;
     e.received = now;
-    if (auto unknown = engine_.unknown_requested(e); !unknown.empty()) {
+    if (auto unknown = sink_.unknown_requested(e); !unknown.empty()) {
       std::string names;
       for (const auto& n : unknown) names += (names.empty() ? "" : ", ") + n.substr(0, 64);
       const std::string msg = "alert " + e.fingerprint + " asks for unknown reaction(s): " + names;
-      engine_.audit_rejected(e, "unknown_reaction", msg);
+      sink_.audit_rejected(e, "unknown_reaction", msg);
       spdlog::warn("webhook: {}", msg);
       return error_response(422, msg);
     }
-    keys.push_back(a.fingerprint + "|" + std::string(react::alert_status_name(a.status)) + "|" +
+    keys.push_back(a.fingerprint + "|" + std::string(core::alert_status_name(a.status)) + "|" +
                    std::to_string(a.starts_at_unix_ns));
     events.push_back(std::move(e));
   }
@@ -231,12 +230,12 @@ WebhookResponse WebhookReceiver::handle_body(std::string_view body) {
       ++duplicates;
       continue;
     }
-    const auto submitted = engine_.submit(std::move(events[i]));
-    if (submitted != react::ReactionEngine::Submit::accepted) {
+    const auto submitted = sink_.submit(std::move(events[i]));
+    if (submitted != core::AlertSink::Submit::accepted) {
       dedup_.release(keys[i]);
       alerts_accepted_.fetch_add(accepted);
       alerts_duplicate_.fetch_add(duplicates);
-      const bool full = submitted == react::ReactionEngine::Submit::queue_full;
+      const bool full = submitted == core::AlertSink::Submit::queue_full;
       auto r = error_response(503, full ? "reaction queue full; " + std::to_string(accepted) +
                                               " alerts of this request were queued, retry for the rest"
                                         : "mltapd is stopping");
@@ -250,58 +249,6 @@ WebhookResponse WebhookReceiver::handle_body(std::string_view body) {
   WebhookResponse r;
   r.body = nlohmann::json{{"status", "success"}, {"accepted", accepted}, {"duplicates", duplicates}}.dump();
   return r;
-}
-
-void register_webhook_routes(httplib::Server& server, WebhookReceiver& receiver) {
-  auto write = [&receiver](httplib::Response& res, const WebhookResponse& r, bool close) {
-    receiver.count(r.status);
-    res.status = r.status;
-    for (const auto& [k, v] : r.headers) res.set_header(k, v);
-    // Whatever of the body is left unread must not be parsed as the next request.
-    if (close) res.set_header("Connection", "close");
-    res.set_content(r.body, "application/json");
-  };
-  server.Post(kWebhookPath, [&receiver, write](const httplib::Request& req, httplib::Response& res,
-                                               const httplib::ContentReader& reader) {
-    try {
-      std::optional<std::uint64_t> length;
-      if (req.has_header("Content-Length")) {
-        try {
-          length = std::stoull(req.get_header_value("Content-Length"));
-        } catch (...) {
-          write(res, receiver.body_too_large(), true);
-          return;
-        }
-      }
-      if (auto refused = receiver.check_request(req.get_header_value("Authorization"),
-                                                req.get_header_value("Content-Type"), length)) {
-        write(res, *refused, true);
-        return;
-      }
-      const std::uint64_t max = receiver.config().max_body_bytes;
-      std::string body;
-      bool too_large = false;
-      reader([&](const char* data, std::size_t n) {
-        if (body.size() + n > max) {
-          too_large = true;
-          return false;
-        }
-        body.append(data, n);
-        return true;
-      });
-      if (too_large) {
-        write(res, receiver.body_too_large(), true);
-        return;
-      }
-      write(res, receiver.handle_body(body), false);
-    } catch (const std::exception& e) {
-      spdlog::error("webhook: {}", e.what());
-      WebhookResponse r;
-      r.status = 500;
-      r.body = R"({"status":"error","error":"internal error"})";
-      write(res, r, true);
-    }
-  });
 }
 
 }  // namespace mltap::webhook

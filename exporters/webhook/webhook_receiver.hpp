@@ -8,7 +8,8 @@
 //   415 content type is not application/json       not retried
 //   422 valid JSON that breaks the contract (version, field, too many alerts, unknown reaction)
 //   503 reaction queue full / mltapd stopping      retried (Retry-After: 1)
-// The handler never waits for a reaction: alerts go to the reaction engine's bounded queue.
+// The handler never waits for a reaction: alerts go to a core::AlertSink (the reaction engine's
+// bounded queue). The HTTP route that calls it is agent/api/webhook_route.*.
 // Alertmanager retries, so each alert is taken once per (fingerprint, status, startsAt).
 #pragma once
 
@@ -25,13 +26,9 @@
 #include <utility>
 #include <vector>
 
+#include "core/alert.hpp"
 #include "core/config_reader.hpp"
-#include "reactions/reaction_engine.hpp"
-#include "webhook/webhook_payload.hpp"
-
-namespace httplib {
-class Server;
-}
+#include "exporters/webhook/webhook_payload.hpp"
 
 namespace mltap::webhook {
 
@@ -48,8 +45,8 @@ struct WebhookConfig {
   std::chrono::nanoseconds dedup_ttl = 24h;
 };
 
-// The `webhook:` section. Throws config::ConfigError.
-WebhookConfig parse_webhook_config(config::ConfigSection section);
+// The `webhook:` section. Throws core::ConfigError.
+WebhookConfig parse_webhook_config(core::ConfigSection section);
 
 // Reads the bearer token: a regular file of at most 4 KiB, not readable or writable by others,
 // holding one token of at least 16 characters from [A-Za-z0-9-._~+/=]; surrounding whitespace is
@@ -85,8 +82,8 @@ class DedupCache {
 
 class WebhookReceiver {
  public:
-  // `engine` must outlive the receiver and the routes registered with it.
-  WebhookReceiver(WebhookConfig config, std::string token, react::ReactionEngine& engine);
+  // `sink` must outlive the receiver and the routes registered with it.
+  WebhookReceiver(WebhookConfig config, std::string token, core::AlertSink& sink);
 
   // Before reading the body: auth, content type, declared length. A response means "refuse".
   std::optional<WebhookResponse> check_request(std::string_view authorization,
@@ -106,16 +103,12 @@ class WebhookReceiver {
  private:
   WebhookConfig config_;
   std::string token_;
-  react::ReactionEngine& engine_;
+  core::AlertSink& sink_;
   DedupCache dedup_;
   static constexpr std::array<int, 10> kCodes = {200, 400, 401, 403, 404, 413, 415, 422, 500, 503};
   std::array<std::atomic<std::uint64_t>, kCodes.size()> by_code_{};
   std::atomic<std::uint64_t> alerts_accepted_{0};
   std::atomic<std::uint64_t> alerts_duplicate_{0};
 };
-
-// Mounts POST kWebhookPath on `server`. The body is read incrementally and refused past
-// max_body_bytes; nothing is read before the token is checked.
-void register_webhook_routes(httplib::Server& server, WebhookReceiver& receiver);
 
 }  // namespace mltap::webhook

@@ -2,35 +2,36 @@
 // (packaging/mltapd.yaml) equal to the embedded defaults.
 #include <gtest/gtest.h>
 
+#include "agent/mltapd/agent_config.hpp"
 #include "core/config_reader.hpp"
-#include "mltapd/agent_config.hpp"
 
 namespace mltap::test {
 namespace {
 
-using config::ConfigError;
+using core::ConfigError;
+
 using namespace std::chrono_literals;
 
 TEST(ConfigReader, DurationsAndSizes) {
-  EXPECT_EQ(config::parse_duration("250ms"), 250ms);
-  EXPECT_EQ(config::parse_duration("5s"), 5s);
-  EXPECT_EQ(config::parse_duration("2m"), 120s);
-  EXPECT_EQ(config::parse_duration("1.5s"), 1500ms);
-  EXPECT_EQ(config::parse_duration("3"), 3s);
-  EXPECT_FALSE(config::parse_duration("-1s"));
-  EXPECT_FALSE(config::parse_duration("5 parsecs"));
-  EXPECT_FALSE(config::parse_duration("1e9s"));
-  EXPECT_FALSE(config::parse_duration(""));
-  EXPECT_EQ(config::parse_bytes("4MiB"), 4u << 20);
-  EXPECT_EQ(config::parse_bytes("64KiB"), 65536u);
-  EXPECT_EQ(config::parse_bytes("4096"), 4096u);
-  EXPECT_FALSE(config::parse_bytes("1.5B"));
-  EXPECT_FALSE(config::parse_bytes("4 MB2"));
+  EXPECT_EQ(core::parse_duration("250ms"), 250ms);
+  EXPECT_EQ(core::parse_duration("5s"), 5s);
+  EXPECT_EQ(core::parse_duration("2m"), 120s);
+  EXPECT_EQ(core::parse_duration("1.5s"), 1500ms);
+  EXPECT_EQ(core::parse_duration("3"), 3s);
+  EXPECT_FALSE(core::parse_duration("-1s"));
+  EXPECT_FALSE(core::parse_duration("5 parsecs"));
+  EXPECT_FALSE(core::parse_duration("1e9s"));
+  EXPECT_FALSE(core::parse_duration(""));
+  EXPECT_EQ(core::parse_bytes("4MiB"), 4u << 20);
+  EXPECT_EQ(core::parse_bytes("64KiB"), 65536u);
+  EXPECT_EQ(core::parse_bytes("4096"), 4096u);
+  EXPECT_FALSE(core::parse_bytes("1.5B"));
+  EXPECT_FALSE(core::parse_bytes("4 MB2"));
 }
 
 ConfigError error_of(const std::string& yaml) {
   try {
-    agent::parse_agent_config_text(yaml, "test.yaml");
+    mltapd::parse_agent_config_text(yaml, "test.yaml");
   } catch (const ConfigError& e) {
     return e;
   }
@@ -73,7 +74,7 @@ TEST(AgentConfig, ErrorsNameFileLineAndColumn) {
 }
 
 TEST(AgentConfig, ValuesAreApplied) {
-  const auto c = agent::parse_agent_config_text(
+  const auto c = mltapd::parse_agent_config_text(
       "agent: {listen: '[::1]:1234', log_level: debug}\n"
       "ingest: {namespace: prod, scan_interval: 1s, max_streams: 10, max_segment_bytes: 1GiB}\n",
       "t.yaml");
@@ -83,22 +84,22 @@ TEST(AgentConfig, ValuesAreApplied) {
   EXPECT_EQ(c.ingest.scan_interval, 1s);
   EXPECT_EQ(c.ingest.max_streams, 10u);
   EXPECT_EQ(c.ingest.reader.max_segment_bytes, 1ull << 30);
-  const auto e = agent::parse_agent_config_text(
+  const auto e = mltapd::parse_agent_config_text(
       "agent: {drop_capabilities: false, keep_capabilities: [CAP_KILL]}\n"
       "ebpf: {attach_mode: raw_tp, probes: {runqueue: false}, files: {watch_dirs: [/srv/models]}}\n",
       "t.yaml");
   EXPECT_FALSE(e.agent.drop_capabilities);
   EXPECT_EQ(e.agent.keep_capabilities, std::vector<std::string>{"CAP_KILL"});
-  EXPECT_EQ(e.ebpf.attach_mode, ebpf::AttachMode::raw_tp);
-  EXPECT_FALSE(e.ebpf.probe_enabled(ebpf::Probe::runqueue));
-  EXPECT_TRUE(e.ebpf.probe_enabled(ebpf::Probe::exec));
+  EXPECT_EQ(e.ebpf.attach_mode, bpf::AttachMode::raw_tp);
+  EXPECT_FALSE(e.ebpf.probe_enabled(bpf::Probe::runqueue));
+  EXPECT_TRUE(e.ebpf.probe_enabled(bpf::Probe::exec));
   EXPECT_EQ(e.ebpf.files.watch_dirs, std::vector<std::string>{"/srv/models"});
 }
 
 // packaging/mltapd.yaml documents the defaults: parsing it must change nothing.
 TEST(AgentConfig, DocumentedFileEqualsEmbeddedDefaults) {
-  const auto file = agent::load_agent_config(std::string(MLTAP_SOURCE_DIR) + "/packaging/mltapd.yaml");
-  const agent::AgentConfig d;
+  const auto file = mltapd::load_agent_config(std::string(MLTAP_SOURCE_DIR) + "/packaging/mltapd.yaml");
+  const mltapd::AgentConfig d;
   EXPECT_EQ(file.agent.listen, d.agent.listen);
   EXPECT_EQ(file.agent.log_level, d.agent.log_level);
   EXPECT_EQ(file.agent.drop_capabilities, d.agent.drop_capabilities);

@@ -6,11 +6,12 @@
 #include <gtest/gtest.h>
 #include <prometheus/text_serializer.h>
 
-#include "alertmanager/alertmanager_pusher.hpp"
 #include "core/config_reader.hpp"
+#include "exporters/alertmanager/alertmanager_pusher.hpp"
+#include "exporters/metrics/alertmanager_metrics.hpp"
+#include "exporters/webhook/webhook_payload.hpp"
 #include "support/alertmanager_process.hpp"
 #include "support/test_util.hpp"
-#include "webhook/webhook_payload.hpp"
 
 namespace mltap::alertmanager {
 namespace {
@@ -43,13 +44,13 @@ class Findings {
   std::vector<PushableFinding> findings_;
 };
 
-PushableFinding drift_finding(std::uint64_t id, detect::Severity severity = detect::Severity::critical) {
+PushableFinding drift_finding(std::uint64_t id, core::Severity severity = core::Severity::critical) {
   PushableFinding p;
   auto& f = p.finding;
   f.id = id;
   f.stream = "fraud";
   f.component = "scorer";
-  f.kind = detect::FindingKind::drift;
+  f.kind = core::FindingKind::drift;
   f.reason = "psi";
   f.severity = severity;
   f.opened_unix_ns = now_ns() - 10'000'000'000ull;
@@ -91,8 +92,8 @@ TEST(AlertmanagerPush, FindingAppearsIsRefreshedAndResolves) {
   pusher.start();
 
   PushableFinding drift = drift_finding(42);
-  PushableFinding info = drift_finding(43, detect::Severity::info);  // below min_severity
-  info.finding.kind = detect::FindingKind::throughput;
+  PushableFinding info = drift_finding(43, core::Severity::info);  // below min_severity
+  info.finding.kind = core::FindingKind::throughput;
   const auto t0 = std::chrono::steady_clock::now();
   findings.set({drift, info});
   pusher.notify();
@@ -144,7 +145,7 @@ TEST(AlertmanagerPush, FindingAppearsIsRefreshedAndResolves) {
   EXPECT_EQ(pusher.counts().failed, 0u);
   EXPECT_EQ(pusher.counts().rejected, 0u);
 
-  AlertmanagerPushCollector collector(pusher);
+  metrics::AlertmanagerPushCollector collector([&pusher] { return pusher.counts(); });
   const std::string text = prometheus::TextSerializer().Serialize(collector.Collect());
   EXPECT_NE(text.find("mltap_alertmanager_pushes_total{result=\"failed\"} 0"), std::string::npos) << text;
 }
@@ -155,11 +156,11 @@ TEST(AlertmanagerPush, VanishedFindingAndSeverityChangeAreResolved) {
   Findings findings;
   AlertmanagerPusher pusher(push_config(am.url()), findings.provider());
   pusher.start();
-  PushableFinding f = drift_finding(7, detect::Severity::warning);
+  PushableFinding f = drift_finding(7, core::Severity::warning);
   findings.set({f});
   ASSERT_TRUE(mltap::testing::wait_until([&] { return !find_alert(am.alerts(), "MltapStreamDrift", "warning").is_null(); }, 10s));
   // Severity rises: a new label set; the warning alert must not linger until its endsAt.
-  f.finding.severity = detect::Severity::critical;
+  f.finding.severity = core::Severity::critical;
   findings.set({f});
   ASSERT_TRUE(mltap::testing::wait_until(
       [&] {
@@ -199,8 +200,8 @@ TEST(AlertmanagerPush, RetriesUntilAlertmanagerAnswers) {
 
 TEST(AlertmanagerConfigSection, ParsesAndRefuses) {
   auto parse = [](const std::string& yaml) {
-    YAML::Node root = config::load_text(yaml, "c.yaml");
-    return parse_alertmanager_config(config::ConfigSection(root, "c.yaml", "").child("alertmanager"));
+    auto root = core::load_text(yaml, "c.yaml");
+    return parse_alertmanager_config(core::ConfigSection(root, "c.yaml", "").child("alertmanager"));
   };
   const auto c = parse("alertmanager:\n  url: http://am:9093/prefix\n  interval: 30s\n  labels: ['job=mltapd']\n");
   EXPECT_TRUE(c.enabled);
@@ -212,9 +213,9 @@ TEST(AlertmanagerConfigSection, ParsesAndRefuses) {
                           "alertmanager:\n  url: http://am:9093\n  labels: ['stream=x']\n",
                           "alertmanager:\n  url: http://am:9093\n  interval: 1s\n  timeout: 10s\n",
                           "alertmanager:\n  url: http://am:9093\n  urls: x\n"}) {
-    EXPECT_THROW(parse(bad), config::ConfigError) << bad;
+    EXPECT_THROW(parse(bad), core::ConfigError) << bad;
   }
-  EXPECT_EQ(alert_name_for(detect::FindingKind::schema_change), "MltapStreamSchemaChanged");
+  EXPECT_EQ(alert_name_for(core::FindingKind::schema_change), "MltapStreamSchemaChanged");
 }
 
 }  // namespace

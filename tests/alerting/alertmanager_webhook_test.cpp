@@ -4,13 +4,14 @@
 // refused with 403 and runs nothing.
 #include <gtest/gtest.h>
 
+#include "agent/reactions/reaction_engine.hpp"
 #include "core/config_reader.hpp"
+#include "exporters/webhook/webhook_payload.hpp"
+#include "exporters/webhook/webhook_receiver.hpp"
 #include "support/alertmanager_process.hpp"
 #include "support/recording_control_plane.hpp"
 #include "support/test_util.hpp"
 #include "support/webhook_server.hpp"
-#include "webhook/webhook_payload.hpp"
-#include "webhook/webhook_receiver.hpp"
 
 namespace mltap::webhook {
 namespace {
@@ -36,7 +37,7 @@ TEST(AlertmanagerToWebhook, ReactionRunsAndIsUndoneOnResolve) {
   mltap::testing::write_file(wrong_token_file, "not-the-token-0123456789abcdef\n", 0600);
   const std::string exec_out = dir.file("exec.json");
 
-  react::testing::RecordingControlPlane control;
+  reactions::testing::RecordingControlPlane control;
   const std::string yaml = "reactions:\n  audit_log: " + dir.file("audit.jsonl") + R"(
   actions:
     fallback:
@@ -47,8 +48,8 @@ TEST(AlertmanagerToWebhook, ReactionRunsAndIsUndoneOnResolve) {
       type: exec
       matchers: ['alertname = "MltapStreamDrift"']
       path: )" + std::string(REACTION_PROBE) + "\n      args: [record, " + exec_out + "]\n      env_labels: [stream, severity]\n";
-  YAML::Node root = config::load_text(yaml, "test.yaml");
-  react::ReactionEngine engine(react::parse_reactions_config(config::ConfigSection(root, "test.yaml", "").child("reactions")),
+  auto root = core::load_text(yaml, "test.yaml");
+  reactions::ReactionEngine engine(reactions::parse_reactions_config(core::ConfigSection(root, "test.yaml", "").child("reactions")),
                                control);
   engine.start();
   WebhookConfig wc;

@@ -9,18 +9,19 @@
 #include <gtest/gtest.h>
 #include <prometheus/text_serializer.h>
 
+#include "agent/reactions/reaction_engine.hpp"
 #include "core/config_reader.hpp"
+#include "exporters/metrics/reaction_metrics.hpp"
+#include "exporters/webhook/webhook_receiver.hpp"
 #include "support/recording_control_plane.hpp"
 #include "support/test_util.hpp"
 #include "support/webhook_server.hpp"
-#include "webhook/reaction_metrics.hpp"
-#include "webhook/webhook_receiver.hpp"
 
 namespace mltap::webhook {
 namespace {
 
 using namespace std::chrono_literals;
-using mltap::react::testing::RecordingControlPlane;
+using mltap::reactions::testing::RecordingControlPlane;
 using nlohmann::json;
 
 const std::string kToken = "s3cret-token-0123456789abcdef";
@@ -77,9 +78,9 @@ class WebhookTest : public ::testing::Test {
       cooldown: 0s
       rate_limit: {max: 20, per: 1h}
 )";
-    YAML::Node root = config::load_text(yaml, "test.yaml");
-    engine_ = std::make_unique<react::ReactionEngine>(
-        react::parse_reactions_config(config::ConfigSection(root, "test.yaml", "").child("reactions")), control_);
+    auto root = core::load_text(yaml, "test.yaml");
+    engine_ = std::make_unique<reactions::ReactionEngine>(
+        reactions::parse_reactions_config(core::ConfigSection(root, "test.yaml", "").child("reactions")), control_);
     if (start_engine) engine_->start();
     WebhookConfig cfg;
     cfg.enabled = true;
@@ -104,7 +105,7 @@ class WebhookTest : public ::testing::Test {
 
   mltap::testing::TempDir dir_;
   RecordingControlPlane control_;
-  std::unique_ptr<react::ReactionEngine> engine_;
+  std::unique_ptr<reactions::ReactionEngine> engine_;
   std::unique_ptr<WebhookReceiver> receiver_;
   std::unique_ptr<mltap::testing::WebhookServer> server_;
 };
@@ -356,8 +357,8 @@ TEST_F(WebhookTest, BurstOfTenThousandAlertsIsRateLimitedAndServerStaysResponsiv
   EXPECT_EQ(receiver_->alerts_accepted(), 10000u);  // each alert taken exactly once
   const auto& names = engine_->counters().reactions();
   const std::size_t burst = static_cast<std::size_t>(std::find(names.begin(), names.end(), "burst") - names.begin());
-  EXPECT_EQ(engine_->counters().get(burst, react::ReactionResult::ok), 20u);
-  EXPECT_EQ(engine_->counters().get(burst, react::ReactionResult::rate_limited), 9980u);
+  EXPECT_EQ(engine_->counters().get(burst, core::ReactionResult::ok), 20u);
+  EXPECT_EQ(engine_->counters().get(burst, core::ReactionResult::rate_limited), 9980u);
   EXPECT_EQ(control_.flag_calls().size(), 20u);
   EXPECT_EQ(audit().size(), 10000u);
 
@@ -375,7 +376,8 @@ TEST_F(WebhookTest, BurstOfTenThousandAlertsIsRateLimitedAndServerStaysResponsiv
   EXPECT_LT(max, 2000.0);
 
   // The metrics collector shows the same counts.
-  ReactionCollector collector(*engine_, receiver_.get());
+  metrics::ReactionCollector collector([this]() -> const core::ReactionCounters& { return engine_->counters(); },
+                                      [this] { return receiver_->requests_by_code(); });
   const std::string text = prometheus::TextSerializer().Serialize(collector.Collect());
   EXPECT_NE(text.find("mltap_reactions_total{reaction=\"burst\",result=\"rate_limited\"} 9980"), std::string::npos) << text;
   EXPECT_NE(text.find("mltap_reactions_total{reaction=\"burst\",result=\"ok\"} 20"), std::string::npos);
@@ -425,19 +427,19 @@ TEST(WebhookToken, ComparesWholeStrings) {
 
 TEST(WebhookConfigSection, ParsesAndRefuses) {
   auto parse = [](const std::string& yaml) {
-    YAML::Node root = config::load_text(yaml, "c.yaml");
-    return parse_webhook_config(config::ConfigSection(root, "c.yaml", "").child("webhook"));
+    auto root = core::load_text(yaml, "c.yaml");
+    return parse_webhook_config(core::ConfigSection(root, "c.yaml", "").child("webhook"));
   };
   const WebhookConfig c = parse("webhook:\n  token_file: /etc/mltap/webhook.token\n  max_body_bytes: 2MiB\n  max_alerts: 10\n");
   EXPECT_TRUE(c.enabled);
   EXPECT_EQ(c.max_body_bytes, 2u << 20);
   EXPECT_EQ(c.limits.max_alerts, 10u);
   EXPECT_FALSE(parse("agent: {}\n").enabled);
-  EXPECT_THROW(parse("webhook:\n  enabled: true\n"), config::ConfigError);
+  EXPECT_THROW(parse("webhook:\n  enabled: true\n"), core::ConfigError);
   try {
     parse("webhook:\n  token_file: /x\n  tokenfile: /y\n");
     ADD_FAILURE();
-  } catch (const config::ConfigError& e) {
+  } catch (const core::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("c.yaml:3:3"), std::string::npos) << e.what();
   }
 }

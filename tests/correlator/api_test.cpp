@@ -5,12 +5,23 @@
 #include <sstream>
 #include <thread>
 
-#include "correlator/event_json.hpp"
-#include "correlator/explain.hpp"
-#include "correlator/http_routes.hpp"
+#include "agent/api/event_json.hpp"
+#include "agent/api/events_api.hpp"
+#include "agent/cli/explain.hpp"
 #include "test_events.hpp"
 
-namespace mltap::correlate::test {
+namespace mltap::correlator::test {
+
+using core::EventKind;
+using core::FileOp;
+using core::ProcessRef;
+using core::SystemEvent;
+
+using api::EventsApi;
+using api::register_events_routes;
+using cli::ExplainArgs;
+using cli::run_explain;
+
 namespace {
 
 using nlohmann::json;
@@ -28,13 +39,13 @@ class EventsApiTest : public ::testing::Test {
     correlator_.add_event(swap);
     EventsApi api;
     api.correlator = &correlator_;
-    api.findings_of_stream = [](const std::string& s) -> std::optional<std::vector<detect::Finding>> {
-      if (s == "scores") return std::vector<detect::Finding>{finding(detect::FindingKind::drift)};
-      if (s == "quiet stream/ü") return std::vector<detect::Finding>{};
+    api.findings_of_stream = [](const std::string& s) -> std::optional<std::vector<core::Finding>> {
+      if (s == "scores") return std::vector<core::Finding>{finding(core::FindingKind::drift)};
+      if (s == "quiet stream/ü") return std::vector<core::Finding>{};
       return std::nullopt;
     };
     api.producers_of_stream = [](const std::string& s) {
-      return s == "scores" ? std::vector<ingest::ProducerId>{{1000, 5000}} : std::vector<ingest::ProducerId>{};
+      return s == "scores" ? std::vector<core::ProducerId>{{1000, 5000}} : std::vector<core::ProducerId>{};
     };
     api.now_unix_ns = [] { return kT0 + kMin; };
     register_events_routes(server_, api);
@@ -147,4 +158,4 @@ TEST_F(EventsApiTest, ExplainReportsErrorsClearly) {
 }
 
 }  // namespace
-}  // namespace mltap::correlate::test
+}  // namespace mltap::correlator::test

@@ -3,13 +3,19 @@
 
 #include <cmath>
 
-#include "correlator/correlator.hpp"
+#include "agent/correlator/correlator.hpp"
 #include "test_events.hpp"
 
-namespace mltap::correlate::test {
+namespace mltap::correlator::test {
+
+using core::EventKind;
+using core::FileOp;
+using core::ProcessRef;
+using core::SystemEvent;
+
 namespace {
 
-using detect::FindingKind;
+using core::FindingKind;
 
 const ProcessRef kProducer = proc(1000, 5000);
 const ProcessRef kOldProducer = proc(900, 4000);
@@ -234,4 +240,4 @@ TEST(Concurrency, AddAndQueryFromSeveralThreads) {
 }
 
 }  // namespace
-}  // namespace mltap::correlate::test
+}  // namespace mltap::correlator::test

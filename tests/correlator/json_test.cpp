@@ -1,12 +1,29 @@
 // JSON round trips of every event kind, hostile JSON, and the explain text.
 #include <gtest/gtest.h>
 
-#include "correlator/event_json.hpp"
-#include "correlator/explain.hpp"
-#include "correlator/http_routes.hpp"
+#include "agent/api/event_json.hpp"
+#include "agent/api/events_api.hpp"
+#include "agent/cli/explain.hpp"
+#include "agent/correlator/describe.hpp"
+#include "core/time.hpp"
 #include "test_events.hpp"
 
-namespace mltap::correlate::test {
+namespace mltap::correlator::test {
+
+using core::event_kind_name;
+using core::EventKind;
+using core::FileOp;
+using core::kEventKindCount;
+using core::ProcessRef;
+using core::SystemEvent;
+
+using api::events_response;
+using api::system_event_from_json;
+using api::to_json;
+using cli::ExplainReport;
+using cli::format_explain;
+using cli::parse_explain_report;
+
 namespace {
 
 using nlohmann::json;
@@ -115,7 +132,7 @@ TEST(EventJson, Summaries) {
             "(pid 4242) (untracked)");
   EXPECT_EQ(describe(v[8]), "connect to 127.0.0.1:6379 failed (ECONNREFUSED) from python3 (pid 1000)");
   EXPECT_NE(describe(v[4]).find("triggered by its own allocation"), std::string::npos);
-  EXPECT_EQ(format_time(1'700'000'000'123'000'000ULL), "2023-11-14 22:13:20.123Z");
+  EXPECT_EQ(core::format_utc(1'700'000'000'123'000'000ULL, core::UtcStyle::readable), "2023-11-14 22:13:20.123Z");
   EXPECT_EQ(format_duration(5 * kMin), "5m00s");
   EXPECT_EQ(format_duration(1500'000'000ULL), "1 s");
   EXPECT_EQ(format_duration(16'000'000ULL), "16 ms");
@@ -171,7 +188,7 @@ TEST(Explain, TextNamesTheModelChangeFirst) {
   swap.file_op = FileOp::renamed_onto;
   swap.path = "/srv/models/model.onnx";
   c.add_event(swap);
-  const json body = events_response(c, "scores", {finding(detect::FindingKind::drift)}, {},
+  const json body = events_response(c, "scores", {finding(core::FindingKind::drift)}, {},
                                     kT0 - 60 * kMin, std::chrono::minutes(30));
   const ExplainReport r = parse_explain_report(json::parse(body.dump()));
   ASSERT_EQ(r.findings.size(), 1u);
@@ -206,4 +223,4 @@ TEST(Explain, EmptyAndMalformedResponses) {
 }
 
 }  // namespace
-}  // namespace mltap::correlate::test
+}  // namespace mltap::correlator::test

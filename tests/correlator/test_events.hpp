@@ -5,18 +5,18 @@
 #include <cstdint>
 #include <string>
 
-#include "correlator/system_event.hpp"
-#include "detectors/finding.hpp"
-#include "ingest/batch.hpp"
+#include "core/batch.hpp"
+#include "core/finding.hpp"
+#include "core/system_event.hpp"
 
-namespace mltap::correlate::test {
+namespace mltap::correlator::test {
 
 inline constexpr std::uint64_t kT0 = 1'700'000'000'000'000'000ULL;  // a finding opens here
 inline constexpr std::uint64_t kMin = 60'000'000'000ULL;
 inline constexpr std::uint64_t kSec = 1'000'000'000ULL;
 
-inline ProcessRef proc(std::uint32_t pid, std::uint64_t ticks, std::string comm = "python3") {
-  ProcessRef p;
+inline core::ProcessRef proc(std::uint32_t pid, std::uint64_t ticks, std::string comm = "python3") {
+  core::ProcessRef p;
   p.pid = pid;
   p.tid = pid;
   p.start_ticks = ticks;
@@ -25,9 +25,9 @@ inline ProcessRef proc(std::uint32_t pid, std::uint64_t ticks, std::string comm 
 }
 
 // An event of a tracked process `subject` whose tree is owned by `root`.
-inline SystemEvent tracked(EventKind k, std::uint64_t unix_ns, ProcessRef subject, ProcessRef root,
+inline core::SystemEvent tracked(core::EventKind k, std::uint64_t unix_ns, core::ProcessRef subject, core::ProcessRef root,
                            std::string component = "inference") {
-  SystemEvent e;
+  core::SystemEvent e;
   e.kind = k;
   e.unix_ns = unix_ns;
   e.boot_ns = unix_ns / 1000;
@@ -39,8 +39,8 @@ inline SystemEvent tracked(EventKind k, std::uint64_t unix_ns, ProcessRef subjec
   return e;
 }
 
-inline SystemEvent host(EventKind k, std::uint64_t unix_ns, ProcessRef subject) {
-  SystemEvent e;
+inline core::SystemEvent host(core::EventKind k, std::uint64_t unix_ns, core::ProcessRef subject) {
+  core::SystemEvent e;
   e.kind = k;
   e.unix_ns = unix_ns;
   e.subject = std::move(subject);
@@ -49,14 +49,14 @@ inline SystemEvent host(EventKind k, std::uint64_t unix_ns, ProcessRef subject) 
   return e;
 }
 
-inline detect::Finding finding(detect::FindingKind k, std::uint64_t opened = kT0,
+inline core::Finding finding(core::FindingKind k, std::uint64_t opened = kT0,
                                std::string stream = "scores", std::string component = "inference") {
-  detect::Finding f;
+  core::Finding f;
   f.id = 7;
   f.stream = std::move(stream);
   f.component = std::move(component);
   f.kind = k;
-  f.severity = detect::Severity::critical;
+  f.severity = core::Severity::critical;
   f.opened_unix_ns = opened;
   f.updated_unix_ns = opened;
   f.summary = "PSI 0.42 on 3 features";
@@ -64,4 +64,4 @@ inline detect::Finding finding(detect::FindingKind k, std::uint64_t opened = kT0
   return f;
 }
 
-}  // namespace mltap::correlate::test
+}  // namespace mltap::correlator::test

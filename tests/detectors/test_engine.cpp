@@ -16,12 +16,14 @@
 #include <prometheus/registry.h>
 #include <prometheus/text_serializer.h>
 
-#include "detectors/engine.hpp"
-#include "detectors/json.hpp"
-#include "prometheus/detector_metrics.hpp"
+#include "agent/api/detector_json.hpp"
+#include "agent/detectors/engine.hpp"
+#include "exporters/metrics/detector_metrics.hpp"
 
 using namespace mltap;
-using namespace mltap::detect;
+using namespace mltap::detectors;
+using namespace mltap::core;
+using mltap::api::to_json;
 namespace fs = std::filesystem;
 
 namespace {
@@ -44,7 +46,7 @@ EngineConfig small_config() {
 // time, with a tick per batch.
 struct Feed {
   DetectorEngine& engine;
-  ingest::StreamInfo info;
+  core::StreamInfo info;
   std::size_t cols;
   std::uint64_t now = 1700000000 * kSec;
   double rate = 1000;
@@ -63,7 +65,7 @@ struct Feed {
       const std::size_t rows = std::min(batch_rows, n - done);
       buf.assign(rows * cols, 0.0);
       for (std::size_t r = 0; r < rows; ++r) gen(buf.data() + r * cols);
-      ingest::DecodedBatch b;
+      core::DecodedBatch b;
       b.stream = &info;
       b.timestamp_ns = now;
       b.dtype = dtype;
@@ -88,14 +90,14 @@ struct Feed {
   }
 };
 
-const Finding* open_finding(const EngineSnapshot& s, const std::string& stream, FindingKind k) {
+const Finding* open_finding(const DetectorSnapshot& s, const std::string& stream, FindingKind k) {
   for (const auto& f : s.open_findings) {
     if (f.stream == stream && f.kind == k) return &f;
   }
   return nullptr;
 }
 
-std::size_t count_open(const EngineSnapshot& s) { return s.open_findings.size(); }
+std::size_t count_open(const DetectorSnapshot& s) { return s.open_findings.size(); }
 
 fs::path tmpdir() {
   auto p = fs::temp_directory_path() / ("mltap-eng-" + std::to_string(::getpid()));
@@ -401,7 +403,7 @@ TEST(Engine, SnapshotsAreReadConcurrentlyWithoutBlockingTheWriter) {
   std::atomic<bool> stop{false};
   std::atomic<std::uint64_t> reads{0};
   std::thread reader([&] {
-    prom::DetectorCollector collector(e);
+    metrics::DetectorCollector collector([&e] { return e.snapshot(); });
     while (!stop.load()) {
       auto s = e.snapshot();
       ASSERT_NE(s, nullptr);
@@ -438,7 +440,8 @@ TEST(Exposition, PrometheusServesBoundedDetectorFamiliesThatPromtoolAccepts) {
   f.run(2000, 50, gen);
   e.flush(f.now);
   auto registry = std::make_shared<prometheus::Registry>();
-  auto collector = std::make_shared<prom::DetectorCollector>(e, prom::DetectorCollectorOptions{5});
+  auto collector = std::make_shared<metrics::DetectorCollector>([&e] { return e.snapshot(); },
+                                                                  metrics::DetectorCollectorOptions{5});
   prometheus::Exposer exposer("127.0.0.1:0");
   exposer.RegisterCollectable(collector);
   const auto ports = exposer.GetListeningPorts();
@@ -501,10 +504,10 @@ TEST(Engine, RawStreamsAndMalformedBatchesAreNotAnalyzed) {
   EXPECT_EQ(s->streams[0]->features_analyzed, 0u);
   EXPECT_LT(s->streams[0]->memory_bytes, 64u * 1024u);
   // A batch whose span is shorter than rows x cols is ignored, not read past its end.
-  ingest::StreamInfo info;
+  core::StreamInfo info;
   info.name = "short";
   std::vector<double> v(10, 1.0);
-  ingest::DecodedBatch b;
+  core::DecodedBatch b;
   b.stream = &info;
   b.rows = 5;
   b.cols = 4;

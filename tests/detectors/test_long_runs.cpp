@@ -16,12 +16,13 @@
 
 #include <nlohmann/json.hpp>
 
-#include "detectors/array_io.hpp"
-#include "detectors/engine.hpp"
-#include "detectors/json.hpp"
+#include "agent/api/detector_json.hpp"
+#include "agent/detectors/array_io.hpp"
+#include "agent/detectors/engine.hpp"
 
 using namespace mltap;
-using namespace mltap::detect;
+using namespace mltap::detectors;
+using namespace mltap::core;
 
 namespace {
 
@@ -57,7 +58,7 @@ Matrix load_sklearn(const std::string& file, std::size_t drop_last_cols) {
 
 struct Clocked {
   DetectorEngine engine;
-  ingest::StreamInfo info;
+  core::StreamInfo info;
   std::uint64_t now = 1700000000 * kSec;
   explicit Clocked(EngineConfig c, std::string name) : engine(std::move(c)) {
     info.name = std::move(name);
@@ -65,7 +66,7 @@ struct Clocked {
   }
   void batch(const double* rows, std::size_t n, std::size_t cols, double rate,
              format::DType dtype = format::DType::float64) {
-    ingest::DecodedBatch b;
+    core::DecodedBatch b;
     b.stream = &info;
     b.timestamp_ns = now;
     b.dtype = dtype;
@@ -107,7 +108,7 @@ void expect_no_false_alarm(const std::string& file, std::size_t drop) {
               static_cast<unsigned long long>(s->streams[0]->windows_closed),
               static_cast<unsigned long long>(s->counters.findings_opened));
   EXPECT_GE(s->streams[0]->windows_closed, 230u);
-  EXPECT_EQ(s->counters.findings_opened, 0u) << to_json(*s).dump(1).substr(0, 20000);
+  EXPECT_EQ(s->counters.findings_opened, 0u) << mltap::api::to_json(*s).dump(1).substr(0, 20000);
 }
 
 }  // namespace

@@ -9,13 +9,14 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/detectors/array_io.hpp"
+#include "agent/detectors/binning.hpp"
+#include "agent/detectors/config.hpp"
+#include "agent/detectors/profile.hpp"
 #include "core/config_reader.hpp"
-#include "detectors/array_io.hpp"
-#include "detectors/binning.hpp"
-#include "detectors/config.hpp"
-#include "detectors/profile.hpp"
 
-using namespace mltap::detect;
+using namespace mltap::detectors;
+using namespace mltap::core;
 namespace fs = std::filesystem;
 
 namespace {
@@ -310,10 +311,10 @@ TEST(Csv, HeaderTokensQuotesAndErrors) {
 }
 
 TEST(Config, DefaultsOverridesAndErrorsWithLineAndColumn) {
-  using mltap::config::ConfigError;
-  using mltap::config::ConfigSection;
+  using mltap::core::ConfigError;
+  using mltap::core::ConfigSection;
   auto parse = [](const std::string& yaml) {
-    auto root = mltap::config::load_text(yaml, "cfg.yaml");
+    auto root = mltap::core::load_text(yaml, "cfg.yaml");
     ConfigSection top(root, "cfg.yaml", "");
     auto sec = top.child("detectors");
     return parse_engine_config(sec);
@@ -322,7 +323,7 @@ TEST(Config, DefaultsOverridesAndErrorsWithLineAndColumn) {
   EXPECT_EQ(d.defaults.window_records, 5000u);
   EXPECT_EQ(d.defaults.drift.psi, 0.2);
   // The embedded defaults document parses to the built-in defaults.
-  auto root = mltap::config::load_text(default_config_yaml(), "defaults");
+  auto root = mltap::core::load_text(default_config_yaml(), "defaults");
   ConfigSection top(root, "defaults", "");
   auto sec = top.child("detectors");
   const auto e = parse_engine_config(sec);

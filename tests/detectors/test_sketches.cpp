@@ -5,10 +5,10 @@
 #include <cmath>
 #include <random>
 
-#include "detectors/binning.hpp"
-#include "detectors/sketches.hpp"
+#include "agent/detectors/binning.hpp"
+#include "agent/detectors/sketches.hpp"
 
-using namespace mltap::detect;
+using namespace mltap::detectors;
 
 namespace {
 

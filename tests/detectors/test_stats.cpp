@@ -6,11 +6,11 @@
 #include <cmath>
 #include <random>
 
-#include "detectors/binning.hpp"
-#include "detectors/profile.hpp"
-#include "detectors/stats.hpp"
+#include "agent/detectors/binning.hpp"
+#include "agent/detectors/profile.hpp"
+#include "agent/detectors/stats.hpp"
 
-using namespace mltap::detect;
+using namespace mltap::detectors;
 
 TEST(Distances, KnownValues) {
   const std::vector<double> p{0.5, 0.5}, q{0.9, 0.1}, a{1, 0}, b{0, 1};

@@ -9,10 +9,10 @@
 #include <fstream>
 #include <sstream>
 
+#include "bpf/capabilities.hpp"
 #include "ebpf_test_util.hpp"
-#include "mltap/ebpf/capabilities.hpp"
 
-namespace mltap::ebpf::test {
+namespace mltap::bpf::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -195,4 +195,4 @@ TEST(Capabilities, UnknownNameDropsNothing) {
 }
 
 }  // namespace
-}  // namespace mltap::ebpf::test
+}  // namespace mltap::bpf::test

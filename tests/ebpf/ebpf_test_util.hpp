@@ -18,16 +18,16 @@
 #include <thread>
 #include <vector>
 
-#include "correlator/system_event.hpp"
-#include "mltap/ebpf/tracer.hpp"
-#include "proc.hpp"
+#include "bpf/src/proc.hpp"
+#include "bpf/tracer.hpp"
+#include "core/system_event.hpp"
 
 extern char** environ;
 
-namespace mltap::ebpf::test {
+namespace mltap::bpf::test {
 
-using correlate::EventKind;
-using correlate::SystemEvent;
+using core::EventKind;
+using core::SystemEvent;
 
 inline std::uint64_t start_ticks_of(pid_t pid) {
   auto st = proc::read_stat("/proc", static_cast<std::uint32_t>(pid));
@@ -147,4 +147,4 @@ inline bool involves(const SystemEvent& e, std::uint32_t pid) {
   return e.subject.pid == pid || e.other.pid == pid || e.root.pid == pid;
 }
 
-}  // namespace mltap::ebpf::test
+}  // namespace mltap::bpf::test

@@ -5,13 +5,13 @@
 
 #include <cmath>
 
-#include "prometheus/ebpf_metrics.hpp"
+#include "exporters/metrics/ebpf_metrics.hpp"
 
-namespace mltap::prom {
+namespace mltap::metrics {
 namespace {
 
-ebpf::TracerStats sample() {
-  ebpf::TracerStats s;
+core::TracerStats sample() {
+  core::TracerStats s;
   s.probes = {{"exec", true, "tp_btf", "", false},
               {"file_watch", false, "", "no directories to watch", true},
               {"oom_kill", false, "", "missing CAP_BPF", false}};
@@ -19,7 +19,7 @@ ebpf::TracerStats sample() {
   s.lost_by_program = {{"exec", 2}, {"file_watch", 0}};
   s.map_full = {{"tracked", 1}};
   s.tracked_processes = 5;
-  ebpf::Log2Histogram h;
+  core::Log2Histogram h;
   h.slots[3] = 4;    // < 1 us: first bucket
   h.slots[19] = 10;  // [524 us, 1.05 ms): bucket le=2^20 ns
   h.slots[39] = 1;   // beyond 2^35 ns: +Inf only
@@ -83,4 +83,4 @@ TEST(EbpfMetrics, NoTracer) {
 }
 
 }  // namespace
-}  // namespace mltap::prom
+}  // namespace mltap::metrics

@@ -6,7 +6,7 @@
 
 #include "ebpf_test_util.hpp"
 
-namespace mltap::ebpf::test {
+namespace mltap::bpf::test {
 namespace {
 
 using namespace std::chrono_literals;
@@ -92,9 +92,9 @@ TEST(AttachModes, DisabledTracingRunsNothingAndSaysSo) {
 }
 
 }  // namespace
-}  // namespace mltap::ebpf::test
+}  // namespace mltap::bpf::test
 
-namespace mltap::ebpf::test {
+namespace mltap::bpf::test {
 namespace {
 
 // The run-queue probe has three implementations; each must measure the same contention.
@@ -181,4 +181,4 @@ TEST(Fallbacks, NoVariantLeftSaysWhy) {
 }
 
 }  // namespace
-}  // namespace mltap::ebpf::test
+}  // namespace mltap::bpf::test

@@ -5,12 +5,12 @@
 #include <filesystem>
 #include <fstream>
 
-#include "correlator/correlator.hpp"
-#include "correlator/event_json.hpp"
+#include "agent/api/event_json.hpp"
+#include "agent/correlator/correlator.hpp"
+#include "bpf/src/wall_clock.hpp"
 #include "ebpf_test_util.hpp"
-#include "wall_clock.hpp"
 
-namespace mltap::ebpf::test {
+namespace mltap::bpf::test {
 namespace {
 
 namespace fs = std::filesystem;
@@ -22,11 +22,11 @@ TEST(TracerToCorrelator, FindingListsItsProducersEvents) {
   fs::create_directories(dir / "models");
   TracerConfig cfg;
   cfg.files.watch_dirs = {(dir / "models").string()};
-  correlate::Correlator correlator;
+  correlator::Correlator correlator;
   EventLog log;
   auto record = log.callback();
   Tracer t(cfg);
-  t.start([&](const correlate::SystemEvent& e) {
+  t.start([&](const core::SystemEvent& e) {
     correlator.add_event(e);
     record(e);
   });
@@ -44,29 +44,29 @@ TEST(TracerToCorrelator, FindingListsItsProducersEvents) {
   Child deployer({"rename", (dir / "models/.new").string(), (dir / "models/model.onnx").string()});
   deployer.go();
   ASSERT_EQ(deployer.wait(), 0);
-  ASSERT_TRUE(log.wait_for([&](const correlate::SystemEvent& e) {
-    return e.kind == correlate::EventKind::file_change && e.subject.pid == deployer.upid();
+  ASSERT_TRUE(log.wait_for([&](const core::SystemEvent& e) {
+    return e.kind == core::EventKind::file_change && e.subject.pid == deployer.upid();
   }));
-  ASSERT_TRUE(log.wait_for([&](const correlate::SystemEvent& e) {
-    return e.kind == correlate::EventKind::exit && e.subject.pid == trainer.upid();
+  ASSERT_TRUE(log.wait_for([&](const core::SystemEvent& e) {
+    return e.kind == core::EventKind::exit && e.subject.pid == trainer.upid();
   }));
 
-  detect::Finding f;
+  core::Finding f;
   f.id = 1;
   f.stream = "scores";
   f.component = "inference";
-  f.kind = detect::FindingKind::drift;
+  f.kind = core::FindingKind::drift;
   f.opened_unix_ns = WallClock::unix_now_ns();
   const auto related = correlator.related(f, {});
   ASSERT_FALSE(related.empty());
-  EXPECT_EQ(related[0].event.kind, correlate::EventKind::file_change) << related[0].why;
+  EXPECT_EQ(related[0].event.kind, core::EventKind::file_change) << related[0].why;
   EXPECT_EQ(related[0].event.path, (dir / "models/model.onnx").string());
   bool child_exit = false;
   for (const auto& r : related) {
     EXPECT_NE(r.event.root.pid, trainer.upid()) << "another stream's producer: " << r.why;
-    if (r.event.kind == correlate::EventKind::exit && r.event.exit_code == 3) {
+    if (r.event.kind == core::EventKind::exit && r.event.exit_code == 3) {
       child_exit = true;
-      EXPECT_EQ(r.relation, correlate::Relation::producer_child);
+      EXPECT_EQ(r.relation, correlator::Relation::producer_child);
       EXPECT_EQ(r.event.root.pid, scorer.upid());
     }
   }
@@ -108,9 +108,9 @@ TEST(FileWatchAtRunTime, DirectoriesCreatedLaterAreWatched) {
   wb.go();
   ASSERT_EQ(wa.wait(), 0);
   ASSERT_EQ(wb.wait(), 0);
-  EXPECT_TRUE(log.wait_for([&](const correlate::SystemEvent& e) { return e.path == (dir / "a" / "m.gguf").string(); }));
-  EXPECT_TRUE(log.wait_for([&](const correlate::SystemEvent& e) { return e.path == (dir / "b" / "m.h5").string(); }));
-  EXPECT_TRUE(log.matching([](const correlate::SystemEvent& e) {
+  EXPECT_TRUE(log.wait_for([&](const core::SystemEvent& e) { return e.path == (dir / "a" / "m.gguf").string(); }));
+  EXPECT_TRUE(log.wait_for([&](const core::SystemEvent& e) { return e.path == (dir / "b" / "m.h5").string(); }));
+  EXPECT_TRUE(log.matching([](const core::SystemEvent& e) {
                    return e.subject.pid == static_cast<std::uint32_t>(getpid());
                  }).empty())
       << "the agent's own writes are not reported";
@@ -118,4 +118,4 @@ TEST(FileWatchAtRunTime, DirectoriesCreatedLaterAreWatched) {
 }
 
 }  // namespace
-}  // namespace mltap::ebpf::test
+}  // namespace mltap::bpf::test

@@ -15,7 +15,10 @@
 
 #include "ebpf_test_util.hpp"
 
-namespace mltap::ebpf::test {
+namespace mltap::bpf::test {
+
+using core::ProbeStatus;
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -279,7 +282,7 @@ TEST_F(TracerTest, ModelFileChangesInWatchedDirectory) {
     return e.kind == EventKind::file_change && e.subject.pid == t_rename.upid();
   });
   ASSERT_TRUE(renamed) << "no file_change for the rename";
-  EXPECT_EQ(renamed->file_op, correlate::FileOp::renamed_onto);
+  EXPECT_EQ(renamed->file_op, core::FileOp::renamed_onto);
   EXPECT_EQ(renamed->path, (w / "model.onnx").string());
   EXPECT_EQ(renamed->old_path, (w / ".model.onnx.tmp").string());
   EXPECT_TRUE(renamed->tracked);
@@ -291,14 +294,14 @@ TEST_F(TracerTest, ModelFileChangesInWatchedDirectory) {
     return e.kind == EventKind::file_change && e.subject.pid == t_write.upid();
   });
   ASSERT_TRUE(written);
-  EXPECT_EQ(written->file_op, correlate::FileOp::written);
+  EXPECT_EQ(written->file_op, core::FileOp::written);
   EXPECT_EQ(written->path, (w / "model.pt").string());
 
   auto deleted = log().wait_for([&](const SystemEvent& e) {
     return e.kind == EventKind::file_change && e.subject.pid == t_delete.upid();
   });
   ASSERT_TRUE(deleted);
-  EXPECT_EQ(deleted->file_op, correlate::FileOp::deleted);
+  EXPECT_EQ(deleted->file_op, core::FileOp::deleted);
   EXPECT_EQ(deleted->path, (w / "model.pkl").string());
 
   // An untracked writer in a watched directory: reported as host-wide (someone replaced the
@@ -368,7 +371,7 @@ TEST_F(TracerTest, FileSyscallProbeSeesTrackedWritersAnywhere) {
   ASSERT_EQ(k.wait(), 0);
   auto e = events.wait_for([&](const SystemEvent& x) {
     return x.kind == EventKind::file_change && x.subject.pid == k.upid() &&
-           x.file_op == correlate::FileOp::renamed_onto;
+           x.file_op == core::FileOp::renamed_onto;
   });
   ASSERT_TRUE(e);
   EXPECT_EQ(e->path, (o / "k-model.onnx").string());
@@ -378,7 +381,7 @@ TEST_F(TracerTest, FileSyscallProbeSeesTrackedWritersAnywhere) {
   EXPECT_EQ(e->source.rfind("bpf:", 0), 0u);
   // The write of k.tmp does not match a model pattern: not reported.
   EXPECT_TRUE(events.matching([&](const SystemEvent& x) {
-                      return x.subject.pid == k.upid() && x.file_op == correlate::FileOp::written;
+                      return x.subject.pid == k.upid() && x.file_op == core::FileOp::written;
                     }).empty());
   EXPECT_TRUE(events.matching([&](const SystemEvent& x) { return involves(x, u.upid()); }).empty());
 }
@@ -540,7 +543,7 @@ TEST_F(TracerTest, UntrackStopsEvents) {
     return e.kind == EventKind::exit && e.subject.pid == marker.upid();
   }));
   for (const auto& e : log().matching([&](const SystemEvent& e) { return involves(e, c.upid()); })) {
-    ADD_FAILURE() << "event after untrack: " << correlate::event_kind_name(e.kind) << " subject "
+    ADD_FAILURE() << "event after untrack: " << core::event_kind_name(e.kind) << " subject "
                   << e.subject.pid << " other " << e.other.pid << " root " << e.root.pid;
   }
 }
@@ -607,4 +610,4 @@ TEST_F(TracerTest, ProgramRunStatsAreReadable) {
 }
 
 }  // namespace
-}  // namespace mltap::ebpf::test
+}  // namespace mltap::bpf::test

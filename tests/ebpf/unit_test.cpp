@@ -6,18 +6,21 @@
 
 #include <cstring>
 
-#include "file_watch.hpp"
-#include "mltap/ebpf/config.hpp"
-#include "mltap/ebpf/stats.hpp"
-#include "proc.hpp"
-#include "wall_clock.hpp"
+#include "bpf/config.hpp"
+#include "bpf/src/file_watch.hpp"
+#include "bpf/src/proc.hpp"
+#include "bpf/src/wall_clock.hpp"
+#include "core/tracer_stats.hpp"
 
-namespace mltap::ebpf {
+namespace mltap::bpf {
+
+using core::Log2Histogram;
+
 namespace {
 
 TracerConfig parse(const std::string& yaml) {
-  YAML::Node root = config::load_text(yaml, "test.yaml");
-  config::ConfigSection top(root, "test.yaml", "");
+  auto root = core::load_text(yaml, "test.yaml");
+  core::ConfigSection top(root, "test.yaml", "");
   auto s = top.child("ebpf");
   return parse_tracer_config(s);
 }
@@ -73,7 +76,7 @@ void expect_error(const std::string& yaml, const std::string& needle) {
   try {
     parse(yaml);
     ADD_FAILURE() << "accepted: " << yaml;
-  } catch (const config::ConfigError& e) {
+  } catch (const core::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
     EXPECT_GT(e.line(), 0) << e.what();
   }
@@ -222,4 +225,4 @@ TEST(WallClockTest, ConvertsBootTimeToUnixTime) {
 }
 
 }  // namespace
-}  // namespace mltap::ebpf
+}  // namespace mltap::bpf

@@ -1,23 +1,23 @@
 // The `reactions:` config section: what it accepts and how it refuses (file:line:col).
 #include <gtest/gtest.h>
 
+#include "agent/reactions/reaction_config.hpp"
 #include "core/config_reader.hpp"
-#include "reactions/reaction_config.hpp"
 #include "support/test_util.hpp"
 
-namespace mltap::react {
+namespace mltap::reactions {
 namespace {
 
 ReactionsConfig parse(const std::string& yaml) {
-  YAML::Node root = config::load_text(yaml, "test.yaml");
-  config::ConfigSection top(root, "test.yaml", "");
+  auto root = core::load_text(yaml, "test.yaml");
+  core::ConfigSection top(root, "test.yaml", "");
   return parse_reactions_config(top.child("reactions"));
 }
 
 std::string error_of(const std::string& yaml) {
   try {
     parse(yaml);
-  } catch (const config::ConfigError& e) {
+  } catch (const core::ConfigError& e) {
     return e.what();
   }
   return "";
@@ -170,4 +170,4 @@ TEST(LabelMatcher, ParsesQuotedAndBareValues) {
 }
 
 }  // namespace
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -6,22 +6,29 @@
 
 #include <gtest/gtest.h>
 
+#include "agent/reactions/reaction_engine.hpp"
 #include "core/config_reader.hpp"
-#include "reactions/reaction_engine.hpp"
 #include "support/recording_control_plane.hpp"
 #include "support/test_util.hpp"
 
 extern char** environ;
 
-namespace mltap::react {
+namespace mltap::reactions {
+
+using core::AlertEvent;
+using core::AlertStatus;
+using core::LabelSet;
+using core::ReactionResult;
+using core::RetainedRecord;
+
 namespace {
 
 using namespace std::chrono_literals;
 using testing::RecordingControlPlane;
 
 ReactionsConfig config_from(const std::string& yaml) {
-  YAML::Node root = config::load_text(yaml, "test.yaml");
-  return parse_reactions_config(config::ConfigSection(root, "test.yaml", "").child("reactions"));
+  auto root = core::load_text(yaml, "test.yaml");
+  return parse_reactions_config(core::ConfigSection(root, "test.yaml", "").child("reactions"));
 }
 
 AlertEvent alert(const std::string& fingerprint, AlertStatus status, LabelSet labels) {
@@ -463,4 +470,4 @@ TEST(AuditLog, RefusesAnUnwritablePath) {
 }
 
 }  // namespace
-}  // namespace mltap::react
+}  // namespace mltap::reactions

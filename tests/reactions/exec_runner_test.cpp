@@ -6,10 +6,10 @@
 
 #include <gtest/gtest.h>
 
-#include "reactions/exec_runner.hpp"
+#include "agent/reactions/exec_runner.hpp"
 #include "support/test_util.hpp"
 
-namespace mltap::react {
+namespace mltap::reactions {
 namespace {
 
 using namespace std::chrono_literals;
@@ -159,4 +159,4 @@ TEST(ExecRunner, DestructorKillsRunningPrograms) {
 }
 
 }  // namespace
-}  // namespace mltap::react
+}  // namespace mltap::reactions

@@ -5,12 +5,12 @@
 
 #include <gtest/gtest.h>
 
-#include "reactions/process_signaller.hpp"
+#include "agent/reactions/process_signaller.hpp"
 #include "support/test_util.hpp"
 
 extern char** environ;
 
-namespace mltap::react {
+namespace mltap::reactions {
 namespace {
 
 using namespace std::chrono_literals;
@@ -112,4 +112,4 @@ TEST(StartTicks, ParsesFixtureStatWithHostileComm) {
 }
 
 }  // namespace
-}  // namespace mltap::react
+}  // namespace mltap::reactions

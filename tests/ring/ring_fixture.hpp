@@ -12,7 +12,7 @@
 
 #include <gtest/gtest.h>
 
-#include "ingest/segment.hpp"
+#include "agent/ingest/segment.hpp"
 #include "mltap/stream.hpp"
 
 namespace mltap::test {

@@ -11,7 +11,7 @@
 #include <set>
 #include <thread>
 
-#include "ingest/decode.hpp"
+#include "agent/ingest/decode.hpp"
 #include "ring_fixture.hpp"
 
 namespace mltap::test {

@@ -9,7 +9,7 @@
 #include <fstream>
 #include <random>
 
-#include "ingest/guarded_memory.hpp"
+#include "agent/ingest/guarded_memory.hpp"
 #include "ring_fixture.hpp"
 
 namespace mltap::test {
@@ -181,11 +181,11 @@ TEST_F(Validation, BadRecordsAreCountedAndTheRestRead) {
   Collector c;
   const auto counts = r->poll(c);
   EXPECT_EQ(counts.records, 4u);
-  EXPECT_EQ(counts.records_invalid[static_cast<int>(ingest::InvalidReason::bad_dtype)], 1u);
-  EXPECT_EQ(counts.records_invalid[static_cast<int>(ingest::InvalidReason::bad_size)], 2u);
-  EXPECT_EQ(counts.records_invalid[static_cast<int>(ingest::InvalidReason::bad_header)], 1u);
-  EXPECT_EQ(counts.records_invalid[static_cast<int>(ingest::InvalidReason::bad_index)], 1u);
-  EXPECT_EQ(counts.records_invalid[static_cast<int>(ingest::InvalidReason::bad_shape)], 1u);
+  EXPECT_EQ(counts.records_invalid[static_cast<int>(core::InvalidReason::bad_dtype)], 1u);
+  EXPECT_EQ(counts.records_invalid[static_cast<int>(core::InvalidReason::bad_size)], 2u);
+  EXPECT_EQ(counts.records_invalid[static_cast<int>(core::InvalidReason::bad_header)], 1u);
+  EXPECT_EQ(counts.records_invalid[static_cast<int>(core::InvalidReason::bad_index)], 1u);
+  EXPECT_EQ(counts.records_invalid[static_cast<int>(core::InvalidReason::bad_shape)], 1u);
   for (const auto& rec : c.records) {
     float v[4];
     std::memcpy(v, rec.payload.data(), sizeof v);

@@ -11,16 +11,23 @@ See shm/python/README.md for what raises and what is counted.
 import enum
 
 from . import _mltap
-from . import profile as _profile  # attaches Profile.from_array
 from ._mltap import Stream
 
 __version__ = _mltap.__version__
 __all__ = ["Stream", "WriteResult", "__version__"]
 
-# Reference profiles for drift detection (present when built with agent/detectors).
-if hasattr(_mltap, "Profile"):
-    from ._mltap import Profile, ProfileError
-    __all__ += ["Profile", "ProfileError"]
+
+def __getattr__(name):
+    # Reference profiles for drift detection live in their own extension (mltap._profile, linked
+    # to the detectors): loaded on first use, so a process that only writes streams loads the SDK
+    # alone. AttributeError when the package was built without agent/detectors.
+    if name in ("Profile", "ProfileError"):
+        from . import profile
+        value = getattr(profile, name, None)
+        if value is not None:
+            globals()[name] = value
+            return value
+    raise AttributeError(f"module 'mltap' has no attribute '{name}'")
 
 
 class WriteResult(str, enum.Enum):

@@ -1,8 +1,12 @@
-"""Profile.from_array: training data (NumPy, torch, pandas, lists) -> the C++ profile builder."""
+"""mltap.Profile: the detectors' profile builder (extension mltap._profile), with from_array for
+training data (NumPy, torch, pandas, lists). Imported by mltap.__getattr__ on first use."""
 
 import sys
 
-from . import _mltap
+try:
+    from . import _profile
+except ImportError:  # built without agent/detectors
+    _profile = None
 
 DEFAULT_EMBEDDING_SEED = 0x6D6C746170
 
@@ -50,5 +54,7 @@ def _from_array(cls, x, features=None, *, layout="features", bins=256, categoric
                       dtype, row_shape, source)
 
 
-if hasattr(_mltap, "Profile"):
-    _mltap.Profile.from_array = classmethod(_from_array)
+if _profile is not None:
+    _profile.Profile.from_array = classmethod(_from_array)
+    Profile = _profile.Profile
+    ProfileError = _profile.ProfileError

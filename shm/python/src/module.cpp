@@ -10,9 +10,6 @@
 
 #include "mltap/stream.hpp"
 #include "py_stream.hpp"
-#ifdef MLTAP_WITH_PROFILE
-#include "profile_binding.hpp"
-#endif
 #include "write_results.hpp"
 
 #ifndef MLTAP_VERSION
@@ -355,10 +352,6 @@ them and relates their changes to this stream's findings.)doc");
     if (!descr) throw py::error_already_set();
     cls.attr("write") = py::reinterpret_steal<py::object>(descr);
   }
-
-#ifdef MLTAP_WITH_PROFILE
-  bind_profile(m);
-#endif
 
   m.def("_set_write_results", [](py::object written, py::object sampled_out, py::object dropped) {
     set_write_results(written.ptr(), sampled_out.ptr(), dropped.ptr());

@@ -9,7 +9,8 @@
 
 #include <httplib.h>
 
-#include "webhook/webhook_receiver.hpp"
+#include "agent/api/webhook_route.hpp"
+#include "exporters/webhook/webhook_receiver.hpp"
 
 namespace mltap::testing {
 
@@ -17,7 +18,7 @@ class WebhookServer {
  public:
   explicit WebhookServer(webhook::WebhookReceiver& receiver) {
     ::signal(SIGPIPE, SIG_IGN);  // a peer closing mid-request must not kill the test
-    webhook::register_webhook_routes(server_, receiver);
+    api::register_webhook_route(server_, receiver);
     server_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) { res.set_content("ok", "text/plain"); });
     port_ = server_.bind_to_any_port("127.0.0.1");
     thread_ = std::thread([this] { server_.listen_after_bind(); });

@@ -9,11 +9,11 @@
 #include <string>
 #include <vector>
 
-#include "reactions/control_plane.hpp"
+#include "core/control_plane.hpp"
 
-namespace mltap::react::testing {
+namespace mltap::reactions::testing {
 
-class RecordingControlPlane : public ControlPlane {
+class RecordingControlPlane : public core::ControlPlane {
  public:
   struct FlagCall {
     std::string stream, flag;
@@ -25,11 +25,11 @@ class RecordingControlPlane : public ControlPlane {
     std::uint64_t until_unix_ns;
   };
 
-  void add_producer(const std::string& stream, ingest::ProducerId id) {
+  void add_producer(const std::string& stream, core::ProducerId id) {
     std::lock_guard l(mu_);
     producers_[stream].push_back(id);
   }
-  void add_record(const std::string& stream, RetainedRecord r) {
+  void add_record(const std::string& stream, core::RetainedRecord r) {
     std::lock_guard l(mu_);
     records_[stream].push_back(std::move(r));
   }
@@ -38,19 +38,19 @@ class RecordingControlPlane : public ControlPlane {
     fail_ = std::move(error);
   }
 
-  std::vector<ingest::ProducerId> producers(const std::string& stream) const override {
+  std::vector<core::ProducerId> producers(const std::string& stream) const override {
     std::lock_guard l(mu_);
     auto it = producers_.find(stream);
-    return it == producers_.end() ? std::vector<ingest::ProducerId>{} : it->second;
+    return it == producers_.end() ? std::vector<core::ProducerId>{} : it->second;
   }
-  ControlResult set_flag(const std::string& stream, const std::string& flag, std::uint32_t value) override {
+  core::ControlResult set_flag(const std::string& stream, const std::string& flag, std::uint32_t value) override {
     std::lock_guard l(mu_);
     flag_calls_.push_back({stream, flag, value});
     if (!fail_.empty()) return {false, fail_, 0};
     flags_[stream][flag] = value;
     return {true, "", 1};
   }
-  ControlResult boost_sampling(const std::string& stream, std::uint32_t permille,
+  core::ControlResult boost_sampling(const std::string& stream, std::uint32_t permille,
                                std::uint64_t until_unix_ns) override {
     std::lock_guard l(mu_);
     boost_calls_.push_back({stream, permille, until_unix_ns});
@@ -58,10 +58,10 @@ class RecordingControlPlane : public ControlPlane {
     boost_[stream] = permille;
     return {true, "", 1};
   }
-  std::vector<RetainedRecord> recent_records(const std::string& stream, std::size_t max_records,
+  std::vector<core::RetainedRecord> recent_records(const std::string& stream, std::size_t max_records,
                                              std::size_t max_bytes) const override {
     std::lock_guard l(mu_);
-    std::vector<RetainedRecord> out;
+    std::vector<core::RetainedRecord> out;
     auto it = records_.find(stream);
     if (it == records_.end()) return out;
     std::size_t bytes = 0;
@@ -97,8 +97,8 @@ class RecordingControlPlane : public ControlPlane {
 
  private:
   mutable std::mutex mu_;
-  std::map<std::string, std::vector<ingest::ProducerId>> producers_;
-  std::map<std::string, std::vector<RetainedRecord>> records_;
+  std::map<std::string, std::vector<core::ProducerId>> producers_;
+  std::map<std::string, std::vector<core::RetainedRecord>> records_;
   std::map<std::string, std::map<std::string, std::uint32_t>> flags_;
   std::map<std::string, std::uint32_t> boost_;
   std::vector<FlagCall> flag_calls_;
@@ -106,4 +106,4 @@ class RecordingControlPlane : public ControlPlane {
   std::string fail_;
 };
 
-}  // namespace mltap::react::testing
+}  // namespace mltap::reactions::testing
