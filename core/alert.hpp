@@ -16,7 +16,11 @@ namespace mltap::core {
 enum class AlertStatus { firing, resolved };
 
 constexpr std::string_view alert_status_name(AlertStatus s) noexcept {
-  return s == AlertStatus::firing ? "firing" : "resolved";
+  switch (s) {
+    case AlertStatus::firing: return "firing";
+    case AlertStatus::resolved: return "resolved";
+  }
+  return "resolved";
 }
 
 using LabelSet = std::map<std::string, std::string>;

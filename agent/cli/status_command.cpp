@@ -1,21 +1,19 @@
 #include "agent/cli/status_command.hpp"
 
-#include <time.h>
 
 #include <cstdio>
 #include <iostream>
 #include <memory>
 
 #include "agent/cli/agent_client.hpp"
+#include "core/time.hpp"
 
 namespace mltap::cli {
 namespace {
 
 std::string age(std::uint64_t then_ns) {
   if (then_ns == 0) return "never";
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  const double now = static_cast<double>(ts.tv_sec) + ts.tv_nsec / 1e9;
+  const double now = static_cast<double>(core::unix_now_ns()) / 1e9;
   const double d = now - static_cast<double>(then_ns) / 1e9;
   char b[32];
   if (d < 0) std::snprintf(b, sizeof b, "now");

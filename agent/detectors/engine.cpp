@@ -9,6 +9,7 @@
 
 #include "agent/detectors/binning.hpp"
 #include "agent/detectors/stats.hpp"
+#include "core/time.hpp"
 
 namespace mltap::detectors {
 
@@ -28,12 +29,6 @@ namespace {
 constexpr std::size_t kChunk = 64;  // rows processed column-wise at a time
 constexpr std::size_t kKinds = 8;
 constexpr double kGapMemoryNs = 3600e9;  // the usual interval forgets with a 1 h time constant
-
-std::uint64_t wall_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
 
 std::string fmt(double v) {
   char buf[48];
@@ -946,7 +941,7 @@ void DetectorEngine::on_batch(const core::DecodedBatch& b) {
     return;
   }
   EngineAccess a{*this};
-  const std::uint64_t arrival = ticked_ ? now_ns_ : (b.timestamp_ns ? b.timestamp_ns : wall_ns());
+  const std::uint64_t arrival = ticked_ ? now_ns_ : (b.timestamp_ns ? b.timestamp_ns : core::unix_now_ns());
   if (!ticked_) now_ns_ = std::max(now_ns_, arrival);
   if (s->batches > 0 && arrival >= s->last_arrival) {
     const double gap = static_cast<double>(arrival - s->last_arrival);

@@ -15,6 +15,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/time.hpp"
+
 namespace mltap::detectors {
 
 using core::feature_kind_name;
@@ -260,8 +262,7 @@ ReferenceProfile build_profile(std::span<const double> rows, std::size_t cols,
   ReferenceProfile p;
   p.layout = options.layout;
   p.source = options.source;
-  p.created_unix_ns = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+  p.created_unix_ns = core::unix_now_ns();
   p.dtype = options.dtype;
   p.row_shape = options.row_shape.empty() ? std::vector<std::uint32_t>{static_cast<std::uint32_t>(cols)} : options.row_shape;
   p.rows = n;

@@ -5,28 +5,15 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
 
-namespace mltap::reactions {
+#include "core/time.hpp"
 
-std::string rfc3339_utc_now() {
-  const auto now = std::chrono::system_clock::now();
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                static_cast<int>(ms % 1000));
-  return buf;
-}
+namespace mltap::reactions {
 
 AuditLog::AuditLog(std::string path, std::uint64_t max_bytes, std::uint32_t keep)
     : path_(std::move(path)), max_bytes_(max_bytes), keep_(keep) {
@@ -68,7 +55,7 @@ void AuditLog::rotate_locked() {
 
 void AuditLog::append(nlohmann::json record) noexcept {
   try {
-    record["time"] = rfc3339_utc_now();
+    record["time"] = core::format_utc(core::unix_now_ns());
     // Exec output may not be UTF-8: replace bad bytes rather than failing the record.
     std::string line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     line.push_back('\n');

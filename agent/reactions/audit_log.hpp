@@ -43,7 +43,4 @@ class AuditLog {
   std::atomic<std::uint64_t> rotations_{0};
 };
 
-// "2024-05-01T12:00:00.123Z"
-std::string rfc3339_utc_now();
-
 }  // namespace mltap::reactions

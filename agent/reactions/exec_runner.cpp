@@ -18,17 +18,6 @@ namespace mltap::reactions {
 
 using Clock = std::chrono::steady_clock;
 
-const char* exec_outcome_name(ExecOutcome o) noexcept {
-  switch (o) {
-    case ExecOutcome::exited: return "exited";
-    case ExecOutcome::killed_by_signal: return "killed_by_signal";
-    case ExecOutcome::timed_out: return "timed_out";
-    case ExecOutcome::spawn_failed: return "spawn_failed";
-    case ExecOutcome::shutdown: return "shutdown";
-  }
-  return "unknown";
-}
-
 struct ExecRunner::Job {
   pid_t pid = 0;
   int pidfd = -1;

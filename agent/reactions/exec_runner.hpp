@@ -17,6 +17,7 @@
 #include <list>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -33,6 +34,17 @@ struct ExecRequest {
 };
 
 enum class ExecOutcome { exited, killed_by_signal, timed_out, spawn_failed, shutdown };
+
+constexpr std::string_view exec_outcome_name(ExecOutcome o) noexcept {
+  switch (o) {
+    case ExecOutcome::exited: return "exited";
+    case ExecOutcome::killed_by_signal: return "killed_by_signal";
+    case ExecOutcome::timed_out: return "timed_out";
+    case ExecOutcome::spawn_failed: return "spawn_failed";
+    case ExecOutcome::shutdown: return "shutdown";
+  }
+  return "unknown";
+}
 
 struct ExecResult {
   ExecOutcome outcome = ExecOutcome::spawn_failed;
@@ -81,6 +93,5 @@ class ExecRunner {
   std::thread thread_;
 };
 
-const char* exec_outcome_name(ExecOutcome o) noexcept;
 
 }  // namespace mltap::reactions

@@ -1,36 +1,16 @@
 #include "agent/reactions/process_signaller.hpp"
 
 #include <signal.h>
-#include "agent/reactions/pidfd.hpp"
 #include <unistd.h>
 
 #include <cerrno>
-#include <charconv>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 
-namespace mltap::reactions {
+#include "agent/reactions/pidfd.hpp"
+#include "mltap/naming.hpp"
 
-std::optional<std::uint64_t> read_start_ticks(const std::string& proc_root, std::uint32_t pid) {
-  std::ifstream in(proc_root + "/" + std::to_string(pid) + "/stat");
-  if (!in) return std::nullopt;
-  std::string line;
-  std::getline(in, line, '\0');
-  if (line.size() > 4096) return std::nullopt;
-  // comm (field 2) may hold spaces and parentheses: fields resume after the last ')'.
-  const auto close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(close + 1));
-  std::string field;
-  for (int index = 3; index <= 22; ++index) {
-    if (!(rest >> field)) return std::nullopt;
-  }
-  std::uint64_t ticks = 0;
-  const auto [end, ec] = std::from_chars(field.data(), field.data() + field.size(), ticks);
-  if (ec != std::errc() || end != field.data() + field.size()) return std::nullopt;
-  return ticks;
-}
+namespace mltap::reactions {
 
 SignalReport ProcessSignaller::send(const std::vector<core::ProducerId>& producers,
                                     int signal) const {
@@ -51,7 +31,7 @@ SignalReport ProcessSignaller::send(const std::vector<core::ProducerId>& produce
     }
     // Checked after opening the pidfd: if the start time matches now, the pidfd refers to that
     // process (or to one that has died since, which pidfd_send_signal then refuses).
-    const auto ticks = read_start_ticks(proc_root_, p.pid);
+    const auto ticks = naming::process_start_ticks(p.pid, proc_root_);
     if (!ticks || *ticks != p.start_ticks) {
       ::close(pidfd);
       ++r.gone;

@@ -4,17 +4,12 @@
 #pragma once
 
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
 #include "core/batch.hpp"
 
 namespace mltap::reactions {
-
-// Field 22 (starttime, clock ticks after boot) of <proc_root>/<pid>/stat; nullopt when the
-// process does not exist or the file is malformed.
-std::optional<std::uint64_t> read_start_ticks(const std::string& proc_root, std::uint32_t pid);
 
 struct SignalReport {
   std::uint32_t signalled = 0;

@@ -4,12 +4,12 @@
 #include <cctype>
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <system_error>
 
 #include "agent/reactions/audit_log.hpp"
+#include "core/time.hpp"
 
 namespace mltap::reactions {
 
@@ -23,18 +23,6 @@ namespace {
 
 constexpr const char* kTempPrefix = ".tmp-";
 constexpr const char* kFormat = "mltap-incident/1";
-
-std::string bundle_time() {
-  const auto now = std::chrono::system_clock::now();
-  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count();
-  const std::time_t secs = static_cast<std::time_t>(ms / 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d%02d%02dT%02d%02d%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms % 1000));
-  return buf;
-}
 
 std::string dump(const nlohmann::json& j) {
   return j.dump(1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -96,7 +84,7 @@ SnapshotResult SnapshotWriter::write(const AlertEvent& alert, const std::string&
   SnapshotResult result;
   char seq[32];
   std::snprintf(seq, sizeof seq, "%06llu", static_cast<unsigned long long>(++seq_ % 1000000));
-  const std::string name = bundle_time() + "-" + seq + "-" + reaction_;
+  const std::string name = core::format_utc(core::unix_now_ns(), core::UtcStyle::basic) + "-" + seq + "-" + reaction_;
   const fs::path final_dir = fs::path(spec_.directory) / name;
   const fs::path temp_dir = fs::path(spec_.directory) / (kTempPrefix + name);
   try {
@@ -162,7 +150,7 @@ SnapshotResult SnapshotWriter::write(const AlertEvent& alert, const std::string&
 
     nlohmann::json manifest = {
         {"format", kFormat},
-        {"created", rfc3339_utc_now()},
+        {"created", core::format_utc(core::unix_now_ns())},
         {"reaction", reaction_},
         {"stream", stream},
         {"alert",

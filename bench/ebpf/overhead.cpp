@@ -44,6 +44,7 @@
 
 #include "bpf/tracer.hpp"
 #include "floor.skel.h"
+#include "mltap/naming.hpp"
 
 extern char** environ;
 
@@ -164,16 +165,7 @@ std::string self_exe() {
 }
 
 std::uint64_t start_ticks_of(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
-  std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  const auto close = s.rfind(')');
-  if (close == std::string::npos) return 0;
-  std::istringstream in(s.substr(close + 2));
-  std::string tok;
-  for (int field = 3; field <= 22 && (in >> tok); ++field) {
-    if (field == 22) return std::stoull(tok);
-  }
-  return 0;
+  return mltap::naming::process_start_ticks(static_cast<std::uint32_t>(pid)).value_or(0);
 }
 
 struct Sample {

@@ -50,15 +50,6 @@ std::string err_text(int err) {
 
 // ---- which BPF programs make up which probe ----
 
-std::string_view method_name(Method m) {
-  switch (m) {
-    case Method::tp_btf: return "tp_btf";
-    case Method::raw_tp: return "raw_tp";
-    case Method::tracefs: return "tracefs";
-  }
-  return "?";
-}
-
 const std::vector<Group>& groups() {
   constexpr int retr = static_cast<int>(Probe::tcp_retransmit);
   static const std::vector<Group> g = {

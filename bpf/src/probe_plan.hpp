@@ -52,7 +52,15 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap);
 std::string err_text(int err);
 
 enum class Method : std::uint8_t { tp_btf, raw_tp, tracefs };
-std::string_view method_name(Method m);
+
+constexpr std::string_view method_name(Method m) noexcept {
+  switch (m) {
+    case Method::tp_btf: return "tp_btf";
+    case Method::raw_tp: return "raw_tp";
+    case Method::tracefs: return "tracefs";
+  }
+  return "?";
+}
 
 struct ProgRef {
   const char* name;

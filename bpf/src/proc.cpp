@@ -30,37 +30,6 @@ bool parse_uint(std::string_view s, T& out) {
 
 }  // namespace
 
-std::optional<ProcStat> parse_stat(const std::string& text) {
-  // comm may contain spaces and ')': it ends at the last ')'.
-  const auto open = text.find('(');
-  const auto close = text.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close < open) return std::nullopt;
-  ProcStat st;
-  st.comm = text.substr(open + 1, close - open - 1);
-  std::vector<std::string_view> fields;  // fields 3.. of stat(5)
-  std::string_view rest(text);
-  rest.remove_prefix(close + 1);
-  std::size_t i = 0;
-  while (i < rest.size() && fields.size() < 24) {
-    while (i < rest.size() && (rest[i] == ' ' || rest[i] == '\n')) ++i;
-    const std::size_t b = i;
-    while (i < rest.size() && rest[i] != ' ' && rest[i] != '\n') ++i;
-    if (i > b) fields.push_back(rest.substr(b, i - b));
-  }
-  if (fields.size() < 20) return std::nullopt;
-  if (fields[0].size() != 1) return std::nullopt;
-  st.state = fields[0][0];
-  if (!parse_uint(fields[1], st.ppid)) return std::nullopt;
-  if (!parse_uint(fields[19], st.start_ticks)) return std::nullopt;  // field 22
-  return st;
-}
-
-std::optional<ProcStat> read_stat(const std::string& proc_root, std::uint32_t pid) {
-  auto text = slurp(proc_root + "/" + std::to_string(pid) + "/stat", 4096);
-  if (!text) return std::nullopt;
-  return parse_stat(*text);
-}
-
 std::vector<ProcEntry> list_processes(const std::string& proc_root) {
   std::vector<ProcEntry> out;
   DIR* d = opendir(proc_root.c_str());
@@ -68,7 +37,7 @@ std::vector<ProcEntry> list_processes(const std::string& proc_root) {
   while (dirent* e = readdir(d)) {
     std::uint32_t pid = 0;
     if (!parse_uint(std::string_view(e->d_name), pid) || pid == 0) continue;
-    if (auto st = read_stat(proc_root, pid)) out.push_back({pid, std::move(*st)});
+    if (auto st = naming::read_proc_stat(pid, proc_root)) out.push_back({pid, std::move(*st)});
   }
   closedir(d);
   return out;

@@ -7,22 +7,15 @@
 #include <string>
 #include <vector>
 
+#include "mltap/naming.hpp"
+
 namespace mltap::bpf::proc {
 
-struct ProcStat {
-  std::string comm;
-  char state = '?';
-  std::uint32_t ppid = 0;
-  std::uint64_t start_ticks = 0;  // field 22
-};
-
-// Parses the text of /proc/<pid>/stat ("pid (comm) S ppid ...").
-std::optional<ProcStat> parse_stat(const std::string& text);
-std::optional<ProcStat> read_stat(const std::string& proc_root, std::uint32_t pid);
+// /proc/<pid>/stat itself is read by naming::read_proc_stat (the one parser of it).
 // Every numeric entry of proc_root with its parsed stat (skips what vanished meanwhile).
 struct ProcEntry {
   std::uint32_t pid = 0;
-  ProcStat stat;
+  naming::ProcStat stat;
 };
 std::vector<ProcEntry> list_processes(const std::string& proc_root);
 // readlink(proc_root/<pid>/<what>), e.g. "cwd" or "fd/3".

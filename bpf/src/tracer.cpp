@@ -429,7 +429,7 @@ struct Tracer::Impl {
         ev.source = "bpf:" + method_used[static_cast<std::size_t>(Probe::fork)];
         if (e.flags & MLTAP_EF_START_APPROX) {
           // tracefs variant: correct the child's start time from /proc and in the kernel.
-          if (auto stc = proc::read_stat(opts.proc_root, ev.other.pid)) {
+          if (auto stc = naming::read_proc_stat(ev.other.pid, opts.proc_root)) {
             ev.other.start_ticks = stc->start_ticks;
             mltap_tracked v{};
             if (tracked_fd >= 0 && bpf_map_lookup_elem(tracked_fd, &ev.other.pid, &v) == 0 &&
@@ -616,7 +616,7 @@ struct Tracer::Impl {
       mltap_tracked v{};
       if (bpf_map_lookup_elem(tracked_fd, &pid, &v) == 0) kv = v;
     }
-    const auto alive = proc::read_stat(opts.proc_root, pid);
+    const auto alive = naming::read_proc_stat(pid, opts.proc_root);
     std::lock_guard lk(mu);
     auto adopt = [&](const Proc& p) {
       ev.tracked = true;
@@ -777,7 +777,7 @@ struct Tracer::Impl {
     for (std::uint32_t pid : keys) {
       mltap_tracked v{};
       if (bpf_map_lookup_elem(tracked_fd, &pid, &v) != 0) continue;
-      auto s = proc::read_stat(opts.proc_root, pid);
+      auto s = naming::read_proc_stat(pid, opts.proc_root);
       const bool dead = !s || s->state == 'Z' || s->state == 'X' ||
                         (v.start_ticks != 0 && s->start_ticks != v.start_ticks);
       if (dead) {
@@ -942,7 +942,7 @@ TrackResult Tracer::track(std::uint32_t pid, std::uint64_t start_ticks, std::str
   if (pid == 0 || start_ticks == 0 || pid == static_cast<std::uint32_t>(getpid())) {
     return TrackResult::invalid;
   }
-  const auto st = proc::read_stat(m.opts.proc_root, pid);
+  const auto st = naming::read_proc_stat(pid, m.opts.proc_root);
   if (!st || st->start_ticks != start_ticks || st->state == 'Z' || st->state == 'X') {
     return TrackResult::no_such_process;
   }

@@ -4,7 +4,6 @@
 
 #include <cctype>
 #include <cstdio>
-#include <ctime>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -14,16 +13,12 @@
 #include <httplib.h>
 #include <spdlog/spdlog.h>
 
+#include "core/time.hpp"
+
 namespace mltap::alertmanager {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::uint64_t now_unix_ns() {
-  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                        std::chrono::system_clock::now().time_since_epoch())
-                                        .count());
-}
 
 std::string camel(std::string_view snake) {
   std::string out;
@@ -100,17 +95,6 @@ std::string read_token(const std::string& path) {
 }
 
 }  // namespace
-
-std::string format_rfc3339(std::uint64_t unix_ns) {
-  const std::time_t secs = static_cast<std::time_t>(unix_ns / 1'000'000'000ull);
-  const int ms = static_cast<int>((unix_ns / 1'000'000ull) % 1000);
-  std::tm tm{};
-  gmtime_r(&secs, &tm);
-  char buf[96];
-  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
-  return buf;
-}
 
 std::string alert_name_for(core::FindingKind kind) {
   switch (kind) {
@@ -192,7 +176,7 @@ nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerCon
   description << "Stream " << f.stream << " (component " << f.component << "): "
               << core::finding_kind_name(f.kind);
   if (!f.reason.empty()) description << " (" << f.reason << ")";
-  description << " since " << format_rfc3339(f.opened_unix_ns) << ", based on " << f.window_records
+  description << " since " << core::format_utc(f.opened_unix_ns) << ", based on " << f.window_records
               << " records. Top features: " << (f.top.empty() ? std::string("not reported") : top.str()) << ".";
   std::string related;
   for (std::size_t i = 0; i < pf.related_events.size() && i < 5; ++i) {
@@ -207,13 +191,13 @@ nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerCon
       {"related_events", related.empty() ? std::string("none recorded") : related},
   };
   nlohmann::json alert = {{"labels", labels}, {"annotations", annotations},
-                          {"startsAt", format_rfc3339(f.opened_unix_ns)}};
+                          {"startsAt", core::format_utc(f.opened_unix_ns)}};
   if (!config.external_url.empty()) {
     const std::string url = config.external_url + "/api/v1/findings/" + std::to_string(f.id);
     alert["annotations"]["finding_url"] = url;
     alert["generatorURL"] = url;
   }
-  if (ends_at_ns != 0) alert["endsAt"] = format_rfc3339(ends_at_ns);
+  if (ends_at_ns != 0) alert["endsAt"] = core::format_utc(ends_at_ns);
   return alert;
 }
 
@@ -287,7 +271,7 @@ void AlertmanagerPusher::cycle() {
     spdlog::error("alertmanager push: findings provider failed: {}", e.what());
     return;
   }
-  const std::uint64_t now_ns = now_unix_ns();
+  const std::uint64_t now_ns = core::unix_now_ns();
   const auto ends_open = now_ns + static_cast<std::uint64_t>((config_.interval * 4).count());
 
   // What to post: (finding id or 0, alert, resolves-the-tracked-entry).
@@ -315,7 +299,7 @@ void AlertmanagerPusher::cycle() {
     if (it != sent_.end() && it->second.labels_key != key) {
       // Severity changed: the old label set is another alert in Alertmanager; resolve it.
       nlohmann::json old = it->second.alert;
-      old["endsAt"] = format_rfc3339(now_ns);
+      old["endsAt"] = core::format_utc(now_ns);
       items.push_back({0, std::move(old), false, {}});
     }
     if (it == sent_.end() || it->second.labels_key != key || now - it->second.last_sent >= config_.interval) {
@@ -325,7 +309,7 @@ void AlertmanagerPusher::cycle() {
   for (const auto& [id, s] : sent_) {
     if (seen.count(id)) continue;
     nlohmann::json old = s.alert;  // the finding vanished from the provider: resolve it now
-    old["endsAt"] = format_rfc3339(now_ns);
+    old["endsAt"] = core::format_utc(now_ns);
     items.push_back({id, std::move(old), true, s.labels_key});
   }
   if (items.empty()) return;

@@ -64,9 +64,6 @@ std::string alert_name_for(core::FindingKind kind);
 nlohmann::json finding_to_alert(const PushableFinding& f, const AlertmanagerConfig& config,
                                 std::uint64_t ends_at_ns);
 
-// "2024-05-01T12:00:00.123Z"
-std::string format_rfc3339(std::uint64_t unix_ns);
-
 class AlertmanagerPusher {
  public:
   // Throws std::runtime_error when the URL or token file is unusable.

@@ -3,10 +3,11 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <sstream>
+#include <vector>
 
 namespace mltap::naming {
 
@@ -98,29 +99,55 @@ std::string shm_dir_from_env() {
   return std::string(kDefaultShmDir);
 }
 
-std::optional<std::uint64_t> process_start_ticks(std::uint32_t pid, const std::string& proc_root) {
-  if (pid == 0) return std::nullopt;
-  std::ifstream in(proc_root + "/" + std::to_string(pid) + "/stat");
-  if (!in) return std::nullopt;
-  std::string line;
-  std::getline(in, line);
-  // comm (field 2) may hold spaces and parentheses: fields resume after the LAST ')'.
-  const auto close = line.rfind(')');
-  if (close == std::string::npos) return std::nullopt;
-  std::istringstream rest(line.substr(close + 1));
-  std::string field;
-  // After ')' come fields 3..; start time is field 22 -> the 20th token.
-  for (int i = 3; i <= 22; ++i) {
-    if (!(rest >> field)) return std::nullopt;
-  }
-  try {
-    size_t used = 0;
-    const unsigned long long v = std::stoull(field, &used);
-    if (used != field.size()) return std::nullopt;
-    return v;
-  } catch (...) {
+namespace {
+
+template <typename T>
+bool parse_uint(std::string_view s, T& out) {
+  if (s.empty()) return false;
+  const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+  return ec == std::errc() && p == s.data() + s.size();
+}
+
+}  // namespace
+
+std::optional<ProcStat> parse_proc_stat(std::string_view text) {
+  const auto open = text.find('(');
+  const auto close = text.rfind(')');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open) {
     return std::nullopt;
   }
+  ProcStat st;
+  st.comm = std::string(text.substr(open + 1, close - open - 1));
+  std::vector<std::string_view> fields;  // fields 3.. of proc_pid_stat(5)
+  std::string_view rest = text.substr(close + 1);
+  std::size_t i = 0;
+  while (i < rest.size() && fields.size() < 24) {
+    while (i < rest.size() && (rest[i] == ' ' || rest[i] == '\n')) ++i;
+    const std::size_t b = i;
+    while (i < rest.size() && rest[i] != ' ' && rest[i] != '\n') ++i;
+    if (i > b) fields.push_back(rest.substr(b, i - b));
+  }
+  if (fields.size() < 20 || fields[0].size() != 1) return std::nullopt;
+  st.state = fields[0][0];
+  if (!parse_uint(fields[1], st.ppid)) return std::nullopt;
+  if (!parse_uint(fields[19], st.start_ticks)) return std::nullopt;  // field 22
+  return st;
+}
+
+std::optional<ProcStat> read_proc_stat(std::uint32_t pid, const std::string& proc_root) {
+  if (pid == 0) return std::nullopt;
+  std::ifstream in(proc_root + "/" + std::to_string(pid) + "/stat", std::ios::binary);
+  if (!in) return std::nullopt;
+  std::string text(4096, '\0');  // the line is far shorter; a longer file is not a stat file
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<std::size_t>(in.gcount()));
+  return parse_proc_stat(text);
+}
+
+std::optional<std::uint64_t> process_start_ticks(std::uint32_t pid, const std::string& proc_root) {
+  const auto st = read_proc_stat(pid, proc_root);
+  if (!st) return std::nullopt;
+  return st->start_ticks;
 }
 
 std::uint64_t pid_namespace_inode(const std::string& proc_root, std::string_view pid) {

@@ -6,6 +6,7 @@
 
 #include "agent/reactions/reaction_engine.hpp"
 #include "core/config_reader.hpp"
+#include "core/time.hpp"
 #include "exporters/webhook/webhook_payload.hpp"
 #include "exporters/webhook/webhook_receiver.hpp"
 #include "support/alertmanager_process.hpp"
@@ -20,13 +21,9 @@ using namespace std::chrono_literals;
 using nlohmann::json;
 
 std::string rfc3339_now(std::chrono::seconds offset = 0s) {
-  const auto t = std::chrono::system_clock::now() + offset;
-  const std::time_t s = std::chrono::system_clock::to_time_t(t);
-  std::tm tm{};
-  gmtime_r(&s, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
+  const auto ns = static_cast<std::int64_t>(core::unix_now_ns()) +
+                  std::chrono::duration_cast<std::chrono::nanoseconds>(offset).count();
+  return core::format_utc(static_cast<std::uint64_t>(ns));
 }
 
 TEST(AlertmanagerToWebhook, ReactionRunsAndIsUndoneOnResolve) {

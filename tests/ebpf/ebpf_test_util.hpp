@@ -30,7 +30,7 @@ using core::EventKind;
 using core::SystemEvent;
 
 inline std::uint64_t start_ticks_of(pid_t pid) {
-  auto st = proc::read_stat("/proc", static_cast<std::uint32_t>(pid));
+  auto st = naming::read_proc_stat(static_cast<std::uint32_t>(pid), "/proc");
   return st ? st->start_ticks : 0;
 }
 

@@ -510,7 +510,7 @@ TEST_F(TracerTest, DescendantsAliveAtTrackTimeAreTracked) {
   ASSERT_NE(p, nullptr);
   unsigned sleeper = 0;
   ASSERT_EQ(fscanf(p, "%u", &sleeper), 1);
-  auto st = proc::read_stat("/proc", sleeper);
+  auto st = naming::read_proc_stat(sleeper, "/proc");
   ASSERT_TRUE(st);
   const std::uint32_t sh = st->ppid;
   ASSERT_EQ(tracer().track(sh, start_ticks_of(static_cast<pid_t>(sh)), "pipeline"),

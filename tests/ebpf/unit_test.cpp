@@ -99,23 +99,23 @@ TEST(ProcStat, ParsesHostileComm) {
   const std::string line =
       "4242 (a) (b) c) S 17 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10 "
       "18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
-  auto st = proc::parse_stat(line);
+  auto st = naming::parse_proc_stat(line);
   ASSERT_TRUE(st);
   EXPECT_EQ(st->comm, "a) (b) c");
   EXPECT_EQ(st->state, 'S');
   EXPECT_EQ(st->ppid, 17u);
   EXPECT_EQ(st->start_ticks, 987654u);
-  EXPECT_FALSE(proc::parse_stat("4242 (x S 1 2"));
-  EXPECT_FALSE(proc::parse_stat("4242 (x) S notanumber 1 1 0 -1 0 0 0 0 0 0 0 0 0 0 0 0 0 5"));
-  EXPECT_FALSE(proc::parse_stat(""));
+  EXPECT_FALSE(naming::parse_proc_stat("4242 (x S 1 2"));
+  EXPECT_FALSE(naming::parse_proc_stat("4242 (x) S notanumber 1 1 0 -1 0 0 0 0 0 0 0 0 0 0 0 0 0 5"));
+  EXPECT_FALSE(naming::parse_proc_stat(""));
 }
 
 TEST(ProcStat, ReadsThisProcess) {
-  auto st = proc::read_stat("/proc", static_cast<std::uint32_t>(getpid()));
+  auto st = naming::read_proc_stat(static_cast<std::uint32_t>(getpid()), "/proc");
   ASSERT_TRUE(st);
   EXPECT_EQ(st->ppid, static_cast<std::uint32_t>(getppid()));
   EXPECT_GT(st->start_ticks, 0u);
-  EXPECT_FALSE(proc::read_stat("/nonexistent", 1));
+  EXPECT_FALSE(naming::read_proc_stat(1, "/nonexistent"));
 }
 
 // Builds one fanotify record: metadata + one DFID_NAME info with `name`.

@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/reactions/reaction_engine.hpp"
+#include "mltap/naming.hpp"
 #include "core/config_reader.hpp"
 #include "support/recording_control_plane.hpp"
 #include "support/test_util.hpp"
@@ -298,7 +299,7 @@ TEST(ReactionEngine, SignalsTheStreamsRealProducer) {
   pid_t pid = 0;
   ASSERT_EQ(::posix_spawn(&pid, REACTION_PROBE, nullptr, nullptr, argv.data(), environ), 0);
   ASSERT_TRUE(mltap::testing::wait_until([&] { return std::filesystem::exists(ready); }, 10s));
-  const auto ticks = read_start_ticks("/proc", static_cast<std::uint32_t>(pid));
+  const auto ticks = naming::process_start_ticks(static_cast<std::uint32_t>(pid), "/proc");
   ASSERT_TRUE(ticks);
   f.control.add_producer("fraud", {static_cast<std::uint32_t>(pid), *ticks});
   f.control.add_producer("fraud", {static_cast<std::uint32_t>(pid), *ticks + 5});  // a stale entry

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "agent/reactions/process_signaller.hpp"
+#include "mltap/naming.hpp"
 #include "support/test_util.hpp"
 
 extern char** environ;
@@ -54,7 +55,7 @@ TEST(ProcessSignaller, SignalsAVerifiedProducer) {
   WaitingChild child(dir);
   ASSERT_GT(child.pid(), 0);
   ASSERT_TRUE(child.wait_ready());
-  const auto ticks = read_start_ticks("/proc", static_cast<std::uint32_t>(child.pid()));
+  const auto ticks = naming::process_start_ticks(static_cast<std::uint32_t>(child.pid()), "/proc");
   ASSERT_TRUE(ticks);
   ProcessSignaller signaller("/proc");
   const SignalReport r = signaller.send({{static_cast<std::uint32_t>(child.pid()), *ticks}}, SIGUSR1);
@@ -67,7 +68,7 @@ TEST(ProcessSignaller, SkipsAProcessWhoseStartTimeDiffers) {
   testing::TempDir dir;
   WaitingChild child(dir);
   ASSERT_TRUE(child.wait_ready());
-  const auto ticks = read_start_ticks("/proc", static_cast<std::uint32_t>(child.pid()));
+  const auto ticks = naming::process_start_ticks(static_cast<std::uint32_t>(child.pid()), "/proc");
   ASSERT_TRUE(ticks);
   ProcessSignaller signaller("/proc");
   // Same pid, other start time: the producer we knew is gone and the pid was reused.
@@ -81,7 +82,7 @@ TEST(ProcessSignaller, SkipsAProcessWhoseStartTimeDiffers) {
 
 TEST(ProcessSignaller, RefusesInitAndItself) {
   ProcessSignaller signaller("/proc");
-  const auto self_ticks = read_start_ticks("/proc", static_cast<std::uint32_t>(::getpid()));
+  const auto self_ticks = naming::process_start_ticks(static_cast<std::uint32_t>(::getpid()), "/proc");
   ASSERT_TRUE(self_ticks);
   const SignalReport r = signaller.send({{1, 0}, {0, 0}, {static_cast<std::uint32_t>(::getpid()), *self_ticks}}, SIGUSR1);
   EXPECT_EQ(r.refused, 3u);
@@ -103,12 +104,12 @@ TEST(StartTicks, ParsesFixtureStatWithHostileComm) {
                       "4242 (evil) (name 1 2) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 "
                       "987654 1000000 100 18446744073709551615 0 0 0 0 0 0 0 0 0 0 0 0 17 0 0 0 0 0 0\n",
                       0644);
-  EXPECT_EQ(read_start_ticks(dir.path().string(), 4242), 987654u);
+  EXPECT_EQ(naming::process_start_ticks(4242, dir.path().string()), 987654u);
   testing::write_file(dir.file("4242/stat"), "4242 (short) S 1 2\n", 0644);
-  EXPECT_FALSE(read_start_ticks(dir.path().string(), 4242));
+  EXPECT_FALSE(naming::process_start_ticks(4242, dir.path().string()));
   testing::write_file(dir.file("4242/stat"), "garbage without parenthesis\n", 0644);
-  EXPECT_FALSE(read_start_ticks(dir.path().string(), 4242));
-  EXPECT_FALSE(read_start_ticks(dir.path().string(), 4243));
+  EXPECT_FALSE(naming::process_start_ticks(4242, dir.path().string()));
+  EXPECT_FALSE(naming::process_start_ticks(4243, dir.path().string()));
 }
 
 }  // namespace

@@ -41,8 +41,20 @@ std::string namespace_from_env();
 // Directory from MLTAP_SHM_DIR, else /dev/shm.
 std::string shm_dir_from_env();
 
-// Field 22 of /proc/<pid>/stat (start time in clock ticks after boot); nullopt if the process does
-// not exist or the file is malformed. `proc_root` is injectable for tests ("/proc").
+// The fields of /proc/<pid>/stat that producers and the agent read. The one parser of that file:
+// comm (field 2) may hold spaces and parentheses, so the fields resume after the LAST ')'.
+struct ProcStat {
+  std::string comm;
+  char state = '?';               // field 3: R, S, D, Z, X, ...
+  std::uint32_t ppid = 0;         // field 4
+  std::uint64_t start_ticks = 0;  // field 22: start time in clock ticks after boot
+};
+// Parses the text of /proc/<pid>/stat ("pid (comm) S ppid ..."); nullopt when malformed.
+std::optional<ProcStat> parse_proc_stat(std::string_view text);
+// Reads and parses /proc/<pid>/stat; nullopt if the process does not exist or the file is
+// malformed. `proc_root` is injectable for tests ("/proc").
+std::optional<ProcStat> read_proc_stat(std::uint32_t pid, const std::string& proc_root = "/proc");
+// Field 22 of /proc/<pid>/stat (read_proc_stat(pid, proc_root)->start_ticks).
 std::optional<std::uint64_t> process_start_ticks(std::uint32_t pid,
                                                  const std::string& proc_root = "/proc");
 // Inode of /proc/<pid>/ns/pid (0 when unknown).

@@ -17,6 +17,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "mltap/naming.hpp"
+
 namespace mltap::testing {
 
 class TempDir {
@@ -73,12 +75,8 @@ inline std::vector<nlohmann::json> read_json_lines(const std::string& path) {
 
 // Alive = exists and is not a zombie (in a container nobody may reap orphans).
 inline bool process_alive(pid_t pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-  if (!in) return false;
-  std::string line;
-  std::getline(in, line);
-  const auto close = line.rfind(')');
-  return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+  const auto st = naming::read_proc_stat(static_cast<std::uint32_t>(pid));
+  return st && st->state != 'Z';
 }
 
 }  // namespace mltap::testing
