@@ -79,10 +79,11 @@ struct Ingest::Segment {
   // Recent write rate: rows_written at the start of the rate interval.
   std::uint64_t rate_base_rows = 0, rate_base_time = 0;
   double write_rate = 0;
-  Stream* stream = nullptr;
+  MergedStream* stream = nullptr;
 };
 
-struct Ingest::Stream {
+// A stream as the agent sees it: the producers writing one stream name merged, with their totals.
+struct Ingest::MergedStream {
   StreamInfo info;
   std::uint64_t records_total = 0;
   std::uint64_t writes_total = 0;
@@ -106,7 +107,7 @@ class Ingest::Visitor : public RecordVisitor {
  public:
   Visitor(Ingest& in, Segment& seg) : in_(in), seg_(seg) {}
   void on_record(const RecordView& r) override {
-    Stream& st = *seg_.stream;
+    MergedStream& st = *seg_.stream;
     const std::size_t cols = static_cast<std::size_t>(r.row_elements);
     const std::size_t n = static_cast<std::size_t>(r.rows) * cols;
     auto& buf = in_.decode_buf_;
@@ -234,11 +235,11 @@ void Ingest::run_once() {
   publish(now);
 }
 
-Ingest::Stream* Ingest::stream_for(const SegmentIdentity& id, std::uint64_t now) {
+Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint64_t now) {
   auto it = streams_.find(id.stream);
   if (it != streams_.end()) return it->second.get();
   if (streams_.size() >= config_.max_streams) return nullptr;
-  auto st = std::make_unique<Stream>();
+  auto st = std::make_unique<MergedStream>();
   st->info.name = id.stream;
   st->info.component = id.component;
   st->info.kind = id.kind;
@@ -246,7 +247,7 @@ Ingest::Stream* Ingest::stream_for(const SegmentIdentity& id, std::uint64_t now)
   st->info.row_shape = id.declared_shape;
   st->info.feature_names = id.feature_names;
   st->rate_base_time = now;
-  Stream* raw = st.get();
+  MergedStream* raw = st.get();
   streams_.emplace(id.stream, std::move(st));
   spdlog::info("stream '{}' (component '{}', {}) discovered", id.stream, id.component,
                format::stream_kind_name(id.kind));
@@ -301,7 +302,7 @@ void Ingest::scan(std::uint64_t now) {
         continue;
       }
       pending_since_.erase(path);
-      Stream* st_ptr = stream_for(reader->identity(), now);
+      MergedStream* st_ptr = stream_for(reader->identity(), now);
       if (!st_ptr) {
         // Over the stream cap: remember the file so it is not re-read every scan.
         rejected_files_[path] = key;
@@ -342,7 +343,7 @@ void Ingest::scan(std::uint64_t now) {
 
 // Producer counters and write rate; before every snapshot, so that a snapshot's counters and
 // record counts are read together.
-void Ingest::refresh_counters(Segment& seg, Stream& st, std::uint64_t now) {
+void Ingest::refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now) {
   SegmentReader& r = *seg.reader;
   if (auto pc = r.producer_counters()) {
     auto add = [](std::uint64_t& total, std::uint64_t now_v, std::uint64_t old_v) {
@@ -371,7 +372,7 @@ void Ingest::refresh_counters(Segment& seg, Stream& st, std::uint64_t now) {
 }
 
 // Liveness (pid + start time, or the closed state) and the heartbeat; once per scan.
-void Ingest::refresh_segment(Segment& seg, Stream& st, std::uint64_t now) {
+void Ingest::refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now) {
   SegmentReader& r = *seg.reader;
   refresh_counters(seg, st, now);
   if (seg.state == ProducerState::alive || seg.state == ProducerState::unknown) {
@@ -446,7 +447,7 @@ void Ingest::poll_all(std::uint64_t now, bool& more) {
     if (!seg.reader->healthy()) continue;
     Visitor v(*this, seg);
     const PollCounts c = seg.reader->poll(v);
-    Stream& st = *seg.stream;
+    MergedStream& st = *seg.stream;
     if (c.records > 0 || c.rows_overwritten > 0) seg.last_new_data = now;
     seg.rows_overwritten += c.rows_overwritten;
     st.dropped[static_cast<std::size_t>(DropReason::overwritten)] += c.rows_overwritten;
@@ -474,7 +475,7 @@ void Ingest::publish(std::uint64_t now) {
   snap->segments_rejected = rejected_files_.size() - segments_ignored_;
   snap->segments_ignored = segments_ignored_;
   for (auto& [name, stp] : streams_) {
-    Stream& st = *stp;
+    MergedStream& st = *stp;
     if (now - st.rate_base_time >= 5'000'000'000ull) {
       st.record_rate = static_cast<double>(st.records_total - st.rate_base_records) /
                        (static_cast<double>(now - st.rate_base_time) / 1e9);

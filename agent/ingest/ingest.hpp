@@ -93,19 +93,19 @@ class Ingest : public core::ControlPlane {
 
  private:
   struct Segment;
-  struct Stream;
+  struct MergedStream;
   class Visitor;
 
   void loop();
   void scan(std::uint64_t now);
   void poll_all(std::uint64_t now, bool& more);
-  void refresh_segment(Segment& seg, Stream& st, std::uint64_t now);
-  void refresh_counters(Segment& seg, Stream& st, std::uint64_t now);
+  void refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now);
+  void refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now);
   void retire_segments(std::uint64_t now);
   void publish(std::uint64_t now);
   void run_commands();
   void touch_presence(std::uint64_t now);
-  Stream* stream_for(const core::SegmentIdentity& id, std::uint64_t now);
+  MergedStream* stream_for(const core::SegmentIdentity& id, std::uint64_t now);
   // Runs `fn` on the ingest thread (or inline when not started) and waits up to `timeout`.
   bool execute(std::function<void()> fn, std::chrono::milliseconds timeout) const;
 
@@ -113,7 +113,7 @@ class Ingest : public core::ControlPlane {
   std::uint64_t pid_ns_inode_ = 0;
   std::vector<core::BatchSink*> sinks_;
   ProducerObserver* observer_ = nullptr;
-  std::map<std::string, std::unique_ptr<Stream>> streams_;
+  std::map<std::string, std::unique_ptr<MergedStream>> streams_;
   std::vector<std::unique_ptr<Segment>> segments_;
   struct FileKey {
     std::uint64_t dev, ino, size;
