@@ -2,7 +2,7 @@
 // (BatchSink), with immutable snapshots published for any number of reader threads.
 //
 // Threading: on_batch/on_tick/flush are called from one thread only. snapshot() may be called
-// from any thread: it copies the shared_ptr to the last published EngineSnapshot under a mutex
+// from any thread: it copies the shared_ptr to the last published core::DetectorSnapshot under a mutex
 // held only for that copy. The writer never waits for it: it publishes with try_lock and, when a
 // reader holds the lock, keeps the new snapshot and publishes it on the next tick. (A mutex
 // rather than std::atomic<std::shared_ptr>: libstdc++ 12's version unlocks with relaxed order,
@@ -13,7 +13,6 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "agent/detectors/config.hpp"
@@ -23,6 +22,9 @@
 #include "core/finding.hpp"
 
 namespace mltap::detectors {
+
+struct EngineState;
+struct StreamState;
 
 class DetectorEngine final : public core::BatchSink {
  public:
@@ -37,7 +39,7 @@ class DetectorEngine final : public core::BatchSink {
   // Ends the open windows that hold at least one record (offline use: end of file) and publishes.
   void flush(std::uint64_t now_unix_ns);
   // Publishes a snapshot now, whatever the interval (writer thread; tests, shutdown).
-  void publish_now() { publish(now_ns_, true); }
+  void publish_now();
   // Uses `profile` as the reference of `stream` (before its first record; offline CLI, tests).
   void set_reference(const std::string& stream, std::shared_ptr<const ReferenceProfile> profile,
                      std::string path = {});
@@ -46,37 +48,20 @@ class DetectorEngine final : public core::BatchSink {
     std::lock_guard<std::mutex> lock(publish_mu_);
     return published_;
   }
-  const EngineConfig& config() const noexcept { return config_; }
+  const EngineConfig& config() const noexcept;
   // Bytes of per-stream state (excluding snapshots), for the memory benchmark.
   std::uint64_t memory_bytes() const noexcept;
 
  private:
-  struct Stream;
-  Stream* stream_for(const core::DecodedBatch& batch);
+  StreamState* stream_for(const core::DecodedBatch& batch);
   void publish(std::uint64_t now, bool force);
   // Moves pending_ into published_; `wait` false: only if no reader holds the lock right now.
   void hand_over(bool wait);
 
-  EngineConfig config_;
-  std::vector<std::unique_ptr<Stream>> streams_;
-  std::unordered_map<std::string, std::size_t> by_name_;
-  const core::StreamInfo* last_info_ = nullptr;
-  std::size_t last_index_ = 0;
-  std::unordered_map<std::string, std::shared_ptr<const ReferenceProfile>> preloaded_;
-  std::unordered_map<std::string, std::string> preload_errors_;
-  std::vector<std::string> cut_names_;
-  core::DetectorCounters counters_;
-  std::uint64_t now_ns_ = 0;
-  bool ticked_ = false;
-  std::uint64_t last_publish_ns_ = 0;
-  bool dirty_ = true;
-  std::uint64_t next_finding_id_ = 1;
-  std::uint64_t sequence_ = 0;
-  std::vector<core::Finding> closed_;  // ring of recently closed findings (oldest first)
+  std::unique_ptr<EngineState> state_;  // the writer's side (engine_state.hpp)
   mutable std::mutex publish_mu_;
   std::shared_ptr<const core::DetectorSnapshot> published_;  // guarded by publish_mu_
   std::shared_ptr<const core::DetectorSnapshot> pending_;    // writer only: built, not yet handed over
-  friend struct EngineAccess;
 };
 
 }  // namespace mltap::detectors

@@ -1,0 +1,102 @@
+// Row intake: rows are staged and processed in column-wise chunks, bounded by what is left of the
+// pinning phase, the sequential block and the window, so that each of those ends exactly on a row.
+#include <algorithm>
+
+#include "agent/detectors/engine_state.hpp"
+
+namespace mltap::detectors {
+namespace {
+
+std::size_t room(const StreamState& s) {
+  if (!s.ready) return static_cast<std::size_t>((s.pinned < s.pin_phase_a ? s.pin_phase_a : s.pin_target) - s.pinned);
+  const std::uint64_t w = s.st.window_records - s.window_rows;
+  const std::uint64_t b = s.st.sequential.block_records - s.block_rows;
+  return static_cast<std::size_t>(std::min(w, b));
+}
+
+void accumulate_vectors(StreamState& s, const double* base, std::size_t n, std::size_t stride) {
+  for (std::size_t r = 0; r < n; ++r) {
+    const double* row = base + r * stride;
+    bool ok = true;
+    for (std::size_t j = 0; j < s.in_cols && ok; ++j) ok = row[j] - row[j] == 0;
+    if (!ok) continue;
+    if (!s.ready) {
+      ++s.pin_vec_rows;
+      for (std::size_t j = 0; j < s.in_cols; ++j) {
+        s.pin_sum[j] += row[j];
+        s.pin_sumsq[j] += row[j] * row[j];
+      }
+    } else {
+      ++s.win_vec_rows;
+      for (std::size_t j = 0; j < s.mean_dims; ++j) s.win_sum[j] += row[j];
+    }
+  }
+}
+
+void process_chunk(StreamState& s, const double* base, std::size_t n, std::size_t stride) {
+  const double* m = base;
+  std::size_t ms = stride;
+  if (s.layout != ProfileLayout::features) {
+    const std::size_t w = s.transform.out_columns();
+    if (s.derived.size() < s.chunk * w) s.derived.assign(s.chunk * w, 0.0);
+    for (std::size_t r = 0; r < n; ++r) s.transform.apply(base + r * stride, s.derived.data() + r * w);
+    m = s.derived.data();
+    ms = w;
+    if (s.layout == ProfileLayout::embeddings) accumulate_vectors(s, base, n, stride);
+  }
+  if (!s.ready) {
+    for (auto& f : s.feats) f.pin->add(m + f.column, n, ms);
+    s.pinned += n;
+    return;
+  }
+  for (auto& f : s.feats) {
+    if (!f.enabled) continue;
+    if (f.kind == FeatureKind::numeric) add_numeric(f.num, f.ncur, m + f.column, n, ms);
+    else add_categorical(f.cat, f.ccur, m + f.column, n, ms);
+  }
+  s.window_rows += n;
+  s.block_rows += n;
+}
+
+void process_rows(EngineState& e, StreamState& s, const double* base, std::size_t rows, std::size_t stride) {
+  while (rows > 0) {
+    const std::size_t take = std::min({rows, s.chunk, room(s)});
+    process_chunk(s, base, take, stride);
+    base += take * stride;
+    rows -= take;
+    if (!s.ready) {
+      if (s.pinned == s.pin_phase_a) {
+        for (auto& f : s.feats) f.pin->fit();
+      }
+      if (s.pinned >= s.pin_target) finish_pinning(e, s);
+    } else {
+      if (s.block_rows >= s.st.sequential.block_records) end_block(e, s);
+      if (s.window_rows >= s.st.window_records) close_window(e, s);
+    }
+  }
+}
+
+}  // namespace
+
+void flush_staging(EngineState& e, StreamState& s) {
+  if (s.staged == 0) return;
+  const std::size_t n = s.staged;
+  s.staged = 0;
+  process_rows(e, s, s.staging.data(), n, s.in_cols);
+}
+
+void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b) {
+  if (!s.analyzable || s.feats.empty()) return;
+  const std::size_t cols = s.in_cols;
+  if (s.staged == 0 && b.rows >= s.chunk) {
+    process_rows(e, s, b.values.data(), b.rows, cols);
+    return;
+  }
+  if (s.staging.size() < s.chunk * cols) s.staging.assign(s.chunk * cols, 0.0);
+  for (std::size_t r = 0; r < b.rows; ++r) {
+    std::copy_n(b.values.data() + r * cols, cols, s.staging.data() + s.staged * cols);
+    if (++s.staged == s.chunk) flush_staging(e, s);
+  }
+}
+
+}  // namespace mltap::detectors
