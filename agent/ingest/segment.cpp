@@ -29,128 +29,117 @@ std::optional<std::string> fixed_string(const char* field, std::size_t cap) {
   return std::string(field, static_cast<const char*>(nul) - field);
 }
 
-}  // namespace
+// Why a step of SegmentReader::open refused the segment; nullopt when it passed.
+struct Rejection {
+  RejectReason reason;
+  std::string detail;
+};
+using Check = std::optional<Rejection>;
 
-std::unique_ptr<SegmentReader> SegmentReader::open(const std::string& path,
-                                                   const ReaderLimits& limits,
-                                                   RejectReason& reason, std::string& detail) {
-  install_sigbus_guard();
+Check io_error(const char* call) {
+  return Rejection{RejectReason::io_error, std::string(call) + ": " + std::strerror(errno)};
+}
+
+// Step 1: a regular file of a plausible size, mapped read-write (the control block is written).
+Check map_file(const std::string& path, const ReaderLimits& limits, std::uint8_t*& base,
+               std::uint64_t& size) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
-  if (fd < 0) {
-    reason = RejectReason::io_error;
-    detail = std::string("open: ") + std::strerror(errno);
-    return nullptr;
-  }
+  if (fd < 0) return io_error("open");
   struct stat st {};
+  Check bad;
   if (::fstat(fd, &st) != 0) {
-    reason = RejectReason::io_error;
-    detail = std::string("fstat: ") + std::strerror(errno);
-    ::close(fd);
-    return nullptr;
+    bad = io_error("fstat");
+  } else if (!S_ISREG(st.st_mode)) {
+    bad = Rejection{RejectReason::not_regular_file, "not a regular file"};
+  } else if (static_cast<std::uint64_t>(st.st_size) < 3 * kPageSize) {
+    bad = Rejection{RejectReason::too_small, "file is " + std::to_string(st.st_size) + " bytes"};
+  } else if (static_cast<std::uint64_t>(st.st_size) > limits.max_segment_bytes) {
+    bad = Rejection{RejectReason::too_large, "file is " + std::to_string(st.st_size) + " bytes, limit " +
+                                                 std::to_string(limits.max_segment_bytes)};
   }
-  if (!S_ISREG(st.st_mode)) {
-    reason = RejectReason::not_regular_file;
-    detail = "not a regular file";
+  if (bad) {
     ::close(fd);
-    return nullptr;
+    return bad;
   }
-  const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (size < 3 * kPageSize) {
-    reason = RejectReason::too_small;
-    detail = "file is " + std::to_string(size) + " bytes";
-    ::close(fd);
-    return nullptr;
-  }
-  if (size > limits.max_segment_bytes) {
-    reason = RejectReason::too_large;
-    detail = "file is " + std::to_string(size) + " bytes, limit " +
-             std::to_string(limits.max_segment_bytes);
-    ::close(fd);
-    return nullptr;
-  }
+  size = static_cast<std::uint64_t>(st.st_size);
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
-  if (p == MAP_FAILED) {
-    reason = RejectReason::io_error;
-    detail = std::string("mmap: ") + std::strerror(errno);
-    return nullptr;
-  }
-  std::unique_ptr<SegmentReader> r(new SegmentReader());
-  r->path_ = path;
-  r->base_ = static_cast<std::uint8_t*>(p);
-  r->size_ = size;
-  r->limits_ = limits;
+  if (p == MAP_FAILED) return io_error("mmap");
+  base = static_cast<std::uint8_t*>(p);
+  return std::nullopt;
+}
 
-  auto fail = [&](RejectReason why, std::string what) -> std::unique_ptr<SegmentReader> {
-    reason = why;
-    detail = std::move(what);
-    return nullptr;  // the destructor unmaps
-  };
-
+// Step 2: the header is ours (magic, byte order, ABI, word size) and describes this file.
+Check read_header(const std::uint8_t* base, std::uint64_t size, SegmentHeader& h) {
   std::uint64_t magic = 0;
-  if (!guarded_load(reinterpret_cast<const std::uint64_t*>(r->base_), magic)) {
-    return fail(RejectReason::truncated, "file shrank while reading the header");
+  if (!guarded_load(reinterpret_cast<const std::uint64_t*>(base), magic)) {
+    return Rejection{RejectReason::truncated, "file shrank while reading the header"};
   }
   if (magic != kSegmentMagic) {
-    return fail(RejectReason::bad_magic, "magic is 0x" + [&] {
-      char b[17];
-      std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(magic));
-      return std::string(b);
-    }());
+    char b[17];
+    std::snprintf(b, sizeof b, "%016llx", static_cast<unsigned long long>(magic));
+    return Rejection{RejectReason::bad_magic, std::string("magic is 0x") + b};
   }
-  SegmentHeader& h = r->header_;
-  if (!guarded_copy(&h, r->base_, sizeof h)) {
-    return fail(RejectReason::truncated, "file shrank while reading the header");
+  if (!guarded_copy(&h, base, sizeof h)) {
+    return Rejection{RejectReason::truncated, "file shrank while reading the header"};
   }
   if (h.endian_marker != kEndianMarker) {
-    return fail(RejectReason::endianness, "written by a CPU of the other byte order");
+    return Rejection{RejectReason::endianness, "written by a CPU of the other byte order"};
   }
   if (h.abi_major != kAbiMajor) {
-    return fail(RejectReason::abi_mismatch,
-                "ABI " + std::to_string(h.abi_major) + "." + std::to_string(h.abi_minor) +
-                    ", this agent reads ABI " + std::to_string(kAbiMajor) + ".x");
+    return Rejection{RejectReason::abi_mismatch, "ABI " + std::to_string(h.abi_major) + "." +
+                                                     std::to_string(h.abi_minor) + ", this agent reads ABI " +
+                                                     std::to_string(kAbiMajor) + ".x"};
   }
   if (h.word_bits != 64 || h.header_bytes < sizeof(SegmentHeader) || h.header_bytes > kPageSize) {
-    return fail(RejectReason::bad_layout, "header size or word size not understood");
+    return Rejection{RejectReason::bad_layout, "header size or word size not understood"};
   }
   if (h.segment_bytes != size) {
-    return fail(RejectReason::bad_layout, "header says " + std::to_string(h.segment_bytes) +
-                                              " bytes, file has " + std::to_string(size));
+    return Rejection{RejectReason::bad_layout,
+                     "header says " + std::to_string(h.segment_bytes) + " bytes, file has " + std::to_string(size)};
   }
+  return std::nullopt;
+}
+
+// Step 3: ring parameters in range, and every region offset where the parameters put it.
+Check check_layout(const SegmentHeader& h) {
   if (!is_pow2(h.data_bytes) || h.data_bytes < (64u << 10) || h.data_bytes > (1ull << 30) ||
       !is_pow2(h.index_entries) || h.index_entries > (1u << 24) || h.lane_count == 0 ||
       h.lane_count > kMaxLanes || h.max_record_bytes < sizeof(RecordHeader) ||
       h.max_record_bytes > h.data_bytes || h.schema_bytes > (64ull << 20)) {
-    return fail(RejectReason::bad_layout, "ring parameters out of range");
+    return Rejection{RejectReason::bad_layout, "ring parameters out of range"};
   }
   const Layout l = compute_layout(h.schema_bytes, h.lane_count, h.index_entries, h.data_bytes);
   if (l.schema_bytes != h.schema_bytes || l.control_offset != h.control_offset ||
       l.schema_offset != h.schema_offset || l.lanes_offset != h.lanes_offset ||
       l.lane_stride != h.lane_stride || l.index_offset != h.index_offset ||
       l.data_offset != h.data_offset || l.segment_bytes != h.segment_bytes) {
-    return fail(RejectReason::bad_layout, "region offsets disagree with the ring parameters");
+    return Rejection{RejectReason::bad_layout, "region offsets disagree with the ring parameters"};
   }
   const auto state = h.state;
   if (state != static_cast<std::uint32_t>(SegmentState::ready) &&
       state != static_cast<std::uint32_t>(SegmentState::closed)) {
-    return fail(RejectReason::bad_layout, "state " + std::to_string(state) + " not understood");
+    return Rejection{RejectReason::bad_layout, "state " + std::to_string(state) + " not understood"};
   }
+  return std::nullopt;
+}
 
-  SegmentIdentity& id = r->identity_;
+// Step 4: who wrote it and what it declares (names, kind, dtype, shape, producer).
+Check read_identity(const SegmentHeader& h, SegmentIdentity& id) {
   auto name = fixed_string(h.stream_name, sizeof h.stream_name);
   if (!name || !naming::valid_stream_name(*name)) {
-    return fail(RejectReason::bad_identity, "stream name missing or invalid");
+    return Rejection{RejectReason::bad_identity, "stream name missing or invalid"};
   }
   auto component = fixed_string(h.component, sizeof h.component);
   if (!component || !naming::valid_component(*component)) {
-    return fail(RejectReason::bad_identity, "component invalid for stream '" + *name + "'");
+    return Rejection{RejectReason::bad_identity, "component invalid for stream '" + *name + "'"};
   }
   auto sdk = fixed_string(h.sdk, sizeof h.sdk);
   if (h.kind == 0 || h.kind > kStreamKindMax) {
-    return fail(RejectReason::bad_identity, "unknown stream kind " + std::to_string(h.kind));
+    return Rejection{RejectReason::bad_identity, "unknown stream kind " + std::to_string(h.kind)};
   }
   if ((h.declared_dtype != 0 && !dtype_valid(h.declared_dtype)) || h.declared_ndim > kMaxRowDims) {
-    return fail(RejectReason::bad_identity, "declared dtype or shape invalid");
+    return Rejection{RejectReason::bad_identity, "declared dtype or shape invalid"};
   }
   id.stream = *name;
   id.component = *component;
@@ -165,65 +154,95 @@ std::unique_ptr<SegmentReader> SegmentReader::open(const std::string& path,
   id.lane_count = h.lane_count;
   id.data_bytes = h.data_bytes;
   id.sampling_budget = h.sampling_budget;
+  return std::nullopt;
+}
 
-  // Feature names.
+// Step 5: the feature names of the schema region, each in bounds and printable, as many as the
+// declared row shape has elements.
+Check read_feature_names(const SegmentHeader& h, const std::uint8_t* base, SegmentIdentity& id) {
   if (h.feature_count > kMaxFeatures) {
-    return fail(RejectReason::bad_schema, "feature_count " + std::to_string(h.feature_count));
+    return Rejection{RejectReason::bad_schema, "feature_count " + std::to_string(h.feature_count)};
   }
-  if (h.feature_count > 0) {
-    std::vector<std::uint8_t> schema(h.schema_bytes);
-    if (!guarded_copy(schema.data(), r->base_ + h.schema_offset, schema.size())) {
-      return fail(RejectReason::truncated, "file shrank while reading the schema");
-    }
-    SchemaHeader sh{};
-    std::memcpy(&sh, schema.data(), sizeof sh);
-    const std::uint64_t refs_end = sizeof sh + std::uint64_t{sh.feature_count} * sizeof(NameRef);
-    if (sh.feature_count != h.feature_count || refs_end + sh.strings_bytes > schema.size()) {
-      return fail(RejectReason::bad_schema, "feature table does not fit its region");
-    }
-    const char* strings = reinterpret_cast<const char*>(schema.data() + refs_end);
-    for (std::uint32_t i = 0; i < sh.feature_count; ++i) {
-      NameRef ref{};
-      std::memcpy(&ref, schema.data() + sizeof sh + i * sizeof(NameRef), sizeof ref);
-      if (std::uint64_t{ref.offset} + ref.length > sh.strings_bytes) {
-        return fail(RejectReason::bad_schema, "feature name " + std::to_string(i) + " out of bounds");
-      }
-      std::string f(strings + ref.offset, ref.length);
-      if (!naming::valid_label_text(f, 127)) {
-        return fail(RejectReason::bad_schema, "feature name " + std::to_string(i) + " invalid");
-      }
-      id.feature_names.push_back(std::move(f));
-    }
-    std::uint64_t elems = 1;
-    for (auto d : id.declared_shape) elems *= d;
-    if (!id.declared_shape.empty() && elems != id.feature_names.size()) {
-      return fail(RejectReason::bad_schema, "feature names do not match the declared row shape");
-    }
+  if (h.feature_count == 0) return std::nullopt;
+  std::vector<std::uint8_t> schema(h.schema_bytes);
+  if (!guarded_copy(schema.data(), base + h.schema_offset, schema.size())) {
+    return Rejection{RejectReason::truncated, "file shrank while reading the schema"};
   }
+  SchemaHeader sh{};
+  std::memcpy(&sh, schema.data(), sizeof sh);
+  const std::uint64_t refs_end = sizeof sh + std::uint64_t{sh.feature_count} * sizeof(NameRef);
+  if (sh.feature_count != h.feature_count || refs_end + sh.strings_bytes > schema.size()) {
+    return Rejection{RejectReason::bad_schema, "feature table does not fit its region"};
+  }
+  const char* strings = reinterpret_cast<const char*>(schema.data() + refs_end);
+  for (std::uint32_t i = 0; i < sh.feature_count; ++i) {
+    NameRef ref{};
+    std::memcpy(&ref, schema.data() + sizeof sh + i * sizeof(NameRef), sizeof ref);
+    if (std::uint64_t{ref.offset} + ref.length > sh.strings_bytes) {
+      return Rejection{RejectReason::bad_schema, "feature name " + std::to_string(i) + " out of bounds"};
+    }
+    std::string f(strings + ref.offset, ref.length);
+    if (!naming::valid_label_text(f, 127)) {
+      return Rejection{RejectReason::bad_schema, "feature name " + std::to_string(i) + " invalid"};
+    }
+    id.feature_names.push_back(std::move(f));
+  }
+  std::uint64_t elems = 1;
+  for (auto d : id.declared_shape) elems *= d;
+  if (!id.declared_shape.empty() && elems != id.feature_names.size()) {
+    return Rejection{RejectReason::bad_schema, "feature names do not match the declared row shape"};
+  }
+  return std::nullopt;
+}
 
-  // Artifact paths (ABI 1.1; zero in 1.0 segments).
-  if (h.artifacts_bytes > 0) {
-    if (std::uint64_t{h.artifacts_offset} + h.artifacts_bytes > h.schema_bytes ||
-        h.artifacts_bytes > kMaxArtifacts * kArtifactPathMax) {
-      return fail(RejectReason::bad_schema, "artifact list does not fit the schema region");
-    }
-    std::string list(h.artifacts_bytes, '\0');
-    if (!guarded_copy(list.data(), r->base_ + h.schema_offset + h.artifacts_offset, list.size())) {
-      return fail(RejectReason::truncated, "file shrank while reading the artifact list");
-    }
-    if (list.back() != '\0') return fail(RejectReason::bad_schema, "artifact list not terminated");
-    std::size_t start = 0;
-    while (start < list.size()) {
-      const std::size_t end = list.find('\0', start);
-      std::string path = list.substr(start, end - start);
-      if (!naming::valid_artifact_path(path) || id.artifacts.size() >= kMaxArtifacts) {
-        return fail(RejectReason::bad_schema, "artifact " + std::to_string(id.artifacts.size()) + " invalid");
-      }
-      id.artifacts.push_back(std::move(path));
-      start = end + 1;
-    }
+// Step 6 (ABI 1.1; nothing in 1.0 segments): the artifact paths, NUL-separated, each a valid
+// absolute path.
+Check read_artifacts(const SegmentHeader& h, const std::uint8_t* base, SegmentIdentity& id) {
+  if (h.artifacts_bytes == 0) return std::nullopt;
+  if (std::uint64_t{h.artifacts_offset} + h.artifacts_bytes > h.schema_bytes ||
+      h.artifacts_bytes > kMaxArtifacts * kArtifactPathMax) {
+    return Rejection{RejectReason::bad_schema, "artifact list does not fit the schema region"};
   }
+  std::string list(h.artifacts_bytes, '\0');
+  if (!guarded_copy(list.data(), base + h.schema_offset + h.artifacts_offset, list.size())) {
+    return Rejection{RejectReason::truncated, "file shrank while reading the artifact list"};
+  }
+  if (list.back() != '\0') return Rejection{RejectReason::bad_schema, "artifact list not terminated"};
+  std::size_t start = 0;
+  while (start < list.size()) {
+    const std::size_t end = list.find('\0', start);
+    std::string path = list.substr(start, end - start);
+    if (!naming::valid_artifact_path(path) || id.artifacts.size() >= kMaxArtifacts) {
+      return Rejection{RejectReason::bad_schema, "artifact " + std::to_string(id.artifacts.size()) + " invalid"};
+    }
+    id.artifacts.push_back(std::move(path));
+    start = end + 1;
+  }
+  return std::nullopt;
+}
 
+}  // namespace
+
+// Each step trusts only what the steps before it checked; the first refusal ends the open (the
+// destructor unmaps what was mapped).
+std::unique_ptr<SegmentReader> SegmentReader::open(const std::string& path, const ReaderLimits& limits,
+                                                   RejectReason& reason, std::string& detail) {
+  install_sigbus_guard();
+  std::unique_ptr<SegmentReader> r(new SegmentReader());
+  r->path_ = path;
+  r->limits_ = limits;
+  Check bad = map_file(path, limits, r->base_, r->size_);
+  if (!bad) bad = read_header(r->base_, r->size_, r->header_);
+  if (!bad) bad = check_layout(r->header_);
+  if (!bad) bad = read_identity(r->header_, r->identity_);
+  if (!bad) bad = read_feature_names(r->header_, r->base_, r->identity_);
+  if (!bad) bad = read_artifacts(r->header_, r->base_, r->identity_);
+  if (bad) {
+    reason = bad->reason;
+    detail = std::move(bad->detail);
+    return nullptr;
+  }
+  const SegmentHeader& h = r->header_;
   r->lanes_.resize(h.lane_count);
   for (std::uint32_t i = 0; i < h.lane_count; ++i) {
     std::uint8_t* lane = r->base_ + h.lanes_offset + std::uint64_t{i} * h.lane_stride;
