@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include <nlohmann/json.hpp>
+
 namespace mltap::api {
 
 using core::DetectorSnapshot;

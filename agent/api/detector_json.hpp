@@ -2,7 +2,7 @@
 // /api/v1/detectors, printed by `mltap drift --json`). NaN becomes null; times are unix nanoseconds.
 #pragma once
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "core/detector_state.hpp"
 #include "core/finding.hpp"

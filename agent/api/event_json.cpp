@@ -4,6 +4,8 @@
 #include <stdexcept>
 #include <type_traits>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/correlator/describe.hpp"
 #include "core/time.hpp"
 

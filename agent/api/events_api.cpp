@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/api/event_json.hpp"
 #include "core/config_reader.hpp"
 #include "core/time.hpp"

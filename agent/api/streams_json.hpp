@@ -1,7 +1,7 @@
 // JSON views of the ingest snapshot for GET /api/v1/streams (and `mltap status`).
 #pragma once
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "core/ingest_state.hpp"
 

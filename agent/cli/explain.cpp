@@ -4,6 +4,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/api/event_json.hpp"
 #include "agent/correlator/describe.hpp"
 #include "core/time.hpp"

@@ -1,5 +1,6 @@
 // The `mltap explain` subcommand: fetches GET /api/v1/events and prints it (agent/cli/explain.*).
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <iostream>
 

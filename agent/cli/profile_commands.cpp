@@ -8,6 +8,8 @@
 #include <memory>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/api/detector_json.hpp"
 #include "agent/detectors/array_io.hpp"
 #include "agent/detectors/config.hpp"

@@ -10,6 +10,7 @@
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "core/time.hpp"
 

@@ -5,6 +5,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 namespace mltap::reactions {
@@ -471,6 +472,12 @@ ExecRunner::Start ReactionEngine::run_exec(std::size_t index, const ReactionSpec
     record(index, spec, &alert, stream, action, ReactionResult::failed, error);
   }
   return started;
+}
+
+void ReactionEngine::record(std::size_t index, const ReactionSpec& spec, const AlertEvent* alert,
+                            const std::string& stream, const char* action, ReactionResult result,
+                            const std::string& detail) {
+  record(index, spec, alert, stream, action, result, detail, nlohmann::json::object());
 }
 
 void ReactionEngine::record(std::size_t index, const ReactionSpec& spec, const AlertEvent* alert,

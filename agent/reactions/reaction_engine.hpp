@@ -85,8 +85,11 @@ class ReactionEngine final : public core::AlertSink {
   // Books an attempt against the cooldown and the rate limit.
   void consume(std::size_t index, const ReactionSpec& spec, const std::string& stream);
   void record(std::size_t index, const ReactionSpec& spec, const core::AlertEvent* alert, const std::string& stream,
+              const char* action, core::ReactionResult result, const std::string& detail);
+  // The same, with fields of the action's own (e.g. its duration) in the audit record.
+  void record(std::size_t index, const ReactionSpec& spec, const core::AlertEvent* alert, const std::string& stream,
               const char* action, core::ReactionResult result, const std::string& detail,
-              nlohmann::json extra = nlohmann::json::object());
+              nlohmann::json extra);
   void undo_all(const char* why);
 
   ReactionsConfig config_;

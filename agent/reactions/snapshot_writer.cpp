@@ -8,6 +8,8 @@
 #include <fstream>
 #include <system_error>
 
+#include <nlohmann/json.hpp>
+
 #include "agent/reactions/audit_log.hpp"
 #include "core/time.hpp"
 

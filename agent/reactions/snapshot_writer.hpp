@@ -16,7 +16,7 @@
 #include <functional>
 #include <string>
 
-#include <nlohmann/json.hpp>
+#include <nlohmann/json_fwd.hpp>
 
 #include "agent/reactions/reaction_config.hpp"
 #include "core/alert.hpp"

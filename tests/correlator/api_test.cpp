@@ -1,5 +1,6 @@
 // GET /api/v1/events on a real httplib server on loopback, and `mltap explain` against it.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <httplib.h>
 
 #include <sstream>

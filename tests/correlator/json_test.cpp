@@ -1,5 +1,6 @@
 // JSON round trips of every event kind, hostile JSON, and the explain text.
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "agent/api/event_json.hpp"
 #include "agent/api/events_api.hpp"
