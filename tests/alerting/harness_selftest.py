@@ -12,8 +12,9 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "harness"))
+import alerting_stack  # noqa: E402
+from mltap_harness import wait_until  # noqa: E402
 
 TOKEN = "selftest-token-0123456789abcdef"
 
@@ -34,15 +35,15 @@ mltap_stream_producers{stream="fraud",component="scorer"} 1
 
 
 def main():
-    metrics = harness.MetricsServer(CLOSED)
-    sink = harness.WebhookSink(token=TOKEN)
+    metrics = alerting_stack.MetricsServer(CLOSED)
+    sink = alerting_stack.WebhookSink(token=TOKEN)
     token_dir = tempfile.mkdtemp(prefix="mltap-token-")
     token_file = os.path.join(token_dir, "token")
     with open(token_file, "w") as f:
         f.write(TOKEN + "\n")
     os.chmod(token_file, 0o600)
     try:
-        with harness.Stack() as stack:
+        with alerting_stack.Stack() as stack:
             stack.start_alertmanager(webhook_url=sink.url, bearer_token_file=token_file)
             stack.start_prometheus(targets=[metrics.address])
             n_rules = len([r for r in stack.rules() if r["type"] == "alerting"])
@@ -51,8 +52,8 @@ def main():
             metrics.set_text(OPEN)  # the finding opens now
             t0 = time.monotonic()
             stack.wait_prometheus_alert("MltapStreamDrift", "firing", {"stream": "fraud"}, timeout=60)
-            t_fire, alert, payload = harness.wait_for(lambda: sink.find("MltapStreamDrift", "firing"), 60,
-                                                      what="firing notification")
+            t_fire, alert, payload = wait_until(lambda: sink.find("MltapStreamDrift", "firing"), 60,
+                                                interval=0.1, what="firing notification")
             assert payload["version"] == "4", payload
             assert alert["labels"]["severity"] == "critical", alert
             assert alert["labels"]["job"] == "mltapd", alert
@@ -66,8 +67,8 @@ def main():
 
             metrics.set_text(CLOSED)
             t_close = time.monotonic()
-            t_resolved, _, _ = harness.wait_for(lambda: sink.find("MltapStreamDrift", "resolved"), 60,
-                                                what="resolved notification")
+            t_resolved, _, _ = wait_until(lambda: sink.find("MltapStreamDrift", "resolved"), 60,
+                                          interval=0.1, what="resolved notification")
             print(f"harness selftest: finding opened -> firing webhook {t_fire - t0:.1f} s; "
                   f"finding closed -> resolved webhook {t_resolved - t_close:.1f} s")
     finally:

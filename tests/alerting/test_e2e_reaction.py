@@ -13,10 +13,9 @@ import time
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
-sys.path.insert(0, os.path.join(HERE, "..", "integration"))
-import harness as alerting  # noqa: E402
-from mltapd_harness import Agent, BUILD_DIR, wait_until  # noqa: E402
+sys.path.insert(0, os.path.join(HERE, "..", "harness"))
+import alerting_stack as alerting  # noqa: E402
+from mltap_harness import Agent, BUILD_DIR, free_port, wait_until  # noqa: E402
 
 PYTHONPATH = os.environ.get("MLTAP_PYTHONPATH", os.path.join(BUILD_DIR, "python"))
 RESULTS = os.path.join(BUILD_DIR, "e2e-reaction-times.json")
@@ -122,15 +121,11 @@ def test_prometheus_rule_alertmanager_webhook_flips_the_producer_flag(token_file
 def test_direct_push_alertmanager_webhook_flips_the_producer_flag(token_file):
     with alerting.Stack() as stack:
         # Alertmanager first (mltapd pushes to it), then mltapd (Alertmanager calls it back).
-        from mltapd_harness import free_port
         port = free_port()
         stack.start_alertmanager(webhook_url=f"http://127.0.0.1:{port}/api/v1/alerts/webhook",
                                  bearer_token_file=token_file)
         extra = f"alertmanager:\n  url: {stack.alertmanager_url}\n  interval: 2s\n"
-        agent = Agent(agent_config(token_file, extra))
-        agent.port = port
-        agent.url = f"http://127.0.0.1:{port}"
-        with agent:
+        with Agent(agent_config(token_file, extra), port=port) as agent:
             producer = ProducerProcess(agent, drift_after=4, duration=40)
             try:
                 onset = producer.wait_event("drift_started", 30)["t"]

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "integration"))
-from mltapd_harness import MLTAP_CLI, Agent, Producer, binary, wait_until  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "harness"))
+from mltap_harness import MLTAP_CLI, Agent, Producer, binary, wait_until  # noqa: E402
 
 SOURCE_DIR = os.environ.get("MLTAP_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
 PYTHON = "/usr/bin/python3"

@@ -5,11 +5,13 @@ import random
 import signal
 import struct
 import subprocess
+import sys
 import time
 
 import pytest
 
-from mltapd_harness import Agent, Producer, binary, wait_until, MLTAP_CLI, MLTAPD
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "harness"))
+from mltap_harness import MLTAP_CLI, MLTAPD, Agent, Producer, binary, wait_until  # noqa: E402
 
 FAST = """
 ingest:

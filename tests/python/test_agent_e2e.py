@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import mltap
-from conftest import metric
 from ringview import Segment
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -36,8 +35,8 @@ def check_stream(agent, name, component, data, writes=None):
     got = {f["name"]: f for f in s["features"]}
     assert list(got) == FEATURES
     m = agent.metrics()
-    assert metric(m, "mltap_stream_records_total", stream=name, component=component) == rows
-    assert metric(m, "mltap_stream_writes_total", stream=name, component=component) == writes
+    assert m.exact("mltap_stream_records_total", stream=name, component=component) == rows
+    assert m.exact("mltap_stream_writes_total", stream=name, component=component) == writes
     for fname, exp in zip(FEATURES, expected_feature_stats(data)):
         f = got[fname]
         ctx = (name, fname)
@@ -51,12 +50,12 @@ def check_stream(agent, name, component, data, writes=None):
         assert f["variance"] == pytest.approx(exp["variance"], rel=1e-7, abs=1e-12), ctx
         # The same numbers in the Prometheus exposition.
         # (the text format prints doubles with 16 significant digits)
-        assert metric(m, "mltap_feature_mean", stream=name, feature=fname) == pytest.approx(exp["mean"], rel=1e-9, abs=1e-12), ctx
-        assert metric(m, "mltap_feature_min", stream=name, feature=fname) == pytest.approx(exp["min"], rel=1e-15), ctx
-        assert metric(m, "mltap_feature_max", stream=name, feature=fname) == pytest.approx(exp["max"], rel=1e-15), ctx
-        assert (metric(m, "mltap_feature_nonfinite_total", stream=name, feature=fname, kind="nan") or 0) == exp["nan"], ctx
-        assert (metric(m, "mltap_feature_nonfinite_total", stream=name, feature=fname, kind="inf") or 0) == exp["inf"], ctx
-        assert metric(m, "mltap_feature_values_total", stream=name, feature=fname) == exp["values"], ctx
+        assert m.exact("mltap_feature_mean", stream=name, feature=fname) == pytest.approx(exp["mean"], rel=1e-9, abs=1e-12), ctx
+        assert m.exact("mltap_feature_min", stream=name, feature=fname) == pytest.approx(exp["min"], rel=1e-15), ctx
+        assert m.exact("mltap_feature_max", stream=name, feature=fname) == pytest.approx(exp["max"], rel=1e-15), ctx
+        assert (m.exact("mltap_feature_nonfinite_total", stream=name, feature=fname, kind="nan") or 0) == exp["nan"], ctx
+        assert (m.exact("mltap_feature_nonfinite_total", stream=name, feature=fname, kind="inf") or 0) == exp["inf"], ctx
+        assert m.exact("mltap_feature_values_total", stream=name, feature=fname) == exp["values"], ctx
     return s
 
 
@@ -170,8 +169,8 @@ def test_sampling_counts_are_exact_in_the_agent(agent, make_stream):
     assert a["dropped"]["bad_input"] == 3
     assert a["writes"] == a["records"] + a["sampled_out"] + sum(a["dropped"].values())
     m = agent.metrics()
-    assert metric(m, "mltap_stream_sampled_out_records_total", stream="sampled/x", component="pytest") == st["rows_sampled_out"]
-    assert metric(m, "mltap_stream_dropped_records_total", stream="sampled/x", reason="bad_input") == 3
+    assert m.exact("mltap_stream_sampled_out_records_total", stream="sampled/x", component="pytest") == st["rows_sampled_out"]
+    assert m.exact("mltap_stream_dropped_records_total", stream="sampled/x", reason="bad_input") == 3
 
 
 def test_threads_write_one_stream_exactly(agent, make_stream):

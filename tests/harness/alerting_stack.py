@@ -5,10 +5,10 @@ Everything lives in a temporary directory (configs, TSDB, Alertmanager storage, 
 picked free; processes are stopped (SIGTERM, then SIGKILL) when the Stack closes, also when the
 test fails. Intervals are short so that a rule fires within seconds.
 
-Library use (from a test run by /usr/bin/python3):
+Library use (from a test run by /usr/bin/python3, with tests/harness on sys.path):
 
-    import harness
-    with harness.Stack() as stack:
+    import alerting_stack
+    with alerting_stack.Stack() as stack:
         am = stack.start_alertmanager(webhook_url="http://127.0.0.1:9645/api/v1/alerts/webhook",
                                       bearer_token_file="/path/to/token")
         prom = stack.start_prometheus(targets=["127.0.0.1:9645"])   # shipped rules, for: 0s
@@ -18,7 +18,7 @@ Library use (from a test run by /usr/bin/python3):
 
 Command line (manual runs; prints the URLs and waits for Ctrl-C):
 
-    /usr/bin/python3 tests/alerting/harness.py --target 127.0.0.1:9645 \
+    /usr/bin/python3 tests/harness/alerting_stack.py --target 127.0.0.1:9645 \
         --webhook-url http://127.0.0.1:9645/api/v1/alerts/webhook --token-file /etc/mltap/webhook.token
 
 Helpers for tests that need no mltapd: MetricsServer (serves a settable exposition text as a fake
@@ -30,17 +30,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 
 import yaml
+
+from mltap_harness import Process, free_port, http_json, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -49,63 +49,9 @@ PROMETHEUS = "/usr/bin/prometheus"
 ALERTMANAGER = "/usr/bin/prometheus-alertmanager"
 
 
-def free_port():
-    """A loopback TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(predicate, timeout, interval=0.1, what="condition"):
-    """Calls predicate() until it returns a truthy value (returned) or timeout seconds pass."""
-    deadline = time.monotonic() + timeout
-    last_error = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (OSError, ValueError, KeyError) as e:  # server not up yet, partial JSON, ...
-            last_error = e
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout}s waiting for {what}"
-                       + (f" (last error: {last_error})" if last_error else ""))
-
-
-def http_json(url, data=None, method=None, headers=None, timeout=5):
-    body = None if data is None else json.dumps(data).encode()
-    req = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
-    if body is not None:
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        text = r.read()
-        return json.loads(text) if text else None
-
-
-class _Process:
-    def __init__(self, name, argv, log_path):
-        self.name = name
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-
-    def alive(self):
-        return self.proc.poll() is None
-
-    def log(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode(errors="replace")
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
+def _wait(predicate, timeout, what):
+    # Prometheus and Alertmanager answer errors or partial documents while they start.
+    return wait_until(predicate, timeout, interval=0.1, what=what, tolerate=(OSError, ValueError, KeyError))
 
 
 class Stack:
@@ -156,17 +102,17 @@ class Stack:
             yaml.safe_dump(config, f)
         for _ in range(3):
             port = free_port()
-            proc = _Process("alertmanager", [
+            proc = Process("alertmanager", [
                 ALERTMANAGER, f"--config.file={path}",
                 f"--storage.path={os.path.join(self.dir, 'alertmanager-data')}",
                 f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
                 "--log.level=debug",
-            ], os.path.join(self.dir, "alertmanager.log"))
+            ], os.path.join(self.dir, "alertmanager.log"), new_session=True)
             url = f"http://127.0.0.1:{port}"
             if self._wait_ready(proc, url):
                 self.alertmanager, self.alertmanager_url = proc, url
                 return url
-            proc.stop()
+            proc.stop(timeout=5)
         raise RuntimeError("Alertmanager did not start:\n" + proc.log())
 
     # -- Prometheus --------------------------------------------------------------------------
@@ -213,22 +159,22 @@ class Stack:
             raise RuntimeError("generated Prometheus config is invalid:\n" + check.stdout + check.stderr)
         for _ in range(3):
             port = free_port()
-            proc = _Process("prometheus", [
+            proc = Process("prometheus", [
                 PROMETHEUS, f"--config.file={path}",
                 f"--storage.tsdb.path={os.path.join(self.dir, 'prometheus-data')}",
                 f"--web.listen-address=127.0.0.1:{port}",
                 "--rules.alert.resend-delay=1s", "--log.level=info",
-            ], os.path.join(self.dir, "prometheus.log"))
+            ], os.path.join(self.dir, "prometheus.log"), new_session=True)
             url = f"http://127.0.0.1:{port}"
             if self._wait_ready(proc, url):
                 self.prometheus, self.prometheus_url = proc, url
                 if am:
                     # Prometheus's service discovery hands it the Alertmanager only after a few
                     # seconds; an alert firing before that would be sent late.
-                    wait_for(lambda: http_json(url + "/api/v1/alertmanagers")["data"]["activeAlertmanagers"],
-                             30, what="Prometheus to discover Alertmanager")
+                    _wait(lambda: http_json(url + "/api/v1/alertmanagers")["data"]["activeAlertmanagers"],
+                          30, what="Prometheus to discover Alertmanager")
                 return url
-            proc.stop()
+            proc.stop(timeout=5)
         raise RuntimeError("Prometheus did not start:\n" + proc.log())
 
     # -- Queries -----------------------------------------------------------------------------
@@ -254,8 +200,8 @@ class Stack:
         return http_json(self.alertmanager_url + "/api/v2/alerts", data=alerts, method="POST")
 
     def wait_target_up(self, timeout=30):
-        return wait_for(lambda: any(s["value"][1] == "1" for s in self.query(f'up{{job="{self.job}"}}')),
-                        timeout, what=f"job {self.job} up")
+        return _wait(lambda: any(s["value"][1] == "1" for s in self.query(f'up{{job="{self.job}"}}')),
+                     timeout, what=f"job {self.job} up")
 
     def wait_prometheus_alert(self, alertname, state="firing", labels=None, timeout=60):
         """Waits until Prometheus has `alertname` in `state` with `labels`; returns the alert."""
@@ -265,7 +211,7 @@ class Stack:
                         all(a["labels"].get(k) == v for k, v in (labels or {}).items()):
                     return a
             return None
-        return wait_for(find, timeout, what=f"{alertname} {state} in Prometheus")
+        return _wait(find, timeout, what=f"{alertname} {state} in Prometheus")
 
     def wait_alertmanager_alert(self, alertname, labels=None, timeout=60, present=True):
         def find():
@@ -273,7 +219,7 @@ class Stack:
                     if a["labels"].get("alertname") == alertname and
                     all(a["labels"].get(k) == v for k, v in (labels or {}).items())]
             return (hits[0] if hits else None) if present else (not hits)
-        return wait_for(find, timeout, what=f"{alertname} {'in' if present else 'gone from'} Alertmanager")
+        return _wait(find, timeout, what=f"{alertname} {'in' if present else 'gone from'} Alertmanager")
 
     # -- Teardown ----------------------------------------------------------------------------
     def dump_logs(self, out=sys.stderr):
@@ -285,7 +231,7 @@ class Stack:
     def stop(self, remove=True):
         for p in (self.prometheus, self.alertmanager):
             if p:
-                p.stop()
+                p.stop(timeout=5)
         self.prometheus = self.alertmanager = None
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -300,8 +246,8 @@ class Stack:
             with urllib.request.urlopen(url + "/-/ready", timeout=1) as r:
                 return "ready" if r.status == 200 else None
         try:
-            return wait_for(ready, timeout, what=f"{proc.name} ready") == "ready"
-        except TimeoutError:
+            return _wait(ready, timeout, what=f"{proc.name} ready") == "ready"
+        except AssertionError:
             return False
 
 
