@@ -30,10 +30,10 @@ struct AlertEvent {
   AlertStatus status = AlertStatus::firing;
   LabelSet labels;
   LabelSet annotations;
-  std::string starts_at;     // RFC 3339 as received (validated)
-  std::string ends_at;       // RFC 3339 as received; "0001-01-01T00:00:00Z" when unset
+  std::string starts_at;  // RFC 3339 as received (validated)
+  std::string ends_at;    // RFC 3339 as received; "0001-01-01T00:00:00Z" when unset
   std::string generator_url;
-  std::string receiver;      // the Alertmanager receiver that sent it (for the audit log)
+  std::string receiver;  // the Alertmanager receiver that sent it (for the audit log)
   std::chrono::steady_clock::time_point received{};  // when the receiver accepted it
 
   std::string label(const std::string& name) const {

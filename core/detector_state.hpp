@@ -40,9 +40,9 @@ constexpr std::string_view reference_source_name(ReferenceSource s) noexcept {
 }
 
 struct MethodScore {
-  std::string method;     // "wasserstein", "psi", "ks", "js", "hellinger", "linf", "chi2", ...
+  std::string method;  // "wasserstein", "psi", "ks", "js", "hellinger", "linf", "chi2", ...
   double score = NAN;
-  double threshold = NAN; // NaN: reported, not used for decisions
+  double threshold = NAN;  // NaN: reported, not used for decisions
   double p_value = NAN;
   double error_bound = NAN;  // |binned - exact| bound where stated (ks, wasserstein)
   bool decides = false;      // one of the configured decision methods of this feature kind
@@ -52,16 +52,17 @@ struct FeatureResult {
   std::string name;
   FeatureKind kind = FeatureKind::numeric;
   bool enabled = true;
-  bool drifted = false;          // effect over threshold and (no p-value or BH-significant)
+  bool drifted = false;               // effect over threshold and (no p-value or BH-significant)
   std::vector<MethodScore> scores;    // last window vs the reference
   std::vector<MethodScore> previous;  // last window vs the window before it
   double nan_ratio = 0, inf_ratio = 0, out_of_range_ratio = 0, unseen_ratio = NAN;
-  std::vector<std::string> quality_flags;  // "nan_rate", "inf_rate", "out_of_range", "constant", ...
-  std::uint64_t values = 0;      // values in the last window
+  std::vector<std::string>
+      quality_flags;         // "nan_rate", "inf_rate", "out_of_range", "constant", ...
+  std::uint64_t values = 0;  // values in the last window
   double mean = NAN, sd = NAN, min = NAN, max = NAN;
   double ref_mean = NAN, ref_sd = NAN;
-  double sequential_ratio = 0;   // max CUSUM/PH statistic over its threshold since the last window
-  double max_ratio = 0;          // largest score/threshold among decision methods
+  double sequential_ratio = 0;  // max CUSUM/PH statistic over its threshold since the last window
+  double max_ratio = 0;         // largest score/threshold among decision methods
   std::string max_method;
 };
 
@@ -72,9 +73,9 @@ struct DetectorStreamSnapshot {
   std::string layout;  // how rows are analyzed (features, predictions, embeddings)
   ReferenceSource reference = ReferenceSource::pending;
   std::string reference_path;
-  std::string reference_error;      // a configured file that failed to load (then pinned)
+  std::string reference_error;  // a configured file that failed to load (then pinned)
   std::uint64_t reference_rows = 0;
-  std::uint64_t pin_progress = 0;   // rows pinned so far (of pin_target) while pending
+  std::uint64_t pin_progress = 0;  // rows pinned so far (of pin_target) while pending
   std::uint64_t pin_target = 0;
   std::uint64_t records_total = 0;
   std::uint64_t records_rejected = 0;  // schema mismatch (feature count): not analyzed
@@ -84,7 +85,7 @@ struct DetectorStreamSnapshot {
   bool drift_detected = false;
   std::uint32_t drifted_features = 0;
   std::uint32_t features_analyzed = 0;
-  std::uint32_t features_cut = 0;   // over max_features_per_stream
+  std::uint32_t features_cut = 0;  // over max_features_per_stream
   double embedding_mean_shift = NAN;
   double embedding_mean_cosine = NAN;
   std::uint64_t memory_bytes = 0;
@@ -92,9 +93,9 @@ struct DetectorStreamSnapshot {
 };
 
 struct DetectorCounters {
-  std::uint64_t streams_cut = 0;     // distinct streams over max_streams (first 4096 remembered)
-  std::uint64_t records_cut = 0;     // records of those streams
-  std::uint64_t features_cut = 0;    // features over max_features_per_stream, all streams
+  std::uint64_t streams_cut = 0;   // distinct streams over max_streams (first 4096 remembered)
+  std::uint64_t records_cut = 0;   // records of those streams
+  std::uint64_t features_cut = 0;  // features over max_features_per_stream, all streams
   std::uint64_t records_rejected = 0;
   std::uint64_t windows_closed = 0;
   std::uint64_t findings_opened = 0;

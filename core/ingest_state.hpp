@@ -43,12 +43,12 @@ constexpr std::string_view drop_reason_name(DropReason r) noexcept {
 
 // Why a record was refused (metric `mltap_stream_invalid_records_total{reason}`).
 enum class InvalidReason {
-  bad_index,     // index entry out of bounds
-  bad_header,    // record header disagrees with its index entry or itself
+  bad_index,   // index entry out of bounds
+  bad_header,  // record header disagrees with its index entry or itself
   bad_dtype,
   bad_shape,
-  bad_size,      // payload size != rows * row elements * dtype size
-  seq_regressed, // lane counters went backwards
+  bad_size,       // payload size != rows * row elements * dtype size
+  seq_regressed,  // lane counters went backwards
 };
 inline constexpr std::size_t kInvalidReasonCount = 6;
 
@@ -83,11 +83,11 @@ struct ProducerSnapshot {
   std::uint32_t lanes_used = 0;
   std::uint64_t rows_written = 0;
   std::uint64_t rows_read = 0;
-  std::uint64_t rows_dropped = 0;      // overwritten + too_large + no_lane + bad_input
+  std::uint64_t rows_dropped = 0;  // overwritten + too_large + no_lane + bad_input
   std::uint64_t rows_sampled_out = 0;
-  double write_rate = 0;               // rows/s written, recent
+  double write_rate = 0;  // rows/s written, recent
   std::uint64_t created_unix_ns = 0;
-  std::uint64_t last_seen_unix_ns = 0; // last time the agent saw new data from it
+  std::uint64_t last_seen_unix_ns = 0;  // last time the agent saw new data from it
 };
 
 struct StreamSnapshot {

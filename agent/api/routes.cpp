@@ -27,7 +27,8 @@ void reply_json(httplib::Response& res, const json& body) {
 void register_findings(httplib::Server& srv, std::shared_ptr<const AgentRoutes> r) {
   auto finding_json = [r](const core::Finding& f) {
     json j = to_json(f);
-    j["related"] = related_json(r->related ? r->related(f) : std::vector<correlator::RelatedEvent>{});
+    j["related"] =
+        related_json(r->related ? r->related(f) : std::vector<correlator::RelatedEvent>{});
     return j;
   };
   srv.Get("/api/v1/findings", [r, finding_json](const httplib::Request&, httplib::Response& res) {
@@ -38,19 +39,19 @@ void register_findings(httplib::Server& srv, std::shared_ptr<const AgentRoutes> 
     }
     reply_json(res, json{{"open", open}, {"closed", closed}});
   });
-  srv.Get(R"(/api/v1/findings/(\d{1,19}))", [r, finding_json](const httplib::Request& req,
-                                                              httplib::Response& res) {
-    const std::uint64_t id = std::stoull(req.matches[1]);
-    if (const auto snap = r->detectors ? r->detectors() : nullptr) {
-      for (const auto* list : {&snap->open_findings, &snap->closed_findings}) {
-        for (const auto& f : *list) {
-          if (f.id == id) return reply_json(res, finding_json(f));
-        }
-      }
-    }
-    res.status = 404;
-    reply_json(res, json{{"error", "no finding " + std::to_string(id)}});
-  });
+  srv.Get(R"(/api/v1/findings/(\d{1,19}))",
+          [r, finding_json](const httplib::Request& req, httplib::Response& res) {
+            const std::uint64_t id = std::stoull(req.matches[1]);
+            if (const auto snap = r->detectors ? r->detectors() : nullptr) {
+              for (const auto* list : {&snap->open_findings, &snap->closed_findings}) {
+                for (const auto& f : *list) {
+                  if (f.id == id) return reply_json(res, finding_json(f));
+                }
+              }
+            }
+            res.status = 404;
+            reply_json(res, json{{"error", "no finding " + std::to_string(id)}});
+          });
 }
 
 }  // namespace

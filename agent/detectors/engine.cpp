@@ -47,8 +47,9 @@ StreamState* create_stream(EngineState& e, const core::DecodedBatch& b) {
           f.column = static_cast<std::uint32_t>(pos - info.feature_names.begin());
         }
       } else {
-        raise_finding(e, *s, FindingKind::schema_change, Severity::warning, "feature_names",
-              "the stream's feature names differ from the reference's; compared by position", {}, 0);
+        raise_finding(
+            e, *s, FindingKind::schema_change, Severity::warning, "feature_names",
+            "the stream's feature names differ from the reference's; compared by position", {}, 0);
         s->window_mismatch = 1;
       }
     }
@@ -74,10 +75,12 @@ void check_staleness(EngineState& e, StreamState& s) {
   const auto& st = s.st;
   if (!st.staleness.enabled || s.batches < st.staleness.min_batches) return;
   const double silent = static_cast<double>(e.now_ns - std::min(e.now_ns, s.last_arrival));
-  const double limit = std::max(static_cast<double>(st.staleness.min_silence.count()), st.staleness.factor * s.usual_gap);
+  const double limit = std::max(static_cast<double>(st.staleness.min_silence.count()),
+                                st.staleness.factor * s.usual_gap);
   if (silent > limit) {
     raise_finding(e, s, FindingKind::staleness, Severity::warning, "silent",
-                  "no records for " + fmt(silent / 1e9) + " s (usual interval up to " + fmt(s.usual_gap / 1e9) + " s)",
+                  "no records for " + fmt(silent / 1e9) + " s (usual interval up to " +
+                      fmt(s.usual_gap / 1e9) + " s)",
                   {}, 0);
   }
 }
@@ -144,11 +147,13 @@ std::shared_ptr<const DetectorStreamSnapshot> stream_snapshot(const StreamState&
 
 }  // namespace
 
-DetectorEngine::DetectorEngine(EngineConfig config) : state_(std::make_unique<EngineState>(std::move(config))) {
+DetectorEngine::DetectorEngine(EngineConfig config)
+    : state_(std::make_unique<EngineState>(std::move(config))) {
   for (const auto& [name, st] : state_->config.streams) {
     if (st.reference.empty()) continue;
     try {
-      state_->preloaded[name] = std::make_shared<const ReferenceProfile>(load_profile(st.reference));
+      state_->preloaded[name] =
+          std::make_shared<const ReferenceProfile>(load_profile(st.reference));
     } catch (const ProfileError& ex) {
       throw ProfileError("detectors.streams." + name + ".reference: " + ex.what());
     }
@@ -162,7 +167,8 @@ const EngineConfig& DetectorEngine::config() const noexcept { return state_->con
 
 void DetectorEngine::publish_now() { publish(state_->now_ns, true); }
 
-void DetectorEngine::set_reference(const std::string& stream, std::shared_ptr<const ReferenceProfile> profile,
+void DetectorEngine::set_reference(const std::string& stream,
+                                   std::shared_ptr<const ReferenceProfile> profile,
                                    std::string path) {
   auto& config = state_->config;
   state_->preloaded[stream] = std::move(profile);
@@ -178,7 +184,8 @@ void DetectorEngine::set_reference(const std::string& stream, std::shared_ptr<co
 
 StreamState* DetectorEngine::stream_for(const core::DecodedBatch& b) {
   EngineState& e = *state_;
-  if (b.stream == e.last_info && e.last_index < e.streams.size() && e.streams[e.last_index]->name == b.stream->name) {
+  if (b.stream == e.last_info && e.last_index < e.streams.size() &&
+      e.streams[e.last_index]->name == b.stream->name) {
     return e.streams[e.last_index].get();
   }
   auto it = e.by_name.find(b.stream->name);
@@ -200,7 +207,8 @@ void DetectorEngine::on_batch(const core::DecodedBatch& b) {
     e.counters.records_cut += b.rows;
     return;
   }
-  const std::uint64_t arrival = e.ticked ? e.now_ns : (b.timestamp_ns ? b.timestamp_ns : core::unix_now_ns());
+  const std::uint64_t arrival =
+      e.ticked ? e.now_ns : (b.timestamp_ns ? b.timestamp_ns : core::unix_now_ns());
   if (!e.ticked) e.now_ns = std::max(e.now_ns, arrival);
   if (s->batches > 0 && arrival >= s->last_arrival) {
     const double gap = static_cast<double>(arrival - s->last_arrival);
@@ -249,7 +257,8 @@ void DetectorEngine::publish(std::uint64_t now, bool force) {
   EngineState& e = *state_;
   if (!force) {
     if (!e.dirty && e.sequence > 0 && now - e.last_publish_ns < 1000000000ULL) return;
-    if (e.sequence > 0 && now - e.last_publish_ns < static_cast<std::uint64_t>(e.config.snapshot_interval.count())) {
+    if (e.sequence > 0 &&
+        now - e.last_publish_ns < static_cast<std::uint64_t>(e.config.snapshot_interval.count())) {
       return;
     }
   }

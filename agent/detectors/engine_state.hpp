@@ -131,12 +131,14 @@ struct StreamState {
   std::uint64_t records_total = 0, records_rejected = 0;
   bool drift_detected = false;
   std::uint32_t drifted = 0;
-  std::shared_ptr<const std::vector<FeatureResult>> results = std::make_shared<std::vector<FeatureResult>>();
+  std::shared_ptr<const std::vector<FeatureResult>> results =
+      std::make_shared<std::vector<FeatureResult>>();
 
   std::size_t memory_bytes() const noexcept {
-    std::size_t b = sizeof(*this) + (staging.capacity() + derived.capacity() + ref_mean.capacity() +
-                                     win_sum.capacity() + pin_sum.capacity() + pin_sumsq.capacity()) *
-                                        sizeof(double);
+    std::size_t b =
+        sizeof(*this) + (staging.capacity() + derived.capacity() + ref_mean.capacity() +
+                         win_sum.capacity() + pin_sum.capacity() + pin_sumsq.capacity()) *
+                            sizeof(double);
     for (const auto& f : feats) b += f.memory_bytes();
     return b;
   }
@@ -164,13 +166,15 @@ struct EngineState {
 
 // ---- findings (engine_findings.cpp) ---------------------------------------------------------
 // Opens the stream's finding of `kind`, or updates it while open.
-void raise_finding(EngineState& e, StreamState& s, FindingKind kind, Severity sev, std::string reason,
-                   std::string summary, std::vector<FeatureEffect> top, std::uint64_t window_records);
+void raise_finding(EngineState& e, StreamState& s, FindingKind kind, Severity sev,
+                   std::string reason, std::string summary, std::vector<FeatureEffect> top,
+                   std::uint64_t window_records);
 // A window (or tick) without the condition: closes the finding after `clear_after` in a row.
 void settle_finding(EngineState& e, StreamState& s, FindingKind kind, std::uint32_t clear_after);
 
 // ---- references (engine_reference.cpp) ------------------------------------------------------
-void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p, ReferenceSource source);
+void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p,
+                       ReferenceSource source);
 // First batch of a stream without a file reference: decide layout and width, start pinning.
 void init_pinning(EngineState& e, StreamState& s, const core::DecodedBatch& b);
 void finish_pinning(EngineState& e, StreamState& s);

@@ -13,7 +13,8 @@ using core::MethodScore;
 
 // One-sided z statistic of an excess rate over a baseline rate, with both samples' noise.
 double rate_z(double rate, double n, double base, double n_base) {
-  const double pooled = std::clamp((rate * n + base * n_base) / std::max(1.0, n + n_base), 1e-12, 1 - 1e-12);
+  const double pooled =
+      std::clamp((rate * n + base * n_base) / std::max(1.0, n + n_base), 1e-12, 1 - 1e-12);
   const double var = pooled * (1 - pooled) * (1 / std::max(1.0, n) + (n_base > 0 ? 1 / n_base : 0));
   return (rate - base) / std::sqrt(var);
 }
@@ -36,8 +37,8 @@ struct QualityIssues {
   std::string reason;  // the check of the worst problem
   double worst = 0;    // (rate - base) / tolerance of the worst problem
 
-  void flag(FeatureResult& r, const Feature& f, const char* check, double rate, double base, double tol,
-            std::string detail) {
+  void flag(FeatureResult& r, const Feature& f, const char* check, double rate, double base,
+            double tol, std::string detail) {
     r.quality_flags.push_back(check);
     FeatureEffect fe{f.name, check, rate, base + tol, NAN, std::move(detail)};
     const double ratio = (rate - base) / std::max(tol, 1e-12);
@@ -81,26 +82,28 @@ double score_numeric(const Feature& f, const StreamSettings& st, FeatureResult& 
     add_score(r.previous, "psi", pv.psi, d, {});
     add_score(r.previous, "ks", pv.ks, d, {});
   }
-  r.out_of_range_ratio = n.finite ? static_cast<double>(w.out_of_range()) / static_cast<double>(n.finite) : 0;
+  r.out_of_range_ratio =
+      n.finite ? static_cast<double>(w.out_of_range()) / static_cast<double>(n.finite) : 0;
   if (n.finite > 0) {
     const double base = f.num.has_bins ? 2.0 / (f.ref_finite + 1) : 0;
     if (r.out_of_range_ratio - base >= q.out_of_range_rate &&
         rate_z(r.out_of_range_ratio, static_cast<double>(n.finite), base, f.ref_finite) >= q.z) {
       quality.flag(r, f, "out_of_range", r.out_of_range_ratio, base, q.out_of_range_rate,
-                   fmt(100 * r.out_of_range_ratio) + "% outside the reference range [" + fmt(f.num.min) + ", " +
-                       fmt(f.num.max) + "]");
+                   fmt(100 * r.out_of_range_ratio) + "% outside the reference range [" +
+                       fmt(f.num.min) + ", " + fmt(f.num.max) + "]");
     }
   }
   if (n.finite >= q.constant_min_values && w.min == w.max && f.num.sd > 0) {
-    quality.flag(r, f, "constant", 1, 0, 1, "constant at " + fmt(w.min) + " (reference sd " + fmt(f.num.sd) + ")");
+    quality.flag(r, f, "constant", 1, 0, 1,
+                 "constant at " + fmt(w.min) + " (reference sd " + fmt(f.num.sd) + ")");
   }
   return sc.ks_p_value;
 }
 
 // Categorical feature: scores against the reference and the previous window, unseen and missing
 // categories. Returns the chi-squared p-value.
-double score_categorical(const Feature& f, const StreamSettings& st, FeatureResult& r, ValueCounts& n,
-                         QualityIssues& quality) {
+double score_categorical(const Feature& f, const StreamSettings& st, FeatureResult& r,
+                         ValueCounts& n, QualityIssues& quality) {
   const auto& d = st.drift;
   const auto& q = st.quality;
   const auto& w = f.ccur;
@@ -134,21 +137,24 @@ double score_categorical(const Feature& f, const StreamSettings& st, FeatureResu
         rate_z(sc.unseen_share, static_cast<double>(n.finite), base, f.ref_finite) >= q.z) {
       std::string top_new;
       auto items = w.unseen.items();
-      for (std::size_t i = 0; i < items.size() && i < 3; ++i) top_new += (i ? ", " : "") + fmt(items[i].value);
+      for (std::size_t i = 0; i < items.size() && i < 3; ++i)
+        top_new += (i ? ", " : "") + fmt(items[i].value);
       quality.flag(r, f, "unseen_category", sc.unseen_share, base, q.unseen_rate,
-                   fmt(100 * sc.unseen_share) + "% values outside the reference's categories (e.g. " + top_new + ")");
+                   fmt(100 * sc.unseen_share) +
+                       "% values outside the reference's categories (e.g. " + top_new + ")");
     }
     if (sc.missing_share >= q.missing_share) {
-      quality.flag(r, f, "missing_category", sc.missing_share, 0, q.missing_share,
-                   "categories holding " + fmt(100 * sc.missing_share) + "% of the reference are absent");
+      quality.flag(
+          r, f, "missing_category", sc.missing_share, 0, q.missing_share,
+          "categories holding " + fmt(100 * sc.missing_share) + "% of the reference are absent");
     }
   }
   return sc.chi2_p_value;
 }
 
 // NaN and Inf rates beyond the reference's, for either kind.
-void check_nonfinite(const Feature& f, const QualitySettings& q, const ValueCounts& n, FeatureResult& r,
-                     QualityIssues& quality) {
+void check_nonfinite(const Feature& f, const QualitySettings& q, const ValueCounts& n,
+                     FeatureResult& r, QualityIssues& quality) {
   r.values = n.values;
   if (n.values == 0) return;
   const double nv = static_cast<double>(n.values);
@@ -156,11 +162,13 @@ void check_nonfinite(const Feature& f, const QualitySettings& q, const ValueCoun
   r.inf_ratio = static_cast<double>(n.inf) / nv;
   const double ref_nan = f.kind == FeatureKind::numeric ? f.num.nan_rate : f.cat.nan_rate;
   const double ref_inf = f.kind == FeatureKind::numeric ? f.num.inf_rate : f.cat.inf_rate;
-  if (r.nan_ratio - ref_nan >= q.nan_rate && rate_z(r.nan_ratio, nv, ref_nan, f.ref_values) >= q.z) {
+  if (r.nan_ratio - ref_nan >= q.nan_rate &&
+      rate_z(r.nan_ratio, nv, ref_nan, f.ref_values) >= q.z) {
     quality.flag(r, f, "nan_rate", r.nan_ratio, ref_nan, q.nan_rate,
                  "NaN " + fmt(100 * ref_nan) + "% -> " + fmt(100 * r.nan_ratio) + "%");
   }
-  if (r.inf_ratio - ref_inf >= q.inf_rate && rate_z(r.inf_ratio, nv, ref_inf, f.ref_values) >= q.z) {
+  if (r.inf_ratio - ref_inf >= q.inf_rate &&
+      rate_z(r.inf_ratio, nv, ref_inf, f.ref_values) >= q.z) {
     quality.flag(r, f, "inf_rate", r.inf_ratio, ref_inf, q.inf_rate,
                  "Inf " + fmt(100 * ref_inf) + "% -> " + fmt(100 * r.inf_ratio) + "%");
   }
@@ -180,7 +188,8 @@ void pick_strongest_method(FeatureResult& r) {
 }
 
 struct WindowScores {
-  std::shared_ptr<std::vector<FeatureResult>> results = std::make_shared<std::vector<FeatureResult>>();
+  std::shared_ptr<std::vector<FeatureResult>> results =
+      std::make_shared<std::vector<FeatureResult>>();
   std::vector<double> p_values;  // per feature; NaN where none (disabled, or n too large)
   QualityIssues quality;
   std::uint32_t analyzed = 0;
@@ -222,14 +231,16 @@ struct DriftDecision {
 // What moved in a drifted feature, for people.
 std::string drift_detail(const StreamState& s, std::size_t i, const FeatureResult& r) {
   if (r.kind == FeatureKind::numeric) {
-    return "mean " + fmt(r.ref_mean) + " -> " + fmt(r.mean) + ", sd " + fmt(r.ref_sd) + " -> " + fmt(r.sd);
+    return "mean " + fmt(r.ref_mean) + " -> " + fmt(r.mean) + ", sd " + fmt(r.ref_sd) + " -> " +
+           fmt(r.sd);
   }
   const auto& f = s.feats[i];
   const auto sc = compare_categorical(f.cat, f.ccur, 0);
   const std::size_t c = sc.largest_change;
   const double refp = f.cat.counts[c] / std::max(1.0, f.cat.n);
   const double curp = f.ccur.finite ? f.ccur.counts[c] / static_cast<double>(f.ccur.finite) : 0;
-  const std::string label = c < f.cat.categories.size() ? fmt(f.cat.categories[c]) : std::string("other");
+  const std::string label =
+      c < f.cat.categories.size() ? fmt(f.cat.categories[c]) : std::string("other");
   return "share of " + label + ": " + fmt(refp) + " -> " + fmt(curp);
 }
 
@@ -267,7 +278,8 @@ DriftDecision decide_drift(const StreamState& s, WindowScores& w) {
 // window's sums are reset. True when either is over its threshold (then first in `top`).
 bool embedding_moved(StreamState& s, std::vector<FeatureEffect>& top) {
   s.emb_shift = s.emb_cos = NAN;
-  if (s.layout != ProfileLayout::embeddings || s.win_vec_rows == 0 || s.ref_mean.empty()) return false;
+  if (s.layout != ProfileLayout::embeddings || s.win_vec_rows == 0 || s.ref_mean.empty())
+    return false;
   const auto& st = s.st;
   const double n = static_cast<double>(s.win_vec_rows);
   double diff2 = 0, dot = 0, nw = 0, nr = 0;
@@ -296,7 +308,8 @@ bool embedding_moved(StreamState& s, std::vector<FeatureEffect>& top) {
     moved = true;
   }
   if (moved) {
-    fe.detail = "mean shift " + fmt(s.emb_shift) + " of the reference spread, cosine distance " + fmt(s.emb_cos);
+    fe.detail = "mean shift " + fmt(s.emb_shift) + " of the reference spread, cosine distance " +
+                fmt(s.emb_cos);
     top.insert(top.begin(), fe);
   }
   std::fill(s.win_sum.begin(), s.win_sum.end(), 0.0);
@@ -311,8 +324,9 @@ bool report_drift(EngineState& e, StreamState& s, const DriftDecision& drift, bo
   const auto& st = s.st;
   const auto& d = st.drift;
   const double need_share = std::ceil(d.min_drifted_share * analyzed);
-  const bool stream_drift =
-      (drift.drifted >= d.min_drifted_features && drift.drifted >= need_share && drift.drifted > 0) || emb_moved;
+  const bool stream_drift = (drift.drifted >= d.min_drifted_features &&
+                             drift.drifted >= need_share && drift.drifted > 0) ||
+                            emb_moved;
   const FindingKind kind = s.layout == ProfileLayout::embeddings    ? FindingKind::embedding_drift
                            : s.layout == ProfileLayout::predictions ? FindingKind::prediction_drift
                                                                     : FindingKind::drift;
@@ -324,13 +338,15 @@ bool report_drift(EngineState& e, StreamState& s, const DriftDecision& drift, bo
   if (++slot.hits < st.confirm_windows) return true;
   const auto& top = drift.top;
   const double worst = top.empty() ? 1 : top.front().score / top.front().threshold;
-  const Severity sev = worst >= 2.5 || drift.drifted * 2 >= std::max<std::uint32_t>(analyzed, 1) ? Severity::critical
-                                                                                                : Severity::warning;
-  std::string summary = std::to_string(drift.drifted) + " of " + std::to_string(analyzed) + " features drifted";
+  const Severity sev = worst >= 2.5 || drift.drifted * 2 >= std::max<std::uint32_t>(analyzed, 1)
+                           ? Severity::critical
+                           : Severity::warning;
+  std::string summary =
+      std::to_string(drift.drifted) + " of " + std::to_string(analyzed) + " features drifted";
   if (emb_moved) summary = "embedding distribution moved; " + summary;
   for (std::size_t i = 0; i < top.size() && i < 3; ++i) {
-    summary += (i ? ", " : ": ") + top[i].feature + " " + top[i].method + " " + fmt(top[i].score) + " (threshold " +
-               fmt(top[i].threshold) + ")";
+    summary += (i ? ", " : ": ") + top[i].feature + " " + top[i].method + " " + fmt(top[i].score) +
+               " (threshold " + fmt(top[i].threshold) + ")";
   }
   const std::string reason = top.empty() ? "drift" : top.front().method;
   const auto hits = slot.hits;
@@ -345,14 +361,16 @@ void report_quality(EngineState& e, StreamState& s, QualityIssues& quality) {
     settle_finding(e, s, FindingKind::data_quality, s.st.clear_windows);
     return;
   }
-  std::sort(quality.top.begin(), quality.top.end(), [](const FeatureEffect& a, const FeatureEffect& b) {
-    return (a.score - a.threshold) / a.threshold > (b.score - b.threshold) / b.threshold;
-  });
+  std::sort(quality.top.begin(), quality.top.end(),
+            [](const FeatureEffect& a, const FeatureEffect& b) {
+              return (a.score - a.threshold) / a.threshold > (b.score - b.threshold) / b.threshold;
+            });
   const Severity sev = quality.worst >= 10 ? Severity::critical : Severity::warning;
-  std::string summary = std::to_string(quality.top.size()) + " data-quality problem(s): " +
-                        quality.top.front().feature + " " + quality.top.front().detail;
-  raise_finding(e, s, FindingKind::data_quality, sev, quality.reason, std::move(summary), std::move(quality.top),
-                s.window_rows);
+  std::string summary = std::to_string(quality.top.size()) +
+                        " data-quality problem(s): " + quality.top.front().feature + " " +
+                        quality.top.front().detail;
+  raise_finding(e, s, FindingKind::data_quality, sev, quality.reason, std::move(summary),
+                std::move(quality.top), s.window_rows);
 }
 
 // Stage 4c: schema mismatches that still let records be analyzed, and sequential alarms, are
@@ -360,7 +378,8 @@ void report_quality(EngineState& e, StreamState& s, QualityIssues& quality) {
 void settle_per_batch_findings(EngineState& e, StreamState& s) {
   if (s.window_mismatch == 0) settle_finding(e, s, FindingKind::schema_change, s.st.clear_windows);
   s.window_mismatch = 0;
-  if (s.seq_alarms.empty()) settle_finding(e, s, FindingKind::sequential_change, s.st.clear_windows);
+  if (s.seq_alarms.empty())
+    settle_finding(e, s, FindingKind::sequential_change, s.st.clear_windows);
   s.seq_alarms.clear();
 }
 

@@ -5,8 +5,8 @@
 #include <algorithm>
 #include <chrono>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "agent/api/detector_json.hpp"
 #include "agent/api/event_json.hpp"
@@ -68,14 +68,16 @@ void Agent::build_system_events() {
     tracer_->start([this](const core::SystemEvent& e) { correlator_->add_event(e); });
   }
 #else
-  if (config_.ebpf.enabled) spdlog::warn("built without eBPF (MLTAP_BUILD_BPF=OFF): no system events");
+  if (config_.ebpf.enabled)
+    spdlog::warn("built without eBPF (MLTAP_BUILD_BPF=OFF): no system events");
 #endif
 }
 
 // Reactions act on producers only through the ingest layer's ControlPlane; the webhook hands
 // them alerts as an AlertSink.
 void Agent::build_reactions() {
-  reactions_ = std::make_unique<reactions::ReactionEngine>(config_.reactions, *ingest_, snapshot_providers());
+  reactions_ = std::make_unique<reactions::ReactionEngine>(config_.reactions, *ingest_,
+                                                           snapshot_providers());
   if (config_.webhook.enabled) {
     webhook_ = std::make_unique<webhook::WebhookReceiver>(
         config_.webhook, webhook::load_bearer_token(config_.webhook.token_file), *reactions_);
@@ -86,11 +88,13 @@ void Agent::build_alertmanager_push(const api::ListenAddress& listen) {
   if (!config_.alertmanager.enabled) return;
   auto am = config_.alertmanager;
   if (am.external_url.empty()) {
-    const std::string host = listen.host == "0.0.0.0" || listen.host.empty() ? "127.0.0.1" : listen.host;
-    am.external_url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) + ":" +
-                      std::to_string(listen.port);
+    const std::string host =
+        listen.host == "0.0.0.0" || listen.host.empty() ? "127.0.0.1" : listen.host;
+    am.external_url = "http://" + (host.find(':') != std::string::npos ? "[" + host + "]" : host) +
+                      ":" + std::to_string(listen.port);
   }
-  pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(am, [this] { return pushable_findings(); });
+  pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(
+      am, [this] { return pushable_findings(); });
 }
 
 // What an incident bundle holds besides the raw records.
@@ -98,7 +102,8 @@ reactions::SnapshotProviders Agent::snapshot_providers() {
   reactions::SnapshotProviders providers;
   providers.timeline = [this](const std::string& stream, const core::AlertEvent&) {
     nlohmann::json out = nlohmann::json::array();
-    for (const auto& e : correlator_->events_for(producers_of(stream), 0)) out.push_back(api::to_json(e));
+    for (const auto& e : correlator_->events_for(producers_of(stream), 0))
+      out.push_back(api::to_json(e));
     return out;
   };
   providers.detector_state = [this](const std::string& stream, const core::AlertEvent&) {
@@ -120,9 +125,11 @@ reactions::SnapshotProviders Agent::snapshot_providers() {
 }
 
 void Agent::register_metrics() {
-  http_->add_collectable(std::make_shared<metrics::IngestCollector>([this] { return ingest_->snapshot(); }, kVersion));
+  http_->add_collectable(
+      std::make_shared<metrics::IngestCollector>([this] { return ingest_->snapshot(); }, kVersion));
   if (detectors_) {
-    http_->add_collectable(std::make_shared<metrics::DetectorCollector>([this] { return detectors_->snapshot(); }));
+    http_->add_collectable(
+        std::make_shared<metrics::DetectorCollector>([this] { return detectors_->snapshot(); }));
   }
   http_->add_collectable(std::make_shared<metrics::EbpfCollector>([this] {
 #ifdef MLTAP_HAVE_BPF
@@ -131,12 +138,14 @@ void Agent::register_metrics() {
     return core::TracerStats{};
   }));
   if (pusher_) {
-    http_->add_collectable(std::make_shared<metrics::AlertmanagerPushCollector>([this] { return pusher_->counts(); }));
+    http_->add_collectable(
+        std::make_shared<metrics::AlertmanagerPushCollector>([this] { return pusher_->counts(); }));
   }
   metrics::ReactionCollector::RequestsSource requests;
   if (webhook_) requests = [this] { return webhook_->requests_by_code(); };
   http_->add_collectable(std::make_shared<metrics::ReactionCollector>(
-      [this]() -> const core::ReactionCounters& { return reactions_->counters(); }, std::move(requests)));
+      [this]() -> const core::ReactionCounters& { return reactions_->counters(); },
+      std::move(requests)));
 }
 
 void Agent::register_routes() {
@@ -145,11 +154,17 @@ void Agent::register_routes() {
     return fresh ? ingest_->fresh_snapshot(std::chrono::milliseconds(2000)) : ingest_->snapshot();
   };
   if (detectors_) routes.detectors = [this] { return detectors_->snapshot(); };
-  routes.related = [this](const core::Finding& f) { return correlator_->related(f, producers_of(f.stream)); };
+  routes.related = [this](const core::Finding& f) {
+    return correlator_->related(f, producers_of(f.stream));
+  };
   // The timeline of a stream's producers with each finding's related events (mltap explain).
   routes.events.correlator = correlator_.get();
-  routes.events.producers_of_stream = [this](const std::string& stream) { return producers_of(stream); };
-  routes.events.findings_of_stream = [this](const std::string& stream) { return findings_of(stream); };
+  routes.events.producers_of_stream = [this](const std::string& stream) {
+    return producers_of(stream);
+  };
+  routes.events.findings_of_stream = [this](const std::string& stream) {
+    return findings_of(stream);
+  };
   routes.webhook = webhook_.get();
   api::register_routes(*http_, std::move(routes));
 }
@@ -167,7 +182,8 @@ bool Agent::run(std::string& error) {
     findings_watcher_ = std::thread([this] { watch_findings(); });
   }
   if (config_.agent.drop_capabilities) drop_capabilities();
-  spdlog::info("mltapd {} watching namespace '{}' in {}", kVersion, config_.ingest.ns, config_.ingest.shm_dir);
+  spdlog::info("mltapd {} watching namespace '{}' in {}", kVersion, config_.ingest.ns,
+               config_.ingest.shm_dir);
   return true;
 }
 
@@ -237,7 +253,8 @@ void Agent::on_producer_attached(const core::SegmentIdentity& p) {
   if (!tracer_) return;
   const auto r = tracer_->track(p.producer.pid, p.producer.start_ticks, p.component);
   if (r != bpf::TrackResult::tracked && r != bpf::TrackResult::already_tracked) {
-    spdlog::debug("producer pid {} of '{}' not tracked: {}", p.producer.pid, p.stream, bpf::track_result_name(r));
+    spdlog::debug("producer pid {} of '{}' not tracked: {}", p.producer.pid, p.stream,
+                  bpf::track_result_name(r));
   }
   watch_artifacts(p);
 #endif
@@ -249,7 +266,8 @@ void Agent::watch_artifacts(const core::SegmentIdentity& p) {
   for (const auto& path : p.artifacts) {
     struct stat st {};
     std::string dir = path;
-    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) dir = path.substr(0, path.rfind('/'));
+    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      dir = path.substr(0, path.rfind('/'));
     if (dir.empty()) dir = "/";
     if (watched_dirs_.count(dir) || watched_dirs_.size() >= 64) continue;
     if (tracer_->watch_directory(dir)) {
@@ -272,7 +290,8 @@ void Agent::on_producer_gone(const core::SegmentIdentity& p, core::ProducerState
 #ifdef MLTAP_HAVE_BPF
   // A process that closed its last stream may live on: stop tracing it. A dead one already
   // left the kernel's set.
-  if (tracer_ && state == core::ProducerState::closed) tracer_->untrack(p.producer.pid, p.producer.start_ticks);
+  if (tracer_ && state == core::ProducerState::closed)
+    tracer_->untrack(p.producer.pid, p.producer.start_ticks);
 #else
   (void)state;
 #endif
@@ -294,7 +313,8 @@ void Agent::drop_capabilities() {
   }
   std::string kept;
   for (const auto& c : r.kept) kept += (kept.empty() ? "" : ", ") + c;
-  spdlog::info("capabilities dropped in {} threads; kept: {}", r.threads, kept.empty() ? "none" : kept);
+  spdlog::info("capabilities dropped in {} threads; kept: {}", r.threads,
+               kept.empty() ? "none" : kept);
 }
 
 void Agent::watch_findings() {

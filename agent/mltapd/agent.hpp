@@ -47,13 +47,13 @@ class Agent : private ingest::ProducerObserver {
  private:
   // The wiring steps of start(), in order. Each constructs one part and connects it to the
   // parts before it; the build_* steps that can fail on configuration throw.
-  void build_pipeline();                  // ingest -> detectors
-  void build_system_events();             // tracer -> correlator
-  void build_reactions();                 // webhook receiver -> reaction engine -> ControlPlane
+  void build_pipeline();       // ingest -> detectors
+  void build_system_events();  // tracer -> correlator
+  void build_reactions();      // webhook receiver -> reaction engine -> ControlPlane
   void build_alertmanager_push(const api::ListenAddress& listen);
-  void register_metrics();                // one collector per published state
-  void register_routes();                 // agent/api
-  bool run(std::string& error);           // threads start here
+  void register_metrics();       // one collector per published state
+  void register_routes();        // agent/api
+  bool run(std::string& error);  // threads start here
 
   // ProducerObserver (ingest thread): the correlator and the tracer learn the producers.
   void on_producer_attached(const core::SegmentIdentity& producer) override;

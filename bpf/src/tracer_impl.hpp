@@ -1,7 +1,7 @@
 // The tracer's state and its parts, internal to bpf/src (bpf/tracer.hpp is the interface).
 // Tracer::Impl is split by concern: tracer.cpp (lifecycle, the event thread, the public methods),
-// tracer_events.cpp (kernel records -> core::SystemEvent), tracer_files.cpp (fanotify file watch and
-// who changed a file), tracer_histograms.cpp (per-process latency histograms and their derived
+// tracer_events.cpp (kernel records -> core::SystemEvent), tracer_files.cpp (fanotify file watch
+// and who changed a file), tracer_histograms.cpp (per-process latency histograms and their derived
 // events), tracer_tracking.cpp (the tracked-process set in the kernel and in userspace).
 #pragma once
 
@@ -34,7 +34,8 @@
 
 namespace mltap::bpf {
 
-static_assert(core::kHistogramSlots == MLTAP_HIST_SLOTS, "histogram layout must match the kernel side");
+static_assert(core::kHistogramSlots == MLTAP_HIST_SLOTS,
+              "histogram layout must match the kernel side");
 static_assert(sizeof(mltap_hist) == sizeof(std::uint64_t) * (MLTAP_HIST_SLOTS + 2));
 
 inline constexpr std::uint32_t kMaxComponents = 4096;
@@ -55,9 +56,9 @@ inline std::string join_path(const std::string& dir, const std::string& name) {
 
 // Per-process histogram bookkeeping in userspace (kernel keeps cumulative counts per tgid).
 struct HistBook {
-  std::unordered_map<std::uint32_t, mltap_hist> last;       // last value read per tgid
-  std::unordered_map<std::uint32_t, core::Log2Histogram> interval; // since the last summary
-  std::map<std::string, core::Log2Histogram> by_component;        // cumulative, for metrics
+  std::unordered_map<std::uint32_t, mltap_hist> last;               // last value read per tgid
+  std::unordered_map<std::uint32_t, core::Log2Histogram> interval;  // since the last summary
+  std::map<std::string, core::Log2Histogram> by_component;          // cumulative, for metrics
 };
 
 struct Tracer::Impl {
@@ -183,7 +184,7 @@ struct Tracer::Impl {
 
   void prune_exited();
 
-  static constexpr std::uint64_t FAN_RENAME_MASK = 0x10000000;     // FAN_RENAME
+  static constexpr std::uint64_t FAN_RENAME_MASK = 0x10000000;  // FAN_RENAME
   static constexpr std::uint64_t FAN_CLOSE_WRITE_MASK = 0x00000008;
   static constexpr std::uint64_t FAN_DELETE_MASK = 0x00000200;
   static constexpr std::uint64_t FAN_MOVED_FROM_MASK = 0x00000040;

@@ -6,7 +6,8 @@ namespace mltap::metrics {
 
 std::vector<prometheus::MetricFamily> AlertmanagerPushCollector::Collect() const {
   const core::AlertPushCounts c = source_();
-  FamilyBuilder f("mltap_alertmanager_pushes_total", "Direct pushes of findings to Alertmanager, by result.",
+  FamilyBuilder f("mltap_alertmanager_pushes_total",
+                  "Direct pushes of findings to Alertmanager, by result.",
                   prometheus::MetricType::Counter);
   f.add({{"result", "ok"}}, static_cast<double>(c.ok));
   f.add({{"result", "failed"}}, static_cast<double>(c.failed));
