@@ -90,8 +90,8 @@ struct ProducerSnapshot {
   std::uint64_t last_seen_unix_ns = 0;  // last time the agent saw new data from it
 };
 
-struct StreamSnapshot {
-  StreamInfo info;
+// A stream's totals over all its producers, as the ingest thread keeps them and publishes them.
+struct StreamTotals {
   std::uint64_t records_total = 0;
   std::uint64_t writes_total = 0;
   std::uint64_t sampled_out_total = 0;
@@ -100,6 +100,10 @@ struct StreamSnapshot {
   std::uint64_t schema_mismatch_total = 0;
   std::uint64_t restarts_total = 0;
   std::uint64_t last_record_unix_ns = 0;
+};
+
+struct StreamSnapshot : StreamTotals {
+  StreamInfo info;
   double record_rate = 0;
   std::vector<ProducerSnapshot> producers;
   std::uint32_t live_producers = 0;

@@ -55,20 +55,24 @@ struct ValueCounts {
   std::uint64_t values = 0, nan = 0, inf = 0, finite = 0;
 };
 
+template <typename Window>
+ValueCounts counts_of(const Window& w) {
+  return {w.values, w.nan, w.pos_inf + w.neg_inf, w.finite};
+}
+
 // Numeric feature: scores against the reference and the previous window, range and constancy.
 // Returns the KS p-value.
 double score_numeric(const Feature& f, const StreamSettings& st, FeatureResult& r, ValueCounts& n,
                      QualityIssues& quality) {
-  const auto& d = st.drift;
-  const auto& q = st.quality;
   const auto& w = f.ncur;
-  n = {w.values, w.nan, w.pos_inf + w.neg_inf, w.finite};
+  n = counts_of(w);
   r.ref_mean = f.num.mean;
   r.ref_sd = f.num.sd;
   r.mean = w.mean(f.num.mean);
   r.sd = w.sd();
   r.min = n.finite ? w.min : NAN;
   r.max = n.finite ? w.max : NAN;
+  const auto& d = st.drift;
   const auto sc = compare_numeric(f.num, w, d.p_value_max_n);
   const auto& dm = d.numeric_methods;
   add_score(r.scores, "wasserstein", sc.wasserstein, d, dm, NAN, sc.wasserstein_bound);
@@ -82,6 +86,7 @@ double score_numeric(const Feature& f, const StreamSettings& st, FeatureResult& 
     add_score(r.previous, "psi", pv.psi, d, {});
     add_score(r.previous, "ks", pv.ks, d, {});
   }
+  const auto& q = st.quality;
   r.out_of_range_ratio =
       n.finite ? static_cast<double>(w.out_of_range()) / static_cast<double>(n.finite) : 0;
   if (n.finite > 0) {
@@ -104,10 +109,8 @@ double score_numeric(const Feature& f, const StreamSettings& st, FeatureResult& 
 // categories. Returns the chi-squared p-value.
 double score_categorical(const Feature& f, const StreamSettings& st, FeatureResult& r,
                          ValueCounts& n, QualityIssues& quality) {
-  const auto& d = st.drift;
-  const auto& q = st.quality;
   const auto& w = f.ccur;
-  n = {w.values, w.nan, w.pos_inf + w.neg_inf, w.finite};
+  n = counts_of(w);
   r.ref_mean = f.cat.mean;
   r.ref_sd = f.cat.sd;
   if (n.finite) {
@@ -117,6 +120,8 @@ double score_categorical(const Feature& f, const StreamSettings& st, FeatureResu
     r.min = w.min;
     r.max = w.max;
   }
+  const auto& d = st.drift;
+  const auto& q = st.quality;
   const auto sc = compare_categorical(f.cat, w, d.p_value_max_n);
   const auto& dm = d.categorical_methods;
   add_score(r.scores, "linf", sc.linf, d, dm);

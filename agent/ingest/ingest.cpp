@@ -83,17 +83,9 @@ struct Ingest::Segment {
 };
 
 // A stream as the agent sees it: the producers writing one stream name merged, with their totals.
-struct Ingest::MergedStream {
+struct Ingest::MergedStream : core::StreamTotals {
   StreamInfo info;
-  std::uint64_t records_total = 0;
-  std::uint64_t writes_total = 0;
-  std::uint64_t sampled_out_total = 0;
-  std::array<std::uint64_t, static_cast<std::size_t>(DropReason::count)> dropped{};
-  std::array<std::uint64_t, kInvalidReasonCount> invalid{};
-  std::uint64_t schema_mismatch_total = 0;
-  std::uint64_t restarts_total = 0;
   std::uint64_t pending_deaths = 0;
-  std::uint64_t last_record_unix_ns = 0;
   std::size_t cols = 0;  // columns of the feature statistics (from declared shape or first record)
   std::uint64_t features_cut = 0;
   FeatureStats stats;
@@ -484,14 +476,7 @@ void Ingest::publish(std::uint64_t now) {
     }
     StreamSnapshot s;
     s.info = st.info;
-    s.records_total = st.records_total;
-    s.writes_total = st.writes_total;
-    s.sampled_out_total = st.sampled_out_total;
-    s.dropped = st.dropped;
-    s.invalid = st.invalid;
-    s.schema_mismatch_total = st.schema_mismatch_total;
-    s.restarts_total = st.restarts_total;
-    s.last_record_unix_ns = st.last_record_unix_ns;
+    static_cast<core::StreamTotals&>(s) = st;
     s.record_rate = st.record_rate;
     s.features_cut = st.features_cut;
     for (std::size_t f = 0; f < st.stats.width(); ++f) {

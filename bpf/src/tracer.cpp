@@ -49,12 +49,7 @@ void sum_per_cpu(int fd, std::array<std::uint64_t, N>& out) {
 void Tracer::Impl::teardown() noexcept {
   if (rb) ring_buffer__free(rb);
   rb = nullptr;
-  for (auto* l : links) bpf_link__destroy(l);
-  links.clear();
-  attached.clear();
-  if (bits) munmap(static_cast<void*>(bits), bits_bytes);
-  bits = nullptr;
-  skel.reset();
+  teardown_bpf_only();
   if (stop_fd >= 0) ::close(stop_fd);
   if (epoll_fd >= 0) ::close(epoll_fd);
   stop_fd = epoll_fd = -1;
@@ -111,7 +106,8 @@ void Tracer::Impl::setup_maps() {
   map_ops_need_cap_bpf = !probe_map_ops_without_caps();
 }
 
-void Tracer::Impl::teardown_bpf_only() {
+// The BPF objects only (the ring buffer could not be set up): the file watch may still run.
+void Tracer::Impl::teardown_bpf_only() noexcept {
   for (auto* l : links) bpf_link__destroy(l);
   links.clear();
   attached.clear();

@@ -141,7 +141,7 @@ struct Tracer::Impl {
 
   void setup_maps();
 
-  void teardown_bpf_only();
+  void teardown_bpf_only() noexcept;
 
   void set_bit(std::uint32_t pid, bool on);
 

@@ -117,12 +117,17 @@ TrackResult Tracer::track(std::uint32_t pid, std::uint64_t start_ticks, std::str
     m.procs[pid] = std::move(p);
   }
   if (m.tracked_fd < 0) return TrackResult::userspace_only;
-  mltap_tracked v{};
-  v.start_ticks = start_ticks;
-  v.root_pid = pid;
-  v.root_start_ticks = start_ticks;
-  v.component_id = comp;
-  v.flags = MLTAP_TF_EXPLICIT;
+  // The kernel's entry of a process of this tree: its own start time, the tree's root.
+  auto entry = [&](std::uint64_t ticks, std::uint32_t flags) {
+    mltap_tracked v{};
+    v.start_ticks = ticks;
+    v.root_pid = pid;
+    v.root_start_ticks = start_ticks;
+    v.component_id = comp;
+    v.flags = flags;
+    return v;
+  };
+  const mltap_tracked v = entry(start_ticks, MLTAP_TF_EXPLICIT);
   if (bpf_map_update_elem(m.tracked_fd, &pid, &v, BPF_ANY) != 0) {
     std::lock_guard lk(m.mu);
     m.procs.erase(pid);
@@ -132,12 +137,7 @@ TrackResult Tracer::track(std::uint32_t pid, std::uint64_t start_ticks, std::str
   m.set_bit(pid, true);
   // Children alive now: tracked as if the kernel had seen them start.
   for (const auto& [cpid, cticks] : m.descendants(pid)) {
-    mltap_tracked c{};
-    c.start_ticks = cticks;
-    c.root_pid = pid;
-    c.root_start_ticks = start_ticks;
-    c.component_id = comp;
-    c.flags = MLTAP_TF_INHERITED;
+    const mltap_tracked c = entry(cticks, MLTAP_TF_INHERITED);
     if (bpf_map_update_elem(m.tracked_fd, &cpid, &c, BPF_NOEXIST) == 0) {
       m.set_bit(cpid, true);
       std::lock_guard lk(m.mu);
