@@ -10,6 +10,7 @@
 
 #include "agent/api/detector_json.hpp"
 #include "agent/api/event_json.hpp"
+#include "agent/api/http_client.hpp"
 #include "agent/api/routes.hpp"
 #include "agent/correlator/describe.hpp"
 #include "bpf/capabilities.hpp"
@@ -94,7 +95,7 @@ void Agent::build_alertmanager_push(const api::ListenAddress& listen) {
                       ":" + std::to_string(listen.port);
   }
   pusher_ = std::make_unique<alertmanager::AlertmanagerPusher>(
-      am, [this] { return pushable_findings(); });
+      am, [this] { return pushable_findings(); }, api::http_post);
 }
 
 // What an incident bundle holds besides the raw records.

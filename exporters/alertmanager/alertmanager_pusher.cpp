@@ -10,7 +10,6 @@
 #include <sstream>
 #include <stdexcept>
 
-#include <httplib.h>
 #include <spdlog/spdlog.h>
 
 #include "core/time.hpp"
@@ -201,8 +200,9 @@ nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerCon
   return alert;
 }
 
-AlertmanagerPusher::AlertmanagerPusher(AlertmanagerConfig config, FindingsProvider provider)
-    : config_(std::move(config)), provider_(std::move(provider)) {
+AlertmanagerPusher::AlertmanagerPusher(AlertmanagerConfig config, FindingsProvider provider,
+                                       HttpPost post)
+    : config_(std::move(config)), provider_(std::move(provider)), post_(std::move(post)) {
   const auto url = split_url(config_.url);
   if (!url) throw std::runtime_error("alertmanager.url '" + config_.url + "' is not a URL");
   scheme_host_port_ = url->scheme_host_port;
@@ -342,32 +342,27 @@ void AlertmanagerPusher::cycle() {
 }
 
 bool AlertmanagerPusher::post(const nlohmann::json& alerts) {
-  httplib::Client client(scheme_host_port_);
-  const auto t = config_.timeout;
-  client.set_connection_timeout(std::chrono::duration_cast<std::chrono::microseconds>(t));
-  client.set_read_timeout(std::chrono::duration_cast<std::chrono::microseconds>(t));
-  client.set_write_timeout(std::chrono::duration_cast<std::chrono::microseconds>(t));
-  httplib::Headers headers;
-  if (!token_.empty()) headers.emplace("Authorization", "Bearer " + token_);
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (!token_.empty()) headers.emplace_back("Authorization", "Bearer " + token_);
   const std::string body = alerts.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  auto res = client.Post(path_, headers, body, "application/json");
-  if (!res) {
+  const HttpReply reply = post_(scheme_host_port_, path_, headers, body, config_.timeout);
+  if (reply.status == 0) {
     failed_.fetch_add(1);
-    spdlog::warn("alertmanager push to {}{}: {}", scheme_host_port_, path_, httplib::to_string(res.error()));
+    spdlog::warn("alertmanager push to {}{}: {}", scheme_host_port_, path_, reply.error);
     return false;
   }
-  if (res->status >= 200 && res->status < 300) {
+  if (reply.status >= 200 && reply.status < 300) {
     ok_.fetch_add(1);
     return true;
   }
-  if (res->status >= 400 && res->status < 500) {
+  if (reply.status >= 400 && reply.status < 500) {
     rejected_.fetch_add(1);
-    spdlog::error("alertmanager push: {} refused {} alerts ({}): {}", scheme_host_port_, alerts.size(), res->status,
-                  clip(res->body, 512));
+    spdlog::error("alertmanager push: {} refused {} alerts ({}): {}", scheme_host_port_, alerts.size(), reply.status,
+                  clip(reply.body, 512));
     return false;
   }
   failed_.fetch_add(1);
-  spdlog::warn("alertmanager push: {} answered {}", scheme_host_port_, res->status);
+  spdlog::warn("alertmanager push: {} answered {}", scheme_host_port_, reply.status);
   return false;
 }
 

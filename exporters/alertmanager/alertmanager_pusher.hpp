@@ -57,6 +57,17 @@ struct PushableFinding {
 // and cheap (copy a snapshot).
 using FindingsProvider = std::function<std::vector<PushableFinding>()>;
 
+// What the pusher needs of an HTTP client: one POST of a JSON body. mltapd passes agent/api's
+// (api::http_post), so the HTTP library stays there.
+struct HttpReply {
+  int status = 0;     // 0: no answer
+  std::string body;
+  std::string error;  // why there was no answer
+};
+using HttpPost = std::function<HttpReply(const std::string& scheme_host_port, const std::string& path,
+                                         const std::vector<std::pair<std::string, std::string>>& headers,
+                                         const std::string& json_body, std::chrono::nanoseconds timeout)>;
+
 // "MltapStreamDrift", "MltapStreamDataQuality", ...: the Prometheus rule for the same kind.
 std::string alert_name_for(core::FindingKind kind);
 
@@ -67,7 +78,7 @@ nlohmann::json finding_to_alert(const PushableFinding& f, const AlertmanagerConf
 class AlertmanagerPusher {
  public:
   // Throws std::runtime_error when the URL or token file is unusable.
-  AlertmanagerPusher(AlertmanagerConfig config, FindingsProvider provider);
+  AlertmanagerPusher(AlertmanagerConfig config, FindingsProvider provider, HttpPost post);
   ~AlertmanagerPusher();  // stop()
   AlertmanagerPusher(const AlertmanagerPusher&) = delete;
   AlertmanagerPusher& operator=(const AlertmanagerPusher&) = delete;
@@ -93,6 +104,7 @@ class AlertmanagerPusher {
 
   AlertmanagerConfig config_;
   FindingsProvider provider_;
+  HttpPost post_;
   std::string scheme_host_port_;
   std::string path_;
   std::string token_;

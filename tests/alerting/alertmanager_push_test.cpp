@@ -7,6 +7,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "core/config_reader.hpp"
+#include "agent/api/http_client.hpp"
 #include "exporters/alertmanager/alertmanager_pusher.hpp"
 #include "exporters/metrics/alertmanager_metrics.hpp"
 #include "exporters/webhook/webhook_payload.hpp"
@@ -88,7 +89,7 @@ TEST(AlertmanagerPush, FindingAppearsIsRefreshedAndResolves) {
   mltap::testing::AlertmanagerProcess am(kNullReceiver);
   ASSERT_TRUE(am.running()) << am.log();
   Findings findings;
-  AlertmanagerPusher pusher(push_config(am.url()), findings.provider());
+  AlertmanagerPusher pusher(push_config(am.url()), findings.provider(), api::http_post);
   pusher.start();
 
   PushableFinding drift = drift_finding(42);
@@ -154,7 +155,7 @@ TEST(AlertmanagerPush, VanishedFindingAndSeverityChangeAreResolved) {
   mltap::testing::AlertmanagerProcess am(kNullReceiver);
   ASSERT_TRUE(am.running()) << am.log();
   Findings findings;
-  AlertmanagerPusher pusher(push_config(am.url()), findings.provider());
+  AlertmanagerPusher pusher(push_config(am.url()), findings.provider(), api::http_post);
   pusher.start();
   PushableFinding f = drift_finding(7, core::Severity::warning);
   findings.set({f});
@@ -187,7 +188,8 @@ TEST(AlertmanagerPush, RetriesUntilAlertmanagerAnswers) {
   ASSERT_EQ(::getsockname(holder, reinterpret_cast<sockaddr*>(&addr), &len), 0);
   const int port = ntohs(addr.sin_port);
   Findings findings;
-  AlertmanagerPusher pusher(push_config("http://127.0.0.1:" + std::to_string(port)), findings.provider());
+  AlertmanagerPusher pusher(push_config("http://127.0.0.1:" + std::to_string(port)), findings.provider(),
+                            api::http_post);
   findings.set({drift_finding(9)});
   pusher.start();
   ASSERT_TRUE(mltap::testing::wait_until([&] { return pusher.counts().failed >= 2; }, 10s));

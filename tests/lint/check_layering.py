@@ -80,8 +80,8 @@ _ANYWHERE = {"tests", "bench", "examples"}
 # may include anything). Everything not listed is unrestricted (the standard library, libc...).
 EXTERNAL = [
     (re.compile(r"yaml-cpp/"), {"core/config_reader.cpp"}, "yaml-cpp is read only by core/config_reader.cpp"),
-    (re.compile(r"httplib\.h$"), {"api", "cli", "alertmanager"},
-     "cpp-httplib serves only in agent/api (and is the CLI's and the Alertmanager pusher's client)"),
+    (re.compile(r"httplib\.h$"), {"api", "cli"},
+     "cpp-httplib only in agent/api (the server, the adapters' client) and the CLI's client"),
     (re.compile(r"prometheus/"), {"metrics", "api"}, "prometheus-cpp only in exporters/metrics and agent/api"),
     (re.compile(r"CLI/"), {"cli", "mltapd"}, "CLI11 only in the composition roots"),
     (re.compile(r"pybind11/"), {"shm", "python"}, "pybind11 only in the Python extensions"),
@@ -247,7 +247,7 @@ def self_test(root):
         ("core/batch.hpp", "#include <yaml-cpp/yaml.h>\n",
          ["core/batch.hpp:", "yaml-cpp is read only by core/config_reader.cpp"]),
         ("agent/correlator/correlator.hpp", "#include <httplib.h>\n",
-         ["agent/correlator/correlator.hpp:", "cpp-httplib serves only in agent/api"]),
+         ["agent/correlator/correlator.hpp:", "cpp-httplib only in agent/api"]),
         ("agent/api/routes.cpp", '#include "bpf/src/loader.hpp"\n',
          ["agent/api/routes.cpp:", "private to bpf"]),
         ("agent/ingest/decode.cpp", '#include "guarded_memory.hpp"\n',
