@@ -45,8 +45,7 @@ struct GuardedRange {
 };
 constexpr std::size_t kGuardedRanges = 512;  // more streams than this are left unguarded
 GuardedRange g_ranges[kGuardedRanges];
-struct sigaction g_previous_sigbus;
-bool g_guard_installed = false;  // with g_process_mutex held
+struct sigaction g_previous_sigbus;  // what on_sigbus chains to (written with g_process_mutex)
 
 void on_sigbus(int sig, siginfo_t* info, void* context) {
   const auto addr = reinterpret_cast<std::uintptr_t>(info->si_addr);
@@ -94,16 +93,26 @@ void on_sigbus(int sig, siginfo_t* info, void* context) {
   if (info->si_code <= 0) ::raise(sig);
 }
 
+// Makes on_sigbus the process's SIGBUS handler, chaining to the one it replaces. Done for every
+// new mapping: a library that installed its own handler meanwhile without chaining (mltapd's
+// reader does, in processes that host both) is then chained to instead of silently disabling
+// the guard. SA_NODEFER: a handler we chain to may leave through siglongjmp without restoring
+// the signal mask, which must then not block SIGBUS. With g_process_mutex held.
+void install_guard() noexcept {
+  struct sigaction current {};
+  if (::sigaction(SIGBUS, nullptr, &current) != 0) return;
+  if ((current.sa_flags & SA_SIGINFO) != 0 && current.sa_sigaction == on_sigbus) return;
+  struct sigaction sa {};
+  sa.sa_sigaction = on_sigbus;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction previous {};
+  if (::sigaction(SIGBUS, &sa, &previous) == 0) g_previous_sigbus = previous;
+}
+
 // With g_process_mutex held.
 void guard_mapping(std::uint8_t* base, std::uint64_t bytes, StreamCore* core) noexcept {
-  if (!g_guard_installed) {
-    struct sigaction sa {};
-    sa.sa_sigaction = on_sigbus;
-    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
-    sigemptyset(&sa.sa_mask);
-    if (::sigaction(SIGBUS, &sa, &g_previous_sigbus) != 0) return;
-    g_guard_installed = true;
-  }
+  install_guard();
   for (auto& r : g_ranges) {
     if (r.begin.load(std::memory_order_relaxed) != 0) continue;
     r.core.store(core, std::memory_order_relaxed);
