@@ -7,6 +7,13 @@
 // Docker's default /dev/shm) the touch raises SIGBUS in the ML process. posix_fallocate reserves
 // the pages up front and fails with ENOSPC instead, which the SDK turns into a ring-less stream
 // (or a lane-less thread) with nothing left behind.
+//
+// Why not Boost.Interprocess (1.74, Debian 12): shared_memory_object creates only under /dev/shm
+// by name (no shm_dir), file_mapping only opens existing files (so the O_EXCL|O_NOFOLLOW create
+// stays ours), neither can fchown, and both size with ftruncate, the sparse file that SIGBUSed
+// on a full /dev/shm; posix_fallocate and MADV_POPULATE_WRITE would go around it through the
+// native handle. What would be left for it is the munmap in a destructor, on a path that must
+// not throw. The mapping is only a base pointer on the write path either way: no speed to gain.
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
