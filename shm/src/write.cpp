@@ -114,7 +114,7 @@ std::size_t sample_rows(StreamCore& c, LaneWriter& w, std::size_t rows,
   for (std::size_t r = 0; r < rows; ++r) kept += s.keep(r, acc) ? 1 : 0;
   w.sample_acc = acc;
   if (kept < rows) count_sampled_out(w, rows - kept);
-  // Nothing kept reads the clock: look at it on every 16th such write (write_row does too).
+  // Nothing kept reads the clock: look at it on every 16th such write (write_row: row).
   if (kept == 0 && (++w.clock_skip & kClockSkipMask) == 0) c.tick(w);
   return kept;
 }

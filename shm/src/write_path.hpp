@@ -146,9 +146,10 @@ WriteResult write_row_general(StreamCore& c, const void* data, format::DType dty
     }
     if (!keep) {
       count_sampled_out(w, 1);
-      // A kept row reads the clock for its timestamp; a sampled-out one on every 16th write, so
-      // that the window (and the keep share with it) still changes when nothing is kept.
-      if ((++w.clock_skip & kClockSkipMask) == 0) [[unlikely]] return c.tick(w);
+      // A kept row reads the clock for its timestamp; sampled-out rows on every 16th (counted by
+      // their own counter), so that the window (and the keep share with it) still changes when
+      // nothing is kept.
+      if ((w.rows_sampled_out & kClockSkipMask) == 0) [[unlikely]] return c.tick(w);
       return WriteResult::sampled_out;
     }
   }
