@@ -223,8 +223,10 @@ def main():
     second = reused.get("second_write_ns") if reused and "error" not in reused else None
     w(f"- First write of a new thread (claims a released lane): {fmt_ns(ns(reused, 'real_time'))}"
       f"; its second write: {fmt_ns(second)}")
-    w(f"- First write on a never-used lane of a 4 MiB stream (faults the lane in): "
-      f"{fmt_ns(ns(fresh, 'real_time'))}")
+    open_us = fresh.get("open_us") if fresh and "error" not in fresh else None
+    w(f"- First write on the lane of a new 4 MiB stream: {fmt_ns(ns(fresh, 'real_time'))}; "
+      f"opening the stream: {fmt_ns(None if open_us is None else open_us * 1e3)} (the lane's "
+      f"pages are reserved and faulted in at open, or at the first write by SDKs before 2.0)")
     w("")
 
     # 5. Ingest.
