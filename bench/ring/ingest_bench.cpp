@@ -23,10 +23,10 @@
 #include <spdlog/spdlog.h>
 
 #include "bench_util.hpp"
-#include "ingest/decode.hpp"
-#include "ingest/feature_stats.hpp"
-#include "ingest/ingest.hpp"
-#include "ingest/segment.hpp"
+#include "agent/ingest/decode.hpp"
+#include "agent/ingest/feature_stats.hpp"
+#include "agent/ingest/ingest.hpp"
+#include "agent/ingest/segment.hpp"
 #include "mltap/stream.hpp"
 
 namespace {

@@ -1,4 +1,5 @@
-// C ABI over the C++ SDK. No exception crosses this boundary.
+// C ABI over the C++ SDK. No exception crosses this boundary. The write functions compile the
+// SDK's fast path (write_path.hpp) into themselves: a C write costs what a C++ write costs.
 #include "mltap/mltap.h"
 
 #include <cstdio>
@@ -6,9 +7,12 @@
 #include <new>
 
 #include "mltap/stream.hpp"
+#include "stream_options.hpp"
+#include "write_path.hpp"
 
 struct mltap_stream {
   mltap::Stream stream;
+  mltap::detail::StreamCore* core = nullptr;  // the stream's state, for the write path
 };
 
 namespace {
@@ -93,8 +97,13 @@ int mltap_stream_open(const char* name, const mltap_stream_options* options, mlt
       }
       so.artifacts.emplace_back(o.artifacts[i]);
     }
-    *out = new mltap_stream{mltap::Stream(name, std::move(so))};
+    auto* s = new mltap_stream{mltap::Stream(name, std::move(so))};
+    s->core = mltap::detail::Access::core(s->stream);
+    *out = s;
     return 0;
+  } catch (const mltap::detail::EnvironmentError& e) {
+    set_error(errbuf, errbuf_len, e.what());
+    return MLTAP_ERR_ENVIRONMENT;
   } catch (const std::bad_alloc&) {
     set_error(errbuf, errbuf_len, "mltap_stream_open: out of memory");
     return MLTAP_ERR_NOMEM;
@@ -109,35 +118,34 @@ int mltap_stream_open(const char* name, const mltap_stream_options* options, mlt
 
 void mltap_stream_close(mltap_stream* stream) { delete stream; }
 
-static int to_code(mltap::WriteResult r) {
-  switch (r) {
-    case mltap::WriteResult::written: return MLTAP_WRITTEN;
-    case mltap::WriteResult::sampled_out: return MLTAP_SAMPLED_OUT;
-    case mltap::WriteResult::dropped: return MLTAP_DROPPED;
-  }
-  return MLTAP_DROPPED;
-}
+static_assert(static_cast<int>(mltap::WriteResult::written) == MLTAP_WRITTEN &&
+              static_cast<int>(mltap::WriteResult::sampled_out) == MLTAP_SAMPLED_OUT &&
+              static_cast<int>(mltap::WriteResult::dropped) == MLTAP_DROPPED);
+static int to_code(mltap::WriteResult r) { return static_cast<int>(r); }
 
 int mltap_write(mltap_stream* stream, const void* data, mltap_dtype dtype,
                 const uint32_t* row_shape, uint32_t ndim, uint64_t rows,
                 const uint64_t* trace_ids) {
   if (!stream) return MLTAP_ERR_INVALID;
+  const auto dt = static_cast<mltap::DType>(dtype);
   if (!row_shape || ndim == 0 || ndim > mltap::format::kMaxRowDims) {
     // Counted by the SDK as bad input, like any other malformed write.
-    return to_code(stream->stream.write_tensor(data, static_cast<mltap::DType>(dtype), {}, rows, {}));
+    return to_code(mltap::detail::write_general(*stream->core, data, dt, {}, rows, {}));
+  }
+  if (rows == 1 && ndim == 1) {
+    return to_code(mltap::detail::write_row(*stream->core, data, dt, row_shape[0], trace_ids));
   }
   std::span<const uint64_t> ids;
   if (trace_ids) ids = std::span<const uint64_t>(trace_ids, rows);
-  return to_code(stream->stream.write_tensor(data, static_cast<mltap::DType>(dtype),
-                                             std::span<const uint32_t>(row_shape, ndim), rows, ids));
+  return to_code(mltap::detail::write_general(*stream->core, data, dt,
+                                              std::span<const uint32_t>(row_shape, ndim), rows, ids));
 }
 
 int mltap_write_f32(mltap_stream* stream, const float* values, uint32_t count, int has_trace_id,
                     uint64_t trace_id) {
   if (!stream) return MLTAP_ERR_INVALID;
-  const std::span<const float> row(values, count);
-  return to_code(has_trace_id ? stream->stream.write(row, mltap::TraceId{trace_id})
-                              : stream->stream.write(row));
+  return to_code(mltap::detail::write_row(*stream->core, values, mltap::DType::float32, count,
+                                          has_trace_id ? &trace_id : nullptr));
 }
 
 uint32_t mltap_flag(const mltap_stream* stream, const char* name) {

@@ -24,10 +24,8 @@ EXTENSIONS = (".c", ".h", ".cpp", ".hpp")
 GENERATED = {"vmlinux.h", "mltap.skel.h", "floor.skel.h"}
 # Extra include directories of a folder (path prefix -> directories relative to the root), as
 # the CMake targets there set them: tests/alerting uses tests/reactions' helpers
-# (mltap_reactions_testing); bench/ring (owned by the producer hot-path work) still includes the
-# ingest headers as "ingest/...", bench/CMakeLists.txt adds agent/ for it until it moves to
-# "agent/ingest/...".
-EXTRA_INCLUDE_DIRS = {"tests/alerting/": ["tests/reactions"], "bench/ring/": ["agent"]}
+# (mltap_reactions_testing).
+EXTRA_INCLUDE_DIRS = {"tests/alerting/": ["tests/reactions"]}
 
 # Path prefix -> component, most specific first.
 COMPONENTS = [

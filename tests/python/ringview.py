@@ -1,5 +1,5 @@
 """A small reader of mltap ring segments for tests, written from shm/include/mltap/format.hpp
-(ABI 1): it reads what a Python producer put into its ring (records, trace ids, payload bytes)
+(ABI 2): it reads what a Python producer put into its ring (records, trace ids, payload bytes)
 and writes the agent's control block (flags) the way mltapd's reactions will.
 
 It is deliberately independent of the C++ reader in agent/ingest so that the tests check the
@@ -14,6 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 MAGIC = 0x474E525041544C4D  # "MLTAPRNG"
+ABI_MAJOR = 2
+# LaneHeader (ABI 2): line 0 commit_seq, next_pos; line 1 reserve_seq, reserve_pos; line 2
+# owner_tid, claims; line 3 the counters.
+LANE_OWNER_TID = 128
+LANE_COUNTERS = 192
 PAGE = 4096
 RECORD_ALIGN = 64
 RECORD_HEADER = 64
@@ -70,8 +75,8 @@ class Segment:
          self.lanes_offset, self.lane_stride, self.lane_count, self.index_entries, self.index_offset,
          self.data_offset, self.data_bytes, self.max_record_bytes, self.pid, self.uid,
          self.start_ticks) = struct.unpack_from("<QIIIIIIQQQQQQIIQQQQIIQ", h, 0)
-        if self.magic != MAGIC or self.endian != 0x01020304 or self.abi_major != 1:
-            raise ValueError(f"{path}: not an ABI 1 mltap segment")
+        if self.magic != MAGIC or self.endian != 0x01020304 or self.abi_major != ABI_MAJOR:
+            raise ValueError(f"{path}: not an ABI {ABI_MAJOR} mltap segment")
         if self.segment_bytes != self.size or self.lanes_offset + self.lane_stride * self.lane_count > self.size:
             raise ValueError(f"{path}: sizes do not match the file")
         if self.data_bytes & (self.data_bytes - 1) or self.index_entries & (self.index_entries - 1):
@@ -109,9 +114,9 @@ class Segment:
     def lane_counters(self, i):
         base = self._lane(i)
         commit_seq, = struct.unpack_from("<Q", self.mm, base)
-        owner_tid, = struct.unpack_from("<I", self.mm, base + 64)
+        owner_tid, = struct.unpack_from("<I", self.mm, base + LANE_OWNER_TID)
         (rows_written, sampled_out, rows_committed, too_large, bad_input, records,
-         nbytes) = struct.unpack_from("<7Q", self.mm, base + 128)
+         nbytes) = struct.unpack_from("<7Q", self.mm, base + LANE_COUNTERS)
         return dict(commit_seq=commit_seq, owner_tid=owner_tid, rows_written=rows_written,
                     rows_sampled_out=sampled_out, rows_committed=rows_committed,
                     rows_too_large=too_large, rows_bad_input=bad_input,

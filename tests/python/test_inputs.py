@@ -2,6 +2,7 @@
 counted as bad input and what raises (shm/python/README.md, "What raises and what is counted")."""
 
 import array
+import os
 import subprocess
 import sys
 import warnings
@@ -32,14 +33,14 @@ def test_version_sdk_and_header(make_stream):
 
 
 def test_records_batches_and_row_shapes(make_stream):
-    s = make_stream("shape/x", features=["a", "b", "c"], sampling_budget=0)
+    s = make_stream("shape/x", sampling_budget=0)  # no declared row: any shape is a record
     x = np.arange(24, dtype=np.float32)
     s.write(x[:3])                      # 1-D: one record of 3
     s.write(x[:12].reshape(4, 3))       # 2-D: 4 rows of 3
     s.write(x.reshape(2, 3, 4))         # 3-D: 2 rows of 3x4
     s.write(np.float64(2.5))            # a NumPy scalar: one record of one value
     s.write(7)                          # a Python number: likewise (converted)
-    s.write(np.arange(5.0))             # longer row than declared: the agent judges schemas
+    s.write(np.arange(5.0))             # a longer row
     recs = records(s)
     assert [(r.rows, r.dims, DTYPE_NAMES[r.dtype]) for r in recs] == [
         (1, (3,), "float32"), (4, (3,), "float32"), (2, (3, 4), "float32"),
@@ -52,6 +53,67 @@ def test_records_batches_and_row_shapes(make_stream):
     img.write(np.ones((2, 3)))          # the declared record dims: one record
     img.write(np.ones((5, 2, 3)))       # one more dim: a batch of 5
     assert [(r.rows, r.dims) for r in records(img)] == [(1, (2, 3)), (5, (2, 3))]
+
+
+def test_rows_of_another_width_than_declared_are_bad_input(make_stream):
+    s = make_stream("width/x", features=["a", "b", "c"], sampling_budget=0)
+    x = np.arange(24, dtype=np.float32)
+    assert s.write(x[:3]) == "written"
+    assert s.write(x[:12].reshape(4, 3)) == "written"
+    with pytest.warns(RuntimeWarning, match=r"a record of shape \(5,\) for a stream declaring \(3,\)"):
+        assert s.write(np.arange(5.0)) == "dropped"            # longer row
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                           # warned once per stream
+        assert s.write(x[:2]) == "dropped"                       # shorter row
+        assert s.write(x.reshape(2, 3, 4)) == "dropped"          # 2 rows of 3x4
+        assert s.write(x[:8].reshape(4, 2)[::2]) == "dropped"    # non-contiguous, 2 rows of 2
+        assert s.write(7) == "dropped"                           # one value
+    st = s.stats()
+    assert st["rows_bad_input"] == 1 + 1 + 2 + 2 + 1
+    assert st["rows_committed"] == 1 + 4
+    assert st["rows_written"] == st["rows_committed"] + st["rows_bad_input"]
+    assert [(r.rows, r.dims) for r in records(s)] == [(1, (3,)), (4, (3,))]
+
+    img = make_stream("width/img", kind="raw", row_shape=(2, 3), sampling_budget=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert img.write(np.ones((3, 2))) == "dropped"           # same size, other shape
+    assert img.write(np.ones((2, 3))) == "written"
+    assert img.stats()["rows_bad_input"] == 1
+
+
+def test_duplicate_feature_names_are_refused(make_stream):
+    with pytest.raises(ValueError, match="duplicate feature name 'a' \\(features 0 and 2\\)"):
+        make_stream("dup/x", features=["a", "b", "a"])
+
+
+@pytest.mark.parametrize("value", ["a/b", "../../etc", "UPPER", "x" * 32])
+def test_an_invalid_namespace_variable_is_an_error_that_names_it(shm_dir, value):
+    code = (
+        "import mltap\n"
+        "try:\n"
+        f"    mltap.Stream('ns/x', shm_dir={shm_dir!r})\n"
+        "except ValueError as e:\n"
+        "    print('ValueError:', e)\n")
+    env = dict(os.environ, MLTAP_NAMESPACE=value)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert f"ValueError: mltap: MLTAP_NAMESPACE='{value}' is not a valid namespace" in out.stdout
+    assert os.listdir(shm_dir) == []  # nothing written anywhere, "default" included
+    # An explicit namespace= wins over the variable; an empty variable means "default".
+    ok = ("import mltap\n"
+          f"s = mltap.Stream('ns/x', shm_dir={shm_dir!r}, namespace='given')\n"
+          "print(s.segment_path)\n"
+          f"t = mltap.Stream('ns/y', shm_dir={shm_dir!r})\n")
+    out = subprocess.run([sys.executable, "-c", ok], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 1 and "MLTAP_NAMESPACE" in out.stderr
+    assert "/mltap.given." in out.stdout
+    out = subprocess.run([sys.executable, "-c", ok.replace("namespace='given'", "")],
+                         env=dict(os.environ, MLTAP_NAMESPACE=""), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0 and "/mltap.default." in out.stdout, out.stderr
 
 
 def test_one_value_records_take_1d_arrays_as_batches(make_stream):

@@ -104,7 +104,8 @@ TEST_F(Validation, EveryHeaderFieldIsChecked) {
   };
   const Case cases[] = {
       {"magic", [](RawSegment& s) { s.header().magic ^= 1; }, RejectReason::bad_magic},
-      {"abi", [](RawSegment& s) { s.header().abi_major = 2; }, RejectReason::abi_mismatch},
+      {"abi", [](RawSegment& s) { s.header().abi_major = format::kAbiMajor + 1; }, RejectReason::abi_mismatch},
+      {"abi 1", [](RawSegment& s) { s.header().abi_major = 1; }, RejectReason::abi_mismatch},
       {"endian", [](RawSegment& s) { s.header().endian_marker = 0x04030201; }, RejectReason::endianness},
       {"word", [](RawSegment& s) { s.header().word_bits = 32; }, RejectReason::bad_layout},
       {"size", [](RawSegment& s) { s.header().segment_bytes += 4096; }, RejectReason::bad_layout},

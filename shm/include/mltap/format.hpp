@@ -1,4 +1,4 @@
-// mltap shared-memory ring format, ABI 1. The layout is the contract between producer SDKs and
+// mltap shared-memory ring format, ABI 2. The layout is the contract between producer SDKs and
 // mltapd; shm/FORMAT.md is its prose description and must change with this file.
 //
 // Everything here is plain data (standard layout, fixed-width fields, explicit padding) so that a
@@ -15,8 +15,11 @@
 namespace mltap::format {
 
 inline constexpr std::uint64_t kSegmentMagic = 0x474E5250'41544C4DULL;  // "MLTAPRNG" little-endian
-inline constexpr std::uint32_t kAbiMajor = 1;  // readers reject other majors
-inline constexpr std::uint32_t kAbiMinor = 1;  // additive changes only (1.1: artifact paths)
+// Readers reject other majors. 2.0: the lane header's commit word and reservation words live on
+// separate cache lines (the reader polls the reservation per record; the writer stores the
+// commit per record), and reservations are announced ahead (FORMAT.md, "Write protocol").
+inline constexpr std::uint32_t kAbiMajor = 2;
+inline constexpr std::uint32_t kAbiMinor = 0;  // additive changes only
 inline constexpr std::uint32_t kEndianMarker = 0x01020304;
 inline constexpr std::uint32_t kPageSize = 4096;
 inline constexpr std::uint32_t kRecordAlign = 64;
@@ -204,19 +207,26 @@ static_assert(sizeof(ControlBlock) <= kPageSize);
 
 // ---------------------------------------------------------------------------------------------
 // Lane: one writer at a time (a thread owns a lane). Layout: LaneHeader, index, data ring.
+// Each group of words has a cache line of its own, ordered by who touches it how often: the
+// writer stores line 0 and line 3 on every record, the reader loads line 1 on every record and
+// line 0 once per poll, line 3 once per snapshot. Were the reader's per-record loads on the
+// line the writer stores per record, every record would move that line between the two cores.
 struct alignas(64) LaneHeader {
-  // Cache line 0: the writer's publication words (see FORMAT.md "Read protocol").
+  // Cache line 0: publication, written by the owner on every record.
   std::uint64_t commit_seq;    // records [0, commit_seq) are complete (release)
-  std::uint64_t reserve_seq;   // seq of the record being written + 1 (before its bytes)
-  std::uint64_t reserve_pos;   // end byte position of the record being written (before bytes)
-  std::uint64_t next_pos;      // writer's next byte position (owner only)
-  std::uint64_t pad0[4];
-  // Cache line 1: ownership.
+  std::uint64_t next_pos;      // where the next record starts (lane hand-over)
+  std::uint64_t pad0[6];
+  // Cache line 1: reservation, written by the owner before the bytes it covers and only when a
+  // record would cross it (about every 1/16 of the ring); loaded by the reader per record.
+  std::uint64_t reserve_seq;   // records with seq + index_entries < reserve_seq may be overwritten
+  std::uint64_t reserve_pos;   // bytes before reserve_pos - data_bytes may be overwritten
+  std::uint64_t pad1[6];
+  // Cache line 2: ownership.
   std::uint32_t owner_tid;     // 0 = free; CAS by threads claiming the lane
   std::uint32_t reserved1;
   std::uint64_t claims;        // how many threads have owned this lane
-  std::uint64_t pad1[6];
-  // Cache line 2: exact producer counters, in rows, written by the owner only.
+  std::uint64_t pad2[6];
+  // Cache line 3: exact producer counters, in rows, written by the owner only.
   std::uint64_t rows_written;      // every row passed to write(), sampled or not
   std::uint64_t rows_sampled_out;
   std::uint64_t rows_committed;    // rows in committed records
@@ -224,9 +234,15 @@ struct alignas(64) LaneHeader {
   std::uint64_t rows_bad_input;    // dropped: dtype/shape the SDK refused
   std::uint64_t records_committed;
   std::uint64_t bytes_committed;
-  std::uint64_t pad2;
+  std::uint64_t pad3;
 };
-static_assert(sizeof(LaneHeader) == 192);
+static_assert(sizeof(LaneHeader) == 256);
+static_assert(offsetof(LaneHeader, reserve_seq) == 64 && offsetof(LaneHeader, owner_tid) == 128 &&
+              offsetof(LaneHeader, rows_written) == 192);
+
+// Reservations run ahead of the writer by 1/2^kReserveAheadShift of the ring and of the index,
+// so that the reservation line changes rarely; a reader sees records that recent as overwritten.
+inline constexpr unsigned kReserveAheadShift = 4;
 
 struct IndexEntry {
   std::uint64_t seq;   // record sequence number this entry describes

@@ -23,6 +23,17 @@ constexpr std::uint64_t kChunkBytes = 1u << 20;         // rows gathered per SDK
 constexpr std::size_t kScratchKeepBytes = 16u << 20;    // larger scratch is freed after use
 constexpr std::uint32_t kWarnTraceIds = 1u << 16;
 constexpr std::uint32_t kWarnShape = 1u << 17;
+constexpr std::uint32_t kWarnDeclaredShape = 1u << 18;
+
+// "(5,)", "(3, 4)": a shape as Python prints it.
+std::string shape_text(const std::uint32_t* shape, std::size_t ndim) {
+  std::string out = "(";
+  for (std::size_t d = 0; d < ndim; ++d) {
+    if (d > 0) out += ", ";
+    out += std::to_string(shape[d]);
+  }
+  return out + (ndim == 1 ? ",)" : ")");
+}
 
 std::atomic<bool> g_shutdown{false};
 // Live streams, for the atexit shutdown. Mutated with the GIL held; leaked so it outlives
@@ -186,6 +197,10 @@ PyStream::PyStream(std::string name, StreamOptions options, std::uint32_t record
   const bool one_feature = options.row_shape.empty() && options.features.size() == 1;
   const bool shape_one = options.row_shape.size() == 1 && options.row_shape[0] == 1;
   one_value_records_ = one_feature || shape_one;
+  declared_shape_ = options.row_shape;
+  if (declared_shape_.empty() && !options.features.empty()) {
+    declared_shape_ = {static_cast<std::uint32_t>(options.features.size())};
+  }
   stream_ = std::make_unique<Stream>(name_, std::move(options));  // throws invalid_argument
   live_streams().insert(this);
 }
@@ -251,6 +266,14 @@ void PyStream::warn_once(std::uint32_t key, const char* text) {
   PyErr_Restore(type, value, tb);
 }
 
+// The SDK counts records of another shape than the declared one as bad input; knowing it here
+// spares gathering them and lets the warning say why.
+bool PyStream::declared_shape_differs(const std::uint32_t* row_shape,
+                                      std::size_t row_ndim) const noexcept {
+  return !declared_shape_.empty() &&
+         !std::equal(row_shape, row_shape + row_ndim, declared_shape_.begin(), declared_shape_.end());
+}
+
 WriteResult PyStream::write_view(const TensorView& v, std::uint32_t* row_shape,
                                  std::size_t row_ndim, std::uint64_t rows, bool batch,
                                  std::span<const std::uint64_t> ids) {
@@ -263,7 +286,8 @@ WriteResult PyStream::write_view(const TensorView& v, std::uint32_t* row_shape,
   // Inputs the SDK refuses on their description alone (no row bytes, rows too large, too many
   // dims, trace ids of another length) go to it uncopied: it counts them before reading data.
   if (row_bytes == 0 || row_bytes > max_record_bytes_ || row_ndim > format::kMaxRowDims ||
-      rows > 0xFFFFFFFFu || (!ids.empty() && ids.size() != rows) || rows == 0) {
+      rows > 0xFFFFFFFFu || (!ids.empty() && ids.size() != rows) || rows == 0 ||
+      declared_shape_differs(row_shape, row_ndim)) {
     return stream_->write_tensor(v.data, v.dtype, shape, static_cast<std::size_t>(rows), ids);
   }
   rows_copied_.store(rows_copied_.load(std::memory_order_relaxed) + rows, std::memory_order_relaxed);
@@ -360,7 +384,7 @@ PyObject* PyStream::write(PyObject* x, PyObject* trace_ids) {
     return new_result_ref(res);
   }
   std::uint32_t warn_key = 0;
-  char warn_text[160];
+  char warn_text[256];
   if (rows > 0 && ids.count != 0 && ids.count != rows) {
     warn_key = kWarnTraceIds;
     std::snprintf(warn_text, sizeof warn_text, "trace_ids has %zu ids for %" PRIu64 " rows",
@@ -369,6 +393,11 @@ PyObject* PyStream::write(PyObject* x, PyObject* trace_ids) {
                           std::find(row_shape, row_shape + row_ndim, 0u) != row_shape + row_ndim)) {
     warn_key = kWarnShape;
     std::snprintf(warn_text, sizeof warn_text, "a record shape with more than 6 dims or an empty dim");
+  } else if (rows > 0 && declared_shape_differs(row_shape, row_ndim)) {
+    warn_key = kWarnDeclaredShape;
+    std::snprintf(warn_text, sizeof warn_text, "a record of shape %s for a stream declaring %s",
+                  shape_text(row_shape, std::min<std::size_t>(row_ndim, 8)).c_str(),
+                  shape_text(declared_shape_.data(), declared_shape_.size()).c_str());
   }
   const WriteResult res = write_view(v, row_shape, row_ndim, rows, batch, ids.span());
   if (warn_key != 0) warn_once(warn_key, warn_text);

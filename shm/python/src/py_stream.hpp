@@ -56,11 +56,13 @@ class PyStream {
   void warn_once(std::uint32_t key, const char* text);
   WriteResult write_view(const TensorView& v, std::uint32_t* row_shape, std::size_t row_ndim,
                          std::uint64_t rows, bool batch, std::span<const std::uint64_t> ids);
+  bool declared_shape_differs(const std::uint32_t* row_shape, std::size_t row_ndim) const noexcept;
 
   std::unique_ptr<Stream> stream_;
   std::string name_;
   std::string component_;
   std::uint32_t record_ndim_ = 1;  // dims of one record: inputs with more dims are batches
+  std::vector<std::uint32_t> declared_shape_;  // a record's declared shape (empty: any)
   bool one_value_records_ = false; // declared record shape [1]: a 1-D input is a batch
   py::object list_dtype_;          // dtype for numpy.asarray of lists (None: inferred)
   std::uint64_t max_record_bytes_ = 0;
