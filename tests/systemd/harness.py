@@ -194,6 +194,11 @@ def remove_leftovers():
                     pass
             log(f"removing the cgroup of an earlier run: {d}")
             remove_cgroup_tree(os.path.join(root, d))
+    for d in ("/tmp", "/var/tmp", "/dev/shm"):
+        for n in listdir(d):
+            pid = n.rpartition(".")[2]
+            if n.startswith(".mltap-systemd-canary.") and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                os.unlink(os.path.join(d, n))
 
 
 # ---------------------------------------------------------------- the cached Debian root
