@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <sstream>
 
 #include <yaml-cpp/yaml.h>
@@ -318,12 +319,85 @@ void ConfigSection::finish() const {
   }
 }
 
+namespace {
+
+// yaml-cpp keeps every entry of a map whose key repeats and node[key] answers with the first, so
+// a second `agent:` section (two files pasted together) would be silently ignored.
+void refuse_duplicate_keys(const YAML::Node& n, const std::string& name, int depth = 0) {
+  if (depth > 64) throw ConfigError(name, line_of(n), col_of(n), "nesting deeper than 64 levels");
+  if (n.IsSequence()) {
+    for (const auto& child : n) refuse_duplicate_keys(child, name, depth + 1);
+    return;
+  }
+  if (!n.IsMap()) return;
+  std::map<std::string, YAML::Node> keys;
+  for (const auto& kv : n) {
+    if (kv.first.IsScalar()) {
+      const auto [it, fresh] = keys.emplace(kv.first.Scalar(), kv.first);
+      if (!fresh) {
+        throw ConfigError(name, line_of(kv.first), col_of(kv.first),
+                          "duplicate key '" + kv.first.Scalar() + "' (first at line " +
+                              std::to_string(line_of(it->second)) + ")");
+      }
+    }
+    refuse_duplicate_keys(kv.second, name, depth + 1);
+  }
+}
+
+// Settings only: flow or block style, quoting and comments do not show.
+void canonical(const YAML::Node& n, std::string& out) {
+  const auto scalar = [&out](const std::string& v) {
+    out += '"';
+    for (char c : v) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  };
+  if (n.IsMap()) {
+    out += '{';
+    for (const auto& kv : n) {
+      canonical(kv.first, out);
+      out += ':';
+      canonical(kv.second, out);
+      out += ',';
+    }
+    out += '}';
+  } else if (n.IsSequence()) {
+    out += '[';
+    for (const auto& child : n) {
+      canonical(child, out);
+      out += ',';
+    }
+    out += ']';
+  } else if (n.IsScalar()) {
+    scalar(n.Scalar());
+  } else {
+    out += "~";
+  }
+}
+
+}  // namespace
+
+std::string ConfigDocument::section_text(const std::string& key) const {
+  const YAML::Node& root = root_->node;
+  if (!root.IsMap()) return {};
+  const YAML::Node n = root[key];
+  if (!n) return {};
+  std::string out;
+  canonical(n, out);
+  return out;
+}
+
 ConfigDocument load_text(const std::string& text, const std::string& name) {
+  YAML::Node root;
   try {
-    return ConfigDocument(wrap(YAML::Load(text)));
+    root = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     throw ConfigError(name, e.mark.line + 1, e.mark.column + 1, e.msg);
   }
+  refuse_duplicate_keys(root, name);
+  return ConfigDocument(wrap(std::move(root)));
 }
 
 ConfigDocument load_file(const std::string& file) {

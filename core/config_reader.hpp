@@ -53,6 +53,10 @@ class ConfigDocument {
   ConfigDocument(const ConfigDocument&);
   ConfigDocument& operator=(const ConfigDocument&);
 
+  // The top-level `key`'s value re-emitted as YAML (empty when absent): two documents whose
+  // section texts are equal configure that section the same way (comments and layout aside).
+  std::string section_text(const std::string& key) const;
+
  private:
   explicit ConfigDocument(std::shared_ptr<const ConfigNode> root);
   std::shared_ptr<const ConfigNode> root_;

@@ -334,6 +334,56 @@ void Agent::watch_findings() {
   }
 }
 
+Agent::ReloadResult Agent::reload(const AgentConfig& next) {
+  ReloadResult r;
+  if (next.agent.log_level != config_.agent.log_level) {
+    const auto level = spdlog::level::from_str(next.agent.log_level);
+    spdlog::set_level(level);
+    r.applied.push_back("agent.log_level: " + config_.agent.log_level + " -> " +
+                        next.agent.log_level);
+    config_.agent.log_level = next.agent.log_level;
+  }
+  // Everything else is wired into running components (threads, probes, sockets, open streams'
+  // windows): changing it in place could lose or double-count data, so it waits for a restart,
+  // and the agent says so.
+  for (const char* name : kConfigSections) {
+    const auto a = config_.sections.find(name);
+    const auto b = next.sections.find(name);
+    const std::string before = a == config_.sections.end() ? std::string() : a->second;
+    const std::string after = b == next.sections.end() ? std::string() : b->second;
+    if (before == after) continue;
+    if (std::string_view(name) == "agent") {
+      AgentSettings x = config_.agent, y = next.agent;
+      x.log_level = y.log_level;
+      if (x.listen == y.listen && x.drop_capabilities == y.drop_capabilities &&
+          x.keep_capabilities == y.keep_capabilities)
+        continue;  // only the log level changed, applied above
+    }
+    r.need_restart.emplace_back(name);
+  }
+  // config_.sections stays the running configuration's: a later reload still names what waits.
+  return r;
+}
+
+std::uint64_t Agent::ingest_progress() const {
+  const auto snap = ingest_->snapshot();
+  return snap ? snap->polls : 0;
+}
+
+std::string Agent::status_line() const {
+  std::size_t streams = 0, producers = 0, findings = 0;
+  if (const auto snap = ingest_->snapshot()) {
+    streams = snap->streams.size();
+    for (const auto& st : snap->streams) producers += st.live_producers;
+  }
+  if (detectors_) {
+    if (const auto snap = detectors_->snapshot()) findings = snap->open_findings.size();
+  }
+  return std::to_string(streams) + (streams == 1 ? " stream, " : " streams, ") +
+         std::to_string(producers) + (producers == 1 ? " live producer, " : " live producers, ") +
+         std::to_string(findings) + (findings == 1 ? " open finding" : " open findings");
+}
+
 int Agent::http_port() const noexcept { return http_ ? http_->bound_port() : 0; }
 
 }  // namespace mltap::mltapd

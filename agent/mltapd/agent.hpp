@@ -42,6 +42,20 @@ class Agent : private ingest::ProducerObserver {
   bool start(std::string& error);
   void stop();
   int http_port() const noexcept;
+
+  // SIGHUP: `next` was parsed without error (the caller refuses a configuration with errors and
+  // keeps this one). Applies what can change while running and names the sections that differ
+  // but take effect only at the next start; streams, findings and counters are untouched.
+  struct ReloadResult {
+    std::vector<std::string> applied;       // e.g. "agent.log_level: info -> debug"
+    std::vector<std::string> need_restart;  // top-level sections whose settings changed
+  };
+  ReloadResult reload(const AgentConfig& next);
+  // Liveness for the service manager's watchdog: advances while the ingest loop turns (it also
+  // drives the detectors), stays put when that thread is stuck.
+  std::uint64_t ingest_progress() const;
+  // One line for systemd's STATUS=: streams, live producers, open findings.
+  std::string status_line() const;
   std::vector<alertmanager::PushableFinding> pushable_findings() const;
 
  private:

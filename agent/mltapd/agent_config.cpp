@@ -49,6 +49,7 @@ AgentConfig parse(const core::ConfigDocument& root, const std::string& name) {
   auto ebpf = top.child("ebpf");
   c.ebpf = bpf::parse_tracer_config(ebpf);
   top.finish();
+  for (const char* name : kConfigSections) c.sections[name] = root.section_text(name);
   return c;
 }
 

@@ -2,6 +2,7 @@
 // Each section belongs to one component and is parsed by it; unknown keys anywhere are errors.
 #pragma once
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -32,7 +33,14 @@ struct AgentConfig {
   alertmanager::AlertmanagerConfig alertmanager;
   bpf::TracerConfig ebpf;
   std::string source = "<embedded defaults>";
+  // Each top-level section as written in the file (core::ConfigDocument::section_text): what a
+  // reload compares to tell which settings changed. Empty for an absent section.
+  std::map<std::string, std::string> sections;
 };
+
+// The top-level sections, in the order of the file's documentation.
+inline constexpr const char* kConfigSections[] = {"agent",   "ingest",       "detectors", "reactions",
+                                                  "webhook", "alertmanager", "ebpf"};
 
 // Parses `file` over the embedded defaults. Throws core::ConfigError (file:line:col: what).
 AgentConfig load_agent_config(const std::optional<std::string>& file);

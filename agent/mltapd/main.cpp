@@ -10,6 +10,7 @@
 
 #include "agent/detectors/engine.hpp"
 #include "agent/mltapd/agent.hpp"
+#include "agent/mltapd/service.hpp"
 #include "core/config_reader.hpp"
 #include "mltap/naming.hpp"
 
@@ -43,14 +44,18 @@ int main(int argc, char** argv) {
     }
   }
 
-  mltap::mltapd::AgentConfig cfg;
-  try {
-    cfg = mltap::mltapd::load_agent_config(config_file.empty() ? std::nullopt
-                                                              : std::optional<std::string>(config_file));
-  } catch (const mltap::core::ConfigError& e) {
-    std::fprintf(stderr, "mltapd: %s\n", e.what());
-    return 2;
-  }
+  // The configuration: embedded defaults, the file, then the flags. Also what SIGHUP re-reads.
+  const std::optional<std::string> file =
+      config_file.empty() ? std::nullopt : std::optional<std::string>(config_file);
+  auto load = [&]() {
+    auto c = mltap::mltapd::load_agent_config(file);
+    if (!listen.empty()) c.agent.listen = listen;
+    if (!ns.empty()) c.ingest.ns = ns;
+    if (!shm_dir.empty()) c.ingest.shm_dir = shm_dir;
+    if (!proc_dir.empty()) c.ingest.proc_dir = proc_dir;
+    if (!log_level.empty()) c.agent.log_level = log_level;
+    return c;
+  };
   if (!listen.empty()) {
     mltap::api::ListenAddress a;
     std::string err;
@@ -58,31 +63,32 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "mltapd: --listen: %s\n", err.c_str());
       return 2;
     }
-    cfg.agent.listen = listen;
   }
-  if (!ns.empty()) {
-    if (!mltap::naming::valid_namespace(ns)) {
-      std::fprintf(stderr, "mltapd: --namespace '%s': must match [a-z0-9_-]{1,31}\n", ns.c_str());
-      return 2;
-    }
-    cfg.ingest.ns = ns;
-  }
-  if (!shm_dir.empty()) cfg.ingest.shm_dir = shm_dir;
-  if (!proc_dir.empty()) cfg.ingest.proc_dir = proc_dir;
-  if (!log_level.empty()) cfg.agent.log_level = log_level;
-  const auto level = spdlog::level::from_str(cfg.agent.log_level);
-  if (level == spdlog::level::off && cfg.agent.log_level != "off") {
-    std::fprintf(stderr, "mltapd: --log-level '%s' is not one of trace|debug|info|warn|error|off\n",
-                 cfg.agent.log_level.c_str());
+  if (!ns.empty() && !mltap::naming::valid_namespace(ns)) {
+    std::fprintf(stderr, "mltapd: --namespace '%s': must match [a-z0-9_-]{1,31}\n", ns.c_str());
     return 2;
   }
-  spdlog::set_level(level);
+  if (!log_level.empty() && spdlog::level::from_str(log_level) == spdlog::level::off &&
+      log_level != "off") {
+    std::fprintf(stderr, "mltapd: --log-level '%s' is not one of trace|debug|info|warn|error|off\n",
+                 log_level.c_str());
+    return 2;
+  }
+  mltap::mltapd::AgentConfig cfg;
+  try {
+    cfg = load();
+  } catch (const mltap::core::ConfigError& e) {
+    std::fprintf(stderr, "mltapd: %s\n", e.what());
+    return 2;
+  }
+  spdlog::set_level(spdlog::level::from_str(cfg.agent.log_level));
 
   // Signals are taken synchronously by the main thread; every other thread inherits the mask.
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -92,11 +98,8 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot start: {}", error);
     return 1;
   }
-  sd_notify(0, "READY=1");
-  int sig = 0;
-  sigwait(&set, &sig);
-  spdlog::info("signal {} received, stopping", sig);
-  sd_notify(0, "STOPPING=1");
+  sd_notify(0, ("READY=1\nSTATUS=" + agent.status_line()).c_str());
+  mltap::mltapd::ServiceLoop(agent, load, set).run();
   agent.stop();
   return 0;
 }

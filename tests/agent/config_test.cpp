@@ -140,5 +140,28 @@ TEST(AgentConfig, DocumentedFileEqualsEmbeddedDefaults) {
   EXPECT_EQ(a.reader.max_records_per_poll, b.reader.max_records_per_poll);
 }
 
+// yaml-cpp keeps both entries of a repeated key and answers with the first: a second `agent:`
+// section (two files pasted together) must be an error, not silently ignored.
+TEST(AgentConfig, DuplicateKeysAreErrorsAtTheSecondOccurrence) {
+  auto e = error_of("agent:\n  listen: 127.0.0.1:1\ningest:\n  namespace: a\nagent:\n  log_level: debug\n");
+  EXPECT_EQ(e.line(), 5);
+  EXPECT_EQ(e.column(), 1);
+  EXPECT_NE(std::string(e.what()).find("duplicate key 'agent' (first at line 1)"), std::string::npos)
+      << e.what();
+  e = error_of("detectors:\n  streams:\n    s/a:\n      window_records: 10\n      window_records: 20\n");
+  EXPECT_EQ(e.line(), 5);
+  EXPECT_EQ(e.column(), 7);
+}
+
+TEST(ConfigReader, SectionTextComparesSettingsNotLayout) {
+  const auto a = core::load_text("# a comment\nagent: {listen: '127.0.0.1:1', log_level: info}\n", "a");
+  const auto b = core::load_text("agent:\n  listen: 127.0.0.1:1\n  log_level: info\ningest: {}\n", "b");
+  const auto c = core::load_text("agent:\n  listen: 127.0.0.1:1\n  log_level: debug\n", "c");
+  EXPECT_EQ(a.section_text("agent"), b.section_text("agent"));
+  EXPECT_NE(a.section_text("agent"), c.section_text("agent"));
+  EXPECT_EQ(a.section_text("ingest"), "");
+  EXPECT_NE(b.section_text("ingest"), "");
+}
+
 }  // namespace
 }  // namespace mltap::test

@@ -187,7 +187,8 @@ class Agent:
     them; `prefix` runs mltapd under another program (e.g. capsh with fewer capabilities); `port`
     fixes the port (one another process must know in advance)."""
 
-    def __init__(self, config_yaml="", extra_args=(), shm_dir=None, namespace=None, prefix=(), port=None):
+    def __init__(self, config_yaml="", extra_args=(), shm_dir=None, namespace=None, prefix=(), port=None,
+                 process_env=None):
         self.namespace = namespace or "t" + uuid.uuid4().hex[:12]
         self.tmp = tempfile.mkdtemp(prefix="mltap-it-")
         self.shm_dir = shm_dir or "/dev/shm"
@@ -208,6 +209,8 @@ class Agent:
         self.prefix = list(prefix)
         self.process = None
         self.log_path = os.path.join(self.tmp, "mltapd.log")
+        # Extra environment of mltapd itself (e.g. NOTIFY_SOCKET), over the test's own.
+        self.process_env = dict(os.environ, **process_env) if process_env else None
 
     def _pick_port(self, port=None):
         self.port = port or free_port()
@@ -229,7 +232,7 @@ class Agent:
                 self._pick_port()
             self.process = Process("mltapd", self.prefix + [
                 mltapd_binary(), "--config", self.config_path, "--listen", f"127.0.0.1:{self.port}"
-            ] + self.extra_args, self.log_path)
+            ] + self.extra_args, self.log_path, env=self.process_env)
             try:
                 wait_until(self._healthy, timeout=15, what="mltapd /healthz")
                 return self

@@ -43,21 +43,10 @@ CONTAINER_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 # Steps that need mltapd features not there yet (issue 11). Each is skipped with this reason and
 # reported as skipped by ctest; delete the entry once mltapd does what the reason says.
 PENDING = {
-    "reload_good_config":
-        "mltapd does not handle SIGHUP yet: it must re-read its configuration and reference "
-        "profiles on SIGHUP, keeping its pid, streams, findings and counters. Today SIGHUP "
-        "terminates it and systemd, counting SIGHUP as a clean exit, does not restart it.",
-    "reload_bad_config_in_mltapd":
-        "mltapd does not handle SIGHUP yet: on SIGHUP with a configuration that has errors it "
-        "must keep running with the old one and log the error with file:line:column.",
     "restart_keeps_findings_and_reference":
         "mltapd keeps no state yet: it must write open findings (ids, onset) and pinned "
         "references to its state directory (/var/lib/mltap) and load them at start, so that a "
         "`systemctl restart` keeps the same finding id open and the same reference.",
-    "watchdog_on_stalled_main_loop":
-        "mltapd does not send WATCHDOG=1 yet: its main loop must call sd_notify(\"WATCHDOG=1\") "
-        "at least every WatchdogSec/2 (sd_watchdog_enabled). Until then systemd kills it every "
-        "WatchdogSec, so this test runs the unit with a drop-in WatchdogSec=0.",
 }
 for name in filter(None, os.environ.get("MLTAP_SYSTEMD_ENABLE", "").split(",")):
     PENDING.pop(name.strip(), None)
