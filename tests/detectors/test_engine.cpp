@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <random>
+#include <chrono>
 #include <thread>
 
 #include <httplib.h>
@@ -414,6 +415,10 @@ TEST(Engine, SnapshotsAreReadConcurrentlyWithoutBlockingTheWriter) {
       reads.fetch_add(1);
     }
   });
+  // The reader must be running while the writer works (on a loaded machine the writer could
+  // otherwise finish before the reader thread is first scheduled).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (reads.load() == 0 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
   std::mt19937_64 g(10);
   std::normal_distribution<double> d;
   Feed f(e, "cc", 8);
