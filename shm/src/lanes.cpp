@@ -167,12 +167,15 @@ LaneWriter* StreamCore::claim_lane() noexcept {
   const std::uint32_t tid = current_tid();
   auto try_claim = [&](std::uint32_t i, std::uint32_t expected) -> LaneWriter* {
     LaneWriter& w = writers[i];
-    if (!w.backed && fresh_lanes_exhausted.load(std::memory_order_relaxed)) return nullptr;
+    // Read before the claim: another thread may be setting it (reserve_lane) right now.
+    if (!aref(w.backed).load(std::memory_order_relaxed) &&
+        fresh_lanes_exhausted.load(std::memory_order_relaxed))
+      return nullptr;
     if (!aref(w.header->owner_tid).compare_exchange_strong(expected, tid,
                                                            std::memory_order_acquire)) {
       return nullptr;
     }
-    if (!w.backed && !reserve_lane(w, i)) {
+    if (!aref(w.backed).load(std::memory_order_relaxed) && !reserve_lane(w, i)) {
       aref(w.header->owner_tid).store(0, std::memory_order_release);
       return nullptr;
     }

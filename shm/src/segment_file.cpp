@@ -389,7 +389,7 @@ bool StreamCore::reserve_lane(LaneWriter& w, std::uint32_t lane) noexcept {
     return false;
   }
   populate(w.index, end - begin);
-  w.backed = true;
+  aref(w.backed).store(true, std::memory_order_relaxed);  // read unclaimed by claim_lane
   return true;
 }
 

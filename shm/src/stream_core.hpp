@@ -82,7 +82,9 @@ struct alignas(64) LaneWriter {
   std::uint64_t row_key = 0;
   format::DType valid_dtype = format::DType::invalid;
   std::uint8_t valid_ndim = 0;
-  bool backed = false;  // the lane's index and data pages are reserved (fallocate) and mapped
+  // The lane's index and data pages are reserved (fallocate) and mapped. Set by the claiming
+  // thread, read by any thread about to claim (atomic_ref).
+  bool backed = false;
   std::uint32_t clock_skip = 0;
 
   std::uint32_t valid_dims[format::kMaxRowDims] = {};
