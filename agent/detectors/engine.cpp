@@ -15,10 +15,11 @@ using core::DetectorStreamSnapshot;
 
 constexpr double kGapMemoryNs = 3600e9;  // the usual interval forgets with a 1 h time constant
 
+}  // namespace
+
 // A new stream: its settings, and its reference when a profile file is configured for it.
 // Nullptr (and counted) beyond max_streams.
-StreamState* create_stream(EngineState& e, const core::DecodedBatch& b) {
-  const auto& info = *b.stream;
+StreamState* create_stream(EngineState& e, const core::StreamInfo& info) {
   if (e.streams.size() >= e.config.max_streams) {
     if (std::find(e.cut_names.begin(), e.cut_names.end(), info.name) == e.cut_names.end()) {
       if (e.cut_names.size() < 4096) e.cut_names.push_back(info.name);
@@ -30,6 +31,8 @@ StreamState* create_stream(EngineState& e, const core::DecodedBatch& b) {
   s->name = info.name;
   s->component = info.component;
   s->kind = info.kind;
+  s->declared_shape = info.row_shape;
+  s->declared_names = info.feature_names;
   s->st = e.config.settings_for(info.name);
   if (!s->st.enabled || info.kind == format::StreamKind::raw) s->analyzable = false;
   auto it = e.preloaded.find(info.name);
@@ -58,6 +61,8 @@ StreamState* create_stream(EngineState& e, const core::DecodedBatch& b) {
   e.streams.push_back(std::move(s));
   return e.streams.back().get();
 }
+
+namespace {
 
 // A time window ends once it is old enough and holds min_window_records.
 void close_timed_window(EngineState& e, StreamState& s) {
@@ -190,7 +195,7 @@ StreamState* DetectorEngine::stream_for(const core::DecodedBatch& b) {
   }
   auto it = e.by_name.find(b.stream->name);
   if (it == e.by_name.end()) {
-    if (!create_stream(e, b)) return nullptr;
+    if (!create_stream(e, *b.stream)) return nullptr;
     it = e.by_name.find(b.stream->name);
   }
   e.last_info = b.stream;
