@@ -25,6 +25,9 @@ using json = nlohmann::json;
 constexpr std::uint32_t kStateVersion = 1;
 constexpr const char* kEngineDoc = "detectors.engine";
 constexpr const char* kStreamPrefix = "detectors.stream-";
+// How long after a restore records older than the checkpoint are taken for replayed ones: the
+// rings' backlog is drained within this; afterwards a producer clock stepped back is believed.
+constexpr std::uint64_t kReplayWindowNs = 30'000'000'000ULL;
 
 // Stream names are free text (slashes, capitals): documents are named by a hash of the name, the
 // name itself is inside and checked on restore.
@@ -124,6 +127,7 @@ std::string stream_document(const StreamState& s) {
               {"kind", std::string(format::stream_kind_name(s.kind))},
               {"row_shape", s.declared_shape},
               {"feature_names", s.declared_names},
+              {"last_record_unix_ns", s.last_record_ns},
               {"reference", nullptr},
               {"findings", std::move(findings)}};
   std::string text = doc.dump();
@@ -146,8 +150,13 @@ std::vector<core::StateDocument> DetectorEngine::checkpoint() {
   std::vector<core::StateDocument> docs;
   for (auto& sp : e.streams) {
     StreamState& s = *sp;
-    if (s.state_changes == s.state_saved) continue;
+    // While a finding is open, the newest record analyzed too (see replay_until_ns), so that
+    // a restart does not replay pre-incident records into it; otherwise only real changes.
+    bool open = false;
+    for (const auto& slot : s.findings) open = open || slot.open;
+    if (s.state_changes == s.state_saved && !(open && s.last_record_ns != s.saved_record_ns)) continue;
     s.state_saved = s.state_changes;
+    s.saved_record_ns = s.last_record_ns;
     docs.push_back({doc_name(s.name), kStateVersion, stream_document(s)});
   }
   if (e.next_finding_id != e.saved_next_finding_id) {
@@ -230,6 +239,10 @@ std::vector<std::string> DetectorEngine::restore(
         next_id = std::max(next_id, slot.f.id + 1);
         s->findings[static_cast<std::size_t>(slot.f.kind)] = std::move(slot);
       }
+      // Records the restored state already holds: skipped when the ring gives them again.
+      s->last_record_ns = s->saved_record_ns = j.value("last_record_unix_ns", std::uint64_t{0});
+      s->replay_until_ns = s->last_record_ns;
+      s->replay_deadline_ns = core::unix_now_ns() + kReplayWindowNs;
       // What was restored is what is stored: nothing to write until it changes.
       s->state_saved = s->state_changes;
     } catch (const std::exception& ex) {

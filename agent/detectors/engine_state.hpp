@@ -105,6 +105,12 @@ struct StreamState {
   std::string pinned_json;  // the pinned reference as a profile document, kept for checkpoints
   // checkpoints: state_changes counts changes of what is kept (reference, open findings)
   std::uint64_t state_changes = 1, state_saved = 0;
+  // Newest producer timestamp analyzed, and as last checkpointed. A restarted agent reads the
+  // rings from their oldest record again: batches up to replay_until_ns (the checkpointed value)
+  // were analyzed before the restart and are skipped until replay_deadline_ns (agent clock), so
+  // that pre-incident records replayed from the ring do not close a restored finding.
+  std::uint64_t last_record_ns = 0, saved_record_ns = 0;
+  std::uint64_t replay_until_ns = 0, replay_deadline_ns = 0;
   // schema
   format::DType expected_dtype = format::DType::invalid;
   std::vector<std::uint32_t> expected_shape;

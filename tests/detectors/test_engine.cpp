@@ -594,6 +594,15 @@ TEST(EngineState, RestoreKeepsReferenceAndOpenFindingsAcrossRestart) {
   EXPECT_EQ(fd->top[0].feature, "f2");
 
   Feed f(b, "s", 4);
+  // The ring gives the records from before the restart again (normal ones, then shifted ones,
+  // all older than the checkpoint): they were analyzed already and must not close the finding.
+  shift = 0;
+  f.run(8000, 64, gen);
+  shift = 0.6;
+  ASSERT_LT(f.now, now);
+  s = b.snapshot();
+  EXPECT_EQ(s->streams[0]->windows_closed, 0u);
+  ASSERT_NE(open_finding(*s, "s", FindingKind::drift), nullptr);
   f.now = now + 60 * kSec;
   f.run(8000, 64, gen);  // still shifted: more than pin_records, the reference is not re-pinned
   s = b.snapshot();
@@ -662,6 +671,7 @@ TEST(EngineState, FindingIdsContinueAfterRestore) {
   DetectorEngine b(small_config());
   EXPECT_TRUE(b.restore(stored).empty());
   Feed f(b, "t", 2);
+  f.now += 3600 * kSec;  // after the restart: newer than every record analyzed before it
   shift = 1;
   f.run(4000, 64, gen);
   const auto s = b.snapshot();
