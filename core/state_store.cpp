@@ -92,6 +92,8 @@ bool StateStore::valid_name(std::string_view name) noexcept {
   });
 }
 
+bool StateStore::prepare(std::string& error) const { return make_dirs(dir_, error); }
+
 bool StateStore::write(const StateDocument& doc, std::string& error) const {
   if (!valid_name(doc.name)) {
     error = "invalid state document name '" + doc.name + "'";

@@ -45,6 +45,10 @@ class StateStore {
 
   const std::string& dir() const noexcept { return dir_; }
 
+  // Creates the directory if missing, so that a path that cannot be used is reported at start
+  // rather than at the first checkpoint. False with `error` naming the path.
+  bool prepare(std::string& error) const;
+
   // Replaces <dir>/<name>.json atomically and durably. False with `error` naming the path and
   // the failing call (ENOSPC, EROFS...); the previous document then stays as it was.
   bool write(const StateDocument& doc, std::string& error) const;

@@ -13,6 +13,11 @@ StateKeeper::StateKeeper(std::string dir, std::chrono::nanoseconds interval,
 StateKeeper::~StateKeeper() { stop(); }
 
 void StateKeeper::restore() {
+  std::string error;
+  if (!store_.prepare(error)) {
+    spdlog::error("state: {} (state is not kept until this is fixed; retried at each change)", error);
+    last_error_ = error;
+  }
   for (auto* part : parts_) {
     std::vector<std::pair<std::string, core::StateReadResult>> stored;
     for (const auto& name : store_.list(part->state_prefix()))

@@ -50,7 +50,7 @@ class StateKeeper final : public core::BatchSink {
   std::condition_variable cv_;
   std::map<std::string, core::StateDocument> pending_;  // newest document by name (mu_)
   bool stopping_ = false;                               // mu_
-  std::string last_error_;                              // writer thread
+  std::string last_error_;  // writer thread (and restore(), before it starts)
   std::thread writer_;
 };
 

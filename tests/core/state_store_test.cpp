@@ -165,6 +165,9 @@ TEST_F(StateStoreTest, UnwritableDirectoryErrorNamesThePath) {
   // A file where a directory should be: fails for root too (permission bits would not).
   StateStore store((dir_ / "file" / "state").string());
   std::string err;
+  EXPECT_FALSE(store.prepare(err));
+  EXPECT_NE(err.find((dir_ / "file" / "state").string()), std::string::npos) << err;
+  err.clear();
   EXPECT_FALSE(store.write({"s", 1, "{}"}, err));
   EXPECT_NE(err.find((dir_ / "file").string()), std::string::npos) << err;
   EXPECT_NE(err.find("mkdir"), std::string::npos) << err;

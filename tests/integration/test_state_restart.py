@@ -188,3 +188,20 @@ def test_unusable_state_files_are_moved_aside_and_the_agent_starts(setup):
                timeout=30, what="reference pinned")
     wait_until(lambda: any(n.startswith("detectors.stream-") and n.endswith(".json")
                            for n in os.listdir(d)), timeout=10, what="state written")
+
+
+def test_unwritable_state_dir_is_logged_and_the_agent_keeps_running(setup):
+    # A regular file where the directory should be: fails for root too.
+    blocker = os.path.join(setup.state_dir, "not-a-dir")
+    with open(blocker, "w") as f:
+        f.write("x")
+    target = os.path.join(blocker, "state")
+    setup.agent.extra_args = ["--state-dir", target]
+    agent = setup.agent.start()
+    setup.start_producer()
+    wait_until(lambda: (stream_state(agent) or {}).get("reference", {}).get("source") == "pinned",
+               timeout=30, what="reference pinned")
+    # At start already, before anything is to be written.
+    assert f"cannot create state directory {target}: mkdir: Not a directory" in agent.logs()
+    assert agent.alive()
+    assert http_json(agent.url + "/api/v1/findings")["open"] == []
