@@ -46,9 +46,9 @@ class DetectorEngine final : public core::BatchSink, public core::Checkpointable
                      std::string path = {});
 
   // Checkpoints (engine_checkpoint.cpp), on the thread that calls on_batch (or once it stopped):
-  // per stream its pinned reference and open findings ("detectors.stream-<hash>"), and the next
-  // finding id ("detectors.engine"), so that ids never repeat. Only what changed since the last
-  // call. restore() before the first batch: streams come back with their reference and their
+  // per stream its pinned reference ("detectors.reference-<hash>", once) and open findings
+  // ("detectors.stream-<hash>"), and the next finding id ("detectors.engine"), so that ids never
+  // repeat. Only what changed since the last call. restore() before the first batch: streams come back with their reference and their
   // findings open under the same ids; a restored reference is never pinned again.
   std::vector<core::StateDocument> checkpoint() override;
   std::string state_prefix() const override { return "detectors."; }

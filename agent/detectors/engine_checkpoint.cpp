@@ -8,6 +8,7 @@
 // reset, as Prometheus counters may), a reference still being pinned (pinned again).
 #include <algorithm>
 #include <cmath>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
@@ -20,10 +21,13 @@ namespace {
 
 using json = nlohmann::json;
 
-// Version 1: {"stream", "component", "kind", "row_shape", "feature_names", "reference": profile
-// document or null, "findings": [...]}; engine: {"next_finding_id"}.
+// Version 1. Stream: {"stream", "component", "kind", "row_shape", "feature_names",
+// "last_record_unix_ns", "findings": [...]}, rewritten at each change. Its pinned reference:
+// {"stream", "profile": profile document}, written once (it can be large: bins of every
+// feature). Engine: {"next_finding_id"}.
 constexpr std::uint32_t kStateVersion = 1;
 constexpr const char* kEngineDoc = "detectors.engine";
+constexpr const char* kReferencePrefix = "detectors.reference-";
 constexpr const char* kStreamPrefix = "detectors.stream-";
 // How long after a restore records older than the checkpoint are taken for replayed ones: the
 // rings' backlog is drained within this; afterwards a producer clock stepped back is believed.
@@ -31,7 +35,7 @@ constexpr std::uint64_t kReplayWindowNs = 30'000'000'000ULL;
 
 // Stream names are free text (slashes, capitals): documents are named by a hash of the name, the
 // name itself is inside and checked on restore.
-std::string doc_name(const std::string& stream) {
+std::string doc_name(const char* prefix, const std::string& stream) {
   std::uint64_t h = 1469598103934665603ULL;  // FNV-1a 64
   for (unsigned char c : stream) {
     h ^= c;
@@ -39,7 +43,7 @@ std::string doc_name(const std::string& stream) {
   }
   char buf[17];
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return std::string(kStreamPrefix) + buf;
+  return std::string(prefix) + buf;
 }
 
 json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
@@ -128,17 +132,8 @@ std::string stream_document(const StreamState& s) {
               {"row_shape", s.declared_shape},
               {"feature_names", s.declared_names},
               {"last_record_unix_ns", s.last_record_ns},
-              {"reference", nullptr},
               {"findings", std::move(findings)}};
-  std::string text = doc.dump();
-  if (s.ref_source == ReferenceSource::pinned && !s.pinned_json.empty()) {
-    // The profile text was made once, at pinning: splice it in rather than parse it again here
-    // on the ingest thread.
-    static const std::string null_ref = "\"reference\":null";
-    const auto pos = text.find(null_ref);
-    if (pos != std::string::npos) text.replace(pos, null_ref.size(), "\"reference\":" + s.pinned_json);
-  }
-  return text;
+  return doc.dump();
 }
 
 }  // namespace
@@ -154,10 +149,16 @@ std::vector<core::StateDocument> DetectorEngine::checkpoint() {
     // a restart does not replay pre-incident records into it; otherwise only real changes.
     bool open = false;
     for (const auto& slot : s.findings) open = open || slot.open;
+    if (s.ref_source == ReferenceSource::pinned && !s.pinned_json.empty() && !s.pinned_saved) {
+      // The profile text was made once, at pinning: spliced in, not parsed again here.
+      s.pinned_saved = true;
+      docs.push_back({doc_name(kReferencePrefix, s.name), kStateVersion,
+                      "{\"stream\":" + json(s.name).dump() + ",\"profile\":" + s.pinned_json + "}"});
+    }
     if (s.state_changes == s.state_saved && !(open && s.last_record_ns != s.saved_record_ns)) continue;
     s.state_saved = s.state_changes;
     s.saved_record_ns = s.last_record_ns;
-    docs.push_back({doc_name(s.name), kStateVersion, stream_document(s)});
+    docs.push_back({doc_name(kStreamPrefix, s.name), kStateVersion, stream_document(s)});
   }
   if (e.next_finding_id != e.saved_next_finding_id) {
     e.saved_next_finding_id = e.next_finding_id;
@@ -172,12 +173,27 @@ std::vector<std::string> DetectorEngine::restore(
   EngineState& e = *state_;
   std::vector<std::string> problems;
   std::uint64_t next_id = e.next_finding_id;
+  // References first: a stream document takes its reference from them.
+  std::unordered_map<std::string, std::pair<std::string, bool>> refs;  // stream -> profile, used
+  for (const auto& [name, r] : stored) {
+    if (r.status != core::StateReadResult::Status::ok || name.rfind(kReferencePrefix, 0) != 0) continue;
+    try {
+      const json j = json::parse(r.data);
+      const auto stream = j.at("stream").get<std::string>();
+      if (doc_name(kReferencePrefix, stream) != name)
+        throw std::invalid_argument("its stream name does not match the document name");
+      refs[stream] = {j.at("profile").dump(), false};
+    } catch (const std::exception& ex) {
+      problems.push_back("state document '" + name + "' cannot be used (" + ex.what() + "); ignored");
+    }
+  }
   for (const auto& [name, r] : stored) {
     if (r.status != core::StateReadResult::Status::ok) {
       if (r.status == core::StateReadResult::Status::unusable)
         problems.push_back("starting without state document '" + name + "': " + r.detail);
       continue;
     }
+    if (name.rfind(kReferencePrefix, 0) == 0) continue;
     try {
       const json j = json::parse(r.data);
       if (name == kEngineDoc) {
@@ -190,7 +206,7 @@ std::vector<std::string> DetectorEngine::restore(
       }
       core::StreamInfo info;
       info.name = j.at("stream").get<std::string>();
-      if (info.name.empty() || doc_name(info.name) != name)
+      if (info.name.empty() || doc_name(kStreamPrefix, info.name) != name)
         throw std::invalid_argument("its stream name does not match the document name");
       if (e.by_name.count(info.name)) continue;
       info.component = j.at("component").get<std::string>();
@@ -211,11 +227,12 @@ std::vector<std::string> DetectorEngine::restore(
       std::vector<FindingSlot> slots;
       for (const auto& fj : j.at("findings")) slots.push_back(finding_from_json(fj, info.name, info.component));
       std::optional<ReferenceProfile> ref;
-      std::string ref_problem;
-      const auto& rj = j.at("reference");
-      if (!rj.is_null()) {
+      std::string ref_problem, ref_text;
+      if (auto it = refs.find(info.name); it != refs.end()) {
+        it->second.second = true;
+        ref_text = it->second.first;
         try {
-          ref = profile_from_json_text(rj.dump(), "pinned reference of '" + info.name + "'");
+          ref = profile_from_json_text(ref_text, "pinned reference of '" + info.name + "'");
         } catch (const ProfileError& ex) {
           ref_problem = ex.what();
         }
@@ -232,7 +249,8 @@ std::vector<std::string> DetectorEngine::restore(
         init_from_profile(e, *s, *ref, ReferenceSource::pinned);
         s->in_cols = ref->column_count();
         s->pinned = s->pin_target = ref->rows;
-        s->pinned_json = rj.dump();
+        s->pinned_json = std::move(ref_text);
+        s->pinned_saved = true;  // it is in the store already
         s->window_start_ns = core::unix_now_ns();
       }
       for (auto& slot : slots) {
@@ -248,6 +266,10 @@ std::vector<std::string> DetectorEngine::restore(
     } catch (const std::exception& ex) {
       problems.push_back("state document '" + name + "' cannot be used (" + ex.what() + "); ignored");
     }
+  }
+  for (const auto& [stream, ref] : refs) {
+    if (!ref.second)
+      problems.push_back("the pinned reference of '" + stream + "' has no stream document; ignored");
   }
   e.next_finding_id = next_id;
   e.saved_next_finding_id = next_id;

@@ -175,6 +175,7 @@ void finish_pinning(EngineState& e, StreamState& s) {
   }
   init_from_profile(e, s, p, ReferenceSource::pinned);
   s.pinned_json.clear();
+  s.pinned_saved = false;
   try {
     validate_profile(p, "pinned reference of '" + s.name + "'");
     s.pinned_json = profile_to_json_text(p);

@@ -103,6 +103,7 @@ struct StreamState {
   bool ready = false;
   std::uint64_t pin_target = 0, pin_phase_a = 0, pinned = 0;
   std::string pinned_json;  // the pinned reference as a profile document, kept for checkpoints
+  bool pinned_saved = false;  // pinned_json handed to a checkpoint (written once, not per change)
   // checkpoints: state_changes counts changes of what is kept (reference, open findings)
   std::uint64_t state_changes = 1, state_saved = 0;
   // Newest producer timestamp analyzed, and as last checkpointed. A restarted agent reads the

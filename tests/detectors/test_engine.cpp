@@ -562,7 +562,7 @@ TEST(EngineState, RestoreKeepsReferenceAndOpenFindingsAcrossRestart) {
     opened = fd->opened_unix_ns;
     now = f.now;
     const auto docs = a.checkpoint();
-    EXPECT_EQ(docs.size(), 2u);  // the stream and the engine's next id
+    EXPECT_EQ(docs.size(), 3u);  // the stream, its pinned reference and the engine's next id
     EXPECT_TRUE(a.checkpoint().empty()) << "nothing changed since the last checkpoint";
     a.on_tick(f.now + kSec);
     EXPECT_TRUE(a.checkpoint().empty());
@@ -577,7 +577,7 @@ TEST(EngineState, RestoreKeepsReferenceAndOpenFindingsAcrossRestart) {
   StateStore store(dir.string());
   std::vector<std::pair<std::string, StateReadResult>> stored;
   for (const auto& n : store.list("detectors.")) stored.emplace_back(n, store.read(n, 1));
-  ASSERT_EQ(stored.size(), 2u);
+  ASSERT_EQ(stored.size(), 3u);
 
   DetectorEngine b(small_config());
   EXPECT_TRUE(b.restore(stored).empty());
