@@ -15,10 +15,11 @@ using core::DetectorStreamSnapshot;
 
 constexpr double kGapMemoryNs = 3600e9;  // the usual interval forgets with a 1 h time constant
 
+}  // namespace
+
 // A new stream: its settings, and its reference when a profile file is configured for it.
 // Nullptr (and counted) beyond max_streams.
-StreamState* create_stream(EngineState& e, const core::DecodedBatch& b) {
-  const auto& info = *b.stream;
+StreamState* create_stream(EngineState& e, const core::StreamInfo& info) {
   if (e.streams.size() >= e.config.max_streams) {
     if (std::find(e.cut_names.begin(), e.cut_names.end(), info.name) == e.cut_names.end()) {
       if (e.cut_names.size() < 4096) e.cut_names.push_back(info.name);
@@ -30,6 +31,8 @@ StreamState* create_stream(EngineState& e, const core::DecodedBatch& b) {
   s->name = info.name;
   s->component = info.component;
   s->kind = info.kind;
+  s->declared_shape = info.row_shape;
+  s->declared_names = info.feature_names;
   s->st = e.config.settings_for(info.name);
   if (!s->st.enabled || info.kind == format::StreamKind::raw) s->analyzable = false;
   auto it = e.preloaded.find(info.name);
@@ -58,6 +61,8 @@ StreamState* create_stream(EngineState& e, const core::DecodedBatch& b) {
   e.streams.push_back(std::move(s));
   return e.streams.back().get();
 }
+
+namespace {
 
 // A time window ends once it is old enough and holds min_window_records.
 void close_timed_window(EngineState& e, StreamState& s) {
@@ -190,7 +195,7 @@ StreamState* DetectorEngine::stream_for(const core::DecodedBatch& b) {
   }
   auto it = e.by_name.find(b.stream->name);
   if (it == e.by_name.end()) {
-    if (!create_stream(e, b)) return nullptr;
+    if (!create_stream(e, *b.stream)) return nullptr;
     it = e.by_name.find(b.stream->name);
   }
   e.last_info = b.stream;
@@ -207,6 +212,14 @@ void DetectorEngine::on_batch(const core::DecodedBatch& b) {
     e.counters.records_cut += b.rows;
     return;
   }
+  if (s->replay_until_ns != 0) {
+    if (e.now_ns >= s->replay_deadline_ns) {
+      s->replay_until_ns = 0;
+    } else if (b.timestamp_ns != 0 && b.timestamp_ns <= s->replay_until_ns) {
+      return;  // analyzed before the restart (engine_checkpoint.cpp)
+    }
+  }
+  s->last_record_ns = std::max(s->last_record_ns, b.timestamp_ns);
   const std::uint64_t arrival =
       e.ticked ? e.now_ns : (b.timestamp_ns ? b.timestamp_ns : core::unix_now_ns());
   if (!e.ticked) e.now_ns = std::max(e.now_ns, arrival);

@@ -20,13 +20,14 @@
 #include "core/batch.hpp"
 #include "core/detector_state.hpp"
 #include "core/finding.hpp"
+#include "core/state_store.hpp"
 
 namespace mltap::detectors {
 
 struct EngineState;
 struct StreamState;
 
-class DetectorEngine final : public core::BatchSink {
+class DetectorEngine final : public core::BatchSink, public core::Checkpointable {
  public:
   // Loads every configured reference file now: throws ProfileError naming the stream and file.
   explicit DetectorEngine(EngineConfig config);
@@ -43,6 +44,17 @@ class DetectorEngine final : public core::BatchSink {
   // Uses `profile` as the reference of `stream` (before its first record; offline CLI, tests).
   void set_reference(const std::string& stream, std::shared_ptr<const ReferenceProfile> profile,
                      std::string path = {});
+
+  // Checkpoints (engine_checkpoint.cpp), on the thread that calls on_batch (or once it stopped):
+  // per stream its pinned reference ("detectors.reference-<hash>", once) and open findings
+  // ("detectors.stream-<hash>"), and the next finding id ("detectors.engine"), so that ids never
+  // repeat. Only what changed since the last call. restore() before the first batch: streams come back with their reference and their
+  // findings open under the same ids; a restored reference is never pinned again.
+  std::vector<core::StateDocument> checkpoint() override;
+  std::string state_prefix() const override { return "detectors."; }
+  std::uint32_t state_version() const override;
+  std::vector<std::string> restore(
+      const std::vector<std::pair<std::string, core::StateReadResult>>& stored) override;
 
   std::shared_ptr<const core::DetectorSnapshot> snapshot() const {
     std::lock_guard<std::mutex> lock(publish_mu_);

@@ -25,6 +25,7 @@ void raise_finding(EngineState& e, StreamState& s, FindingKind kind, Severity se
   slot.f.window_records = window_records;
   slot.f.updated_unix_ns = e.now_ns;
   slot.clean = 0;
+  ++s.state_changes;
   e.dirty = true;
 }
 
@@ -36,6 +37,7 @@ void settle_finding(EngineState& e, StreamState& s, FindingKind kind, std::uint3
   slot.f.closed_unix_ns = std::max<std::uint64_t>(e.now_ns, 1);
   slot.f.updated_unix_ns = slot.f.closed_unix_ns;
   slot.open = false;
+  ++s.state_changes;
   e.closed.push_back(slot.f);
   if (e.closed.size() > e.config.closed_findings_kept) {
     e.closed.erase(e.closed.begin(), e.closed.begin() + static_cast<std::ptrdiff_t>(e.closed.size() - e.config.closed_findings_kept));

@@ -165,8 +165,25 @@ void finish_pinning(EngineState& e, StreamState& s) {
       em.total_variance = tv;
     }
     p.embedding = std::move(em);
+  } else {
+    // The raw column names, so that the pinned reference is a complete profile that a restarted
+    // agent restores instead of pinning again from data that may have drifted since.
+    auto names = s.transform.feature_names(
+        s.declared_names.size() == s.in_cols ? s.declared_names : std::vector<std::string>{});
+    names.resize(s.in_cols);
+    p.columns = std::move(names);
   }
   init_from_profile(e, s, p, ReferenceSource::pinned);
+  s.pinned_json.clear();
+  s.pinned_saved = false;
+  try {
+    validate_profile(p, "pinned reference of '" + s.name + "'");
+    s.pinned_json = profile_to_json_text(p);
+  } catch (const ProfileError&) {
+    // Not restorable (features cut by max_features_per_stream, duplicate declared names): a
+    // restarted agent pins again; the findings are still kept.
+  }
+  ++s.state_changes;
 }
 
 }  // namespace mltap::detectors

@@ -86,6 +86,8 @@ struct FindingSlot {
 struct StreamState {
   std::string name, component;
   format::StreamKind kind = format::StreamKind::features;
+  std::vector<std::uint32_t> declared_shape;  // as the producer declared them: a restored
+  std::vector<std::string> declared_names;    // stream is recreated from these (engine_checkpoint)
   StreamSettings st;
   ProfileLayout layout = ProfileLayout::features;
   bool analyzable = true;  // raw streams: schema, staleness, throughput only
@@ -100,6 +102,16 @@ struct StreamState {
   std::string ref_dtype;
   bool ready = false;
   std::uint64_t pin_target = 0, pin_phase_a = 0, pinned = 0;
+  std::string pinned_json;  // the pinned reference as a profile document, kept for checkpoints
+  bool pinned_saved = false;  // pinned_json handed to a checkpoint (written once, not per change)
+  // checkpoints: state_changes counts changes of what is kept (reference, open findings)
+  std::uint64_t state_changes = 1, state_saved = 0;
+  // Newest producer timestamp analyzed, and as last checkpointed. A restarted agent reads the
+  // rings from their oldest record again: batches up to replay_until_ns (the checkpointed value)
+  // were analyzed before the restart and are skipped until replay_deadline_ns (agent clock), so
+  // that pre-incident records replayed from the ring do not close a restored finding.
+  std::uint64_t last_record_ns = 0, saved_record_ns = 0;
+  std::uint64_t replay_until_ns = 0, replay_deadline_ns = 0;
   // schema
   format::DType expected_dtype = format::DType::invalid;
   std::vector<std::uint32_t> expected_shape;
@@ -162,7 +174,11 @@ struct EngineState {
   std::uint64_t next_finding_id = 1;
   std::uint64_t sequence = 0;
   std::vector<Finding> closed;  // ring of recently closed findings (oldest first)
+  std::uint64_t saved_next_finding_id = 0;  // as last checkpointed
 };
+
+// A stream as the producer declared it; nullptr (and counted) beyond max_streams (engine.cpp).
+StreamState* create_stream(EngineState& e, const core::StreamInfo& info);
 
 // ---- findings (engine_findings.cpp) ---------------------------------------------------------
 // Opens the stream's finding of `kind`, or updates it while open.

@@ -57,6 +57,18 @@ void Agent::build_pipeline() {
   if (config_.detectors.enabled) {
     detectors_ = std::make_unique<detectors::DetectorEngine>(config_.detectors);
     ingest_->add_sink(detectors_.get());
+    // Restored before the first batch, so that a stream that was being watched gets its
+    // reference back instead of pinning one from what it sends now.
+    if (!config_.agent.state_dir.empty()) {
+      state_ = std::make_unique<StateKeeper>(config_.agent.state_dir,
+                                             config_.agent.checkpoint_interval,
+                                             std::vector<core::Checkpointable*>{detectors_.get()});
+      state_->restore();
+      ingest_->add_sink(state_.get());  // after the detectors: checkpoints what they just did
+    } else {
+      spdlog::info("no state directory (agent.state_dir, --state-dir): references and open "
+                   "findings are not kept across restarts");
+    }
   }
   ingest_->set_producer_observer(this);
 }
@@ -171,6 +183,7 @@ void Agent::register_routes() {
 }
 
 bool Agent::run(std::string& error) {
+  if (state_) state_->start();
   ingest_->start();
   reactions_->start();
   if (!http_->start(error)) {
@@ -203,6 +216,7 @@ void Agent::stop() {
   if (tracer_) tracer_->stop();
 #endif
   if (detectors_) detectors_->publish_now();
+  if (state_) state_->stop();  // the ingest thread has stopped: a last checkpoint from here
 }
 
 std::vector<alertmanager::PushableFinding> Agent::pushable_findings() const {
@@ -353,11 +367,9 @@ Agent::ReloadResult Agent::reload(const AgentConfig& next) {
     const std::string after = b == next.sections.end() ? std::string() : b->second;
     if (before == after) continue;
     if (std::string_view(name) == "agent") {
-      AgentSettings x = config_.agent, y = next.agent;
-      x.log_level = y.log_level;
-      if (x.listen == y.listen && x.drop_capabilities == y.drop_capabilities &&
-          x.keep_capabilities == y.keep_capabilities)
-        continue;  // only the log level changed, applied above
+      AgentSettings x = config_.agent;
+      x.log_level = next.agent.log_level;
+      if (x == next.agent) continue;  // only the log level changed, applied above
     }
     r.need_restart.emplace_back(name);
   }

@@ -30,6 +30,16 @@ void parse_agent_section(core::ConfigSection& s, AgentSettings& a) {
     }
     a.keep_capabilities = *v;
   }
+  if (auto v = s.get_string("state_dir")) {
+    if (!v->empty() && (*v)[0] != '/') {
+      s.fail("state_dir", "'" + *v + "' must be an absolute path (or \"\": keep no state)");
+    }
+    a.state_dir = *v;
+  }
+  if (auto v = s.get_duration("checkpoint_interval", std::chrono::milliseconds(100),
+                              std::chrono::hours(1))) {
+    a.checkpoint_interval = *v;
+  }
   s.finish();
 }
 

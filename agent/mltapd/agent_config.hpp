@@ -2,6 +2,7 @@
 // Each section belongs to one component and is parsed by it; unknown keys anywhere are errors.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <optional>
 #include <string>
@@ -22,6 +23,13 @@ struct AgentSettings {
   // needs): reading and removing other users' rings, signalling their producers.
   bool drop_capabilities = true;
   std::vector<std::string> keep_capabilities = {"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"};
+  // Where pinned references and open findings are kept across restarts (docs/deploy.md). Empty:
+  // nothing is kept, so that a mltapd started by hand, the demo or a test never writes to
+  // /var/lib behind its user's back; the packaged /etc/mltap/mltapd.yaml sets /var/lib/mltap.
+  std::string state_dir;
+  std::chrono::nanoseconds checkpoint_interval = std::chrono::seconds(2);
+
+  bool operator==(const AgentSettings&) const = default;
 };
 
 struct AgentConfig {

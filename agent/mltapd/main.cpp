@@ -3,6 +3,7 @@
 #include <systemd/sd-daemon.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -16,7 +17,7 @@
 
 int main(int argc, char** argv) {
   CLI::App app{"mltapd: observability agent for ML pipelines (reads mltap rings, exports metrics)"};
-  std::string config_file, check_file, listen, ns, shm_dir, proc_dir, log_level;
+  std::string config_file, check_file, listen, ns, shm_dir, proc_dir, log_level, state_dir;
   app.add_option("-c,--config", config_file, "YAML configuration (default: embedded defaults)");
   app.add_option("--check-config", check_file, "Validate a configuration file and exit");
   app.add_option("--listen", listen, "HTTP listen address host:port (default 127.0.0.1:9645)");
@@ -24,6 +25,7 @@ int main(int argc, char** argv) {
   app.add_option("--shm-dir", shm_dir, "Directory of ring segments (default /dev/shm)");
   app.add_option("--proc-dir", proc_dir, "procfs root (default /proc)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error|off");
+  app.add_option("--state-dir", state_dir, "Keep references and open findings here (config agent.state_dir)");
   app.add_flag_callback("--version", [] {
     std::printf("mltapd %s (ring ABI %u.%u)\n", mltap::mltapd::kVersion, mltap::format::kAbiMajor,
                 mltap::format::kAbiMinor);
@@ -53,6 +55,7 @@ int main(int argc, char** argv) {
     if (!ns.empty()) c.ingest.ns = ns;
     if (!shm_dir.empty()) c.ingest.shm_dir = shm_dir;
     if (!proc_dir.empty()) c.ingest.proc_dir = proc_dir;
+    if (!state_dir.empty()) c.agent.state_dir = std::filesystem::absolute(state_dir).lexically_normal();
     if (!log_level.empty()) c.agent.log_level = log_level;
     return c;
   };

@@ -69,6 +69,11 @@ TEST(AgentConfig, ErrorsNameFileLineAndColumn) {
   EXPECT_NE(std::string(e.what()).find("power of two"), std::string::npos) << e.what();
   e = error_of("ebpf:\n  files: {watch_dirs: [models]}\n");
   EXPECT_NE(std::string(e.what()).find("not an absolute path"), std::string::npos) << e.what();
+  e = error_of("agent:\n  log_level: info\n  state_dir: var/lib/mltap\n");
+  EXPECT_NE(std::string(e.what()).find("test.yaml:3:14"), std::string::npos) << e.what();
+  EXPECT_NE(std::string(e.what()).find("must be an absolute path"), std::string::npos) << e.what();
+  e = error_of("agent:\n  checkpoint_interval: 1ms\n");
+  EXPECT_NE(std::string(e.what()).find("checkpoint_interval"), std::string::npos) << e.what();
   e = error_of("agent:\n  listen: [\n");
   EXPECT_GT(e.line(), 0) << "YAML syntax errors carry a position too";
 }
@@ -90,13 +95,17 @@ TEST(AgentConfig, ValuesAreApplied) {
       "t.yaml");
   EXPECT_FALSE(e.agent.drop_capabilities);
   EXPECT_EQ(e.agent.keep_capabilities, std::vector<std::string>{"CAP_KILL"});
+  const auto st = mltapd::parse_agent_config_text(
+      "agent: {state_dir: /srv/mltap-state, checkpoint_interval: 500ms}\n", "t.yaml");
+  EXPECT_EQ(st.agent.state_dir, "/srv/mltap-state");
+  EXPECT_EQ(st.agent.checkpoint_interval, 500ms);
   EXPECT_EQ(e.ebpf.attach_mode, bpf::AttachMode::raw_tp);
   EXPECT_FALSE(e.ebpf.probe_enabled(bpf::Probe::runqueue));
   EXPECT_TRUE(e.ebpf.probe_enabled(bpf::Probe::exec));
   EXPECT_EQ(e.ebpf.files.watch_dirs, std::vector<std::string>{"/srv/models"});
 }
 
-// packaging/mltapd.yaml documents the defaults: parsing it must change nothing.
+// packaging/mltapd.yaml documents the defaults: parsing it must change nothing but state_dir.
 TEST(AgentConfig, DocumentedFileEqualsEmbeddedDefaults) {
   const auto file = mltapd::load_agent_config(std::string(MLTAP_SOURCE_DIR) + "/packaging/mltapd.yaml");
   const mltapd::AgentConfig d;
@@ -104,6 +113,11 @@ TEST(AgentConfig, DocumentedFileEqualsEmbeddedDefaults) {
   EXPECT_EQ(file.agent.log_level, d.agent.log_level);
   EXPECT_EQ(file.agent.drop_capabilities, d.agent.drop_capabilities);
   EXPECT_EQ(file.agent.keep_capabilities, d.agent.keep_capabilities);
+  // The one exception: the package keeps state in the unit's StateDirectory; the embedded
+  // default keeps none, so that mltapd run by hand never writes to /var/lib.
+  EXPECT_EQ(file.agent.state_dir, "/var/lib/mltap");
+  EXPECT_EQ(d.agent.state_dir, "");
+  EXPECT_EQ(file.agent.checkpoint_interval, d.agent.checkpoint_interval);
   const auto& e = file.ebpf;
   const auto& f = d.ebpf;
   EXPECT_EQ(e.enabled, f.enabled);
