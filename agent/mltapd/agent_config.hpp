@@ -20,7 +20,8 @@ struct AgentSettings {
   // Once everything is started, drop every capability but these (and what the tracer still
   // needs): reading and removing other users' rings, signalling their producers.
   bool drop_capabilities = true;
-  std::vector<std::string> keep_capabilities = {"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"};
+  std::vector<std::string> keep_capabilities = {"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
+                                                 "CAP_SYS_PTRACE"};
 };
 
 struct AgentConfig {
