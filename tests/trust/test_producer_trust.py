@@ -32,6 +32,7 @@ PRODUCER = "mltap-test-producer"
 
 # SegmentHeader (shm/include/mltap/format.hpp, ABI 2) offsets of the producer identity.
 OFF_PID, OFF_UID, OFF_TICKS = 120, 124, 128
+OFF_STATE, STATE_CLOSED = 28, 2  # SegmentHeader.state, SegmentState::closed
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to create and switch to test accounts")
 
@@ -76,18 +77,21 @@ class HeldProducer:
         self.proc.wait(timeout=10)
 
 
-def forge(user, source, target, pid, uid, ticks):
+def forge(user, source, target, pid, uid, ticks, closed=False):
     """As `user`: copies `source` (a segment that user owns) to the new file `target`, naming
-    `pid`/`uid`/`ticks` as its producer: what an attacker writes into /dev/shm."""
+    `pid`/`uid`/`ticks` as its producer (and marking it closed): what an attacker writes into
+    /dev/shm."""
     script = (
         "import os, struct, sys\n"
-        "src, dst, pid, uid, ticks = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])\n"
+        "src, dst, pid, uid, ticks, closed = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:])\n"
         "data = bytearray(open(src, 'rb').read())\n"
         f"struct.pack_into('<IIQ', data, {OFF_PID}, pid, uid, ticks)\n"
+        f"if closed: struct.pack_into('<I', data, {OFF_STATE}, {STATE_CLOSED})\n"
         "fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)\n"
         "os.write(fd, data)\n"
         "os.close(fd)\n")
-    subprocess.run(as_user(user) + [PYTHON, "-c", script, source, target, str(pid), str(uid), str(ticks)],
+    subprocess.run(as_user(user) + [PYTHON, "-c", script, source, target, str(pid), str(uid), str(ticks),
+                                    str(int(closed))],
                    check=True, timeout=30)
 
 
@@ -173,11 +177,18 @@ def test_forged_segment_naming_a_root_process_is_refused_and_cannot_be_signalled
             finally:
                 own_sleep.kill()
                 own_sleep.wait()
+            # A forged *closed* ring naming the root process: read as the forger's own history,
+            # with no process identity, so nothing can reach the victim through it.
+            forge(INTRUDER, own.segment, forged_name(agent, victim.pid, 904), victim.pid, intruder_uid,
+                  start_ticks(victim.pid), closed=True)
+            hist = agent.wait_stream("evil/own", lambda s: len(s["producers"]) == 2)
+            assert hist is not None and sorted(p["pid"] for p in hist["producers"]) == sorted([0, own.proc.pid]), hist
             m = agent.metrics()
             # The forger's own legitimate stream is accepted; the forged copies are not read.
-            stream = agent.wait_stream("evil/own", lambda s: s["records"] == 10)
-            assert stream is not None and stream["records"] == 10, stream
-            assert len(stream["producers"]) == 1 and stream["producers"][0]["pid"] == own.proc.pid, stream
+            stream = agent.wait_stream("evil/own", lambda s: s["records"] == 20)
+            assert stream is not None and stream["records"] == 20, stream  # 10 live + 10 history
+            live = [p for p in stream["producers"] if p["state"] == "alive"]
+            assert [p["pid"] for p in live] == [own.proc.pid], stream
             assert m.get("mltap_segments", state="rejected") == 4
             logs = agent.logs()
             assert logs.count("producer not verified (owner_mismatch)") == 3, logs  # logged once each
