@@ -312,7 +312,7 @@ bool Ingest::stream_accepts(const std::string& stream, std::uint32_t uid) const 
   return it == streams_.end() || it->second->owner_uid == uid;
 }
 
-void Ingest::refuse_unverified(const std::string& path, const FileKey& key, TrustFailure cause,
+bool Ingest::refuse_unverified(const std::string& path, const FileKey& key, TrustFailure cause,
                                const std::string& detail, const SegmentIdentity& id,
                                std::uint64_t now) {
   auto [it, first] = unverified_.try_emplace(path, Unverified{key, cause, 0, 0});
@@ -333,6 +333,7 @@ void Ingest::refuse_unverified(const std::string& path, const FileKey& key, Trus
   // 1 s, doubling up to a minute: a transient cause is retried, boundedly cheaply.
   u.backoff = std::min<std::uint64_t>(u.backoff == 0 ? 1'000'000'000ull : u.backoff * 2, 60'000'000'000ull);
   u.retry_at = now + u.backoff;
+  return first || changed;
 }
 
 // The directories the tracer may watch for this producer: under ingest.artifact_dirs, and
@@ -470,11 +471,12 @@ void Ingest::scan(std::uint64_t now) {
             stream_owner_refused_.count(std::to_string(uid)) || stream_owner_refused_.size() < core::kMaxUidLabels
                 ? std::to_string(uid)
                 : "other";
-        if (!unverified_.count(path)) stream_owner_refused_[label]++;
-        refuse_unverified(path, key, TrustFailure::stream_owner,
-                          "stream '" + reader->identity().stream + "' belongs to another uid, segment uid " +
-                              std::to_string(uid),
-                          reader->identity(), now);
+        const bool counted = refuse_unverified(
+            path, key, TrustFailure::stream_owner,
+            "stream '" + reader->identity().stream + "' belongs to another uid, segment uid " +
+                std::to_string(uid),
+            reader->identity(), now);
+        if (counted) stream_owner_refused_[label]++;
         continue;
       }
       if (unverified_.erase(path) > 0) {

@@ -125,8 +125,9 @@ class Ingest : public core::ControlPlane {
   // created the stream).
   bool stream_accepts(const std::string& stream, std::uint32_t uid) const;
   // Remembers a trust refusal of the file at `path`: counted and logged on its first refusal,
-  // retried with backoff when the cause may pass, otherwise when the file changes.
-  void refuse_unverified(const std::string& path, const FileKey& key, TrustFailure cause,
+  // retried with backoff when the cause may pass, otherwise when the file changes. True when this
+  // refusal was counted (the file's first, or the file changed).
+  bool refuse_unverified(const std::string& path, const FileKey& key, TrustFailure cause,
                          const std::string& detail, const core::SegmentIdentity& id, std::uint64_t now);
   std::vector<std::string> watchable_artifacts(const core::SegmentIdentity& id,
                                                const ProcessCredentials& who);
