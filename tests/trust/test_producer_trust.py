@@ -280,3 +280,26 @@ def test_configured_stream_owners_win_over_the_first_comer(tmp_path):
                 owner.stop()
         finally:
             first.stop()
+
+
+def test_without_cap_sys_ptrace_other_uids_producers_are_refused_and_retried_not_recounted():
+    # mltapd keeps CAP_SYS_PTRACE by default to read other uids' /proc/<pid>/maps; without it the
+    # check cannot be made, so the segment is refused (proc_unreadable), never read unverified,
+    # counted and logged once, and retried with backoff (1 s, 2 s, ...) in case the cause passes.
+    config = "agent:\n  keep_capabilities: [CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_KILL]\n  log_level: debug\n"
+    with Agent(config) as agent:
+        p = HeldProducer(agent, "noptrace/stream", rows=100, user=PRODUCER)
+        try:
+            wait_until(lambda: agent.metrics().get("mltap_segments_unverified_total", cause="proc_unreadable") == 1,
+                       timeout=15, what="segment refused as proc_unreadable")
+            time.sleep(3.5)  # at least two retries
+            m = agent.metrics()
+            assert m.get("mltap_segments_unverified_total", cause="proc_unreadable") == 1
+            assert agent.stream("noptrace/stream") is None
+            logs = agent.logs()
+            assert logs.count("producer not verified (proc_unreadable)") == 1, logs
+            assert "/maps: Permission denied" in logs
+            retries = logs.count("still not verified (proc_unreadable)")
+            assert 2 <= retries <= 3, f"{retries} retries in ~4 s: backoff 1 s, 2 s"
+        finally:
+            p.stop()
