@@ -10,6 +10,8 @@ producers and the forger run as unprivileged accounts (created with `useradd -r`
 - A legitimate producer running as an unprivileged user is accepted, its stream works, and the
   `signal` reaction reaches it (through the pidfd taken at verification).
 - `ingest.stream_owners` gives a stream to the configured uid even if another uid comes first.
+- Without CAP_SYS_PTRACE the check cannot read other uids' maps: refused (`proc_unreadable`),
+  counted and logged once, retried with backoff.
 """
 import json
 import os
