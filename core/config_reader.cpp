@@ -253,6 +253,47 @@ std::optional<std::vector<std::string>> ConfigSection::get_string_list(const std
   return out;
 }
 
+std::optional<std::vector<std::pair<std::string, std::vector<std::int64_t>>>>
+ConfigSection::get_int_list_map(const std::string& key, std::int64_t min, std::int64_t max,
+                                const std::function<std::string(const std::string&)>& check_name) {
+  const auto held = value(key);
+  const YAML::Node& v = held->node;
+  if (!v) return std::nullopt;
+  if (!v.IsMap()) fail(key, "expected a mapping of names to lists of integers");
+  const std::string p = path_.empty() ? key : path_ + "." + key;
+  std::vector<std::pair<std::string, std::vector<std::int64_t>>> out;
+  for (const auto& kv : v) {
+    const std::string name = kv.first.Scalar();
+    const std::string bad = check_name(name);
+    if (!bad.empty()) {
+      throw ConfigError(file_, line_of(kv.first), col_of(kv.first), "'" + p + "': '" + name + "': " + bad);
+    }
+    if (!kv.second.IsSequence()) {
+      throw ConfigError(file_, line_of(kv.second), col_of(kv.second),
+                        "'" + p + "." + name + "': expected a list of integers");
+    }
+    std::vector<std::int64_t> values;
+    for (const auto& item : kv.second) {
+      std::int64_t n = 0;
+      std::size_t used = 0;
+      const std::string text = item.IsScalar() ? trim(item.Scalar()) : std::string();
+      try {
+        n = std::stoll(text, &used, 10);
+      } catch (...) {
+        used = 0;
+      }
+      if (!item.IsScalar() || used == 0 || used != text.size() || n < min || n > max) {
+        throw ConfigError(file_, line_of(item), col_of(item),
+                          "'" + p + "." + name + "': every item must be an integer between " +
+                              std::to_string(min) + " and " + std::to_string(max));
+      }
+      values.push_back(n);
+    }
+    out.emplace_back(name, std::move(values));
+  }
+  return out;
+}
+
 std::optional<std::string> ConfigSection::get_enum(const std::string& key,
                                                    const std::vector<std::string>& allowed) {
   auto s = get_string(key);

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -89,6 +90,11 @@ class ConfigSection {
   std::optional<std::uint64_t> get_bytes(const std::string& key, std::uint64_t min,
                                          std::uint64_t max);
   std::optional<std::vector<std::string>> get_string_list(const std::string& key);
+  // Map of name -> list of integers in [min, max] (e.g. `stream_owners: {"fraud/*": [1000]}`);
+  // `check_name` returns an error text for a bad name (reported at the name), or "".
+  std::optional<std::vector<std::pair<std::string, std::vector<std::int64_t>>>> get_int_list_map(
+      const std::string& key, std::int64_t min, std::int64_t max,
+      const std::function<std::string(const std::string&)>& check_name);
   // One of `allowed`.
   std::optional<std::string> get_enum(const std::string& key,
                                       const std::vector<std::string>& allowed);

@@ -29,6 +29,15 @@ struct RetainedRecord {
   std::vector<std::uint8_t> payload;  // raw little-endian bytes as written
 };
 
+// What a signal to a stream's producers did.
+struct SignalReport {
+  std::uint32_t signalled = 0;
+  std::uint32_t gone = 0;      // exited since it was verified
+  std::uint32_t refused = 0;   // pid 0/1 or mltapd itself
+  std::uint32_t failed = 0;    // pidfd_send_signal failed (e.g. EPERM)
+  std::string detail;          // human text for the audit log
+};
+
 class ControlPlane {
  public:
   virtual ~ControlPlane() = default;
@@ -42,6 +51,10 @@ class ControlPlane {
   // (0 permille clears the boost).
   virtual ControlResult boost_sampling(const std::string& stream, std::uint32_t permille,
                                        std::uint64_t until_unix_ns) = 0;
+  // Sends `signal` to the live, verified producers of `stream` through the pidfds taken when
+  // each was verified (docs/security.md): never by pid, never to a process whose segment the
+  // kernel did not vouch for.
+  virtual SignalReport signal_producers(const std::string& stream, int signal) = 0;
   // Up to `max_records` most recent records still in the stream's rings, newest last, at most
   // `max_bytes` of payload in total.
   virtual std::vector<RetainedRecord> recent_records(const std::string& stream,

@@ -111,6 +111,8 @@ struct StreamSnapshot : StreamTotals {
   std::uint64_t features_cut = 0;
 };
 
+inline constexpr std::size_t kMaxUidLabels = 32;
+
 struct IngestSnapshot {
   std::uint64_t taken_unix_ns = 0;
   std::vector<StreamSnapshot> streams;
@@ -118,6 +120,13 @@ struct IngestSnapshot {
                 segments_rejected = 0, segments_ignored = 0;
   std::map<std::string, std::uint64_t> rejected_total;  // by reason
   std::map<std::string, std::uint64_t> removed_total;   // by reason
+  // Segments the trust check refused, by cause (docs/security.md); each refusal of a file counted
+  // once, however often it is retried.
+  std::map<std::string, std::uint64_t> unverified_total;
+  // Verified segments refused because their stream belongs to another uid, by the segment's uid
+  // (at most kMaxUidLabels distinct uids, the rest under "other").
+  std::map<std::string, std::uint64_t> stream_owner_refused;
+  std::uint64_t artifacts_refused = 0;  // declared artifact paths not watched (outside the allowed dirs, unreadable)
   std::uint64_t streams_cut = 0;
   std::uint64_t features_cut = 0;
   std::uint64_t sigbus_caught = 0;

@@ -1,6 +1,10 @@
 #include "agent/ingest/ingest.hpp"
 
 #include <dirent.h>
+#include <fnmatch.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/vfs.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -14,6 +18,7 @@
 #include "agent/ingest/decode.hpp"
 #include "agent/ingest/feature_stats.hpp"
 #include "agent/ingest/guarded_memory.hpp"
+#include "core/pidfd.hpp"
 #include "core/config_reader.hpp"
 #include "core/time.hpp"
 #include "mltap/naming.hpp"
@@ -61,6 +66,32 @@ void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
   if (auto v = s.get_bool("remove_dead_segments")) c.remove_dead_segments = *v;
   if (auto v = s.get_bytes("max_segment_bytes", 12288, 64ull << 30)) c.reader.max_segment_bytes = *v;
   if (auto v = s.get_int("max_records_per_poll", 1, 1 << 24)) c.reader.max_records_per_poll = static_cast<std::uint64_t>(*v);
+  if (auto v = s.get_bool("verify_producers")) c.verify_producers = *v;
+  if (auto v = s.get_int_list_map("stream_owners", 0, 0xfffffffeLL, [](const std::string& pattern) {
+        // A pattern is a stream name in which '*' and '?' may stand for characters.
+        std::string probe = pattern;
+        for (char& ch : probe) {
+          if (ch == '*' || ch == '?') ch = 'x';
+        }
+        return naming::valid_stream_name(probe) ? std::string()
+                                                : std::string("not a stream name pattern (a stream name; '*' and '?' match characters)");
+      })) {
+    c.stream_owners.clear();
+    for (auto& [pattern, uids] : *v) {
+      std::vector<std::uint32_t> u;
+      for (auto x : uids) u.push_back(static_cast<std::uint32_t>(x));
+      c.stream_owners.emplace_back(pattern, std::move(u));
+    }
+  }
+  if (auto v = s.get_string_list("artifact_dirs")) {
+    for (const auto& d : *v) {
+      if (d.empty() || d[0] != '/' || d.find("/../") != std::string::npos ||
+          (d.size() >= 3 && d.compare(d.size() - 3, 3, "/..") == 0)) {
+        s.fail("artifact_dirs", "'" + d + "' is not an absolute path without '..'");
+      }
+    }
+    c.artifact_dirs = *v;
+  }
   s.finish();
 }
 
@@ -80,11 +111,14 @@ struct Ingest::Segment {
   std::uint64_t rate_base_rows = 0, rate_base_time = 0;
   double write_rate = 0;
   MergedStream* stream = nullptr;
+  UniqueFd pidfd;                   // taken when the producer was verified; signals go through it
+  ProcessCredentials credentials;
 };
 
 // A stream as the agent sees it: the producers writing one stream name merged, with their totals.
 struct Ingest::MergedStream : core::StreamTotals {
   StreamInfo info;
+  std::uint32_t owner_uid = 0;  // the uid whose verified segment created it
   std::uint64_t pending_deaths = 0;
   std::size_t cols = 0;  // columns of the feature statistics (from declared shape or first record)
   std::uint64_t features_cut = 0;
@@ -148,6 +182,24 @@ class Ingest::Visitor : public RecordVisitor {
 Ingest::Ingest(IngestConfig config) : config_(std::move(config)) {
   pid_ns_inode_ = naming::pid_namespace_inode(config_.proc_dir, "self");
   snapshot_ = std::make_shared<IngestSnapshot>();
+  for (auto cause : {TrustFailure::foreign_pid_ns, TrustFailure::process_gone,
+                     TrustFailure::owner_mismatch, TrustFailure::not_mapped,
+                     TrustFailure::proc_unreadable, TrustFailure::pidfd_failed,
+                     TrustFailure::stream_owner}) {
+    unverified_total_[std::string(trust_failure_name(cause))] = 0;  // every cause exported, from 0
+  }
+  if (!config_.verify_producers) {
+    spdlog::warn("ingest.verify_producers is off: INSECURE, any local user can make mltapd read, "
+                 "trace and signal in the name of any process (docs/security.md)");
+  }
+  // The trust check believes what proc_dir says: anything but procfs there is a test setup.
+  constexpr long kProcSuperMagic = 0x9fa0;
+  struct statfs fs {};
+  if (config_.verify_producers &&
+      (::statfs(config_.proc_dir.c_str(), &fs) != 0 || fs.f_type != kProcSuperMagic)) {
+    spdlog::warn("ingest.proc_dir {} is not a procfs: producer verification trusts whoever can "
+                 "write there", config_.proc_dir);
+  }
 }
 
 Ingest::~Ingest() {
@@ -227,12 +279,14 @@ void Ingest::run_once() {
   publish(now);
 }
 
-Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint64_t now) {
+Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint32_t owner_uid,
+                                         std::uint64_t now) {
   auto it = streams_.find(id.stream);
   if (it != streams_.end()) return it->second.get();
   if (streams_.size() >= config_.max_streams) return nullptr;
   auto st = std::make_unique<MergedStream>();
   st->info.name = id.stream;
+  st->owner_uid = owner_uid;
   st->info.component = id.component;
   st->info.kind = id.kind;
   st->info.declared_dtype = id.declared_dtype;
@@ -241,9 +295,81 @@ Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint64_
   st->rate_base_time = now;
   MergedStream* raw = st.get();
   streams_.emplace(id.stream, std::move(st));
-  spdlog::info("stream '{}' (component '{}', {}) discovered", id.stream, id.component,
-               format::stream_kind_name(id.kind));
+  spdlog::info("stream '{}' (component '{}', {}) discovered, owned by uid {}", id.stream,
+               id.component, format::stream_kind_name(id.kind), owner_uid);
   return raw;
+}
+
+bool Ingest::stream_accepts(const std::string& stream, std::uint32_t uid) const {
+  bool configured = false;
+  for (const auto& [pattern, uids] : config_.stream_owners) {
+    if (::fnmatch(pattern.c_str(), stream.c_str(), 0) != 0) continue;
+    configured = true;
+    if (std::find(uids.begin(), uids.end(), uid) != uids.end()) return true;
+  }
+  if (configured) return false;
+  auto it = streams_.find(stream);
+  return it == streams_.end() || it->second->owner_uid == uid;
+}
+
+bool Ingest::refuse_unverified(const std::string& path, const FileKey& key, TrustFailure cause,
+                               const std::string& detail, const SegmentIdentity& id,
+                               std::uint64_t now) {
+  auto [it, first] = unverified_.try_emplace(path, Unverified{key, cause, 0, 0});
+  Unverified& u = it->second;
+  const bool changed = !first && !(u.key == key);
+  if (first || changed) {
+    // Counted and logged once per file (and again only if the file changed).
+    unverified_total_[std::string(trust_failure_name(cause))]++;
+    spdlog::warn("segment {} refused, producer not verified ({}): claims pid {} uid {} for stream "
+                 "'{}': {}",
+                 path, trust_failure_name(cause), id.producer.pid, id.uid, id.stream, detail);
+    u.backoff = 0;
+  } else {
+    spdlog::debug("segment {} still not verified ({}): {}", path, trust_failure_name(cause), detail);
+  }
+  u.key = key;
+  u.cause = cause;
+  // 1 s, doubling up to a minute: a transient cause is retried, boundedly cheaply.
+  u.backoff = std::min<std::uint64_t>(u.backoff == 0 ? 1'000'000'000ull : u.backoff * 2, 60'000'000'000ull);
+  u.retry_at = now + u.backoff;
+  return first || changed;
+}
+
+// The directories the tracer may watch for this producer: under ingest.artifact_dirs, and
+// readable by the producer's own credentials (so nobody learns names in a directory they could
+// not list themselves).
+std::vector<std::string> Ingest::watchable_artifacts(const SegmentIdentity& id,
+                                                     const ProcessCredentials& who) {
+  std::vector<std::string> out;
+  for (const auto& path : id.artifacts) {
+    std::string dir = path;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) dir = path.substr(0, path.rfind('/'));
+    if (dir.empty()) dir = "/";
+    char resolved[PATH_MAX];
+    bool ok = ::realpath(dir.c_str(), resolved) != nullptr;
+    bool under = false;
+    if (ok) {
+      for (const auto& allowed : config_.artifact_dirs) {
+        char allowed_resolved[PATH_MAX];
+        if (::realpath(allowed.c_str(), allowed_resolved) && path_is_under(resolved, allowed_resolved)) {
+          under = true;
+        }
+      }
+    }
+    ok = ok && under && credentials_can_read_dir(who, resolved);
+    if (!ok) {
+      artifacts_refused_++;
+      spdlog::warn("artifact {} of stream '{}' (pid {}) not watched: {}", path, id.stream,
+                   id.producer.pid,
+                   !under ? "not under ingest.artifact_dirs" : "the producer's uid cannot read it");
+      continue;
+    }
+    // The directory is what gets watched: hand the resolved directory on.
+    out.emplace_back(resolved);
+  }
+  return out;
 }
 
 void Ingest::scan(std::uint64_t now) {
@@ -275,6 +401,10 @@ void Ingest::scan(std::uint64_t now) {
         if (rej->second == key) continue;  // unchanged since we refused it
         rejected_files_.erase(rej);
       }
+      if (auto un = unverified_.find(path); un != unverified_.end()) {
+        const bool retry = trust_failure_transient(un->second.cause) && now >= un->second.retry_at;
+        if (un->second.key == key && !retry) continue;
+      }
       RejectReason reason{};
       std::string detail;
       auto reader = SegmentReader::open(path, config_.reader, reason, detail);
@@ -293,8 +423,67 @@ void Ingest::scan(std::uint64_t now) {
         spdlog::warn("segment {} refused ({}): {}", path, reject_reason_name(reason), detail);
         continue;
       }
+      // The kernel vouches for the producer the header names, or the segment is not read.
+      Verification trust;
+      bool history = false;
+      if (config_.verify_producers) {
+        trust = verify_producer(reader->file(), reader->identity(), pid_ns_inode_, config_.proc_dir);
+        // A cleanly closed ring whose producer already ended (a short batch job, a producer that
+        // closed before the next scan) cannot be verified any more, but its records are the file
+        // owner's: read them as that uid's history, with no process identity, so nothing is ever
+        // signalled, traced or watched for it (docs/security.md, "history").
+        const auto state = reader->state();
+        history = !trust.ok() && state && *state == format::SegmentState::closed &&
+                  reader->file().uid == reader->identity().uid;
+        if (history) {
+          spdlog::info("segment {} read as history of uid {}: closed, producer not verifiable ({}: {})",
+                       path, reader->file().uid, trust_failure_name(trust.failure), trust.detail);
+          reader->forget_producer();
+          trust = Verification{};
+          trust.credentials.uid = reader->file().uid;
+        }
+        if (!trust.ok()) {
+          // A producer maps its file before it writes the magic, so not_mapped is not expected
+          // from a live SDK producer; a half-set-up one still gets pending_grace.
+          auto [pit, inserted] = pending_since_.try_emplace(path, now);
+          if (trust_failure_transient(trust.failure) && !unverified_.count(path) &&
+              now - pit->second < static_cast<std::uint64_t>(config_.pending_grace.count())) {
+            continue;
+          }
+          pending_since_.erase(pit);
+          refuse_unverified(path, key, trust.failure, trust.detail, reader->identity(), now);
+          continue;
+        }
+      } else {
+        // INSECURE mode: still signal through a pidfd of the process that has the header's start
+        // time, so a reused pid is never signalled.
+        const auto& p = reader->identity().producer;
+        trust.pidfd = UniqueFd(core::sys::pidfd_open(static_cast<pid_t>(p.pid), 0));
+        const auto ticks = naming::process_start_ticks(p.pid, config_.proc_dir);
+        if (!ticks || *ticks != p.start_ticks) trust.pidfd = UniqueFd();
+        trust.credentials.uid = reader->file().uid;
+        trust.credentials.gid = static_cast<std::uint32_t>(-1);
+      }
       pending_since_.erase(path);
-      MergedStream* st_ptr = stream_for(reader->identity(), now);
+      const std::uint32_t uid = reader->file().uid;
+      if (!stream_accepts(reader->identity().stream, uid)) {
+        const std::string label =
+            stream_owner_refused_.count(std::to_string(uid)) || stream_owner_refused_.size() < core::kMaxUidLabels
+                ? std::to_string(uid)
+                : "other";
+        const bool counted = refuse_unverified(
+            path, key, TrustFailure::stream_owner,
+            "stream '" + reader->identity().stream + "' belongs to another uid, segment uid " +
+                std::to_string(uid),
+            reader->identity(), now);
+        if (counted) stream_owner_refused_[label]++;
+        continue;
+      }
+      if (unverified_.erase(path) > 0) {
+        spdlog::info("segment {} verified on retry", path);
+      }
+      if (!history) reader->set_artifacts(watchable_artifacts(reader->identity(), trust.credentials));
+      MergedStream* st_ptr = stream_for(reader->identity(), uid, now);
       if (!st_ptr) {
         // Over the stream cap: remember the file so it is not re-read every scan.
         rejected_files_[path] = key;
@@ -311,6 +500,8 @@ void Ingest::scan(std::uint64_t now) {
       seg->stream = st_ptr;
       seg->last_new_data = now;
       seg->rate_base_time = now;
+      seg->pidfd = std::move(trust.pidfd);
+      seg->credentials = std::move(trust.credentials);
       const auto& id = reader->identity();
       spdlog::info("producer pid {} ({}) of stream '{}' attached: {}", id.producer.pid,
                    id.component, id.stream, path);
@@ -319,14 +510,19 @@ void Ingest::scan(std::uint64_t now) {
         st_ptr->restarts_total++;
       }
       seg->reader = std::move(reader);
-      if (observer_) observer_->on_producer_attached(seg->reader->identity());
+      if (observer_ && !history) observer_->on_producer_attached(seg->reader->identity());
       segments_.push_back(std::move(seg));
     }
   }
-  // Forget pending entries whose file disappeared.
+  // Forget pending and refused entries whose file disappeared (the gauges count files that exist).
   for (auto it = pending_since_.begin(); it != pending_since_.end();) {
     struct stat st {};
     if (::lstat(it->first.c_str(), &st) != 0) it = pending_since_.erase(it);
+    else ++it;
+  }
+  for (auto it = unverified_.begin(); it != unverified_.end();) {
+    struct stat st {};
+    if (::lstat(it->first.c_str(), &st) != 0) it = unverified_.erase(it);
     else ++it;
   }
   for (auto& seg : segments_) refresh_segment(*seg, *seg->stream, now);
@@ -464,7 +660,10 @@ void Ingest::publish(std::uint64_t now) {
   snap->sigbus_caught = sigbus_caught();
   snap->polls = polls_;
   snap->segments_pending = pending_since_.size();
-  snap->segments_rejected = rejected_files_.size() - segments_ignored_;
+  snap->segments_rejected = rejected_files_.size() - segments_ignored_ + unverified_.size();
+  snap->unverified_total = unverified_total_;
+  snap->stream_owner_refused = stream_owner_refused_;
+  snap->artifacts_refused = artifacts_refused_;
   snap->segments_ignored = segments_ignored_;
   for (auto& [name, stp] : streams_) {
     MergedStream& st = *stp;
@@ -587,6 +786,49 @@ std::vector<ProducerId> Ingest::producers(const std::string& stream) const {
     }
   }
   return out;
+}
+
+core::SignalReport Ingest::signal_producers(const std::string& stream, int signal) {
+  auto report = std::make_shared<core::SignalReport>();
+  const bool ran = execute(
+      [this, stream, signal, report] {
+        const auto self = static_cast<std::uint32_t>(::getpid());
+        std::string detail;
+        for (auto& seg : segments_) {
+          if (seg->stream->info.name != stream || seg->state == ProducerState::dead ||
+              seg->state == ProducerState::closed) {
+            continue;
+          }
+          const auto pid = seg->reader->identity().producer.pid;
+          const std::string who = "pid " + std::to_string(pid);
+          if (pid <= 1 || pid == self) {
+            report->refused++;
+            detail += who + " refused; ";
+          } else if (!seg->pidfd.valid()) {
+            report->refused++;
+            detail += who + " has no pidfd (not verified); ";
+          } else if (core::sys::pidfd_send_signal(seg->pidfd.get(), signal, nullptr, 0) == 0) {
+            report->signalled++;
+            detail += who + " signalled; ";
+          } else if (errno == ESRCH) {
+            report->gone++;
+            detail += who + " exited; ";
+          } else {
+            report->failed++;
+            detail += who + ": " + std::strerror(errno) + "; ";
+          }
+        }
+        if (detail.size() >= 2) detail.resize(detail.size() - 2);
+        report->detail = std::move(detail);
+      },
+      2000ms);
+  if (!ran) {
+    core::SignalReport r;
+    r.failed = 1;
+    r.detail = "ingest thread did not answer within 2 s";
+    return r;
+  }
+  return *report;
 }
 
 core::ControlResult Ingest::set_flag(const std::string& stream, const std::string& flag,

@@ -45,6 +45,14 @@ struct IngestConfig {
   std::uint32_t max_features_per_stream = 128;
   bool remove_dead_segments = true;
   ReaderLimits reader;
+  // The producer trust check (docs/security.md). Turning it off is INSECURE: any local user can
+  // then make the agent read, trace and signal on behalf of any process. Tests of the check only.
+  bool verify_producers = true;
+  // Stream name patterns (fnmatch(3), e.g. "fraud/*") -> the uids allowed to write them. Streams
+  // no pattern matches belong to the uid whose verified segment created them.
+  std::vector<std::pair<std::string, std::vector<std::uint32_t>>> stream_owners;
+  // Directories under which declared artifact paths may be watched (fanotify); empty: none.
+  std::vector<std::string> artifact_dirs;
 };
 
 // Parses the `ingest:` section.
@@ -83,6 +91,7 @@ class Ingest : public core::ControlPlane {
 
   // ControlPlane: executed on the ingest thread, waited for with a timeout.
   std::vector<core::ProducerId> producers(const std::string& stream) const override;
+  core::SignalReport signal_producers(const std::string& stream, int signal) override;
   core::ControlResult set_flag(const std::string& stream, const std::string& flag,
                                 std::uint32_t value) override;
   core::ControlResult boost_sampling(const std::string& stream, std::uint32_t permille,
@@ -94,6 +103,12 @@ class Ingest : public core::ControlPlane {
  private:
   struct Segment;
   struct MergedStream;
+  struct FileKey {
+    std::uint64_t dev, ino, size;
+    std::int64_t mtime_ns;
+    bool operator==(const FileKey&) const = default;
+  };
+
   class Visitor;
 
   void loop();
@@ -105,7 +120,17 @@ class Ingest : public core::ControlPlane {
   void publish(std::uint64_t now);
   void run_commands();
   void touch_presence(std::uint64_t now);
-  MergedStream* stream_for(const core::SegmentIdentity& id, std::uint64_t now);
+  MergedStream* stream_for(const core::SegmentIdentity& id, std::uint32_t owner_uid, std::uint64_t now);
+  // Whether a verified segment of `uid` may write `stream` (configured owners, else the uid that
+  // created the stream).
+  bool stream_accepts(const std::string& stream, std::uint32_t uid) const;
+  // Remembers a trust refusal of the file at `path`: counted and logged on its first refusal,
+  // retried with backoff when the cause may pass, otherwise when the file changes. True when this
+  // refusal was counted (the file's first, or the file changed).
+  bool refuse_unverified(const std::string& path, const FileKey& key, TrustFailure cause,
+                         const std::string& detail, const core::SegmentIdentity& id, std::uint64_t now);
+  std::vector<std::string> watchable_artifacts(const core::SegmentIdentity& id,
+                                               const ProcessCredentials& who);
   // Runs `fn` on the ingest thread (or inline when not started) and waits up to `timeout`.
   bool execute(std::function<void()> fn, std::chrono::milliseconds timeout) const;
 
@@ -115,12 +140,17 @@ class Ingest : public core::ControlPlane {
   ProducerObserver* observer_ = nullptr;
   std::map<std::string, std::unique_ptr<MergedStream>> streams_;
   std::vector<std::unique_ptr<Segment>> segments_;
-  struct FileKey {
-    std::uint64_t dev, ino, size;
-    std::int64_t mtime_ns;
-    bool operator==(const FileKey&) const = default;
-  };
   std::map<std::string, FileKey> rejected_files_;  // not retried until they change
+  struct Unverified {
+    FileKey key;
+    TrustFailure cause;
+    std::uint64_t retry_at = 0;  // agent time; transient causes only
+    std::uint64_t backoff = 0;
+  };
+  std::map<std::string, Unverified> unverified_;
+  std::map<std::string, std::uint64_t> unverified_total_;
+  std::map<std::string, std::uint64_t> stream_owner_refused_;
+  std::uint64_t artifacts_refused_ = 0;
   std::map<std::string, std::uint64_t> pending_since_;
   std::map<std::string, std::uint64_t> rejected_total_;
   std::map<std::string, std::uint64_t> removed_total_;

@@ -42,7 +42,7 @@ Check io_error(const char* call) {
 
 // Step 1: a regular file of a plausible size, mapped read-write (the control block is written).
 Check map_file(const std::string& path, const ReaderLimits& limits, std::uint8_t*& base,
-               std::uint64_t& size) {
+               std::uint64_t& size, FileFacts& facts) {
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
   if (fd < 0) return io_error("open");
   struct stat st {};
@@ -62,6 +62,10 @@ Check map_file(const std::string& path, const ReaderLimits& limits, std::uint8_t
     return bad;
   }
   size = static_cast<std::uint64_t>(st.st_size);
+  // Of this descriptor, so of the file mapped: what the trust check compares with the producer.
+  facts.dev = static_cast<std::uint64_t>(st.st_dev);
+  facts.ino = static_cast<std::uint64_t>(st.st_ino);
+  facts.uid = static_cast<std::uint32_t>(st.st_uid);
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   ::close(fd);
   if (p == MAP_FAILED) return io_error("mmap");
@@ -231,7 +235,7 @@ std::unique_ptr<SegmentReader> SegmentReader::open(const std::string& path, cons
   std::unique_ptr<SegmentReader> r(new SegmentReader());
   r->path_ = path;
   r->limits_ = limits;
-  Check bad = map_file(path, limits, r->base_, r->size_);
+  Check bad = map_file(path, limits, r->base_, r->size_, r->file_);
   if (!bad) bad = read_header(r->base_, r->size_, r->header_);
   if (!bad) bad = check_layout(r->header_);
   if (!bad) bad = read_identity(r->header_, r->identity_);

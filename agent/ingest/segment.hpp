@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/batch.hpp"
+#include "agent/ingest/trust.hpp"
 #include "core/ingest_state.hpp"
 #include "mltap/format.hpp"
 
@@ -104,6 +105,16 @@ class SegmentReader {
 
   const core::SegmentIdentity& identity() const noexcept { return identity_; }
   const std::string& path() const noexcept { return path_; }
+  // Device, inode and owner of the file mapped (fstat of the descriptor it was mapped from).
+  const FileFacts& file() const noexcept { return file_; }
+  // Keeps only the artifact paths the agent may watch for this producer.
+  void set_artifacts(std::vector<std::string> artifacts) { identity_.artifacts = std::move(artifacts); }
+  // For a segment read as history (its producer ended unverified): the header's pid and start
+  // time are claims nobody checked, so they are not passed on.
+  void forget_producer() noexcept {
+    identity_.producer = core::ProducerId{};
+    identity_.artifacts.clear();
+  }
   // False once the mapping faulted (file truncated): the segment is finished.
   bool healthy() const noexcept { return healthy_; }
 
@@ -148,6 +159,7 @@ class SegmentReader {
                        RecordView& view, core::InvalidReason& why, std::uint32_t lane_no);
 
   std::string path_;
+  FileFacts file_;
   std::uint8_t* base_ = nullptr;
   std::uint64_t size_ = 0;
   format::SegmentHeader header_{};  // validated copy

@@ -22,7 +22,8 @@ struct AgentSettings {
   // Once everything is started, drop every capability but these (and what the tracer still
   // needs): reading and removing other users' rings, signalling their producers.
   bool drop_capabilities = true;
-  std::vector<std::string> keep_capabilities = {"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"};
+  std::vector<std::string> keep_capabilities = {"CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL",
+                                                 "CAP_SYS_PTRACE"};
   // Where pinned references and open findings are kept across restarts (docs/deploy.md). Empty:
   // nothing is kept, so that a mltapd started by hand, the demo or a test never writes to
   // /var/lib behind its user's back; the packaged /etc/mltap/mltapd.yaml sets /var/lib/mltap.

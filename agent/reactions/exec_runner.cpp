@@ -5,7 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/eventfd.h>
-#include "agent/reactions/pidfd.hpp"
+#include "core/pidfd.hpp"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -151,7 +151,7 @@ ExecRunner::Start ExecRunner::start(ExecRequest req, ExecDone done, std::string*
     *error = "cannot start '" + req.path + "': " + std::strerror(rc);
     return Start::spawn_failed;
   }
-  const int pidfd = sys::pidfd_open(pid, 0);
+  const int pidfd = core::sys::pidfd_open(pid, 0);
   if (pidfd < 0) {
     const int err = errno;
     ::kill(-pid, SIGKILL);

@@ -219,10 +219,6 @@ ReactionsConfig parse_reactions_config(core::ConfigSection s) {
     if (!valid_label_name(*l)) s.fail("request_label", "'" + *l + "' is not a label name");
     c.request_label = *l;
   }
-  if (auto p = s.get_string("proc_root")) {
-    if (p->empty() || p->front() != '/') s.fail("proc_root", "must be an absolute path");
-    c.proc_root = *p;
-  }
   if (auto u = s.get_bool("undo_on_stop")) c.undo_on_stop = *u;
   for (auto& [name, section] : s.child_map("actions")) {
     if (c.actions.size() == kMaxReactions) {

@@ -115,7 +115,6 @@ struct ReactionsConfig {
   std::uint64_t audit_log_max_bytes = 16ull << 20;
   std::uint32_t audit_log_keep = 3;      // rotated files kept: audit_log.1 .. audit_log.N
   std::string request_label = "mltap_reaction";  // optional alert label naming reactions to run
-  std::string proc_root = "/proc";
   bool undo_on_stop = true;              // clear flags/sampling boosts when mltapd stops
   std::vector<ReactionSpec> actions;
 

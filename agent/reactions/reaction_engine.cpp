@@ -85,7 +85,6 @@ ReactionEngine::ReactionEngine(ReactionsConfig config, ControlPlane& control, Sn
       providers_(std::move(providers)),
       counters_(reaction_names(config_)),
       audit_(config_.audit_log, config_.audit_log_max_bytes, config_.audit_log_keep),
-      signaller_(config_.proc_root),
       rate_windows_(config_.actions.size()),
       exec_(std::make_unique<ExecRunner>(config_.max_concurrent_exec)) {
   for (const auto& r : config_.actions) {
@@ -356,7 +355,8 @@ ReactionResult ReactionEngine::apply(std::size_t index, const ReactionSpec& spec
       detail = "stream has no live producers";
       return ReactionResult::no_target;
     }
-    const SignalReport r = signaller_.send(producers, sig->signal);
+    // Through the pidfds the ingest layer took when it verified each producer (never by pid).
+    const core::SignalReport r = control_.signal_producers(stream, sig->signal);
     detail = sig->signal_name + ": " + r.detail;
     if (r.signalled > 0 && r.failed == 0) return ReactionResult::ok;
     if (r.signalled == 0 && r.failed == 0) return ReactionResult::no_target;

@@ -22,7 +22,6 @@
 
 #include "agent/reactions/audit_log.hpp"
 #include "agent/reactions/exec_runner.hpp"
-#include "agent/reactions/process_signaller.hpp"
 #include "agent/reactions/reaction_config.hpp"
 #include "agent/reactions/snapshot_writer.hpp"
 #include "core/alert.hpp"
@@ -97,7 +96,6 @@ class ReactionEngine final : public core::AlertSink {
   SnapshotProviders providers_;
   core::ReactionCounters counters_;
   AuditLog audit_;
-  ProcessSignaller signaller_;
   std::vector<std::unique_ptr<SnapshotWriter>> snapshots_;  // by reaction index (null if not snapshot)
 
   // Queue (guarded by mu_).

@@ -38,6 +38,26 @@ std::vector<prometheus::MetricFamily> IngestCollector::Collect() const {
                          MetricType::Counter);
   for (const auto& [reason, n] : snap->rejected_total) rejected.add({{"reason", reason}}, static_cast<double>(n));
   rejected.move_into(out);
+  // The producer trust check (docs/security.md): label sets bounded by the ingest layer (a fixed
+  // list of causes; at most core::kMaxUidLabels uids plus "other").
+  FamilyBuilder unverified("mltap_segments_unverified_total",
+                           "Segments refused because the kernel did not vouch for the producer "
+                           "their header names, by cause",
+                           MetricType::Counter);
+  for (const auto& [cause, n] : snap->unverified_total) unverified.add({{"cause", cause}}, static_cast<double>(n));
+  unverified.move_into(out);
+  FamilyBuilder owner("mltap_segments_stream_owner_refused_total",
+                      "Verified segments refused because their stream belongs to another uid, by "
+                      "the segment's uid",
+                      MetricType::Counter);
+  for (const auto& [uid, n] : snap->stream_owner_refused) owner.add({{"uid", uid}}, static_cast<double>(n));
+  owner.move_into(out);
+  FamilyBuilder artifacts("mltap_artifacts_refused_total",
+                          "Declared artifact paths not watched: outside ingest.artifact_dirs or "
+                          "not readable by the producer's uid",
+                          MetricType::Counter);
+  artifacts.add({}, static_cast<double>(snap->artifacts_refused));
+  artifacts.move_into(out);
   FamilyBuilder removed("mltap_segments_removed_total",
                         "Segments unlinked after their producer ended", MetricType::Counter);
   for (const auto& [reason, n] : snap->removed_total) removed.add({{"reason", reason}}, static_cast<double>(n));

@@ -39,6 +39,38 @@ ConfigError error_of(const std::string& yaml) {
   return ConfigError("", 0, 0, "");
 }
 
+TEST(AgentConfig, TrustKeys) {
+  const auto c = mltapd::parse_agent_config_text(
+      "ingest:\n  stream_owners: {\"fraud/*\": [1000, 1001], exact/name: [0]}\n"
+      "  artifact_dirs: [/srv/models]\n  verify_producers: true\n",
+      "test.yaml");
+  ASSERT_EQ(c.ingest.stream_owners.size(), 2u);
+  EXPECT_EQ(c.ingest.stream_owners[0].first, "fraud/*");
+  EXPECT_EQ(c.ingest.stream_owners[0].second, (std::vector<std::uint32_t>{1000, 1001}));
+  EXPECT_EQ(c.ingest.stream_owners[1].second, (std::vector<std::uint32_t>{0}));
+  EXPECT_EQ(c.ingest.artifact_dirs, std::vector<std::string>{"/srv/models"});
+  EXPECT_TRUE(c.ingest.verify_producers);
+  EXPECT_TRUE(mltapd::parse_agent_config_text("", "t.yaml").ingest.artifact_dirs.empty());
+  EXPECT_TRUE(mltapd::parse_agent_config_text("", "t.yaml").ingest.verify_producers);
+
+  auto e = error_of("ingest:\n  stream_owners:\n    fraud/*: [1000, alice]\n");
+  EXPECT_STREQ(e.what(), "test.yaml:3:21: 'ingest.stream_owners.fraud/*': every item must be an "
+                         "integer between 0 and 4294967294") << e.what();
+  e = error_of("ingest:\n  stream_owners:\n    'bad name!': [1]\n");
+  EXPECT_EQ(e.line(), 3);
+  EXPECT_EQ(e.column(), 5);
+  EXPECT_NE(std::string(e.what()).find("not a stream name pattern"), std::string::npos) << e.what();
+  e = error_of("ingest:\n  stream_owners:\n    fraud/*: 1000\n");
+  EXPECT_NE(std::string(e.what()).find("test.yaml:3:14: 'ingest.stream_owners.fraud/*': expected a list"),
+            std::string::npos) << e.what();
+  e = error_of("ingest:\n  stream_owners: [1000]\n");
+  EXPECT_NE(std::string(e.what()).find("test.yaml:2:18"), std::string::npos) << e.what();
+  e = error_of("ingest:\n  artifact_dirs: [models]\n");
+  EXPECT_NE(std::string(e.what()).find("'models' is not an absolute path"), std::string::npos) << e.what();
+  e = error_of("ingest:\n  artifact_dirs: [/srv/../etc]\n");
+  EXPECT_NE(std::string(e.what()).find("without '..'"), std::string::npos) << e.what();
+}
+
 TEST(AgentConfig, ErrorsNameFileLineAndColumn) {
   auto e = error_of("agent:\n  listen: 127.0.0.1:9645\n  colour: blue\n");
   EXPECT_EQ(e.line(), 3);

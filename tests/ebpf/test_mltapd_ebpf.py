@@ -43,7 +43,8 @@ def explain(agent, stream, *extra):
 def test_model_swap_is_named_as_the_cause_of_the_prediction_drift():
     workdir = tempfile.mkdtemp(prefix="mltap-ebpf-demo-")
     model_path = os.path.join(workdir, "model.joblib")
-    with Agent(FAST_DETECTORS) as agent:
+    # Declared artifacts are watched only under ingest.artifact_dirs (docs/security.md).
+    with Agent(FAST_DETECTORS + f"ingest:\n  artifact_dirs: [{workdir}]\n") as agent:
         m = agent.metrics()
         for probe in ("exec", "exit", "signal", "oom_kill", "runqueue"):
             assert m.get("mltap_ebpf_probe_up", probe=probe) == 1, (probe, agent.logs())

@@ -1,11 +1,13 @@
-// Signals reach a real child process only when pid and start ticks both match.
+// The test ControlPlane signals (support/pid_signaller.hpp) reach a real child process only when
+// pid and start ticks both match, like the real one (whose pidfds come from the producer trust
+// check: tests/trust).
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
 #include <gtest/gtest.h>
 
-#include "agent/reactions/process_signaller.hpp"
+#include "support/pid_signaller.hpp"
 #include "mltap/naming.hpp"
 #include "support/test_util.hpp"
 
@@ -50,29 +52,27 @@ class WaitingChild {
   pid_t pid_ = 0;
 };
 
-TEST(ProcessSignaller, SignalsAVerifiedProducer) {
+TEST(TestControlPlaneSignal, SignalsAVerifiedProducer) {
   testing::TempDir dir;
   WaitingChild child(dir);
   ASSERT_GT(child.pid(), 0);
   ASSERT_TRUE(child.wait_ready());
   const auto ticks = naming::process_start_ticks(static_cast<std::uint32_t>(child.pid()), "/proc");
   ASSERT_TRUE(ticks);
-  ProcessSignaller signaller("/proc");
-  const SignalReport r = signaller.send({{static_cast<std::uint32_t>(child.pid()), *ticks}}, SIGUSR1);
+  const core::SignalReport r = testing::signal_by_pid({{static_cast<std::uint32_t>(child.pid()), *ticks}}, SIGUSR1);
   EXPECT_EQ(r.signalled, 1u) << r.detail;
   EXPECT_EQ(child.wait_exit(10s), 0);
   EXPECT_EQ(testing::read_file(child.out()), "USR1\n");
 }
 
-TEST(ProcessSignaller, SkipsAProcessWhoseStartTimeDiffers) {
+TEST(TestControlPlaneSignal, SkipsAProcessWhoseStartTimeDiffers) {
   testing::TempDir dir;
   WaitingChild child(dir);
   ASSERT_TRUE(child.wait_ready());
   const auto ticks = naming::process_start_ticks(static_cast<std::uint32_t>(child.pid()), "/proc");
   ASSERT_TRUE(ticks);
-  ProcessSignaller signaller("/proc");
   // Same pid, other start time: the producer we knew is gone and the pid was reused.
-  const SignalReport r = signaller.send({{static_cast<std::uint32_t>(child.pid()), *ticks + 1}}, SIGUSR1);
+  const core::SignalReport r = testing::signal_by_pid({{static_cast<std::uint32_t>(child.pid()), *ticks + 1}}, SIGUSR1);
   EXPECT_EQ(r.signalled, 0u);
   EXPECT_EQ(r.gone, 1u);
   EXPECT_NE(r.detail.find("reused or gone"), std::string::npos) << r.detail;
@@ -80,19 +80,17 @@ TEST(ProcessSignaller, SkipsAProcessWhoseStartTimeDiffers) {
   EXPECT_FALSE(std::filesystem::exists(child.out()));
 }
 
-TEST(ProcessSignaller, RefusesInitAndItself) {
-  ProcessSignaller signaller("/proc");
+TEST(TestControlPlaneSignal, RefusesInitAndItself) {
   const auto self_ticks = naming::process_start_ticks(static_cast<std::uint32_t>(::getpid()), "/proc");
   ASSERT_TRUE(self_ticks);
-  const SignalReport r = signaller.send({{1, 0}, {0, 0}, {static_cast<std::uint32_t>(::getpid()), *self_ticks}}, SIGUSR1);
+  const core::SignalReport r = testing::signal_by_pid({{1, 0}, {0, 0}, {static_cast<std::uint32_t>(::getpid()), *self_ticks}}, SIGUSR1);
   EXPECT_EQ(r.refused, 3u);
   EXPECT_EQ(r.signalled, 0u);
 }
 
-TEST(ProcessSignaller, ReportsExitedProcesses) {
-  ProcessSignaller signaller("/proc");
+TEST(TestControlPlaneSignal, ReportsExitedProcesses) {
   // A pid far above pid_max's default is never in use.
-  const SignalReport r = signaller.send({{4000000, 1}}, SIGUSR1);
+  const core::SignalReport r = testing::signal_by_pid({{4000000, 1}}, SIGUSR1);
   EXPECT_EQ(r.gone, 1u);
 }
 

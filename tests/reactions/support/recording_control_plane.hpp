@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/control_plane.hpp"
+#include "pid_signaller.hpp"
 
 namespace mltap::reactions::testing {
 
@@ -42,6 +43,9 @@ class RecordingControlPlane : public core::ControlPlane {
     std::lock_guard l(mu_);
     auto it = producers_.find(stream);
     return it == producers_.end() ? std::vector<core::ProducerId>{} : it->second;
+  }
+  core::SignalReport signal_producers(const std::string& stream, int signal) override {
+    return mltap::testing::signal_by_pid(producers(stream), signal);
   }
   core::ControlResult set_flag(const std::string& stream, const std::string& flag, std::uint32_t value) override {
     std::lock_guard l(mu_);

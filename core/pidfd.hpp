@@ -6,7 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-namespace mltap::reactions::sys {
+namespace mltap::core::sys {
 
 inline int pidfd_open(pid_t pid, unsigned int flags) noexcept {
   return static_cast<int>(::syscall(SYS_pidfd_open, pid, flags));
@@ -16,4 +16,4 @@ inline int pidfd_send_signal(int pidfd, int sig, siginfo_t* info, unsigned int f
   return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, info, flags));
 }
 
-}  // namespace mltap::reactions::sys
+}  // namespace mltap::core::sys

@@ -1,20 +1,26 @@
-#include "agent/reactions/process_signaller.hpp"
+// The test ControlPlane's signal: to the producers a test registered by (pid, start ticks), through
+// a pidfd opened before the start time is checked, so a recycled pid is never signalled. (The real
+// ControlPlane, agent/ingest, signals through pidfds taken when it verified each producer's
+// segment; reactions never see pids.)
+#pragma once
 
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
 #include <sstream>
+#include <string>
+#include <vector>
 
-#include "agent/reactions/pidfd.hpp"
+#include "core/control_plane.hpp"
 #include "mltap/naming.hpp"
 
-namespace mltap::reactions {
+namespace mltap::testing {
 
-SignalReport ProcessSignaller::send(const std::vector<core::ProducerId>& producers,
-                                    int signal) const {
-  SignalReport r;
+inline core::SignalReport signal_by_pid(const std::vector<core::ProducerId>& producers, int signal) {
+  core::SignalReport r;
   const auto self = static_cast<std::uint32_t>(::getpid());
   std::ostringstream detail;
   for (const auto& p : producers) {
@@ -23,24 +29,20 @@ SignalReport ProcessSignaller::send(const std::vector<core::ProducerId>& produce
       detail << "pid " << p.pid << " refused; ";
       continue;
     }
-    const int pidfd = sys::pidfd_open(static_cast<pid_t>(p.pid), 0);
+    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, static_cast<pid_t>(p.pid), 0u));
     if (pidfd < 0) {
       ++r.gone;
       detail << "pid " << p.pid << " gone; ";
       continue;
     }
-    // Checked after opening the pidfd: if the start time matches now, the pidfd refers to that
-    // process (or to one that has died since, which pidfd_send_signal then refuses).
-    const auto ticks = naming::process_start_ticks(p.pid, proc_root_);
+    const auto ticks = naming::process_start_ticks(p.pid, "/proc");
     if (!ticks || *ticks != p.start_ticks) {
       ::close(pidfd);
       ++r.gone;
-      detail << "pid " << p.pid << " reused or gone (start ticks "
-             << (ticks ? std::to_string(*ticks) : std::string("unknown")) << " != " << p.start_ticks
-             << "); ";
+      detail << "pid " << p.pid << " reused or gone; ";
       continue;
     }
-    if (sys::pidfd_send_signal(pidfd, signal, nullptr, 0) == 0) {
+    if (::syscall(SYS_pidfd_send_signal, pidfd, signal, nullptr, 0u) == 0) {
       ++r.signalled;
       detail << "pid " << p.pid << " signalled; ";
     } else if (errno == ESRCH) {
@@ -57,4 +59,4 @@ SignalReport ProcessSignaller::send(const std::vector<core::ProducerId>& produce
   return r;
 }
 
-}  // namespace mltap::reactions
+}  // namespace mltap::testing
