@@ -12,7 +12,9 @@
 
 #include <prometheus/metric_family.h>
 
+#include "agent/detectors/config.hpp"
 #include "agent/detectors/engine.hpp"
+#include "core/config_reader.hpp"
 #include "agent/detectors/fleet_bins.hpp"
 #include "exporters/metrics/detector_metrics.hpp"
 
@@ -122,7 +124,7 @@ TEST(FleetBins, NumericBinsHoldAboutEqualReferenceSharesAndAreIdenticalForTheSam
   EXPECT_GT(c.reference_share[0], c.reference_share[8]);
 }
 
-TEST(FleetBins, TrainingDataReproducesTheReferenceCountsOnTwoHostsAndTheExporterSumsNothing) {
+TEST(FleetBins, TrainingDataReproducesTheReferenceCountsOnTwoHostsAndExportsTwentySeriesPerFeature) {
   const auto rows = training(6000, 3);
   const auto dir = tmpdir();
   save_profile(profile_of(rows), (dir / "b.profile").string());
@@ -191,4 +193,26 @@ TEST(FleetBins, PinnedReferencesAndFleetBinsZeroExportNothing) {
   ASSERT_EQ(s->streams.size(), 1u);
   EXPECT_NE(s->streams[0]->reference, core::ReferenceSource::file);
   EXPECT_FALSE(s->streams[0]->fleet);
+}
+
+TEST(FleetBins, ConfigKeyPerStreamWithDefaultTenAndOneRefused) {
+  auto parse = [](const std::string& yaml) {
+    auto root = core::load_text(yaml, "cfg.yaml");
+    core::ConfigSection top(root, "cfg.yaml", "");
+    auto sec = top.child("detectors");
+    return parse_engine_config(sec);
+  };
+  const auto c = parse("detectors:\n  fleet_bins: 16\n  streams:\n    quiet: {fleet_bins: 0}\n");
+  EXPECT_EQ(parse("other: 1\n").defaults.fleet_bins, 10u);
+  EXPECT_EQ(c.settings_for("any").fleet_bins, 16u);
+  EXPECT_EQ(c.settings_for("quiet").fleet_bins, 0u);
+  for (const char* bad : {"detectors:\n  fleet_bins: 1\n", "detectors:\n  fleet_bins: 33\n"}) {
+    try {
+      parse(bad);
+      ADD_FAILURE() << "accepted: " << bad;
+    } catch (const core::ConfigError& e) {
+      EXPECT_NE(std::string(e.what()).find("fleet_bins"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cfg.yaml:2:"), std::string::npos) << e.what();
+    }
+  }
 }
