@@ -7,6 +7,7 @@ Otherwise writes two streams at fixed rates, rows [amount, score, segment]:
   fleet/local  at --local-rate rows/s, amount shifted by --local-shift reference sds
 score and segment never shift. Prints READY, then runs for --duration seconds."""
 import argparse
+import signal
 import subprocess
 import time
 
@@ -35,6 +36,7 @@ def main():
     ap.add_argument("--local-rate", type=float, default=25)
     ap.add_argument("--local-shift", type=float, default=0.0)
     ap.add_argument("--duration", type=float, default=180)
+    ap.add_argument("--log")
     a = ap.parse_args()
     rng = np.random.default_rng(a.seed)
     if a.profile:
@@ -43,21 +45,28 @@ def main():
         return
     weak = mltap.Stream("fleet/weak", component="scorer", features=FEATURES)
     local = mltap.Stream("fleet/local", component="scorer", features=FEATURES)
+    logs = {n: open(f"{a.log}.{n}.csv", "w") for n in ("weak", "local")} if a.log else {}
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     print("READY", flush=True)
     start = time.monotonic()
     written = {"weak": 0, "local": 0}
     next_child = 0.0
-    while (t := time.monotonic() - start) < a.duration:
+    while (t := time.monotonic() - start) < a.duration and not stop:
         for name, stream, rate, shift in (("weak", weak, a.weak_rate, a.weak_shift),
                                           ("local", local, a.local_rate, a.local_shift)):
             due = int(t * rate) + 1 - written[name]
             if due > 0:
                 for r in rows(rng, due, shift):
                     stream.write(r)
+                    if logs:
+                        logs[name].write(",".join(repr(float(v)) for v in r) + "\n")
                 written[name] += due
         if t >= next_child:
             subprocess.run(["/bin/true"], check=False)
             next_child = t + 5
+        for f in logs.values():
+            f.flush()
         time.sleep(0.05)
 
 

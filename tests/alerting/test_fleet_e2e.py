@@ -13,11 +13,15 @@ from it (/federate, match[], honor_labels) and evaluates packaging/prometheus/ml
 
 Also: the fleet series' edges_id is the same on every host; the recorded PSI equals a Python
 computation from the recorded bin counts and reference shares; every panel query of the Grafana
-dashboard returns data from the global Prometheus. Numbers go to <build>/fleet-e2e.json.
+dashboard returns data from the global Prometheus; and, after the producers stop, each host's
+counters equal, bin by bin, what an independent Python derivation of the fleet bins from the
+profile file counts in the rows the producers logged. Numbers go to <build>/fleet-e2e.json.
 """
+import bisect
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -72,6 +76,45 @@ def psi_js_from(stack, stream, feature, instance=None):
     return psi, math.sqrt(max(js, 0.0)), n
 
 
+def fleet_bins_from_profile(feature, k=10):
+    """The fleet bins of docs/metrics.md ("Fleet"), derived in Python from the profile JSON: a
+    function value -> bin."""
+    if feature["kind"] == "numeric":
+        edges, counts = feature["edges"], feature["counts"]
+        n = sum(counts)
+        fine_bin, cum, target, nbins = [], 0, 1, 1
+        for c in counts:
+            fine_bin.append(nbins - 1)
+            cum += c
+            if cum * k >= target * n and cum < n and nbins < k:
+                while target * n <= cum * k:
+                    target += 1
+                nbins += 1
+        def bin_of(x):
+            if x < edges[0]:
+                return 0
+            if x > edges[-1]:
+                return nbins - 1
+            i = min(bisect.bisect_right(edges, x) - 1, len(counts) - 1)
+            return fine_bin[i]
+        return bin_of
+    cats, counts = feature["categories"], feature["category_counts"]
+    order = sorted(range(len(cats)), key=lambda i: -counts[i])  # stable: ties keep the order
+    own = {cats[i]: j for j, i in enumerate(order[:k - 1])}
+    other = min(k - 1, len(cats))
+    return lambda x: own.get(x, other)
+
+
+def host_fleet_counts(agent, stream):
+    """{(feature, bin): count} of the stream from the host's own /metrics."""
+    out = {}
+    for labels, v in agent.metrics().series("mltap_fleet_bin_values_total").items():
+        labels = dict(labels)
+        if labels["stream"] == stream:
+            out[(labels["feature"], int(labels["bin"]))] = v
+    return out
+
+
 def panel_queries():
     with open(DASHBOARD) as f:
         dash = json.load(f)
@@ -109,7 +152,8 @@ detectors:
             a.start()
         for i, a in enumerate(agents):
             p = subprocess.Popen(["/usr/bin/python3", PRODUCER, "--seed", str(10 + i), "--weak-shift", "0.7",
-                                  "--local-shift", "1.0" if i == 1 else "0.0", "--duration", "170"],
+                                  "--local-shift", "1.0" if i == 1 else "0.0", "--duration", "170",
+                                  "--log", str(tmp_path / f"rows{i}")],
                                  env=producer_env(a), stdout=subprocess.PIPE, text=True)
             producers.append(p)
             assert p.stdout.readline().strip() == "READY"
@@ -183,6 +227,36 @@ detectors:
         assert not empty, "panels without data:\n" + "\n".join(f"{t}: {q}" for t, q in empty) + \
             f"\nprobes up: {world.query('mltap_ebpf_probe_up == 1')}"
         numbers["panel_queries"] = len(panel_queries())
+
+        # (4) Oracle: stop the producers, let each mltapd read its rings to the end, then its
+        # counters must equal Python's counts of the logged rows in bins derived from the file.
+        with open(profile) as f:
+            features = json.load(f)["features"]
+        bin_fns = {feat["name"]: fleet_bins_from_profile(feat) for feat in features}
+        for p in producers:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=20)
+        checked = 0
+        for i, a in enumerate(agents):
+            for stream, short in (("fleet/weak", "weak"), ("fleet/local", "local")):
+                with open(tmp_path / f"rows{i}.{short}.csv") as f:
+                    logged = [[float(v) for v in line.split(",")] for line in f]
+                wait_until(lambda: a.metrics().sum("mltap_stream_records_total", stream=stream) == len(logged),
+                           timeout=20, interval=0.1, what=f"{stream} drained on host {i}")
+                time.sleep(0.5)  # a snapshot after the last rows
+                got = host_fleet_counts(a, stream)
+                for col, feat in enumerate(features):
+                    counted = int(sum(v for (fname, _), v in got.items() if fname == feat["name"]))
+                    # Rows still staged (less than one 64-row chunk) are not counted yet.
+                    assert 0 <= len(logged) - counted < 64, (stream, feat["name"], len(logged), counted)
+                    expect = {}
+                    for row in logged[:counted]:
+                        b = bin_fns[feat["name"]](row[col])
+                        expect[b] = expect.get(b, 0) + 1
+                    mine = {b: int(v) for (fname, b), v in got.items() if fname == feat["name"] and v}
+                    assert mine == expect, (i, stream, feat["name"], mine, expect)
+                    checked += counted
+        numbers["oracle_values_checked"] = checked
         numbers["duration_s"] = round(time.monotonic() - t0, 1)
         numbers = {k: ({",".join(kk): vv for kk, vv in v.items()} if isinstance(v, dict) else v)
                    for k, v in numbers.items()}
