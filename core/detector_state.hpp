@@ -66,6 +66,16 @@ struct FeatureResult {
   std::string max_method;
 };
 
+// One feature's fleet bins (docs/metrics.md, "Fleet"): counts of the stream's values in a few bins
+// derived from the reference profile file alone, identical on every host configured with that
+// file, so Prometheus can sum them across hosts. Only for references loaded from a file.
+struct FleetFeatureBins {
+  std::string feature;
+  std::string edges_id;                 // hash of the bins' definition and reference shares
+  std::vector<double> reference_share;  // per bin, smoothed: (count + 0.5) / (n + 0.5 * bins)
+  std::vector<std::uint64_t> counts;    // values counted per bin since the reference was loaded
+};
+
 struct DetectorStreamSnapshot {
   std::string name;
   std::string component;
@@ -90,6 +100,7 @@ struct DetectorStreamSnapshot {
   double embedding_mean_cosine = NAN;
   std::uint64_t memory_bytes = 0;
   std::shared_ptr<const std::vector<FeatureResult>> features;  // never null
+  std::shared_ptr<const std::vector<FleetFeatureBins>> fleet;  // null: no fleet bins
 };
 
 struct DetectorCounters {

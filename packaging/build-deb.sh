@@ -91,6 +91,7 @@ fi
 need /etc/mltap/mltapd.yaml
 need /lib/systemd/system/mltapd.service
 need /usr/share/mltap/prometheus/mltap.rules.yml
+need /usr/share/mltap/prometheus/mltap.fleet.rules.yml
 need /usr/share/mltap/grafana/mltap.json
 need /usr/share/doc/mltap/copyright
 need /usr/share/doc/mltap/changelog.gz

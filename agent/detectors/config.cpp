@@ -69,6 +69,8 @@ StreamSettings parse_stream(ConfigSection& s, const StreamSettings& base, bool t
   set(s.get_string_list("categorical"), o.categorical);
   set(s.get_string_list("numeric"), o.numeric);
   set(s.get_double("class_threshold", -1e300, 1e300), o.class_threshold);
+  if (auto v = s.get_int("fleet_bins", 0, 32)) o.fleet_bins = static_cast<std::uint32_t>(*v);
+  if (o.fleet_bins == 1) s.fail("fleet_bins", "must be 0 (off) or at least 2");
   if (o.min_window_records > o.window_records) {
     s.fail("min_window_records", "must not exceed window_records (" + std::to_string(o.window_records) + ")");
   }
@@ -185,6 +187,7 @@ std::string default_config_yaml() {
   categorical: []               # force feature kinds when pinning
   numeric: []
   class_threshold: 0.5
+  fleet_bins: 10                # per feature, file references only (docs/metrics.md, Fleet); 0 = off
   drift:
     numeric_methods: [wasserstein, psi]
     categorical_methods: [linf, js]

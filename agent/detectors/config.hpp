@@ -92,6 +92,7 @@ struct StreamSettings {
   std::vector<std::string> categorical;  // force kinds when pinning
   std::vector<std::string> numeric;
   double class_threshold = 0.5;       // predictions with one column
+  std::uint32_t fleet_bins = 10;      // fleet bins per feature (file references only); 0 = off
   DriftSettings drift;
   QualitySettings quality;
   SequentialSettings sequential;

@@ -147,6 +147,7 @@ std::shared_ptr<const DetectorStreamSnapshot> stream_snapshot(const StreamState&
   ss->embedding_mean_cosine = s.emb_cos;
   ss->memory_bytes = s.memory_bytes();
   ss->features = s.results;
+  ss->fleet = s.fleet;
   return ss;
 }
 
@@ -280,6 +281,7 @@ void DetectorEngine::publish(std::uint64_t now, bool force) {
   snap->sequence = ++e.sequence;
   snap->counters = e.counters;
   for (const auto& sp : e.streams) {
+    refresh_fleet(*sp);
     snap->streams.push_back(stream_snapshot(*sp));
     for (const auto& slot : sp->findings) {
       if (slot.open) snap->open_findings.push_back(slot.f);
@@ -292,6 +294,29 @@ void DetectorEngine::publish(std::uint64_t now, bool force) {
   hand_over(force);
   e.last_publish_ns = now;
   e.dirty = false;
+}
+
+void refresh_fleet(StreamState& s) {
+  // Rows reach the windows in chunks (staging): key on what the windows counted.
+  const std::uint64_t key = s.window_rows + (s.windows_closed << 32);
+  if (s.fleet_records == key) return;  // nothing counted since
+  s.fleet_records = key;
+  auto out = std::make_shared<std::vector<core::FleetFeatureBins>>();
+  for (const auto& f : s.feats) {
+    if (!f.fleet.active()) continue;
+    core::FleetFeatureBins b;
+    b.feature = f.name;
+    b.edges_id = f.fleet.edges_id;
+    b.reference_share = f.fleet.reference_share;
+    b.counts = f.fleet.closed;
+    fleet_add(f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur.counts, b.counts);
+    out->push_back(std::move(b));
+  }
+  if (out->empty()) {
+    s.fleet.reset();
+  } else {
+    s.fleet = std::move(out);
+  }
 }
 
 void DetectorEngine::hand_over(bool wait) {

@@ -59,6 +59,9 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
     f.ref_finite = static_cast<double>(fp.finite);
     if (fp.kind == FeatureKind::numeric) {
       f.num = compile_numeric(fp, s.st.drift.coarse_bins, p.rank_error);
+      f.fleet = source == ReferenceSource::file && fp.enabled
+                    ? compile_fleet_numeric(fp, f.num, s.st.fleet_bins)
+                    : FleetMap{};
       f.ncur.reset(f.num.lookup.bins());
       f.nprev.reset(f.num.lookup.bins());
       const double k = sq.k + sq.reference_sigmas *
@@ -68,6 +71,9 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
       f.ph = PageHinkley(k, h);
     } else {
       f.cat = compile_categorical(fp);
+      f.fleet = source == ReferenceSource::file && fp.enabled
+                    ? compile_fleet_categorical(f.cat, s.st.fleet_bins)
+                    : FleetMap{};
       f.ccur.reset(f.cat.categories.size());
       f.cprev.reset(f.cat.categories.size());
     }
@@ -82,6 +88,7 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
   }
   s.pin_sum = {};
   s.pin_sumsq = {};
+  s.fleet_records = ~std::uint64_t{0};
   s.ready = true;
   s.window_rows = 0;
   s.block_rows = 0;

@@ -20,6 +20,7 @@
 
 #include "agent/detectors/binning.hpp"
 #include "agent/detectors/config.hpp"
+#include "agent/detectors/fleet_bins.hpp"
 #include "agent/detectors/profile.hpp"
 #include "agent/detectors/stats.hpp"
 #include "core/batch.hpp"
@@ -63,9 +64,10 @@ struct Feature {
   Cusum cusum;
   PageHinkley ph;
   double seq_ratio = 0;
+  FleetMap fleet;  // fleet bins (file references only; fleet_bins.hpp)
 
   std::size_t memory_bytes() const noexcept {
-    std::size_t b = sizeof(*this) + name.capacity();
+    std::size_t b = sizeof(*this) + name.capacity() + fleet.memory_bytes();
     if (pin) b += pin->memory_bytes();
     b += num.memory_bytes() + cat.memory_bytes() + ncur.memory_bytes() + nprev.memory_bytes() +
          ccur.memory_bytes() + cprev.memory_bytes();
@@ -145,6 +147,9 @@ struct StreamState {
   std::uint32_t drifted = 0;
   std::shared_ptr<const std::vector<FeatureResult>> results =
       std::make_shared<std::vector<FeatureResult>>();
+  // fleet bins as last published, rebuilt when records arrived since (engine.cpp)
+  std::shared_ptr<const std::vector<core::FleetFeatureBins>> fleet;
+  std::uint64_t fleet_records = ~std::uint64_t{0};
 
   std::size_t memory_bytes() const noexcept {
     std::size_t b =
@@ -194,6 +199,9 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
 // First batch of a stream without a file reference: decide layout and width, start pinning.
 void init_pinning(EngineState& e, StreamState& s, const core::DecodedBatch& b);
 void finish_pinning(EngineState& e, StreamState& s);
+
+// Adds the open windows' counts to the closed windows' counts of the fleet bins (engine.cpp).
+void refresh_fleet(StreamState& s);
 
 // ---- rows (engine_rows.cpp) -----------------------------------------------------------------
 void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b);

@@ -39,6 +39,10 @@ std::vector<prometheus::MetricFamily> DetectorCollector::Collect() const {
   FamilyBuilder aggregated("mltap_detector_features_aggregated", "Features folded into feature=\"_other\" series", MetricType::Gauge);
   FamilyBuilder windows("mltap_detector_windows_total", "Detector windows closed", MetricType::Counter);
   FamilyBuilder cut("mltap_detector_cut_total", "Not analyzed because a cap was reached", MetricType::Counter);
+  FamilyBuilder fleet_values("mltap_fleet_bin_values_total",
+                             "Values counted per fleet bin of the reference profile file (sum across hosts)", MetricType::Counter);
+  FamilyBuilder fleet_share("mltap_fleet_reference_share",
+                            "Reference share per fleet bin, smoothed (count+0.5)/(n+0.5*bins)", MetricType::Gauge);
 
   std::map<std::pair<std::string, FindingKind>, const core::Finding*> open;
   for (const auto& f : snap->open_findings) open[{f.stream, f.kind}] = &f;
@@ -124,12 +128,24 @@ std::vector<prometheus::MetricFamily> DetectorCollector::Collect() const {
       quality.add({{"stream", s.name}, {"feature", kOther}, {"check", "out_of_range"}}, oo);
     }
     aggregated.add({{"stream", s.name}}, static_cast<double>(rest));
+    // Fleet bins: every analyzed feature (the engine's per-stream feature cap bounds them), never
+    // folded into _other (bins of different features cannot be summed).
+    if (s.fleet) {
+      for (const auto& fb : *s.fleet) {
+        for (std::size_t b = 0; b < fb.counts.size() && b < fb.reference_share.size(); ++b) {
+          const Labels l{{"stream", s.name}, {"feature", fb.feature}, {"edges_id", fb.edges_id}, {"bin", std::to_string(b)}};
+          fleet_values.add(l, static_cast<double>(fb.counts[b]));
+          fleet_share.add(l, fb.reference_share[b]);
+        }
+      }
+    }
   }
   const auto& c = snap->counters;
   cut.add({{"what", "streams"}}, static_cast<double>(c.streams_cut));
   cut.add({{"what", "features"}}, static_cast<double>(c.features_cut));
   cut.add({{"what", "records"}}, static_cast<double>(c.records_cut));
-  for (auto* f : {&active, &info, &stream_drift, &score, &detected, &quality, &reference, &aggregated, &windows, &cut}) {
+  for (auto* f : {&active, &info, &stream_drift, &score, &detected, &quality, &reference, &aggregated, &windows, &cut,
+                 &fleet_values, &fleet_share}) {
     f->move_into(out);
   }
   return out;

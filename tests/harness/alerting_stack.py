@@ -118,12 +118,14 @@ class Stack:
     # -- Prometheus --------------------------------------------------------------------------
     def start_prometheus(self, targets, job="mltapd", rule_files=None, for_override="0s",
                          for_keep=("MltapAgentAbsent",), scrape_interval="1s",
-                         evaluation_interval="1s", alertmanager_url=None):
+                         evaluation_interval="1s", alertmanager_url=None, scrape_extra=None):
         """Starts Prometheus scraping `targets` (host:port) as `job`, with the shipped rules.
 
         for_override: every rule's `for:` becomes this duration (None keeps the shipped ones),
         except the rules named in for_keep (MltapAgentAbsent would fire before the first scrape).
-        Alerts go to alertmanager_url, or to the Alertmanager this Stack started.
+        Alerts go to alertmanager_url, or to the Alertmanager this Stack started. scrape_extra:
+        keys merged into the scrape job (e.g. a global Prometheus federating from another one:
+        metrics_path /federate, params match[], honor_labels).
         """
         self.job = job
         rules_dir = os.path.join(self.dir, "rules")
@@ -146,7 +148,8 @@ class Stack:
             "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval,
                        "scrape_timeout": scrape_interval},
             "rule_files": written,
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": list(targets)}]}],
+            "scrape_configs": [dict({"job_name": job, "static_configs": [{"targets": list(targets)}]},
+                                    **(scrape_extra or {}))],
         }
         if am:
             config["alerting"] = {"alertmanagers": [{"static_configs": [
