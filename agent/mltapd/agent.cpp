@@ -47,6 +47,19 @@ bool Agent::start(std::string& error) {
     return false;
   }
   http_ = std::make_unique<api::HttpServer>(addr);
+  if (!config_.agent.api_token_file.empty()) {
+    try {
+      http_->set_read_token(webhook::load_bearer_token(config_.agent.api_token_file));
+    } catch (const std::exception& e) {
+      error = std::string("agent.api_token_file: ") + e.what();
+      return false;
+    }
+  } else if (http_->read_api_needs_token()) {
+    spdlog::warn("listening on {} (not loopback) without agent.api_token_file: the read API "
+                 "(/api/v1/streams, findings, detectors, events) answers 403; /metrics, /healthz and "
+                 "the webhook are served",
+                 config_.agent.listen);
+  }
   register_metrics();
   register_routes();
   return run(error);

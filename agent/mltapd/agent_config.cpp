@@ -15,6 +15,10 @@ void parse_agent_section(core::ConfigSection& s, AgentSettings& a) {
     if (!api::parse_listen_address(*v, addr, err)) s.fail("listen", err);
     a.listen = *v;
   }
+  if (auto v = s.get_string("api_token_file")) {
+    if (v->empty() || v->front() != '/') s.fail("api_token_file", "must be an absolute path");
+    a.api_token_file = *v;
+  }
   if (auto v = s.get_enum("log_level", {"trace", "debug", "info", "warn", "error", "off"})) {
     a.log_level = *v;
   }

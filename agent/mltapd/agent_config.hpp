@@ -17,6 +17,9 @@ namespace mltap::mltapd {
 
 struct AgentSettings {
   std::string listen = "127.0.0.1:9645";
+  // Bearer token of the read API (/api/v1/ but the webhook); docs/http.md. Unset: the read API
+  // is open on a loopback listen address and refused on any other.
+  std::string api_token_file;
   std::string log_level = "info";
   // Once everything is started, drop every capability but these (and what the tracer still
   // needs): reading and removing other users' rings, signalling their producers.
