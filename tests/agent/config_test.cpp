@@ -69,6 +69,8 @@ TEST(AgentConfig, ErrorsNameFileLineAndColumn) {
   EXPECT_NE(std::string(e.what()).find("power of two"), std::string::npos) << e.what();
   e = error_of("ebpf:\n  files: {watch_dirs: [models]}\n");
   EXPECT_NE(std::string(e.what()).find("not an absolute path"), std::string::npos) << e.what();
+  e = error_of("agent:\n  listen: 0.0.0.0:9645\n  api_token_file: api.token\n");
+  EXPECT_STREQ(e.what(), "test.yaml:3:19: 'agent.api_token_file': must be an absolute path") << e.what();
   e = error_of("agent:\n  listen: [\n");
   EXPECT_GT(e.line(), 0) << "YAML syntax errors carry a position too";
 }
@@ -79,16 +81,18 @@ TEST(AgentConfig, ValuesAreApplied) {
       "ingest: {namespace: prod, scan_interval: 1s, max_streams: 10, max_segment_bytes: 1GiB}\n",
       "t.yaml");
   EXPECT_EQ(c.agent.listen, "[::1]:1234");
+  EXPECT_EQ(c.agent.api_token_file, "");  // default: none (docs/http.md)
   EXPECT_EQ(c.agent.log_level, "debug");
   EXPECT_EQ(c.ingest.ns, "prod");
   EXPECT_EQ(c.ingest.scan_interval, 1s);
   EXPECT_EQ(c.ingest.max_streams, 10u);
   EXPECT_EQ(c.ingest.reader.max_segment_bytes, 1ull << 30);
   const auto e = mltapd::parse_agent_config_text(
-      "agent: {drop_capabilities: false, keep_capabilities: [CAP_KILL]}\n"
+      "agent: {drop_capabilities: false, keep_capabilities: [CAP_KILL], api_token_file: /etc/mltap/api.token}\n"
       "ebpf: {attach_mode: raw_tp, probes: {runqueue: false}, files: {watch_dirs: [/srv/models]}}\n",
       "t.yaml");
   EXPECT_FALSE(e.agent.drop_capabilities);
+  EXPECT_EQ(e.agent.api_token_file, "/etc/mltap/api.token");
   EXPECT_EQ(e.agent.keep_capabilities, std::vector<std::string>{"CAP_KILL"});
   EXPECT_EQ(e.ebpf.attach_mode, bpf::AttachMode::raw_tp);
   EXPECT_FALSE(e.ebpf.probe_enabled(bpf::Probe::runqueue));
