@@ -14,8 +14,13 @@ and prints p50/p99/max of each, and loaded/baseline ratios. The figure the issue
 loaded p99 (< 50 ms). Usage:
 
   MLTAP_BUILD_DIR=build /usr/bin/python3 bench/http/http_load.py [--requests 200] [--idle 1000] [--slow 50]
+                                                               [--interval 0.05]
+
+With the defaults a run takes about 45 s; the loaded phase spans two of the server's 10 s head
+deadlines (the attackers' connections are cut and reopened during it).
 """
 import argparse
+import itertools
 import json
 import os
 import select
@@ -60,10 +65,13 @@ def metrics_request():
     return b"GET /metrics HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
 
 
-def webhook_request(i):
+_fingerprints = itertools.count(1)
+
+
+def webhook_request(_):
     alert = {"status": "firing", "labels": {"alertname": "MltapBench", "stream": "bench"},
              "annotations": {}, "startsAt": "2026-12-01T12:00:00Z", "endsAt": "0001-01-01T00:00:00Z",
-             "generatorURL": "http://bench", "fingerprint": f"bench{i}"}
+             "generatorURL": "http://bench", "fingerprint": f"{next(_fingerprints):016x}"}
     body = json.dumps({"version": "4", "groupKey": "{}:{}", "truncatedAlerts": 0, "status": "firing",
                        "receiver": "mltapd", "groupLabels": {}, "commonLabels": {},
                        "commonAnnotations": {}, "externalURL": "http://am", "alerts": [alert]}).encode()
@@ -72,17 +80,22 @@ def webhook_request(i):
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
 
 
-def measure(port, n):
+def measure(port, n, interval):
+    """n requests of each kind, alternating, `interval` seconds apart (so that a run spans the
+    server's head deadline, when the held connections are closed and reopened)."""
+    times = {"metrics": [], "webhook": []}
+    statuses = {"metrics": {}, "webhook": {}}
+    for i in range(n):
+        for name, make in (("metrics", lambda i: metrics_request()), ("webhook", webhook_request)):
+            t, st = one_request(port, make(i))
+            times[name].append(t * 1000)
+            statuses[name][st] = statuses[name].get(st, 0) + 1
+            time.sleep(interval)
     out = {}
-    for name, make in (("metrics", lambda i: metrics_request()), ("webhook", webhook_request)):
-        times, statuses = [], {}
-        for i in range(n):
-            t, st = one_request(port, make(f"{name}{time.monotonic_ns()}{i}"))
-            times.append(t * 1000)
-            statuses[st] = statuses.get(st, 0) + 1
-        times.sort()
-        out[name] = {"p50": statistics.median(times), "p99": times[int(0.99 * (len(times) - 1))],
-                     "max": times[-1], "status": statuses}
+    for name in times:
+        times[name].sort()
+        out[name] = {"p50": statistics.median(times[name]), "p99": times[name][int(0.99 * (n - 1))],
+                     "max": times[name][-1], "status": statuses[name]}
     return out
 
 
@@ -105,14 +118,15 @@ class Attackers:
         self.thread.start()
 
     def _refresh(self, conns):
-        socks = [s for _, s in conns]
-        readable, _, _ = select.select(socks, [], [], 0)
-        if not readable:
+        poller = select.poll()  # select() cannot take descriptors over 1023
+        for _, s in conns:
+            poller.register(s, select.POLLIN)
+        dead = {fd for fd, _ in poller.poll(0)}
+        if not dead:
             return conns
-        dead = set(readable)
         out = []
         for src, s in conns:
-            if s in dead:
+            if s.fileno() in dead:
                 s.close()
                 s = connect(self.port, src)
                 self.reopened += 1
@@ -144,6 +158,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--idle", type=int, default=1000)
     ap.add_argument("--slow", type=int, default=50)
+    ap.add_argument("--interval", type=float, default=0.05, help="seconds between requests")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="mltap-bench-http-")
     token_file = os.path.join(tmp, "webhook.token")
@@ -152,18 +167,18 @@ def main():
     os.chmod(token_file, 0o600)
     with Agent(config_yaml=f"webhook:\n  token_file: {token_file}\n") as agent:
         port = agent.port
-        measure(port, 20)  # warm-up
-        base = measure(port, args.requests)
+        measure(port, 20, 0)  # warm-up
+        base = measure(port, args.requests, args.interval)
         attackers = Attackers(port, args.idle, args.slow)
         attackers.open_all()
         time.sleep(1)
         _, _ = one_request(port, metrics_request())
-        loaded = measure(port, args.requests)
+        loaded = measure(port, args.requests, args.interval)
         held = [line for line in agent_metrics(port).splitlines() if line.startswith("mltap_http_connections ")]
         attackers.close()
     os.unlink(token_file)
     os.rmdir(tmp)
-    print(f"{args.requests} sequential requests each; loaded = {args.idle} idle + {args.slow} slowloris "
+    print(f"{args.requests} sequential requests each, {args.interval} s apart; loaded = {args.idle} idle + {args.slow} slowloris "
           f"connections held (reopened when closed: {attackers.reopened}); server gauge: {held}")
     for name in ("metrics", "webhook"):
         b, l = base[name], loaded[name]
