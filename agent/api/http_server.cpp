@@ -276,6 +276,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (max == 0 || (length && *length > max)) return body_too_large();
     parser_->body_limit(max);
     stream_.expires_after(server_.limits.body_timeout);
+    // A client that asked (curl does, for bodies over 1 KiB) waits for this before sending.
+    if (iequals(request_.header("Expect"), "100-continue")) {
+      auto cont = std::make_shared<http::response<http::empty_body>>(http::status::continue_, 11);
+      http::async_write(stream_, *cont, [self = shared_from_this(), cont](beast::error_code e, std::size_t) {
+        if (!e) self->read_body();
+      });
+      return;
+    }
+    read_body();
+  }
+
+  void read_body() {
     http::async_read(stream_, buffer_, *parser_, [self = shared_from_this()](beast::error_code e, std::size_t) {
       self->on_body(e);
     });

@@ -275,6 +275,27 @@ TEST_F(HttpServerTest, RefusesOversizedAndMalformedRequestsWithClearAnswers) {
   const std::string ok = request(port_, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
   EXPECT_EQ(status_of(ok), 200);
   EXPECT_NE(ok.find("\r\n\r\nhello"), std::string::npos);
+  // Expect: 100-continue (curl's default for larger bodies): the interim answer, then the body.
+  {
+    Fd fd(connect_from("127.0.0.1", port_));
+    ASSERT_TRUE(send_all(fd.get(), "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                                   "Expect: 100-continue\r\nConnection: close\r\n\r\n"));
+    std::string interim;
+    for (const auto end = Clock::now() + 5s; interim.find("\r\n\r\n") == std::string::npos && Clock::now() < end;) {
+      pollfd p{fd.get(), POLLIN, 0};
+      char buf[256];
+      if (::poll(&p, 1, 100) > 0) {
+        const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+        if (n <= 0) break;
+        interim.append(buf, static_cast<std::size_t>(n));
+      }
+    }
+    EXPECT_EQ(interim.rfind("HTTP/1.1 100 Continue\r\n", 0), 0u) << interim;
+    ASSERT_TRUE(send_all(fd.get(), "abc"));
+    const std::string final_answer = read_until_close(fd.get(), 5s);
+    EXPECT_NE(final_answer.find("200 OK"), std::string::npos) << final_answer;
+    EXPECT_NE(final_answer.find("\r\n\r\nabc"), std::string::npos);
+  }
   // Garbage, unknown path, wrong method.
   const std::string garbage = request(port_, "\x01\x02 nonsense\r\n\r\n");
   EXPECT_EQ(status_of(garbage), 400) << garbage;
