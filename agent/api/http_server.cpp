@@ -1,10 +1,18 @@
 #include "agent/api/http_server.hpp"
 
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -131,6 +139,62 @@ bool is_loopback_host(const std::string& host) {
   return !ec && a.is_loopback();
 }
 
+std::optional<unsigned> local_peer_uid(const std::string& client_addr, unsigned short client_port,
+                                       const std::string& server_addr, unsigned short server_port) {
+  boost::system::error_code ec;
+  const auto c = asio::ip::make_address(client_addr, ec);
+  if (ec) return std::nullopt;
+  const auto srv = asio::ip::make_address(server_addr, ec);
+  if (ec || c.is_v4() != srv.is_v4()) return std::nullopt;
+  struct {
+    nlmsghdr nlh;
+    inet_diag_req_v2 req;
+  } msg{};
+  msg.nlh.nlmsg_len = sizeof msg;
+  msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+  msg.nlh.nlmsg_flags = NLM_F_REQUEST;  // one exact socket, not a dump
+  msg.req.sdiag_family = c.is_v4() ? AF_INET : AF_INET6;
+  msg.req.sdiag_protocol = IPPROTO_TCP;
+  msg.req.idiag_states = ~0u;
+  // The client's own socket: its local end is the client's address, its remote end ours.
+  msg.req.id.idiag_sport = htons(client_port);
+  msg.req.id.idiag_dport = htons(server_port);
+  if (c.is_v4()) {
+    const auto a = c.to_v4().to_bytes();
+    const auto b = srv.to_v4().to_bytes();
+    std::memcpy(msg.req.id.idiag_src, a.data(), a.size());
+    std::memcpy(msg.req.id.idiag_dst, b.data(), b.size());
+  } else {
+    const auto a = c.to_v6().to_bytes();
+    const auto b = srv.to_v6().to_bytes();
+    std::memcpy(msg.req.id.idiag_src, a.data(), a.size());
+    std::memcpy(msg.req.id.idiag_dst, b.data(), b.size());
+  }
+  msg.req.id.idiag_cookie[0] = INET_DIAG_NOCOOKIE;
+  msg.req.id.idiag_cookie[1] = INET_DIAG_NOCOOKIE;
+  const int fd = ::socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+  if (fd < 0) return std::nullopt;
+  timeval tv{0, 200000};  // the kernel answers at once; never hang the event loop on it
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  sockaddr_nl kernel{};
+  kernel.nl_family = AF_NETLINK;
+  std::optional<unsigned> uid;
+  if (::sendto(fd, &msg, sizeof msg, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) ==
+      static_cast<ssize_t>(sizeof msg)) {
+    alignas(nlmsghdr) char buf[4096];
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    for (auto* h = reinterpret_cast<nlmsghdr*>(buf); n > 0 && NLMSG_OK(h, static_cast<unsigned>(n));
+         h = NLMSG_NEXT(h, n)) {
+      if (h->nlmsg_type != SOCK_DIAG_BY_FAMILY) break;  // NLMSG_ERROR: no such socket
+      if (h->nlmsg_len < NLMSG_LENGTH(sizeof(inet_diag_msg))) break;
+      uid = reinterpret_cast<const inet_diag_msg*>(NLMSG_DATA(h))->idiag_uid;
+      break;
+    }
+  }
+  ::close(fd);
+  return uid;
+}
+
 namespace {
 
 class Connection;
@@ -148,6 +212,7 @@ struct ServerCore {
   HttpLimits limits;
   std::vector<Route> routes;
   std::string read_token;
+  std::vector<unsigned> loopback_uids;  // empty: every local user
   bool loopback = false;
   int port = 0;
 
@@ -176,7 +241,8 @@ struct ServerCore {
     if (it != per_address.end() && --it->second == 0) per_address.erase(it);
     --open;
   }
-  HttpResponse authorize(const Route& route, const HttpRequest& req);
+  HttpResponse authorize(const Route& route, const HttpRequest& req, const tcp::endpoint& remote,
+                         const tcp::endpoint& local);
 };
 
 // One client connection: read a head (deadline), route it, read the body (deadline, limit),
@@ -184,8 +250,8 @@ struct ServerCore {
 // Every socket operation runs on the connection's strand of the event loop.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(ServerCore& server, tcp::socket socket, asio::ip::address peer)
-      : server_(server), stream_(std::move(socket)), peer_(std::move(peer)) {}
+  Connection(ServerCore& server, tcp::socket socket, tcp::endpoint remote, tcp::endpoint local)
+      : server_(server), stream_(std::move(socket)), peer_(remote.address()), remote_(remote), local_(local) {}
   ~Connection() { server_.release(peer_); }
 
   // Everything of a connection runs on its strand, from its first read on.
@@ -259,7 +325,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       return reply(error_response(404, "no such path: " + request_.path, has_body));
     }
-    if (auto refused = server_.authorize(*route_, request_); refused.status != 200) {
+    if (auto refused = server_.authorize(*route_, request_, remote_, local_); refused.status != 200) {
       refused.close |= has_body;
       return reply(std::move(refused));
     }
@@ -365,6 +431,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ServerCore& server_;
   beast::tcp_stream stream_;
   asio::ip::address peer_;
+  tcp::endpoint remote_, local_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest request_;
@@ -372,10 +439,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool keep_alive_ = false;
 };
 
-HttpResponse ServerCore::authorize(const Route& route, const HttpRequest& req) {
+HttpResponse ServerCore::authorize(const Route& route, const HttpRequest& req, const tcp::endpoint& remote,
+                                   const tcp::endpoint& local) {
   HttpResponse ok;
   if (route.options.access != Access::read_api) return ok;
-  if (read_token.empty()) {
+  if (loopback && !loopback_uids.empty()) {
+    const auto uid = local_peer_uid(remote.address().to_string(), remote.port(), local.address().to_string(),
+                                    local.port());
+    if (uid && std::find(loopback_uids.begin(), loopback_uids.end(), *uid) != loopback_uids.end()) return ok;
+    if (read_token.empty()) {
+      ++unauthorized;
+      return error_response(403,
+                            "the read API is open to the users in agent.api_allowed_users only; this "
+                            "connection's uid is " + (uid ? std::to_string(*uid) : std::string("unknown")),
+                            false);
+    }
+  } else if (read_token.empty()) {
     if (loopback) return ok;
     ++unauthorized;
     return error_response(403,
@@ -419,6 +498,8 @@ void ServerCore::on_accept(tcp::socket socket) {
   beast::error_code ec;
   const auto endpoint = socket.remote_endpoint(ec);
   if (ec) return;
+  const auto local = socket.local_endpoint(ec);
+  if (ec) return;
   const auto peer = endpoint.address();
   const char* refusal = nullptr;
   {
@@ -446,7 +527,7 @@ void ServerCore::on_accept(tcp::socket socket) {
     return;
   }
   ++accepted;
-  std::make_shared<Connection>(*this, std::move(socket), peer)->start();
+  std::make_shared<Connection>(*this, std::move(socket), endpoint, local)->start();
 }
 
 }  // namespace
@@ -470,6 +551,8 @@ int HttpServer::bound_port() const noexcept { return impl_->port; }
 const HttpLimits& HttpServer::limits() const noexcept { return impl_->limits; }
 
 void HttpServer::set_read_token(std::string token) { impl_->read_token = std::move(token); }
+
+void HttpServer::set_loopback_uids(std::vector<unsigned> uids) { impl_->loopback_uids = std::move(uids); }
 
 bool HttpServer::read_api_needs_token() const noexcept {
   return !impl_->read_token.empty() || !impl_->loopback;

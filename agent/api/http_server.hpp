@@ -13,7 +13,7 @@
 //  - handlers run on small thread pools, never on the event loop: the read API (which may wait
 //    for a fresh snapshot) on its own pool, so it cannot delay /metrics, /healthz or the webhook;
 //  - the read API (Access::read_api) needs a bearer token unless the listen address is loopback
-//    and no token is configured.
+//    and the caller's uid is allowed (every uid unless a list is set, and no token is set).
 #pragma once
 
 #include <chrono>
@@ -124,6 +124,10 @@ class HttpServer {
   // The bearer token Access::read_api routes require (then also on loopback). Without one they
   // are open on a loopback listen address and refused (403) on any other. Before start().
   void set_read_token(std::string token);
+  // On a loopback listen address, only these local users (the uid owning the client's socket,
+  // from the kernel's sock_diag) may use the read API without the token; others need the token
+  // (or get 403 when none is set). Unset: every local user. Before start().
+  void set_loopback_uids(std::vector<unsigned> uids);
   // Whether the read API asks for a token (a token is set, or the address is not loopback).
   bool read_api_needs_token() const noexcept;
 
@@ -146,5 +150,10 @@ class HttpServer {
 
 // True for 127.0.0.0/8, ::1 and "localhost" (what the default read-API access depends on).
 bool is_loopback_host(const std::string& host);
+
+// The uid owning the local TCP socket connected from client_addr:client_port to
+// server_addr:server_port (the kernel's inet_diag), or nullopt if there is none.
+std::optional<unsigned> local_peer_uid(const std::string& client_addr, unsigned short client_port,
+                                       const std::string& server_addr, unsigned short server_port);
 
 }  // namespace mltap::api

@@ -71,6 +71,8 @@ TEST(AgentConfig, ErrorsNameFileLineAndColumn) {
   EXPECT_NE(std::string(e.what()).find("not an absolute path"), std::string::npos) << e.what();
   e = error_of("agent:\n  listen: 0.0.0.0:9645\n  api_token_file: api.token\n");
   EXPECT_STREQ(e.what(), "test.yaml:3:19: 'agent.api_token_file': must be an absolute path") << e.what();
+  e = error_of("agent:\n  api_allowed_users: [root, 'a b']\n");
+  EXPECT_NE(std::string(e.what()).find("'a b' is not a user name or uid"), std::string::npos) << e.what();
   e = error_of("agent:\n  listen: [\n");
   EXPECT_GT(e.line(), 0) << "YAML syntax errors carry a position too";
 }
@@ -93,6 +95,8 @@ TEST(AgentConfig, ValuesAreApplied) {
       "t.yaml");
   EXPECT_FALSE(e.agent.drop_capabilities);
   EXPECT_EQ(e.agent.api_token_file, "/etc/mltap/api.token");
+  const auto u = mltapd::parse_agent_config_text("agent: {api_allowed_users: [root, '1000']}\n", "t.yaml");
+  EXPECT_EQ(u.agent.api_allowed_users, (std::vector<std::string>{"root", "1000"}));
   EXPECT_EQ(e.agent.keep_capabilities, std::vector<std::string>{"CAP_KILL"});
   EXPECT_EQ(e.ebpf.attach_mode, bpf::AttachMode::raw_tp);
   EXPECT_FALSE(e.ebpf.probe_enabled(bpf::Probe::runqueue));

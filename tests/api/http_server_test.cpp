@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -339,6 +340,61 @@ TEST_F(HttpServerTest, ReadApiNeedsTheBearerTokenWhenOneIsSet) {
   EXPECT_EQ(status_of(request(port_, get("/api/v1/secret", "Authorization: Bearer wrong-token-0123456789abcd\r\n"))), 403);
   EXPECT_EQ(status_of(request(port_, get("/api/v1/secret", "Authorization: Bearer read-token-0123456789abcdef\r\n"))), 200);
   EXPECT_EQ(server_->stats().unauthorized, 2u);
+}
+
+// What a request from another local user (uid 65534, in a forked child) gets: the status code.
+int status_as_nobody(int port, const std::string& raw) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(1);
+    const std::string answer = request(port, raw);
+    ::_exit(status_of(answer) / 100 * 10 + status_of(answer) % 10);  // 200 -> 20, 403 -> 43
+  }
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(LocalPeerUid, NamesTheUidOwningTheClientSocket) {
+  const int lfd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  Fd c(connect_from("127.0.0.3", ntohs(a.sin_port)));
+  sockaddr_in mine{};
+  len = sizeof mine;
+  ::getsockname(c.get(), reinterpret_cast<sockaddr*>(&mine), &len);
+  EXPECT_EQ(local_peer_uid("127.0.0.3", ntohs(mine.sin_port), "127.0.0.1", ntohs(a.sin_port)), ::getuid());
+  EXPECT_EQ(local_peer_uid("127.0.0.3", static_cast<unsigned short>(ntohs(mine.sin_port) ^ 1), "127.0.0.1",
+                           ntohs(a.sin_port)),
+            std::nullopt);
+  ::close(lfd);
+}
+
+TEST_F(HttpServerTest, OnLoopbackOnlyAllowedUidsReadWithoutTheToken) {
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  start();
+  server_->set_loopback_uids({0});
+  run();
+  EXPECT_EQ(status_of(request(port_, get("/api/v1/secret"))), 200);  // root is allowed
+  EXPECT_EQ(status_as_nobody(port_, get("/api/v1/secret")), 43);   // uid 65534: 403
+  EXPECT_EQ(status_as_nobody(port_, get("/healthz")), 20);         // open routes stay open
+  EXPECT_EQ(server_->stats().unauthorized, 1u);
+}
+
+TEST_F(HttpServerTest, OnLoopbackOtherUidsMayUseTheToken) {
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  start();
+  server_->set_loopback_uids({0});
+  server_->set_read_token("read-token-0123456789abcdef");
+  run();
+  EXPECT_EQ(status_of(request(port_, get("/api/v1/secret"))), 200);  // root without the token
+  EXPECT_EQ(status_as_nobody(port_, get("/api/v1/secret")), 41);   // 401
+  EXPECT_EQ(status_as_nobody(port_, get("/api/v1/secret", "Authorization: Bearer read-token-0123456789abcdef\r\n")), 20);
 }
 
 // Every route mltapd mounts (routes.hpp) on a non-loopback address without a token: each read
