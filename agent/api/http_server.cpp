@@ -220,6 +220,7 @@ struct ServerCore {
       bad_requests{0}, too_large{0}, unauthorized{0};
 
   asio::thread_pool handler_pool;
+  asio::thread_pool body_pool;
   asio::thread_pool read_api_pool;
   asio::io_context ioc;
   tcp::acceptor acceptor{ioc};
@@ -231,6 +232,7 @@ struct ServerCore {
       : address(std::move(a)),
         limits(l),
         handler_pool(static_cast<std::size_t>(std::max(1, l.handler_threads))),
+        body_pool(static_cast<std::size_t>(std::max(1, l.body_threads))),
         read_api_pool(static_cast<std::size_t>(std::max(1, l.read_api_threads))) {}
 
   void accept();
@@ -392,7 +394,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // Runs the handler on a pool, never on the event loop; the answer comes back to the strand.
   void dispatch() {
     stream_.expires_never();  // the handler's time is not the client's fault
-    auto& pool = route_->options.access == Access::read_api ? server_.read_api_pool : server_.handler_pool;
+    auto& pool = route_->options.access == Access::read_api ? server_.read_api_pool
+                 : route_->options.max_body_bytes > 0          ? server_.body_pool
+                                                               : server_.handler_pool;
     asio::post(pool, [self = shared_from_this()] {
       HttpResponse res;
       try {
@@ -730,6 +734,7 @@ void HttpServer::stop() {
   beast::error_code ignored;
   m.acceptor.close(ignored);  // the loop is stopped: no other thread uses it now
   m.handler_pool.join();
+  m.body_pool.join();
   m.read_api_pool.join();
 }
 

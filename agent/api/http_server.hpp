@@ -10,8 +10,10 @@
 //  - connections capped per client address and in total, refused with 429/503 at accept;
 //  - request heads over max_header_bytes get 431, bodies over the route's limit 413, malformed
 //    requests 400, unknown paths 404, wrong methods 405; a missed deadline closes the connection;
-//  - handlers run on small thread pools, never on the event loop: the read API (which may wait
-//    for a fresh snapshot) on its own pool, so it cannot delay /metrics, /healthz or the webhook;
+//  - handlers run on small thread pools, never on the event loop, one pool per kind so none
+//    delays another: routes without a body (/metrics, /healthz), routes that take one (the
+//    webhook: a burst of alerts is parsed there), and the read API (which may wait for a fresh
+//    snapshot);
 //  - the read API (Access::read_api) needs a bearer token unless the listen address is loopback
 //    and the caller's uid is allowed (every uid unless a list is set, and no token is set).
 #pragma once
@@ -94,7 +96,8 @@ struct HttpLimits {
   std::size_t max_connections = 4096;
   std::size_t max_connections_per_address = 128;
   int backlog = 1024;           // the kernel caps it at net.core.somaxconn
-  int handler_threads = 2;      // /metrics, /healthz, the webhook
+  int handler_threads = 2;      // routes without a body: /metrics, /healthz
+  int body_threads = 2;         // routes that take a body: the webhook
   int read_api_threads = 2;     // Access::read_api routes
 };
 
