@@ -1,12 +1,11 @@
 #include "agent/api/events_api.hpp"
 
-#include <httplib.h>
-
 #include <algorithm>
 
 #include <nlohmann/json.hpp>
 
 #include "agent/api/event_json.hpp"
+#include "agent/api/http_server.hpp"
 #include "core/config_reader.hpp"
 #include "core/time.hpp"
 
@@ -16,7 +15,7 @@ using nlohmann::json;
 
 namespace {
 
-void reply_error(httplib::Response& res, int status, const std::string& message) {
+void reply_error(HttpResponse& res, int status, const std::string& message) {
   res.status = status;
   res.set_content(json{{"error", message}}.dump(), "application/json");
 }
@@ -54,21 +53,21 @@ json events_response(const correlator::Correlator& correlator, const std::string
           {"findings", std::move(fs)}};
 }
 
-void register_events_routes(httplib::Server& server, EventsApi api) {
+void register_events_routes(HttpServer& server, EventsApi api) {
   if (!api.now_unix_ns) api.now_unix_ns = core::unix_now_ns;
-  server.Get("/api/v1/events", [api](const httplib::Request& req, httplib::Response& res) {
+  server.get("/api/v1/events", [api](const HttpRequest& req, HttpResponse& res) {
     if (!req.has_param("stream")) {
       reply_error(res, 400, "missing query parameter 'stream' (GET /api/v1/events?stream=NAME)");
       return;
     }
-    const std::string stream = req.get_param_value("stream");
+    const std::string stream = req.param("stream");
     if (!valid_stream_name(stream)) {
       reply_error(res, 400, "parameter 'stream' must be 1..256 printable characters");
       return;
     }
     std::chrono::nanoseconds since = api.default_since;
     if (req.has_param("since")) {
-      auto d = core::parse_duration(req.get_param_value("since"));
+      auto d = core::parse_duration(req.param("since"));
       if (!d || d->count() <= 0 || *d > api.max_since) {
         reply_error(res, 400, "parameter 'since' must be a duration such as 15m or 2h, at most 7d");
         return;
@@ -92,7 +91,7 @@ void register_events_routes(httplib::Server& server, EventsApi api) {
     const json body = events_response(*api.correlator, stream, findings.value_or(std::vector<core::Finding>{}),
                                       producers, now > back ? now - back : 0, api.window);
     res.set_content(body.dump(), "application/json");
-  });
+  }, RouteOptions{Access::read_api, 0, {}, {}});
 }
 
 }  // namespace mltap::api

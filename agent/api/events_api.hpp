@@ -15,11 +15,10 @@
 
 #include "agent/correlator/correlator.hpp"
 
-namespace httplib {
-class Server;
-}
 
 namespace mltap::api {
+
+class HttpServer;
 
 struct EventsApi {
   const correlator::Correlator* correlator = nullptr;
@@ -42,6 +41,6 @@ nlohmann::json events_response(const correlator::Correlator& correlator, const s
 // Checks a stream name from a query string: 1..256 printable characters.
 bool valid_stream_name(const std::string& s);
 
-void register_events_routes(httplib::Server& server, EventsApi api);
+void register_events_routes(HttpServer& server, EventsApi api);
 
 }  // namespace mltap::api

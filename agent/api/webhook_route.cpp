@@ -1,66 +1,63 @@
 #include "agent/api/webhook_route.hpp"
 
-#include <httplib.h>
-
 #include <cstdint>
 #include <optional>
 #include <string>
 
 #include <spdlog/spdlog.h>
 
-namespace mltap::api {
+#include "agent/api/http_server.hpp"
 
-void register_webhook_route(httplib::Server& server, webhook::WebhookReceiver& receiver) {
-  auto write = [&receiver](httplib::Response& res, const webhook::WebhookResponse& r, bool close) {
-    receiver.count(r.status);
-    res.status = r.status;
-    for (const auto& [k, v] : r.headers) res.set_header(k, v);
-    // Whatever of the body is left unread must not be parsed as the next request.
-    if (close) res.set_header("Connection", "close");
-    res.set_content(r.body, "application/json");
+namespace mltap::api {
+namespace {
+
+// Every answer is counted by code (mltap_webhook_requests_total), refusals included.
+HttpResponse to_http(webhook::WebhookReceiver& receiver, const webhook::WebhookResponse& r, bool close) {
+  receiver.count(r.status);
+  HttpResponse res;
+  res.status = r.status;
+  res.headers = r.headers;
+  // Whatever of the body is left unread must not be parsed as the next request.
+  res.close = close;
+  res.set_content(r.body, "application/json");
+  return res;
+}
+
+}  // namespace
+
+void register_webhook_route(HttpServer& server, webhook::WebhookReceiver& receiver) {
+  RouteOptions options;
+  options.access = Access::open;  // the receiver checks its own token before any body is read
+  options.max_body_bytes = static_cast<std::size_t>(receiver.config().max_body_bytes);
+  options.before_body = [&receiver](const HttpRequest& req) -> std::optional<HttpResponse> {
+    std::optional<std::uint64_t> length;
+    if (req.has_header("Content-Length")) {
+      try {
+        length = std::stoull(req.header("Content-Length"));
+      } catch (...) {
+        return to_http(receiver, receiver.body_too_large(), true);
+      }
+    }
+    if (auto refused = receiver.check_request(req.header("Authorization"), req.header("Content-Type"), length)) {
+      return to_http(receiver, *refused, true);
+    }
+    return std::nullopt;
   };
-  server.Post(
-      webhook::kWebhookPath, [&receiver, write](const httplib::Request& req, httplib::Response& res,
-                                                const httplib::ContentReader& reader) {
+  options.body_too_large = [&receiver] { return to_http(receiver, receiver.body_too_large(), true); };
+  server.post(
+      webhook::kWebhookPath,
+      [&receiver](const HttpRequest& req, HttpResponse& res) {
         try {
-          std::optional<std::uint64_t> length;
-          if (req.has_header("Content-Length")) {
-            try {
-              length = std::stoull(req.get_header_value("Content-Length"));
-            } catch (...) {
-              write(res, receiver.body_too_large(), true);
-              return;
-            }
-          }
-          if (auto refused = receiver.check_request(req.get_header_value("Authorization"),
-                                                    req.get_header_value("Content-Type"), length)) {
-            write(res, *refused, true);
-            return;
-          }
-          const std::uint64_t max = receiver.config().max_body_bytes;
-          std::string body;
-          bool too_large = false;
-          reader([&](const char* data, std::size_t n) {
-            if (body.size() + n > max) {
-              too_large = true;
-              return false;
-            }
-            body.append(data, n);
-            return true;
-          });
-          if (too_large) {
-            write(res, receiver.body_too_large(), true);
-            return;
-          }
-          write(res, receiver.handle_body(body), false);
+          res = to_http(receiver, receiver.handle_body(req.body), false);
         } catch (const std::exception& e) {
           spdlog::error("webhook: {}", e.what());
           webhook::WebhookResponse r;
           r.status = 500;
           r.body = R"({"status":"error","error":"internal error"})";
-          write(res, r, true);
+          res = to_http(receiver, r, true);
         }
-      });
+      },
+      std::move(options));
 }
 
 }  // namespace mltap::api

@@ -11,7 +11,7 @@ namespace mltap::cli {
 // Default agent URL: $MLTAP_AGENT or http://127.0.0.1:9645.
 std::string default_agent_url();
 
-// GETs `path` from `agent_url`; on failure returns nullopt and sets `error` to a sentence that
+// GETs `path` from `agent_url` (with the bearer token of $MLTAP_API_TOKEN_FILE when set); on failure returns nullopt and sets `error` to a sentence that
 // says what to check ("is mltapd running? ...").
 std::optional<nlohmann::json> get_json(const std::string& agent_url, const std::string& path,
                                        std::string& error);

@@ -1,5 +1,6 @@
 #include "agent/mltapd/agent.hpp"
 
+#include <pwd.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -47,6 +48,47 @@ bool Agent::start(std::string& error) {
     return false;
   }
   http_ = std::make_unique<api::HttpServer>(addr);
+  if (!config_.agent.api_token_file.empty()) {
+    try {
+      http_->set_read_token(webhook::load_bearer_token(config_.agent.api_token_file));
+    } catch (const std::exception& e) {
+      error = std::string("agent.api_token_file: ") + e.what();
+      return false;
+    }
+  }
+  if (!config_.agent.api_allowed_users.empty()) {
+    std::vector<unsigned> uids;
+    for (const auto& u : config_.agent.api_allowed_users) {
+      if (u.find_first_not_of("0123456789") == std::string::npos) {
+        if (u.size() > 9) {
+          error = "agent.api_allowed_users: uid '" + u + "' is out of range";
+          return false;
+        }
+        uids.push_back(static_cast<unsigned>(std::stoul(u)));
+        continue;
+      }
+      passwd pw{};
+      passwd* found = nullptr;
+      std::vector<char> buf(16384);
+      if (::getpwnam_r(u.c_str(), &pw, buf.data(), buf.size(), &found) != 0 || !found) {
+        error = "agent.api_allowed_users: no user '" + u + "' on this host";
+        return false;
+      }
+      uids.push_back(found->pw_uid);
+    }
+    http_->set_loopback_uids(std::move(uids));
+    if (!api::is_loopback_host(addr.host)) {
+      spdlog::warn("agent.api_allowed_users applies on a loopback listen address only; on {} the "
+                   "read API needs agent.api_token_file",
+                   config_.agent.listen);
+    }
+  }
+  if (config_.agent.api_token_file.empty() && http_->read_api_needs_token()) {
+    spdlog::warn("listening on {} (not loopback) without agent.api_token_file: the read API "
+                 "(/api/v1/streams, findings, detectors, events) answers 403; /metrics, /healthz and "
+                 "the webhook are served",
+                 config_.agent.listen);
+  }
   register_metrics();
   register_routes();
   return run(error);

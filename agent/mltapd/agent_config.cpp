@@ -15,6 +15,19 @@ void parse_agent_section(core::ConfigSection& s, AgentSettings& a) {
     if (!api::parse_listen_address(*v, addr, err)) s.fail("listen", err);
     a.listen = *v;
   }
+  if (auto v = s.get_string("api_token_file")) {
+    if (v->empty() || v->front() != '/') s.fail("api_token_file", "must be an absolute path");
+    a.api_token_file = *v;
+  }
+  if (auto v = s.get_string_list("api_allowed_users")) {
+    for (const auto& u : *v) {
+      if (u.empty() || u.size() > 32 ||
+          u.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") != std::string::npos) {
+        s.fail("api_allowed_users", "'" + u + "' is not a user name or uid");
+      }
+    }
+    a.api_allowed_users = *v;
+  }
   if (auto v = s.get_enum("log_level", {"trace", "debug", "info", "warn", "error", "off"})) {
     a.log_level = *v;
   }

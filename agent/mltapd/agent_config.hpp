@@ -18,6 +18,12 @@ namespace mltap::mltapd {
 
 struct AgentSettings {
   std::string listen = "127.0.0.1:9645";
+  // Bearer token of the read API (/api/v1/ but the webhook); docs/http.md. Unset: the read API
+  // is open on a loopback listen address and refused on any other.
+  std::string api_token_file;
+  // On a loopback listen address, the local users (names or uids) who may read the API without
+  // the token; empty: every local user.
+  std::vector<std::string> api_allowed_users;
   std::string log_level = "info";
   // Once everything is started, drop every capability but these (and what the tracer still
   // needs): reading and removing other users' rings, signalling their producers.

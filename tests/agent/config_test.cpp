@@ -106,6 +106,10 @@ TEST(AgentConfig, ErrorsNameFileLineAndColumn) {
   EXPECT_NE(std::string(e.what()).find("must be an absolute path"), std::string::npos) << e.what();
   e = error_of("agent:\n  checkpoint_interval: 1ms\n");
   EXPECT_NE(std::string(e.what()).find("checkpoint_interval"), std::string::npos) << e.what();
+  e = error_of("agent:\n  listen: 0.0.0.0:9645\n  api_token_file: api.token\n");
+  EXPECT_STREQ(e.what(), "test.yaml:3:19: 'agent.api_token_file': must be an absolute path") << e.what();
+  e = error_of("agent:\n  api_allowed_users: [root, 'a b']\n");
+  EXPECT_NE(std::string(e.what()).find("'a b' is not a user name or uid"), std::string::npos) << e.what();
   e = error_of("agent:\n  listen: [\n");
   EXPECT_GT(e.line(), 0) << "YAML syntax errors carry a position too";
 }
@@ -116,16 +120,20 @@ TEST(AgentConfig, ValuesAreApplied) {
       "ingest: {namespace: prod, scan_interval: 1s, max_streams: 10, max_segment_bytes: 1GiB}\n",
       "t.yaml");
   EXPECT_EQ(c.agent.listen, "[::1]:1234");
+  EXPECT_EQ(c.agent.api_token_file, "");  // default: none (docs/http.md)
   EXPECT_EQ(c.agent.log_level, "debug");
   EXPECT_EQ(c.ingest.ns, "prod");
   EXPECT_EQ(c.ingest.scan_interval, 1s);
   EXPECT_EQ(c.ingest.max_streams, 10u);
   EXPECT_EQ(c.ingest.reader.max_segment_bytes, 1ull << 30);
   const auto e = mltapd::parse_agent_config_text(
-      "agent: {drop_capabilities: false, keep_capabilities: [CAP_KILL]}\n"
+      "agent: {drop_capabilities: false, keep_capabilities: [CAP_KILL], api_token_file: /etc/mltap/api.token}\n"
       "ebpf: {attach_mode: raw_tp, probes: {runqueue: false}, files: {watch_dirs: [/srv/models]}}\n",
       "t.yaml");
   EXPECT_FALSE(e.agent.drop_capabilities);
+  EXPECT_EQ(e.agent.api_token_file, "/etc/mltap/api.token");
+  const auto u = mltapd::parse_agent_config_text("agent: {api_allowed_users: [root, '1000']}\n", "t.yaml");
+  EXPECT_EQ(u.agent.api_allowed_users, (std::vector<std::string>{"root", "1000"}));
   EXPECT_EQ(e.agent.keep_capabilities, std::vector<std::string>{"CAP_KILL"});
   const auto st = mltapd::parse_agent_config_text(
       "agent: {state_dir: /srv/mltap-state, checkpoint_interval: 500ms}\n", "t.yaml");

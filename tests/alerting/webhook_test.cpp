@@ -1,4 +1,4 @@
-// The webhook receiver on a real cpp-httplib server: auth, limits, strict payload validation,
+// The webhook receiver on mltapd's real HTTP server (cpp-httplib clients): auth, limits, strict payload validation,
 // status codes, idempotency, queue-full behaviour and a 10,000-alert burst.
 #include <time.h>
 
@@ -7,6 +7,7 @@
 #include <future>
 
 #include <gtest/gtest.h>
+#include <httplib.h>
 #include <prometheus/text_serializer.h>
 
 #include "agent/reactions/reaction_engine.hpp"

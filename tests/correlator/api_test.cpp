@@ -1,4 +1,4 @@
-// GET /api/v1/events on a real httplib server on loopback, and `mltap explain` against it.
+// GET /api/v1/events on mltapd's real HTTP server (agent/api) on loopback, and `mltap explain` against it.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <httplib.h>
@@ -8,6 +8,7 @@
 
 #include "agent/api/event_json.hpp"
 #include "agent/api/events_api.hpp"
+#include "agent/api/http_server.hpp"
 #include "agent/cli/explain.hpp"
 #include "test_events.hpp"
 
@@ -50,22 +51,16 @@ class EventsApiTest : public ::testing::Test {
     };
     api.now_unix_ns = [] { return kT0 + kMin; };
     register_events_routes(server_, api);
-    port_ = server_.bind_to_any_port("127.0.0.1");
+    std::string error;
+    ASSERT_TRUE(server_.start(error)) << error;
+    port_ = server_.bound_port();
     ASSERT_GT(port_, 0);
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
-    for (int i = 0; i < 500 && !server_.is_running(); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
   }
-  void TearDown() override {
-    server_.stop();
-    if (thread_.joinable()) thread_.join();
-  }
+  void TearDown() override { server_.stop(); }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
 
   Correlator correlator_;
-  httplib::Server server_;
-  std::thread thread_;
+  api::HttpServer server_{api::ListenAddress{"127.0.0.1", 0}};
   int port_ = 0;
 };
 

@@ -80,6 +80,7 @@ EXTERNAL = [
     (re.compile(r"yaml-cpp/"), {"core/config_reader.cpp"}, "yaml-cpp is read only by core/config_reader.cpp"),
     (re.compile(r"httplib\.h$"), {"api", "cli"},
      "cpp-httplib only in agent/api (the server, the adapters' client) and the CLI's client"),
+    (re.compile(r"boost/(beast|asio)"), {"api"}, "Boost.Beast/Asio (the HTTP server) only in agent/api"),
     (re.compile(r"prometheus/"), {"metrics", "api"}, "prometheus-cpp only in exporters/metrics and agent/api"),
     (re.compile(r"CLI/"), {"cli", "mltapd"}, "CLI11 only in the composition roots"),
     (re.compile(r"pybind11/"), {"shm", "python"}, "pybind11 only in the Python extensions"),
