@@ -64,6 +64,10 @@ struct DecodedBatch {
   std::size_t cols = 0;
   std::span<const double> values;                // rows * cols
   std::span<const std::uint64_t> trace_ids;      // empty or rows
+  // Left in the rings by a producer that ended before this agent started (a previous run's
+  // leftovers): counted by ingest as backlog, never analyzed by the detectors, so that stale
+  // data never becomes a stream's reference (docs/deploy.md, "Backlog").
+  bool backlog = false;
 };
 
 // Behind the reader: statistics, detectors. Called on the single ingest thread only.

@@ -98,6 +98,7 @@ struct StreamTotals {
   std::array<std::uint64_t, static_cast<std::size_t>(DropReason::count)> dropped{};
   std::array<std::uint64_t, kInvalidReasonCount> invalid{};
   std::uint64_t schema_mismatch_total = 0;
+  std::uint64_t backlog_total = 0;  // rows of producers that ended before the agent started
   std::uint64_t restarts_total = 0;
   std::uint64_t last_record_unix_ns = 0;
 };

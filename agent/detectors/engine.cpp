@@ -207,6 +207,7 @@ StreamState* DetectorEngine::stream_for(const core::DecodedBatch& b) {
 void DetectorEngine::on_batch(const core::DecodedBatch& b) {
   EngineState& e = *state_;
   if (!e.config.enabled || !b.stream) return;
+  if (b.backlog) return;  // a previous run's leftovers: never analyzed, never a reference
   if (b.values.size() < b.rows * b.cols) return;  // the reader guarantees this; stay safe anyway
   StreamState* s = stream_for(b);
   if (!s) {

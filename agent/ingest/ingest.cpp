@@ -113,6 +113,7 @@ struct Ingest::Segment {
   MergedStream* stream = nullptr;
   UniqueFd pidfd;                   // taken when the producer was verified; signals go through it
   ProcessCredentials credentials;
+  bool backlog = false;             // its producer ended before this agent started (DecodedBatch)
 };
 
 // A stream as the agent sees it: the producers writing one stream name merged, with their totals.
@@ -142,6 +143,7 @@ class Ingest::Visitor : public RecordVisitor {
     const std::span<const double> values(buf.data(), n);
 
     st.records_total += r.rows;
+    if (seg_.backlog) st.backlog_total += r.rows;
     st.last_record_unix_ns = std::max(st.last_record_unix_ns, r.timestamp_ns);
     seg_.rows_read += r.rows;
 
@@ -171,6 +173,7 @@ class Ingest::Visitor : public RecordVisitor {
     b.cols = cols;
     b.values = values;
     b.trace_ids = r.trace_ids;
+    b.backlog = seg_.backlog;
     for (BatchSink* s : in_.sinks_) s->on_batch(b);
   }
 
@@ -502,6 +505,16 @@ void Ingest::scan(std::uint64_t now) {
       seg->rate_base_time = now;
       seg->pidfd = std::move(trust.pidfd);
       seg->credentials = std::move(trust.credentials);
+      // Found at the first scan, closed, its producer gone: a previous run's leftovers. Read and
+      // counted (nothing is lost), but never analyzed: pinned as a reference, yesterday's data
+      // would make today's healthy run look drifted (issue 11's demo-twice report).
+      seg->backlog = history && !first_scan_done_;
+      if (seg->backlog) {
+        spdlog::info("segment {} of stream '{}' is backlog: its producer ended before this agent "
+                     "started; its records are counted (mltap_stream_backlog_records_total) but "
+                     "not analyzed, and never become the stream's reference",
+                     path, reader->identity().stream);
+      }
       const auto& id = reader->identity();
       spdlog::info("producer pid {} ({}) of stream '{}' attached: {}", id.producer.pid,
                    id.component, id.stream, path);
@@ -527,6 +540,7 @@ void Ingest::scan(std::uint64_t now) {
   }
   for (auto& seg : segments_) refresh_segment(*seg, *seg->stream, now);
   retire_segments(now);
+  first_scan_done_ = true;
 }
 
 // Producer counters and write rate; before every snapshot, so that a snapshot's counters and

@@ -52,7 +52,9 @@ struct IngestConfig {
   // no pattern matches belong to the uid whose verified segment created them.
   std::vector<std::pair<std::string, std::vector<std::uint32_t>>> stream_owners;
   // Directories under which declared artifact paths may be watched (fanotify); empty: none.
-  std::vector<std::string> artifact_dirs;
+  // The default is where deployed models usually live. Not /tmp, /var/tmp or /dev/shm: shared
+  // scratch space that any user writes, whose events would mostly be other users' files.
+  std::vector<std::string> artifact_dirs = {"/srv", "/opt", "/var/lib", "/home"};
 };
 
 // Parses the `ingest:` section.
@@ -158,6 +160,7 @@ class Ingest : public core::ControlPlane {
   std::uint64_t features_cut_ = 0;
   std::uint64_t segments_ignored_ = 0;
   std::uint64_t polls_ = 0;
+  bool first_scan_done_ = false;  // segments found before it ended were there when we started
   std::uint64_t last_scan_ = 0, last_tick_ = 0, last_publish_ = 0, last_heartbeat_ = 0;
   std::vector<double> decode_buf_;
   std::string presence_path_;

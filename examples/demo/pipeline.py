@@ -16,7 +16,9 @@ After a while, faults are injected, as they happen in production:
 Each fault is printed with its time so you can find it in mltapd's metrics and findings.
 """
 import argparse
+import atexit
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -98,7 +100,13 @@ def main():
     features = [n.replace(" ", "_") for n in data.feature_names]
     x_train, x_serve, y_train, y_serve = train_test_split(
         data.data, data.target, test_size=0.4, random_state=args.seed, stratify=data.target)
-    workdir = args.workdir or tempfile.mkdtemp(prefix="mltap-demo-")
+    # Under /var/lib: mltapd watches declared model files only under ingest.artifact_dirs
+    # (by default /srv, /opt, /var/lib, /home; never /tmp), so the model swap is attributed.
+    if args.workdir is None:
+        os.makedirs("/var/lib/mltap-demo", exist_ok=True)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="run-", dir="/var/lib/mltap-demo")
+    if args.workdir is None:
+        atexit.register(shutil.rmtree, workdir, True)
     os.makedirs(workdir, exist_ok=True)
     model_path = os.path.join(workdir, "model.joblib")
     save_atomically(train(x_train, y_train, args.seed), model_path)

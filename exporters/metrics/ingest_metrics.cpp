@@ -69,6 +69,7 @@ std::vector<prometheus::MetricFamily> IngestCollector::Collect() const {
   FamilyBuilder dropped("mltap_stream_dropped_records_total", "Rows lost, by cause", MetricType::Counter);
   FamilyBuilder invalid("mltap_stream_invalid_records_total", "Records refused on validation, by reason", MetricType::Counter);
   FamilyBuilder mismatch("mltap_stream_schema_mismatch_records_total", "Records whose row shape differs from the stream's first records", MetricType::Counter);
+  FamilyBuilder backlog("mltap_stream_backlog_records_total", "Rows left in the rings by producers that ended before the agent started: counted, not analyzed", MetricType::Counter);
   FamilyBuilder producers("mltap_stream_producers", "Live producer processes", MetricType::Gauge);
   FamilyBuilder last("mltap_stream_last_record_timestamp_seconds", "Producer timestamp of the newest record", MetricType::Gauge);
   FamilyBuilder restarts("mltap_stream_producer_restarts_total", "A producer went away and another appeared", MetricType::Counter);
@@ -96,6 +97,7 @@ std::vector<prometheus::MetricFamily> IngestCollector::Collect() const {
                   static_cast<double>(s.invalid[r]));
     }
     mismatch.add({{"stream", s.info.name}}, static_cast<double>(s.schema_mismatch_total));
+    backlog.add({{"stream", s.info.name}}, static_cast<double>(s.backlog_total));
     producers.add(sc, s.live_producers);
     if (s.last_record_unix_ns) last.add(sc, static_cast<double>(s.last_record_unix_ns) / 1e9);
     restarts.add(sc, static_cast<double>(s.restarts_total));
@@ -112,7 +114,7 @@ std::vector<prometheus::MetricFamily> IngestCollector::Collect() const {
       }
     }
   }
-  for (auto* b : {&records, &writes, &sampled, &dropped, &invalid, &mismatch, &producers, &last,
+  for (auto* b : {&records, &writes, &sampled, &dropped, &invalid, &mismatch, &backlog, &producers, &last,
                   &restarts, &values, &nonfinite, &mean, &var, &mn, &mx}) {
     b->move_into(out);
   }

@@ -50,7 +50,9 @@ TEST(AgentConfig, TrustKeys) {
   EXPECT_EQ(c.ingest.stream_owners[1].second, (std::vector<std::uint32_t>{0}));
   EXPECT_EQ(c.ingest.artifact_dirs, std::vector<std::string>{"/srv/models"});
   EXPECT_TRUE(c.ingest.verify_producers);
-  EXPECT_TRUE(mltapd::parse_agent_config_text("", "t.yaml").ingest.artifact_dirs.empty());
+  EXPECT_EQ(mltapd::parse_agent_config_text("", "t.yaml").ingest.artifact_dirs,
+            (std::vector<std::string>{"/srv", "/opt", "/var/lib", "/home"}));
+  EXPECT_TRUE(mltapd::parse_agent_config_text("ingest: {artifact_dirs: []}\n", "t.yaml").ingest.artifact_dirs.empty());
   EXPECT_TRUE(mltapd::parse_agent_config_text("", "t.yaml").ingest.verify_producers);
 
   auto e = error_of("ingest:\n  stream_owners:\n    fraud/*: [1000, alice]\n");
