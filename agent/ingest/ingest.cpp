@@ -62,6 +62,8 @@ void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
   if (auto v = s.get_duration("closed_segment_grace", 0s, std::chrono::hours(1))) c.closed_segment_grace = *v;
   if (auto v = s.get_duration("snapshot_interval", 10ms, 60s)) c.snapshot_interval = *v;
   if (auto v = s.get_int("max_streams", 1, 100000)) c.max_streams = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_int("max_streams_per_uid", 1, 100000)) c.max_streams_per_uid = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_int("max_segments_per_uid", 1, 1000000)) c.max_segments_per_uid = static_cast<std::uint32_t>(*v);
   if (auto v = s.get_int("max_features_per_stream", 1, 65536)) c.max_features_per_stream = static_cast<std::uint32_t>(*v);
   if (auto v = s.get_bool("remove_dead_segments")) c.remove_dead_segments = *v;
   if (auto v = s.get_bytes("max_segment_bytes", 12288, 64ull << 30)) c.reader.max_segment_bytes = *v;
@@ -336,6 +338,64 @@ bool Ingest::refuse_unverified(const std::string& path, const FileKey& key, Trus
   return first || changed;
 }
 
+const char* Ingest::quota_exceeded(std::uint32_t uid, const std::string& stream) const {
+  std::uint64_t segments = 0;
+  std::vector<const MergedStream*> streams;
+  bool writes_stream = false;
+  for (const auto& seg : segments_) {
+    if (seg->reader->file().uid != uid) continue;
+    segments++;
+    if (seg->stream->info.name == stream) writes_stream = true;
+    if (std::find(streams.begin(), streams.end(), seg->stream) == streams.end()) streams.push_back(seg->stream);
+  }
+  if (segments >= config_.max_segments_per_uid) return "segments";
+  if (!writes_stream && streams.size() >= config_.max_streams_per_uid) return "streams";
+  return nullptr;
+}
+
+void Ingest::remove_waiting(const std::string& path, std::uint64_t dev, std::uint64_t ino, const char* reason) {
+  quota_waiting_.erase(path);
+  if (!config_.remove_dead_segments) return;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_ino) == ino &&
+      static_cast<std::uint64_t>(st.st_dev) == dev) {
+    if (::unlink(path.c_str()) == 0) {
+      removed_total_[reason]++;
+      spdlog::info("removed waiting segment {} ({}, never attached)", path, reason);
+    } else {
+      spdlog::warn("cannot remove segment {}: {}", path, std::strerror(errno));
+    }
+  }
+}
+
+void Ingest::refuse_quota(const std::string& path, const FileKey& key, std::uint32_t uid, const char* which,
+                          const std::string& stream, std::uint64_t now) {
+  auto [it, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0});
+  QuotaWait& w = it->second;
+  if (first || w.key.dev != key.dev || w.key.ino != key.ino) {
+    const std::string uid_text = std::to_string(uid);
+    const std::string label =
+        quota_refused_.count(uid_text) || quota_refused_.size() < core::kMaxUidLabels ? uid_text : "other";
+    quota_refused_[label]++;
+    w.backoff = 0;
+  }
+  // Logged once per uid (a uid with 10,000 files must not write 10,000 lines), then at debug.
+  const bool warn = !quota_logged_[uid];
+  quota_logged_[uid] = true;
+  const std::string text = "segment " + path + " of stream '" + stream + "' refused: uid " + std::to_string(uid) +
+                           " has reached ingest." +
+                           (std::string(which) == "segments"
+                                ? "max_segments_per_uid (" + std::to_string(config_.max_segments_per_uid)
+                                : "max_streams_per_uid (" + std::to_string(config_.max_streams_per_uid)) +
+                           "); retried when its producers end";
+  if (warn) spdlog::warn("{} (further refusals of uid {} are logged at debug level)", text, uid);
+  else spdlog::debug("{}", text);
+  w.key = key;
+  // 1 s doubling to 10 s: a slot frees when one of the uid's producers is retired.
+  w.backoff = std::min<std::uint64_t>(w.backoff == 0 ? 1'000'000'000ull : w.backoff * 2, 10'000'000'000ull);
+  w.retry_at = now + w.backoff;
+}
+
 // The directories the tracer may watch for this producer: under ingest.artifact_dirs, and
 // readable by the producer's own credentials (so nobody learns names in a directory they could
 // not list themselves).
@@ -401,6 +461,11 @@ void Ingest::scan(std::uint64_t now) {
         if (rej->second == key) continue;  // unchanged since we refused it
         rejected_files_.erase(rej);
       }
+      if (auto q = quota_waiting_.find(path); q != quota_waiting_.end()) {
+        // Same inode (a live producer changes size and mtime as it writes): wait for the retry.
+        const bool same = q->second.key.dev == key.dev && q->second.key.ino == key.ino;
+        if (same && now < q->second.retry_at) continue;
+      }
       if (auto un = unverified_.find(path); un != unverified_.end()) {
         const bool retry = trust_failure_transient(un->second.cause) && now >= un->second.retry_at;
         if (un->second.key == key && !retry) continue;
@@ -442,6 +507,14 @@ void Ingest::scan(std::uint64_t now) {
           trust = Verification{};
           trust.credentials.uid = reader->file().uid;
         }
+        if (auto w = quota_waiting_.find(path); !trust.ok() && trust.failure == TrustFailure::process_gone &&
+                                                w != quota_waiting_.end() && w->second.key.ino == key.ino &&
+                                                w->second.key.dev == key.dev) {
+          // Verified while it waited for a slot; its producer was killed since: nobody will ever
+          // read it.
+          remove_waiting(path, key.dev, key.ino, "producer_dead");
+          continue;
+        }
         if (!trust.ok()) {
           // A producer maps its file before it writes the magic, so not_mapped is not expected
           // from a live SDK producer; a half-set-up one still gets pending_grace.
@@ -479,18 +552,37 @@ void Ingest::scan(std::uint64_t now) {
         if (counted) stream_owner_refused_[label]++;
         continue;
       }
+      if (const char* which = quota_exceeded(uid, reader->identity().stream)) {
+        // Closed while it waited (its producer ended cleanly) and still over the quota: it will
+        // never be read.
+        if (history && quota_waiting_.count(path)) remove_waiting(path, key.dev, key.ino, "closed");
+        else refuse_quota(path, key, uid, which, reader->identity().stream, now);
+        continue;
+      }
+      if (quota_waiting_.erase(path) > 0) spdlog::info("segment {} of uid {} attached: within its quota now", path, uid);
       if (unverified_.erase(path) > 0) {
         spdlog::info("segment {} verified on retry", path);
       }
       if (!history) reader->set_artifacts(watchable_artifacts(reader->identity(), trust.credentials));
       MergedStream* st_ptr = stream_for(reader->identity(), uid, now);
+      if (!st_ptr && history && quota_waiting_.count(path)) {
+        remove_waiting(path, key.dev, key.ino, "closed");
+        continue;
+      }
       if (!st_ptr) {
-        // Over the stream cap: remember the file so it is not re-read every scan.
-        rejected_files_[path] = key;
-        streams_cut_++;
-        segments_ignored_++;
-        spdlog::warn("segment {} of stream '{}' ignored: agent.max_streams ({}) reached", path,
-                     reader->identity().stream, config_.max_streams);
+        // Over the stream cap: waits like a quota refusal (retried with backoff, removed once its
+        // producer is gone), so that an ignored stream's files do not stay forever.
+        auto [wit, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0, true});
+        if (first) {
+          streams_cut_++;
+          spdlog::warn("segment {} of stream '{}' ignored: ingest.max_streams ({}) reached", path,
+                       reader->identity().stream, config_.max_streams);
+        }
+        wit->second.key = key;
+        wit->second.over_max_streams = true;
+        wit->second.backoff = std::min<std::uint64_t>(
+            wit->second.backoff == 0 ? 1'000'000'000ull : wit->second.backoff * 2, 10'000'000'000ull);
+        wit->second.retry_at = now + wit->second.backoff;
         continue;
       }
       auto seg = std::make_unique<Segment>();
@@ -523,6 +615,11 @@ void Ingest::scan(std::uint64_t now) {
   for (auto it = unverified_.begin(); it != unverified_.end();) {
     struct stat st {};
     if (::lstat(it->first.c_str(), &st) != 0) it = unverified_.erase(it);
+    else ++it;
+  }
+  for (auto it = quota_waiting_.begin(); it != quota_waiting_.end();) {
+    struct stat st {};
+    if (::lstat(it->first.c_str(), &st) != 0) it = quota_waiting_.erase(it);
     else ++it;
   }
   for (auto& seg : segments_) refresh_segment(*seg, *seg->stream, now);
@@ -660,11 +757,14 @@ void Ingest::publish(std::uint64_t now) {
   snap->sigbus_caught = sigbus_caught();
   snap->polls = polls_;
   snap->segments_pending = pending_since_.size();
-  snap->segments_rejected = rejected_files_.size() - segments_ignored_ + unverified_.size();
+  std::uint64_t ignored_now = 0;
+  for (const auto& [path, w] : quota_waiting_) ignored_now += w.over_max_streams ? 1 : 0;
+  snap->segments_rejected = rejected_files_.size() + unverified_.size() + quota_waiting_.size() - ignored_now;
   snap->unverified_total = unverified_total_;
   snap->stream_owner_refused = stream_owner_refused_;
+  snap->quota_refused = quota_refused_;
   snap->artifacts_refused = artifacts_refused_;
-  snap->segments_ignored = segments_ignored_;
+  snap->segments_ignored = ignored_now;
   for (auto& [name, stp] : streams_) {
     MergedStream& st = *stp;
     if (now - st.rate_base_time >= 5'000'000'000ull) {
