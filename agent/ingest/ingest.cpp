@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <cmath>
 
 #include <spdlog/spdlog.h>
@@ -206,28 +207,81 @@ Ingest::Ingest(IngestConfig config) : config_(std::move(config)) {
 
 Ingest::~Ingest() {
   stop();
-  if (!presence_path_.empty()) ::unlink(presence_path_.c_str());
+  if (presence_fd_ >= 0) {
+    // Only the file we created: someone may have replaced the name since (root).
+    struct stat st {};
+    if (::lstat(presence_path_.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_dev) == presence_dev_ &&
+        static_cast<std::uint64_t>(st.st_ino) == presence_ino_) {
+      ::unlink(presence_path_.c_str());
+    }
+    ::close(presence_fd_);
+  }
 }
 
 // The presence file tells closing producers that an agent will drain and remove their rings.
+// Created with O_EXCL as mltapd's uid. A name already taken (a file an earlier mltapd left, or one
+// another uid created first to squat it) is removed and created anew when the directory lets us
+// (our own file; sticky /dev/shm: root owns it, or CAP_FOWNER); otherwise it is logged once with
+// the holder's uid, exported as mltap_presence_file_squatted, and retried quietly on each scan.
 void Ingest::touch_presence(std::uint64_t now) {
-  if (now - last_presence_ < 1'000'000'000ull && !presence_path_.empty()) return;
-  last_presence_ = now;
-  const std::string path = config_.shm_dir + "/" + naming::agent_presence_file_name(config_.ns);
-  if (presence_path_.empty()) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-      spdlog::warn("cannot create presence file {}: {}", path, std::strerror(errno));
-      return;
-    }
-    const std::string text = std::to_string(::getpid()) + "\n";
-    if (::write(fd, text.data(), text.size()) < 0) {
-      spdlog::warn("cannot write presence file {}: {}", path, std::strerror(errno));
-    }
-    ::close(fd);
-    presence_path_ = path;
+  if (presence_fd_ >= 0) {
+    if (now - last_presence_ < 1'000'000'000ull) return;
+    last_presence_ = now;
+    ::futimens(presence_fd_, nullptr);
+    return;
   }
-  ::utimensat(AT_FDCWD, presence_path_.c_str(), nullptr, 0);
+  const std::string path = config_.shm_dir + "/" + naming::agent_presence_file_name(config_.ns);
+  const auto create = [&] {
+    return ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  };
+  int fd = create();
+  int err = errno;
+  if (fd < 0 && err == EEXIST) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      const bool ours = S_ISREG(st.st_mode) && st.st_uid == ::geteuid();
+      const bool removed = !S_ISDIR(st.st_mode) && ::unlink(path.c_str()) == 0;
+      err = errno;
+      if (removed) {
+        if (!ours) {
+          spdlog::warn("presence file {} was held by uid {} (mode {:o}); removed it and created mltapd's own", path,
+                       st.st_uid, st.st_mode & 07777);
+        }
+        fd = create();
+        err = errno;
+      } else if (presence_squatter_ < 0) {
+        presence_squatter_ = st.st_uid;
+        spdlog::warn("presence file {} is held by uid {} ({}) and mltapd cannot replace it ({}): closing "
+                     "producers of namespace '{}' will not leave their rings to mltapd; retrying quietly "
+                     "(mltap_presence_file_squatted)",
+                     path, st.st_uid, S_ISDIR(st.st_mode) ? "a directory" : "mode " + fmt::format("{:o}", st.st_mode & 07777),
+                     S_ISDIR(st.st_mode) ? "it is a directory" : std::strerror(err), config_.ns);
+        return;
+      } else {
+        return;
+      }
+    }
+  }
+  if (fd < 0) {
+    if (presence_squatter_ < 0) {
+      presence_squatter_ = std::numeric_limits<std::int64_t>::max();  // warned; not a squatter's uid
+      spdlog::warn("cannot create presence file {}: {} (retrying quietly)", path, std::strerror(err));
+    }
+    return;
+  }
+  const std::string text = std::to_string(::getpid()) + "\n";
+  if (::write(fd, text.data(), text.size()) < 0) {
+    spdlog::warn("cannot write presence file {}: {}", path, std::strerror(errno));
+  }
+  struct stat st {};
+  ::fstat(fd, &st);
+  if (presence_squatter_ >= 0) spdlog::info("presence file {} created", path);
+  presence_fd_ = fd;
+  presence_dev_ = static_cast<std::uint64_t>(st.st_dev);
+  presence_ino_ = static_cast<std::uint64_t>(st.st_ino);
+  presence_path_ = path;
+  presence_squatter_ = -1;
+  last_presence_ = now;
 }
 
 void Ingest::add_sink(BatchSink* sink) { sinks_.push_back(sink); }
@@ -763,6 +817,8 @@ void Ingest::publish(std::uint64_t now) {
   snap->unverified_total = unverified_total_;
   snap->stream_owner_refused = stream_owner_refused_;
   snap->quota_refused = quota_refused_;
+  snap->presence_squatted = presence_fd_ < 0 && presence_squatter_ >= 0 &&
+                            presence_squatter_ != std::numeric_limits<std::int64_t>::max();
   snap->artifacts_refused = artifacts_refused_;
   snap->segments_ignored = ignored_now;
   for (auto& [name, stp] : streams_) {

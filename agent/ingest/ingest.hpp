@@ -184,8 +184,11 @@ class Ingest : public core::ControlPlane {
   std::uint64_t polls_ = 0;
   std::uint64_t last_scan_ = 0, last_tick_ = 0, last_publish_ = 0, last_heartbeat_ = 0;
   std::vector<double> decode_buf_;
-  std::string presence_path_;
+  std::string presence_path_;     // set once mltapd created the file (its inode below)
   std::uint64_t last_presence_ = 0;
+  int presence_fd_ = -1;          // touched through the descriptor, so only our inode
+  std::uint64_t presence_dev_ = 0, presence_ino_ = 0;
+  std::int64_t presence_squatter_ = -1;  // uid holding the name that we cannot replace; -1 none
 
   std::atomic<bool> running_{false};
   std::thread thread_;
