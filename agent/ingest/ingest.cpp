@@ -339,7 +339,23 @@ Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint32_
                                          std::uint64_t now) {
   auto it = streams_.find(id.stream);
   if (it != streams_.end()) return it->second.get();
-  if (streams_.size() >= config_.max_streams) return nullptr;
+  if (streams_.size() >= config_.max_streams) {
+    // Full: forget a stream none of whose producers is attached any more, so that streams of
+    // ended producers (of any uid) cannot hold the table against live ones forever. Its name is
+    // free again (docs/security.md, "Quotas per uid").
+    auto victim = streams_.end();
+    for (auto sit = streams_.begin(); sit != streams_.end() && victim == streams_.end(); ++sit) {
+      const MergedStream* candidate = sit->second.get();
+      const bool attached = std::any_of(segments_.begin(), segments_.end(),
+                                        [&](const auto& seg) { return seg->stream == candidate; });
+      if (!attached) victim = sit;
+    }
+    if (victim == streams_.end()) return nullptr;
+    spdlog::info("stream '{}' (owner uid {}) forgotten: no attached producers and ingest.max_streams ({}) "
+                 "reached",
+                 victim->first, victim->second->owner_uid, config_.max_streams);
+    streams_.erase(victim);
+  }
   auto st = std::make_unique<MergedStream>();
   st->info.name = id.stream;
   st->owner_uid = owner_uid;
