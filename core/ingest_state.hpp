@@ -127,6 +127,12 @@ struct IngestSnapshot {
   // Verified segments refused because their stream belongs to another uid, by the segment's uid
   // (at most kMaxUidLabels distinct uids, the rest under "other").
   std::map<std::string, std::uint64_t> stream_owner_refused;
+  // Segments refused because their uid was over ingest.max_segments_per_uid or
+  // max_streams_per_uid, by the file owner's uid (same cap as above); once per file.
+  std::map<std::string, std::uint64_t> quota_refused;
+  // 1 while the namespace's presence file name is held by something mltapd cannot replace (a file
+  // of another uid in a directory that does not let mltapd remove it, a directory).
+  bool presence_squatted = false;
   std::uint64_t artifacts_refused = 0;  // declared artifact paths not watched (outside the allowed dirs, unreadable)
   std::uint64_t streams_cut = 0;
   std::uint64_t features_cut = 0;

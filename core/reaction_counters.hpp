@@ -23,8 +23,9 @@ enum class ReactionResult : std::uint8_t {
   already_active,  // a reversible reaction already applied for this stream; alert joined it
   undone,          // a reversible reaction was undone (alert resolved, or mltapd stopping)
   undo_failed,     // undoing failed
+  refused,         // an exec reaction's program failed its run-time check (replaced, made writable)
 };
-inline constexpr std::size_t kReactionResultCount = 10;
+inline constexpr std::size_t kReactionResultCount = 11;
 
 constexpr std::string_view reaction_result_name(ReactionResult r) noexcept {
   switch (r) {
@@ -38,6 +39,7 @@ constexpr std::string_view reaction_result_name(ReactionResult r) noexcept {
     case ReactionResult::already_active: return "already_active";
     case ReactionResult::undone: return "undone";
     case ReactionResult::undo_failed: return "undo_failed";
+    case ReactionResult::refused: return "refused";
   }
   return "failed";
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <limits>
 #include <cmath>
 
 #include <spdlog/spdlog.h>
@@ -62,6 +63,8 @@ void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
   if (auto v = s.get_duration("closed_segment_grace", 0s, std::chrono::hours(1))) c.closed_segment_grace = *v;
   if (auto v = s.get_duration("snapshot_interval", 10ms, 60s)) c.snapshot_interval = *v;
   if (auto v = s.get_int("max_streams", 1, 100000)) c.max_streams = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_int("max_streams_per_uid", 1, 100000)) c.max_streams_per_uid = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_int("max_segments_per_uid", 1, 1000000)) c.max_segments_per_uid = static_cast<std::uint32_t>(*v);
   if (auto v = s.get_int("max_features_per_stream", 1, 65536)) c.max_features_per_stream = static_cast<std::uint32_t>(*v);
   if (auto v = s.get_bool("remove_dead_segments")) c.remove_dead_segments = *v;
   if (auto v = s.get_bytes("max_segment_bytes", 12288, 64ull << 30)) c.reader.max_segment_bytes = *v;
@@ -207,28 +210,81 @@ Ingest::Ingest(IngestConfig config) : config_(std::move(config)) {
 
 Ingest::~Ingest() {
   stop();
-  if (!presence_path_.empty()) ::unlink(presence_path_.c_str());
+  if (presence_fd_ >= 0) {
+    // Only the file we created: someone may have replaced the name since (root).
+    struct stat st {};
+    if (::lstat(presence_path_.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_dev) == presence_dev_ &&
+        static_cast<std::uint64_t>(st.st_ino) == presence_ino_) {
+      ::unlink(presence_path_.c_str());
+    }
+    ::close(presence_fd_);
+  }
 }
 
 // The presence file tells closing producers that an agent will drain and remove their rings.
+// Created with O_EXCL as mltapd's uid. A name already taken (a file an earlier mltapd left, or one
+// another uid created first to squat it) is removed and created anew when the directory lets us
+// (our own file; sticky /dev/shm: root owns it, or CAP_FOWNER); otherwise it is logged once with
+// the holder's uid, exported as mltap_presence_file_squatted, and retried quietly on each scan.
 void Ingest::touch_presence(std::uint64_t now) {
-  if (now - last_presence_ < 1'000'000'000ull && !presence_path_.empty()) return;
-  last_presence_ = now;
-  const std::string path = config_.shm_dir + "/" + naming::agent_presence_file_name(config_.ns);
-  if (presence_path_.empty()) {
-    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) {
-      spdlog::warn("cannot create presence file {}: {}", path, std::strerror(errno));
-      return;
-    }
-    const std::string text = std::to_string(::getpid()) + "\n";
-    if (::write(fd, text.data(), text.size()) < 0) {
-      spdlog::warn("cannot write presence file {}: {}", path, std::strerror(errno));
-    }
-    ::close(fd);
-    presence_path_ = path;
+  if (presence_fd_ >= 0) {
+    if (now - last_presence_ < 1'000'000'000ull) return;
+    last_presence_ = now;
+    ::futimens(presence_fd_, nullptr);
+    return;
   }
-  ::utimensat(AT_FDCWD, presence_path_.c_str(), nullptr, 0);
+  const std::string path = config_.shm_dir + "/" + naming::agent_presence_file_name(config_.ns);
+  const auto create = [&] {
+    return ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+  };
+  int fd = create();
+  int err = errno;
+  if (fd < 0 && err == EEXIST) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      const bool ours = S_ISREG(st.st_mode) && st.st_uid == ::geteuid();
+      const bool removed = !S_ISDIR(st.st_mode) && ::unlink(path.c_str()) == 0;
+      err = errno;
+      if (removed) {
+        if (!ours) {
+          spdlog::warn("presence file {} was held by uid {} (mode {:o}); removed it and created mltapd's own", path,
+                       st.st_uid, st.st_mode & 07777);
+        }
+        fd = create();
+        err = errno;
+      } else if (presence_squatter_ < 0) {
+        presence_squatter_ = st.st_uid;
+        spdlog::warn("presence file {} is held by uid {} ({}) and mltapd cannot replace it ({}): closing "
+                     "producers of namespace '{}' will not leave their rings to mltapd; retrying quietly "
+                     "(mltap_presence_file_squatted)",
+                     path, st.st_uid, S_ISDIR(st.st_mode) ? "a directory" : "mode " + fmt::format("{:o}", st.st_mode & 07777),
+                     S_ISDIR(st.st_mode) ? "it is a directory" : std::strerror(err), config_.ns);
+        return;
+      } else {
+        return;
+      }
+    }
+  }
+  if (fd < 0) {
+    if (presence_squatter_ < 0) {
+      presence_squatter_ = std::numeric_limits<std::int64_t>::max();  // warned; not a squatter's uid
+      spdlog::warn("cannot create presence file {}: {} (retrying quietly)", path, std::strerror(err));
+    }
+    return;
+  }
+  const std::string text = std::to_string(::getpid()) + "\n";
+  if (::write(fd, text.data(), text.size()) < 0) {
+    spdlog::warn("cannot write presence file {}: {}", path, std::strerror(errno));
+  }
+  struct stat st {};
+  ::fstat(fd, &st);
+  if (presence_squatter_ >= 0) spdlog::info("presence file {} created", path);
+  presence_fd_ = fd;
+  presence_dev_ = static_cast<std::uint64_t>(st.st_dev);
+  presence_ino_ = static_cast<std::uint64_t>(st.st_ino);
+  presence_path_ = path;
+  presence_squatter_ = -1;
+  last_presence_ = now;
 }
 
 void Ingest::add_sink(BatchSink* sink) { sinks_.push_back(sink); }
@@ -286,7 +342,23 @@ Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint32_
                                          std::uint64_t now) {
   auto it = streams_.find(id.stream);
   if (it != streams_.end()) return it->second.get();
-  if (streams_.size() >= config_.max_streams) return nullptr;
+  if (streams_.size() >= config_.max_streams) {
+    // Full: forget a stream none of whose producers is attached any more, so that streams of
+    // ended producers (of any uid) cannot hold the table against live ones forever. Its name is
+    // free again (docs/security.md, "Quotas per uid").
+    auto victim = streams_.end();
+    for (auto sit = streams_.begin(); sit != streams_.end() && victim == streams_.end(); ++sit) {
+      const MergedStream* candidate = sit->second.get();
+      const bool attached = std::any_of(segments_.begin(), segments_.end(),
+                                        [&](const auto& seg) { return seg->stream == candidate; });
+      if (!attached) victim = sit;
+    }
+    if (victim == streams_.end()) return nullptr;
+    spdlog::info("stream '{}' (owner uid {}) forgotten: no attached producers and ingest.max_streams ({}) "
+                 "reached",
+                 victim->first, victim->second->owner_uid, config_.max_streams);
+    streams_.erase(victim);
+  }
   auto st = std::make_unique<MergedStream>();
   st->info.name = id.stream;
   st->owner_uid = owner_uid;
@@ -337,6 +409,64 @@ bool Ingest::refuse_unverified(const std::string& path, const FileKey& key, Trus
   u.backoff = std::min<std::uint64_t>(u.backoff == 0 ? 1'000'000'000ull : u.backoff * 2, 60'000'000'000ull);
   u.retry_at = now + u.backoff;
   return first || changed;
+}
+
+const char* Ingest::quota_exceeded(std::uint32_t uid, const std::string& stream) const {
+  std::uint64_t segments = 0;
+  std::vector<const MergedStream*> streams;
+  bool writes_stream = false;
+  for (const auto& seg : segments_) {
+    if (seg->reader->file().uid != uid) continue;
+    segments++;
+    if (seg->stream->info.name == stream) writes_stream = true;
+    if (std::find(streams.begin(), streams.end(), seg->stream) == streams.end()) streams.push_back(seg->stream);
+  }
+  if (segments >= config_.max_segments_per_uid) return "segments";
+  if (!writes_stream && streams.size() >= config_.max_streams_per_uid) return "streams";
+  return nullptr;
+}
+
+void Ingest::remove_waiting(const std::string& path, std::uint64_t dev, std::uint64_t ino, const char* reason) {
+  quota_waiting_.erase(path);
+  if (!config_.remove_dead_segments) return;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_ino) == ino &&
+      static_cast<std::uint64_t>(st.st_dev) == dev) {
+    if (::unlink(path.c_str()) == 0) {
+      removed_total_[reason]++;
+      spdlog::info("removed waiting segment {} ({}, never attached)", path, reason);
+    } else {
+      spdlog::warn("cannot remove segment {}: {}", path, std::strerror(errno));
+    }
+  }
+}
+
+void Ingest::refuse_quota(const std::string& path, const FileKey& key, std::uint32_t uid, const char* which,
+                          const std::string& stream, std::uint64_t now) {
+  auto [it, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0});
+  QuotaWait& w = it->second;
+  if (first || w.key.dev != key.dev || w.key.ino != key.ino) {
+    const std::string uid_text = std::to_string(uid);
+    const std::string label =
+        quota_refused_.count(uid_text) || quota_refused_.size() < core::kMaxUidLabels ? uid_text : "other";
+    quota_refused_[label]++;
+    w.backoff = 0;
+  }
+  // Logged once per uid (a uid with 10,000 files must not write 10,000 lines), then at debug.
+  const bool warn = !quota_logged_[uid];
+  quota_logged_[uid] = true;
+  const std::string text = "segment " + path + " of stream '" + stream + "' refused: uid " + std::to_string(uid) +
+                           " has reached ingest." +
+                           (std::string(which) == "segments"
+                                ? "max_segments_per_uid (" + std::to_string(config_.max_segments_per_uid)
+                                : "max_streams_per_uid (" + std::to_string(config_.max_streams_per_uid)) +
+                           "); retried when its producers end";
+  if (warn) spdlog::warn("{} (further refusals of uid {} are logged at debug level)", text, uid);
+  else spdlog::debug("{}", text);
+  w.key = key;
+  // 1 s doubling to 10 s: a slot frees when one of the uid's producers is retired.
+  w.backoff = std::min<std::uint64_t>(w.backoff == 0 ? 1'000'000'000ull : w.backoff * 2, 10'000'000'000ull);
+  w.retry_at = now + w.backoff;
 }
 
 // The directories the tracer may watch for this producer: under ingest.artifact_dirs, and
@@ -404,6 +534,11 @@ void Ingest::scan(std::uint64_t now) {
         if (rej->second == key) continue;  // unchanged since we refused it
         rejected_files_.erase(rej);
       }
+      if (auto q = quota_waiting_.find(path); q != quota_waiting_.end()) {
+        // Same inode (a live producer changes size and mtime as it writes): wait for the retry.
+        const bool same = q->second.key.dev == key.dev && q->second.key.ino == key.ino;
+        if (same && now < q->second.retry_at) continue;
+      }
       if (auto un = unverified_.find(path); un != unverified_.end()) {
         const bool retry = trust_failure_transient(un->second.cause) && now >= un->second.retry_at;
         if (un->second.key == key && !retry) continue;
@@ -445,6 +580,14 @@ void Ingest::scan(std::uint64_t now) {
           trust = Verification{};
           trust.credentials.uid = reader->file().uid;
         }
+        if (auto w = quota_waiting_.find(path); !trust.ok() && trust.failure == TrustFailure::process_gone &&
+                                                w != quota_waiting_.end() && w->second.key.ino == key.ino &&
+                                                w->second.key.dev == key.dev) {
+          // Verified while it waited for a slot; its producer was killed since: nobody will ever
+          // read it.
+          remove_waiting(path, key.dev, key.ino, "producer_dead");
+          continue;
+        }
         if (!trust.ok()) {
           // A producer maps its file before it writes the magic, so not_mapped is not expected
           // from a live SDK producer; a half-set-up one still gets pending_grace.
@@ -482,18 +625,37 @@ void Ingest::scan(std::uint64_t now) {
         if (counted) stream_owner_refused_[label]++;
         continue;
       }
+      if (const char* which = quota_exceeded(uid, reader->identity().stream)) {
+        // Closed while it waited (its producer ended cleanly) and still over the quota: it will
+        // never be read.
+        if (history && quota_waiting_.count(path)) remove_waiting(path, key.dev, key.ino, "closed");
+        else refuse_quota(path, key, uid, which, reader->identity().stream, now);
+        continue;
+      }
+      if (quota_waiting_.erase(path) > 0) spdlog::info("segment {} of uid {} attached: within its quota now", path, uid);
       if (unverified_.erase(path) > 0) {
         spdlog::info("segment {} verified on retry", path);
       }
       if (!history) reader->set_artifacts(watchable_artifacts(reader->identity(), trust.credentials));
       MergedStream* st_ptr = stream_for(reader->identity(), uid, now);
+      if (!st_ptr && history && quota_waiting_.count(path)) {
+        remove_waiting(path, key.dev, key.ino, "closed");
+        continue;
+      }
       if (!st_ptr) {
-        // Over the stream cap: remember the file so it is not re-read every scan.
-        rejected_files_[path] = key;
-        streams_cut_++;
-        segments_ignored_++;
-        spdlog::warn("segment {} of stream '{}' ignored: agent.max_streams ({}) reached", path,
-                     reader->identity().stream, config_.max_streams);
+        // Over the stream cap: waits like a quota refusal (retried with backoff, removed once its
+        // producer is gone), so that an ignored stream's files do not stay forever.
+        auto [wit, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0, true});
+        if (first) {
+          streams_cut_++;
+          spdlog::warn("segment {} of stream '{}' ignored: ingest.max_streams ({}) reached", path,
+                       reader->identity().stream, config_.max_streams);
+        }
+        wit->second.key = key;
+        wit->second.over_max_streams = true;
+        wit->second.backoff = std::min<std::uint64_t>(
+            wit->second.backoff == 0 ? 1'000'000'000ull : wit->second.backoff * 2, 10'000'000'000ull);
+        wit->second.retry_at = now + wit->second.backoff;
         continue;
       }
       auto seg = std::make_unique<Segment>();
@@ -536,6 +698,11 @@ void Ingest::scan(std::uint64_t now) {
   for (auto it = unverified_.begin(); it != unverified_.end();) {
     struct stat st {};
     if (::lstat(it->first.c_str(), &st) != 0) it = unverified_.erase(it);
+    else ++it;
+  }
+  for (auto it = quota_waiting_.begin(); it != quota_waiting_.end();) {
+    struct stat st {};
+    if (::lstat(it->first.c_str(), &st) != 0) it = quota_waiting_.erase(it);
     else ++it;
   }
   for (auto& seg : segments_) refresh_segment(*seg, *seg->stream, now);
@@ -674,11 +841,16 @@ void Ingest::publish(std::uint64_t now) {
   snap->sigbus_caught = sigbus_caught();
   snap->polls = polls_;
   snap->segments_pending = pending_since_.size();
-  snap->segments_rejected = rejected_files_.size() - segments_ignored_ + unverified_.size();
+  std::uint64_t ignored_now = 0;
+  for (const auto& [path, w] : quota_waiting_) ignored_now += w.over_max_streams ? 1 : 0;
+  snap->segments_rejected = rejected_files_.size() + unverified_.size() + quota_waiting_.size() - ignored_now;
   snap->unverified_total = unverified_total_;
   snap->stream_owner_refused = stream_owner_refused_;
+  snap->quota_refused = quota_refused_;
+  snap->presence_squatted = presence_fd_ < 0 && presence_squatter_ >= 0 &&
+                            presence_squatter_ != std::numeric_limits<std::int64_t>::max();
   snap->artifacts_refused = artifacts_refused_;
-  snap->segments_ignored = segments_ignored_;
+  snap->segments_ignored = ignored_now;
   for (auto& [name, stp] : streams_) {
     MergedStream& st = *stp;
     if (now - st.rate_base_time >= 5'000'000'000ull) {

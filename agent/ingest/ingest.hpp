@@ -43,6 +43,11 @@ struct IngestConfig {
   std::chrono::nanoseconds snapshot_interval = std::chrono::milliseconds(250);
   std::uint32_t max_streams = 256;
   std::uint32_t max_features_per_stream = 128;
+  // Per-uid quotas (by the segment file's owner), so that one uid cannot crowd out another's
+  // streams: attached segments, and distinct streams those segments write. A segment leaves the
+  // count when it is retired (its producer closed or died, drained, grace passed).
+  std::uint32_t max_streams_per_uid = 64;
+  std::uint32_t max_segments_per_uid = 256;
   bool remove_dead_segments = true;
   ReaderLimits reader;
   // The producer trust check (docs/security.md). Turning it off is INSECURE: any local user can
@@ -131,6 +136,15 @@ class Ingest : public core::ControlPlane {
   // refusal was counted (the file's first, or the file changed).
   bool refuse_unverified(const std::string& path, const FileKey& key, TrustFailure cause,
                          const std::string& detail, const core::SegmentIdentity& id, std::uint64_t now);
+  // Whether a new segment of `uid` for `stream` fits the uid's quotas; otherwise which one it
+  // exceeds ("segments" or "streams").
+  const char* quota_exceeded(std::uint32_t uid, const std::string& stream) const;
+  // Remembers a quota refusal of the file at `path`: counted by uid once per file (and again if
+  // it changed), logged once per uid; retried with backoff, since slots free when producers end.
+  void refuse_quota(const std::string& path, const FileKey& key, std::uint32_t uid, const char* which,
+                    const std::string& stream, std::uint64_t now);
+  // A waiting segment whose producer has ended: nobody will read it; unlink it (same inode only).
+  void remove_waiting(const std::string& path, std::uint64_t dev, std::uint64_t ino, const char* reason);
   std::vector<std::string> watchable_artifacts(const core::SegmentIdentity& id,
                                                const ProcessCredentials& who);
   // Runs `fn` on the ingest thread (or inline when not started) and waits up to `timeout`.
@@ -152,19 +166,32 @@ class Ingest : public core::ControlPlane {
   std::map<std::string, Unverified> unverified_;
   std::map<std::string, std::uint64_t> unverified_total_;
   std::map<std::string, std::uint64_t> stream_owner_refused_;
+  struct QuotaWait {
+    FileKey key;
+    std::uint64_t retry_at = 0;
+    std::uint64_t backoff = 0;
+    bool over_max_streams = false;  // ingest.max_streams, not a per-uid quota
+  };
+  // Verified segments waiting for a slot (per-uid quota or max_streams), by path, while the file
+  // exists; removed by the agent once their producer is gone (they were verified once).
+  std::map<std::string, QuotaWait> quota_waiting_;         // by path, while the file exists
+  std::map<std::string, std::uint64_t> quota_refused_;     // by uid label (capped)
+  std::map<std::uint32_t, bool> quota_logged_;             // uids already warned about
   std::uint64_t artifacts_refused_ = 0;
   std::map<std::string, std::uint64_t> pending_since_;
   std::map<std::string, std::uint64_t> rejected_total_;
   std::map<std::string, std::uint64_t> removed_total_;
   std::uint64_t streams_cut_ = 0;
   std::uint64_t features_cut_ = 0;
-  std::uint64_t segments_ignored_ = 0;
   std::uint64_t polls_ = 0;
   bool first_scan_done_ = false;  // segments found before it ended were there when we started
   std::uint64_t last_scan_ = 0, last_tick_ = 0, last_publish_ = 0, last_heartbeat_ = 0;
   std::vector<double> decode_buf_;
-  std::string presence_path_;
+  std::string presence_path_;     // set once mltapd created the file (its inode below)
   std::uint64_t last_presence_ = 0;
+  int presence_fd_ = -1;          // touched through the descriptor, so only our inode
+  std::uint64_t presence_dev_ = 0, presence_ino_ = 0;
+  std::int64_t presence_squatter_ = -1;  // uid holding the name that we cannot replace; -1 none
 
   std::atomic<bool> running_{false};
   std::thread thread_;

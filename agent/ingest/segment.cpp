@@ -191,6 +191,13 @@ Check read_feature_names(const SegmentHeader& h, const std::uint8_t* base, Segme
     }
     id.feature_names.push_back(std::move(f));
   }
+  // Names are Prometheus label values: two equal ones would give duplicate series (the SDK
+  // refuses them at open; a hostile file may still hold them).
+  std::vector<std::string_view> sorted(id.feature_names.begin(), id.feature_names.end());
+  std::sort(sorted.begin(), sorted.end());
+  if (auto dup = std::adjacent_find(sorted.begin(), sorted.end()); dup != sorted.end()) {
+    return Rejection{RejectReason::bad_schema, "feature name '" + std::string(*dup) + "' declared twice"};
+  }
   std::uint64_t elems = 1;
   for (auto d : id.declared_shape) elems *= d;
   if (!id.declared_shape.empty() && elems != id.feature_names.size()) {

@@ -129,7 +129,17 @@ ExecRunner::Start ExecRunner::start(ExecRequest req, ExecDone done, std::string*
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 1);
   posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  // Executed through the descriptor: fd 3 in the child (dup2 clears close-on-exec, so a script's
+  // interpreter can open /proc/self/fd/3 too), and /proc/self/fd/3 names the opened inode itself,
+  // not a path looked up again, so a file swapped in after the check is not what runs.
+  std::string exec_path = req.path;
+  if (req.program_fd >= 0) {
+    posix_spawn_file_actions_adddup2(&actions, req.program_fd, 3);
+    posix_spawn_file_actions_addclosefrom_np(&actions, 4);
+    exec_path = "/proc/self/fd/3";
+  } else {
+    posix_spawn_file_actions_addclosefrom_np(&actions, 3);
+  }
   posix_spawn_file_actions_addchdir_np(&actions, req.working_dir.c_str());
   sigset_t empty, all;
   sigemptyset(&empty);
@@ -142,7 +152,7 @@ ExecRunner::Start ExecRunner::start(ExecRequest req, ExecDone done, std::string*
   CStrings argv(req.argv), envp(req.env);
   pid_t pid = 0;
   const auto started = Clock::now();
-  const int rc = ::posix_spawn(&pid, req.path.c_str(), &actions, &attr, argv.ptrs.data(), envp.ptrs.data());
+  const int rc = ::posix_spawn(&pid, exec_path.c_str(), &actions, &attr, argv.ptrs.data(), envp.ptrs.data());
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
   ::close(pipe_fds[1]);

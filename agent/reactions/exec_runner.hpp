@@ -25,6 +25,9 @@ namespace mltap::reactions {
 
 struct ExecRequest {
   std::string path;               // absolute path of the program
+  // When >= 0: the program is executed through this descriptor (an O_PATH descriptor opened and
+  // checked before), not looked up by `path` again. The caller keeps it open until start returns.
+  int program_fd = -1;
   std::vector<std::string> argv;  // complete argv, argv[0] included
   std::vector<std::string> env;   // complete environment, "NAME=value"
   std::string working_dir = "/";

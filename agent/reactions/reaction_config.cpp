@@ -32,23 +32,22 @@ constexpr SignalName kSignals[] = {
     {"SIGSTOP", SIGSTOP},
 };
 
-void check_executable(core::ConfigSection& s, const std::string& path) {
+std::shared_ptr<const ProgramFile> check_executable(core::ConfigSection& s, const std::string& path) {
   if (path.empty() || path.front() != '/') s.fail("path", "must be an absolute path, got '" + path + "'");
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) s.fail("path", "'" + path + "' does not exist");
-  if (!S_ISREG(st.st_mode)) s.fail("path", "'" + path + "' is not a regular file");
+  // Owner and mode of the program and of every folder above it: a program others can replace
+  // would let them run code as mltapd.
+  std::string error;
+  auto program = ProgramFile::open(path, ::geteuid(), &error);
+  if (!program) s.fail("path", error);
   if (::access(path.c_str(), X_OK) != 0) s.fail("path", "'" + path + "' is not executable by mltapd");
-  // A program others can rewrite would let them run code as mltapd.
-  if (st.st_mode & (S_IWGRP | S_IWOTH)) {
-    s.fail("path", "'" + path + "' is writable by group or others; refusing to run it");
-  }
+  return program;
 }
 
 ExecAction parse_exec(core::ConfigSection& s) {
   ExecAction a;
   auto path = s.get_string("path");
   if (!path) s.fail("", "type exec needs 'path'");
-  check_executable(s, *path);
+  a.program = check_executable(s, *path);
   a.path = *path;
   if (auto args = s.get_string_list("args")) {
     if (args->size() > 64) s.fail("args", "at most 64 arguments");

@@ -14,12 +14,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <variant>
 #include <vector>
 
 #include "agent/reactions/label_matcher.hpp"
+#include "agent/reactions/program_file.hpp"
 #include "core/config_reader.hpp"
 
 namespace mltap::reactions {
@@ -43,6 +45,9 @@ constexpr std::string_view reaction_type_name(ReactionType t) noexcept {
 // passed as MLTAP_LABEL_<NAME> environment variables. No shell is involved.
 struct ExecAction {
   std::string path;                      // absolute, regular, executable, not group/world-writable
+  // Opened and checked at load (owner and mode of the file and every folder above it); run
+  // through this descriptor after a re-check. Null only when built by hand: the engine opens it.
+  std::shared_ptr<const ProgramFile> program;
   std::vector<std::string> args;         // argv[1..]; argv[0] is `path`
   std::vector<std::string> env_labels;   // alert labels exported as MLTAP_LABEL_<UPPERCASE NAME>
   std::vector<std::string> env;          // fixed "NAME=value" entries

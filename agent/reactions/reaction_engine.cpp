@@ -5,6 +5,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
@@ -87,7 +89,12 @@ ReactionEngine::ReactionEngine(ReactionsConfig config, ControlPlane& control, Sn
       audit_(config_.audit_log, config_.audit_log_max_bytes, config_.audit_log_keep),
       rate_windows_(config_.actions.size()),
       exec_(std::make_unique<ExecRunner>(config_.max_concurrent_exec)) {
-  for (const auto& r : config_.actions) {
+  for (auto& r : config_.actions) {
+    if (auto* exec = std::get_if<ExecAction>(&r.action); exec && !exec->program) {
+      std::string error;
+      exec->program = ProgramFile::open(exec->path, ::geteuid(), &error);
+      if (!exec->program) throw std::runtime_error("reaction '" + r.name + "': " + error);
+    }
     if (const auto* snap = std::get_if<SnapshotAction>(&r.action)) {
       auto writer = std::make_unique<SnapshotWriter>(*snap, r.name);
       if (auto err = writer->prepare(); !err.empty()) {
@@ -401,8 +408,17 @@ void ReactionEngine::undo_all(const char* why) {
 
 ExecRunner::Start ReactionEngine::run_exec(std::size_t index, const ReactionSpec& spec, const ExecAction& exec,
                                            const AlertEvent& alert, const char* action) {
+  const std::string stream = alert.label(spec.stream_label);
+  // Checked again now: the program or a folder above it may have been replaced or made writable
+  // since the configuration was loaded. What runs is the inode opened at load.
+  if (std::string why = exec.program->recheck(); !why.empty()) {
+    spdlog::error("reaction {}: refusing to run its program: {}", spec.name, why);
+    record(index, spec, &alert, stream, action, ReactionResult::refused, why);
+    return ExecRunner::Start::spawn_failed;
+  }
   ExecRequest req;
   req.path = exec.path;
+  req.program_fd = exec.program->fd();
   req.argv.push_back(exec.path);
   req.argv.insert(req.argv.end(), exec.args.begin(), exec.args.end());
   req.env = {"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"};
@@ -419,7 +435,6 @@ ExecRunner::Start ReactionEngine::run_exec(std::size_t index, const ReactionSpec
   req.kill_grace = exec.kill_grace;
   req.max_output_bytes = exec.max_output_bytes;
 
-  const std::string stream = alert.label(spec.stream_label);
   nlohmann::json alert_doc = alert_json(alert);
   // The callback runs on the exec runner's thread; it captures copies, not the alert.
   auto done = [this, index, &spec, stream, alert_doc, action = std::string(action)](ExecResult r) {

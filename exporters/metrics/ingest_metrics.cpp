@@ -52,6 +52,18 @@ std::vector<prometheus::MetricFamily> IngestCollector::Collect() const {
                       MetricType::Counter);
   for (const auto& [uid, n] : snap->stream_owner_refused) owner.add({{"uid", uid}}, static_cast<double>(n));
   owner.move_into(out);
+  FamilyBuilder squatted("mltap_presence_file_squatted",
+                         "1 while the namespace's presence file name is held by another uid (or "
+                         "is not a file) and mltapd cannot replace it",
+                         MetricType::Gauge);
+  squatted.add({}, snap->presence_squatted ? 1.0 : 0.0);
+  squatted.move_into(out);
+  FamilyBuilder quota("mltap_segments_quota_refused_total",
+                      "Verified segments refused because their uid had reached "
+                      "ingest.max_segments_per_uid or max_streams_per_uid, by the file owner's uid",
+                      MetricType::Counter);
+  for (const auto& [uid, n] : snap->quota_refused) quota.add({{"uid", uid}}, static_cast<double>(n));
+  quota.move_into(out);
   FamilyBuilder artifacts("mltap_artifacts_refused_total",
                           "Declared artifact paths not watched: outside ingest.artifact_dirs or "
                           "not readable by the producer's uid",

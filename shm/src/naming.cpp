@@ -83,16 +83,6 @@ bool is_segment_file_name(std::string_view ns, std::string_view name) noexcept {
   return rest.size() <= 40;
 }
 
-std::string namespace_from_env() {
-  const char* v = std::getenv("MLTAP_NAMESPACE");
-  if (v && valid_namespace(v)) return v;
-  if (v && *v) {
-    std::fprintf(stderr, "mltap: MLTAP_NAMESPACE='%s' is not [a-z0-9_-]{1,31}; using '%s'\n", v,
-                 std::string(kDefaultNamespace).c_str());
-  }
-  return std::string(kDefaultNamespace);
-}
-
 std::string shm_dir_from_env() {
   const char* v = std::getenv("MLTAP_SHM_DIR");
   if (v && *v == '/') return v;

@@ -190,6 +190,10 @@ TEST(AgentConfig, DocumentedFileEqualsEmbeddedDefaults) {
   EXPECT_EQ(a.closed_segment_grace, b.closed_segment_grace);
   EXPECT_EQ(a.snapshot_interval, b.snapshot_interval);
   EXPECT_EQ(a.max_streams, b.max_streams);
+  EXPECT_EQ(a.max_streams_per_uid, b.max_streams_per_uid);
+  EXPECT_EQ(a.max_segments_per_uid, b.max_segments_per_uid);
+  EXPECT_EQ(a.max_streams_per_uid, 64u);
+  EXPECT_EQ(a.max_segments_per_uid, 256u);
   EXPECT_EQ(a.max_features_per_stream, b.max_features_per_stream);
   EXPECT_EQ(a.remove_dead_segments, b.remove_dead_segments);
   EXPECT_EQ(a.reader.max_segment_bytes, b.reader.max_segment_bytes);

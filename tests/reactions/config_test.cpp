@@ -1,4 +1,7 @@
 // The `reactions:` config section: what it accepts and how it refuses (file:line:col).
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "agent/reactions/reaction_config.hpp"
@@ -147,6 +150,61 @@ TEST(ReactionConfig, RefusesProgramsOthersCanWrite) {
   EXPECT_EQ(error_of("reactions:\n  actions:\n    r1:\n      type: exec\n      matchers: ['a = \"b\"']\n"
                      "      path: " + prog + "\n"),
             "");
+}
+
+std::string exec_yaml(const std::string& prog) {
+  return "reactions:\n  actions:\n    r1:\n      type: exec\n      matchers: ['a = \"b\"']\n      path: " + prog + "\n";
+}
+
+// The uid a file is given to show "owned by another user": nobody (always present on Debian).
+constexpr uid_t kOtherUid = 65534;
+
+TEST(ReactionConfig, RefusesProgramsInAFolderOthersCanWrite) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
+  testing::TempDir dir;
+  const std::string open_dir = dir.file("open");
+  ASSERT_EQ(::mkdir(open_dir.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0777), 0);  // world-writable, no sticky bit
+  const std::string prog = open_dir + "/prog";
+  testing::write_file(prog, "#!/bin/sh\nexit 0\n", 0755);
+  std::string e = error_of(exec_yaml(prog));
+  EXPECT_NE(e.find("folder '" + open_dir + "' is writable by group or others"), std::string::npos) << e;
+  EXPECT_NE(e.find("mode 0777"), std::string::npos) << e;
+  EXPECT_NE(e.find("test.yaml:6:"), std::string::npos) << e;  // file:line:col of `path`
+  // Group-writable is refused too.
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0775), 0);
+  e = error_of(exec_yaml(prog));
+  EXPECT_NE(e.find("mode 0775"), std::string::npos) << e;
+  // Once the folder is closed, the same program is accepted.
+  ASSERT_EQ(::chmod(open_dir.c_str(), 0755), 0);
+  EXPECT_EQ(error_of(exec_yaml(prog)), "");
+}
+
+TEST(ReactionConfig, RefusesProgramsOwnedByAnotherUser) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
+  testing::TempDir dir;
+  const std::string prog = dir.file("prog");
+  testing::write_file(prog, "#!/bin/sh\nexit 0\n", 0755);
+  ASSERT_EQ(::chown(prog.c_str(), kOtherUid, kOtherUid), 0);
+  std::string e = error_of(exec_yaml(prog));
+  EXPECT_NE(e.find("program '" + prog + "' is owned by uid 65534 (mode 0755)"), std::string::npos) << e;
+  // A folder above it owned by another user: that user could swap the program.
+  ASSERT_EQ(::chown(prog.c_str(), 0, 0), 0);
+  const std::string theirs = dir.file("theirs");
+  ASSERT_EQ(::mkdir(theirs.c_str(), 0755), 0);
+  const std::string inner = theirs + "/prog";
+  testing::write_file(inner, "#!/bin/sh\nexit 0\n", 0755);
+  ASSERT_EQ(::chown(theirs.c_str(), kOtherUid, kOtherUid), 0);
+  e = error_of(exec_yaml(inner));
+  EXPECT_NE(e.find("folder '" + theirs + "' is owned by uid 65534"), std::string::npos) << e;
+  // A symbolic link is followed, and where it leads is checked: a root-owned link to another
+  // user's program is refused with both names.
+  const std::string link = dir.file("link");
+  ASSERT_EQ(::symlink(inner.c_str(), link.c_str()), 0);
+  e = error_of(exec_yaml(link));
+  EXPECT_NE(e.find("folder '" + theirs + "' is owned by uid 65534"), std::string::npos) << e;
+  // The sticky /tmp (mkdtemp's parent) is not an objection: others cannot replace root's entries.
+  EXPECT_EQ(error_of(exec_yaml(prog)), "");
 }
 
 TEST(LabelMatcher, ParsesQuotedAndBareValues) {

@@ -3,6 +3,9 @@
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include <gtest/gtest.h>
 
@@ -240,6 +243,88 @@ TEST(ReactionEngine, ExecTimeoutAndFailureAreAudited) {
   EXPECT_FALSE(mltap::testing::process_alive(lines[1]["pid"].get<int>()));
   EXPECT_EQ(f.count("hangs", ReactionResult::timeout), 1u);
   EXPECT_EQ(f.count("fails", ReactionResult::failed), 1u);
+}
+
+std::string script_reaction(const std::string& name, const std::string& path) {
+  return "    " + name + ":\n      type: exec\n      matchers: ['alertname = \"MltapStreamDrift\"']\n      path: " +
+         path + "\n      cooldown: 0s\n";
+}
+
+// A shell script (interpreter started by the kernel) runs through the descriptor opened at load.
+TEST(ReactionEngine, ExecScriptRunsThroughTheDescriptorOpenedAtLoad) {
+  Fixture f;
+  const std::string prog = f.dir.file("react.sh");
+  const std::string marker = f.dir.file("ran");
+  mltap::testing::write_file(prog, "#!/bin/sh\necho original > " + marker + "\n", 0755);
+  f.make(script_reaction("notify", prog));
+  f.submit(alert("e1", AlertStatus::firing, kDrift));
+  f.idle();
+  EXPECT_EQ(mltap::testing::read_file(marker), "original\n");
+  EXPECT_EQ(f.count("notify", ReactionResult::ok), 1u);
+}
+
+// Swapped after load (rename over it, the usual way to replace a file), or made writable: the
+// run-time check refuses it, counts it as `refused`, audits why; the new file never runs.
+TEST(ReactionEngine, ExecProgramReplacedAfterLoadIsRefused) {
+  Fixture f;
+  const std::string prog = f.dir.file("react.sh");
+  const std::string marker = f.dir.file("ran");
+  mltap::testing::write_file(prog, "#!/bin/sh\necho original >> " + marker + "\n", 0755);
+  f.make(script_reaction("notify", prog));
+  const std::string swap = f.dir.file("swap.sh");
+  mltap::testing::write_file(swap, "#!/bin/sh\necho intruder >> " + marker + "\n", 0755);
+  ASSERT_EQ(::rename(swap.c_str(), prog.c_str()), 0);
+  f.submit(alert("e2", AlertStatus::firing, kDrift));
+  f.idle();
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  EXPECT_EQ(f.count("notify", ReactionResult::refused), 1u);
+  EXPECT_EQ(f.count("notify", ReactionResult::ok), 0u);
+  auto lines = f.audit();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["result"], "refused");
+  EXPECT_NE(lines[0]["detail"].get<std::string>().find("was replaced since the configuration was loaded"),
+            std::string::npos) << lines[0];
+
+  // The file the path names at load, made world-writable afterwards: refused as well.
+  Fixture g;
+  const std::string prog2 = g.dir.file("react.sh");
+  mltap::testing::write_file(prog2, "#!/bin/sh\necho original >> " + marker + "\n", 0755);
+  g.make(script_reaction("notify", prog2));
+  ASSERT_EQ(::chmod(prog2.c_str(), 0757), 0);
+  g.submit(alert("e3", AlertStatus::firing, kDrift));
+  g.idle();
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  EXPECT_EQ(g.count("notify", ReactionResult::refused), 1u);
+  lines = g.audit();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0]["detail"].get<std::string>().find("writable by group or others"), std::string::npos) << lines[0];
+  // Put right again, it runs (the check is not a one-way latch).
+  ASSERT_EQ(::chmod(prog2.c_str(), 0755), 0);
+  g.submit(alert("e4", AlertStatus::firing, kDrift));
+  g.idle();
+  EXPECT_EQ(mltap::testing::read_file(marker), "original\n");
+  EXPECT_EQ(g.count("notify", ReactionResult::ok), 1u);
+}
+
+// The folder above, given to another user after load: the run-time check refuses.
+TEST(ReactionEngine, ExecFolderGivenAwayAfterLoadIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
+  Fixture f;
+  const std::string sub = f.dir.file("bin");
+  ASSERT_EQ(::mkdir(sub.c_str(), 0755), 0);
+  const std::string prog = sub + "/react.sh";
+  const std::string marker = f.dir.file("ran");
+  mltap::testing::write_file(prog, "#!/bin/sh\necho original >> " + marker + "\n", 0755);
+  f.make(script_reaction("notify", prog));
+  ASSERT_EQ(::chown(sub.c_str(), 65534, 65534), 0);
+  f.submit(alert("e5", AlertStatus::firing, kDrift));
+  f.idle();
+  EXPECT_FALSE(std::filesystem::exists(marker));
+  EXPECT_EQ(f.count("notify", ReactionResult::refused), 1u);
+  const auto lines = f.audit();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_NE(lines[0]["detail"].get<std::string>().find("folder '" + sub + "' is owned by uid 65534"),
+            std::string::npos) << lines[0];
 }
 
 TEST(ReactionEngine, CooldownIsPerStream) {

@@ -15,6 +15,7 @@
 #include <cstddef>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <optional>
 #include <span>
 
@@ -221,6 +222,44 @@ TEST(TrustIngest, AClosedRingOfAnEndedProducerIsAnonymousHistory) {
   EXPECT_EQ(st->producers[0].id.pid, 0u) << "the header's pid is a claim nobody checked";
   EXPECT_TRUE(seen.attached.empty()) << "history is never traced";
   EXPECT_EQ(in.signal_producers("t/hist", SIGTERM).signalled, 0u);
+}
+
+// ingest.max_streams full of streams whose producers ended: a new stream takes the slot of one
+// with no attached producer instead of being ignored; live streams are never forgotten.
+TEST(TrustIngest, StreamsOfEndedProducersReleaseTheirSlotsAtTheCap) {
+  TempShmDir dir;
+  const std::string ns = "trustcap";
+  auto c = config_for(dir, ns);
+  c.max_streams = 2;
+  c.closed_segment_grace = std::chrono::nanoseconds(0);
+  ingest::Ingest in(c);
+  const float v[1] = {1};
+  auto live = std::make_unique<Stream>("t/live", options_for(dir, ns));
+  {
+    std::ofstream(dir.path() + "/" + naming::agent_presence_file_name(ns)) << "";  // keep closed rings
+    Stream ended("t/ended", options_for(dir, ns));
+    ended.write(std::span<const float>(v));
+    in.run_once();
+  }  // closed: drained and retired on the next rounds
+  in.run_once();
+  in.run_once();
+  ASSERT_NE(find_stream(*in.snapshot(), "t/ended"), nullptr);
+  Stream next("t/next", options_for(dir, ns));
+  next.write(std::span<const float>(v));
+  in.run_once();
+  auto snap = in.snapshot();
+  EXPECT_EQ(find_stream(*snap, "t/ended"), nullptr) << "its slot was released";
+  ASSERT_NE(find_stream(*snap, "t/next"), nullptr);
+  EXPECT_EQ(find_stream(*snap, "t/next")->records_total, 1u);
+  ASSERT_NE(find_stream(*snap, "t/live"), nullptr);
+  EXPECT_EQ(snap->streams_cut, 0u);
+  // Both remaining streams have live producers: a third new stream waits (ignored), counted.
+  Stream third("t/third", options_for(dir, ns));
+  in.run_once();
+  snap = in.snapshot();
+  EXPECT_EQ(find_stream(*snap, "t/third"), nullptr);
+  EXPECT_EQ(snap->streams_cut, 1u);
+  EXPECT_EQ(snap->segments_ignored, 1u);
 }
 
 TEST(TrustIngest, WithoutVerificationForgedSegmentsAreRead) {

@@ -133,6 +133,11 @@ TEST_F(Validation, EveryHeaderFieldIsChecked) {
          text[0] = '\\';
        }, RejectReason::bad_schema},
       {"shape vs names", [](RawSegment& s) { s.header().declared_shape[0] = 5; }, RejectReason::bad_schema},
+      {"duplicate name", [](RawSegment& s) {
+         // Feature 1 points at feature 0's text: a hostile file declaring one name twice.
+         auto* refs = reinterpret_cast<format::NameRef*>(s.base() + s.header().schema_offset + sizeof(format::SchemaHeader));
+         refs[1] = refs[0];
+       }, RejectReason::bad_schema},
       {"artifacts out of bounds", [](RawSegment& s) {
          s.header().artifacts_offset = 16;
          s.header().artifacts_bytes = 1u << 30;

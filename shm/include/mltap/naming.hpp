@@ -36,8 +36,8 @@ std::string agent_presence_file_name(std::string_view ns);
 // True if `name` is a segment file name of namespace `ns` (mltap.<ns>.<pid>.<n>).
 bool is_segment_file_name(std::string_view ns, std::string_view name) noexcept;
 
-// Namespace from MLTAP_NAMESPACE, else "default". Invalid values fall back to the default.
-std::string namespace_from_env();
+// (No namespace_from_env: an invalid MLTAP_NAMESPACE must be an error, never a silent fall back
+// to "default"; the one reader of the variable is stream.cpp's resolve_namespace, which throws.)
 // Directory from MLTAP_SHM_DIR, else /dev/shm.
 std::string shm_dir_from_env();
 
