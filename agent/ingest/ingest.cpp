@@ -604,9 +604,10 @@ void Ingest::scan(std::uint64_t now) {
         // INSECURE mode: still signal through a pidfd of the process that has the header's start
         // time, so a reused pid is never signalled.
         const auto& p = reader->identity().producer;
-        trust.pidfd = UniqueFd(core::sys::pidfd_open(static_cast<pid_t>(p.pid), 0));
-        const auto ticks = naming::process_start_ticks(p.pid, config_.proc_dir);
-        if (!ticks || *ticks != p.start_ticks) trust.pidfd = UniqueFd();
+        if (p.pid != 0) take_pidfd(p.pid, p.start_ticks, config_.proc_dir, trust);
+        UniqueFd pidfd = std::move(trust.pidfd);  // none if that process is gone or was reused
+        trust = Verification{};                   // accepted whatever the pidfd step said
+        trust.pidfd = std::move(pidfd);
         trust.credentials.uid = reader->file().uid;
         trust.credentials.gid = static_cast<std::uint32_t>(-1);
       }

@@ -219,23 +219,34 @@ Verification verify_producer(const FileFacts& file, const core::SegmentIdentity&
   if (!maps_text_maps_inode(*maps, file.dev, file.ino)) {
     return fail(TrustFailure::not_mapped, "pid " + pid_text + " does not map this file");
   }
+  take_pidfd(pid, id.producer.start_ticks, proc_dir, v);
+  return v;
+}
+
+void take_pidfd(std::uint32_t pid, std::uint64_t start_ticks, const std::string& proc_dir,
+                Verification& v) {
+  const std::string pid_text = std::to_string(pid);
+  auto fail = [&](TrustFailure f, std::string detail) {
+    v.failure = f;
+    v.detail = std::move(detail);
+    v.pidfd = UniqueFd();
+  };
   const int pidfd = core::sys::pidfd_open(static_cast<pid_t>(pid), 0);
   if (pidfd < 0) {
     if (errno == ESRCH) return fail(TrustFailure::process_gone, "pid " + pid_text + " exited");
     return fail(TrustFailure::pidfd_failed, std::string("pidfd_open: ") + std::strerror(errno));
   }
   v.pidfd = UniqueFd(pidfd);
-  // The pid may have been reused between the checks above and pidfd_open: the start time read
+  // The pid may have been reused between the checks before and pidfd_open: the start time read
   // now, with the pidfd held, is the start time of the process the pidfd refers to.
-  ticks = naming::process_start_ticks(pid, proc_dir);
-  if (!ticks || *ticks != id.producer.start_ticks) {
+  const auto ticks = naming::process_start_ticks(pid, proc_dir);
+  if (!ticks || *ticks != start_ticks) {
     return fail(TrustFailure::process_gone, "pid " + pid_text + " was reused during verification");
   }
   const auto held = pidfd_pid(pidfd);
   if (!held || *held != static_cast<long>(pid)) {
     return fail(TrustFailure::process_gone, "the pidfd of pid " + pid_text + " refers to no live process");
   }
-  return v;
 }
 
 }  // namespace mltap::ingest

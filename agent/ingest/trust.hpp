@@ -93,6 +93,12 @@ struct Verification {
   bool ok() const noexcept { return failure == TrustFailure::none; }
 };
 
+// A pidfd of the process `pid` that started at `start_ticks`: the start time is read again with
+// the pidfd held, so a pid reused meanwhile is never taken. `v.pidfd` is valid on success; on
+// failure `v.failure` (process_gone or pidfd_failed) and `v.detail` say why.
+void take_pidfd(std::uint32_t pid, std::uint64_t start_ticks, const std::string& proc_dir,
+                Verification& v);
+
 // Checks the producer `id` claims against the kernel. `agent_pid_ns` is the agent's pid namespace
 // inode; `proc_dir` the procfs root (always "/proc" in production; tests may not change it for
 // the pidfd, which is always the real process of that pid).

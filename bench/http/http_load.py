@@ -44,19 +44,25 @@ def connect(port, source):
     return s
 
 
+def read_to_end(s):
+    """Everything the server sends until it closes the connection; closes the socket."""
+    chunks = []
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    s.close()
+    return b"".join(chunks)
+
+
 def one_request(port, raw):
     """Sends `raw` on a fresh connection and reads to the end; (seconds, status)."""
     t0 = time.perf_counter()
     s = connect(port, "127.0.0.1")
     s.settimeout(10)
     s.sendall(raw)
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
+    data = read_to_end(s)
     status = int(data[9:12]) if data.startswith(b"HTTP/1.1 ") else 0
     return time.perf_counter() - t0, status
 
@@ -190,14 +196,7 @@ def main():
 def agent_metrics(port):
     s = connect(port, "127.0.0.1")
     s.sendall(metrics_request())
-    data = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        data += chunk
-    s.close()
-    return data.decode(errors="replace")
+    return read_to_end(s).decode(errors="replace")
 
 
 if __name__ == "__main__":
