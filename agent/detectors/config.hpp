@@ -32,6 +32,8 @@ struct DriftSettings {
   std::uint32_t bins = 256;       // fine bins (KS, W1, pinned references)
   std::uint32_t coarse_bins = 16; // PSI / JS / Hellinger bins (+2 overflow bins)
   double threshold(std::string_view method) const noexcept;
+
+  bool operator==(const DriftSettings&) const = default;  // reload: what changed
 };
 
 struct QualitySettings {
@@ -42,6 +44,8 @@ struct QualitySettings {
   double missing_share = 0.01;      // categorical: reference share of categories that vanished
   double z = 5;                     // and the excess must be this many standard errors
   std::uint64_t constant_min_values = 100;
+
+  bool operator==(const QualitySettings&) const = default;  // reload: what changed
 };
 
 enum class SequentialMethod { cusum, page_hinkley, both };
@@ -53,6 +57,8 @@ struct SequentialSettings {
   double arl_records = 1e9;           // records between false alarms, per stream
   double k = 0.5;                     // reference value, in standard errors of a block mean
   double reference_sigmas = 3;        // widen k by this many standard errors of the reference mean
+
+  bool operator==(const SequentialSettings&) const = default;  // reload: what changed
 };
 
 struct StalenessSettings {
@@ -60,6 +66,8 @@ struct StalenessSettings {
   double factor = 5;                     // silent for factor x the usual interval
   std::chrono::nanoseconds min_silence = 30s;
   std::uint32_t min_batches = 10;        // learn the interval first
+
+  bool operator==(const StalenessSettings&) const = default;  // reload: what changed
 };
 
 struct ThroughputSettings {
@@ -69,6 +77,8 @@ struct ThroughputSettings {
   std::uint32_t warmup_periods = 5;
   double min_expected = 20;       // records a period must be expected to hold to judge a drop
   double alpha = 0.1;             // EWMA weight of the newest period in the baseline
+
+  bool operator==(const ThroughputSettings&) const = default;  // reload: what changed
 };
 
 struct EmbeddingSettings {
@@ -78,6 +88,8 @@ struct EmbeddingSettings {
   std::uint32_t mean_dims = 4096;  // dims kept for the mean vector
   double mean_shift = 0.1;   // |mean_w - mean_ref| / sqrt(trace of reference covariance)
   double cosine = 0.05;      // cosine distance of mean vectors (when the reference mean is clear)
+
+  bool operator==(const EmbeddingSettings&) const = default;  // reload: what changed
 };
 
 struct StreamSettings {
@@ -99,6 +111,8 @@ struct StreamSettings {
   StalenessSettings staleness;
   ThroughputSettings throughput;
   EmbeddingSettings embedding;
+
+  bool operator==(const StreamSettings&) const = default;  // reload: what changed
 };
 
 struct EngineConfig {
@@ -112,6 +126,8 @@ struct EngineConfig {
   std::vector<std::pair<std::string, StreamSettings>> streams;  // per-stream overrides
 
   const StreamSettings& settings_for(std::string_view stream) const noexcept;
+
+  bool operator==(const EngineConfig&) const = default;  // reload: what changed
 };
 
 // Parses the `detectors:` section (a null section gives the defaults). Throws core::ConfigError.

@@ -154,16 +154,9 @@ std::shared_ptr<const DetectorStreamSnapshot> stream_snapshot(const StreamState&
 }  // namespace
 
 DetectorEngine::DetectorEngine(EngineConfig config)
-    : state_(std::make_unique<EngineState>(std::move(config))) {
-  for (const auto& [name, st] : state_->config.streams) {
-    if (st.reference.empty()) continue;
-    try {
-      state_->preloaded[name] =
-          std::make_shared<const ReferenceProfile>(load_profile(st.reference));
-    } catch (const ProfileError& ex) {
-      throw ProfileError("detectors.streams." + name + ".reference: " + ex.what());
-    }
-  }
+    : reload_(std::make_unique<ReloadMailbox>()),
+      state_(std::make_unique<EngineState>(std::move(config))) {
+  state_->preloaded = load_references(state_->config);
   published_ = std::make_shared<const DetectorSnapshot>();
 }
 
@@ -206,6 +199,7 @@ StreamState* DetectorEngine::stream_for(const core::DecodedBatch& b) {
 
 void DetectorEngine::on_batch(const core::DecodedBatch& b) {
   EngineState& e = *state_;
+  if (reload_->staged.load(std::memory_order_acquire)) apply_reload();
   if (!e.config.enabled || !b.stream) return;
   if (b.backlog) return;  // a previous run's leftovers: never analyzed, never a reference
   if (b.values.size() < b.rows * b.cols) return;  // the reader guarantees this; stay safe anyway
@@ -247,6 +241,7 @@ void DetectorEngine::on_batch(const core::DecodedBatch& b) {
 
 void DetectorEngine::on_tick(std::uint64_t now) {
   EngineState& e = *state_;
+  if (reload_->staged.load(std::memory_order_acquire)) apply_reload();
   hand_over(false);
   e.ticked = true;
   e.now_ns = std::max(e.now_ns, now);

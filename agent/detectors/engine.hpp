@@ -9,8 +9,10 @@
 // a data race ThreadSanitizer reports.)
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -26,6 +28,7 @@ namespace mltap::detectors {
 
 struct EngineState;
 struct StreamState;
+struct ReloadMailbox;
 
 class DetectorEngine final : public core::BatchSink, public core::Checkpointable {
  public:
@@ -44,6 +47,16 @@ class DetectorEngine final : public core::BatchSink, public core::Checkpointable
   // Uses `profile` as the reference of `stream` (before its first record; offline CLI, tests).
   void set_reference(const std::string& stream, std::shared_ptr<const ReferenceProfile> profile,
                      std::string path = {});
+
+  // Reload (SIGHUP; engine_reload.cpp), from any thread: loads every reference file `next` names
+  // now and throws ProfileError naming the stream and file, changing nothing, when one is bad.
+  // Otherwise hands `next` and the profiles to the thread that calls on_batch/on_tick, which
+  // applies them at its next call and says per stream what changed: new thresholds and other
+  // settings (the stream's windows and sequential detectors restart on its current reference),
+  // a reference file whose content changed (swapped when it has the stream's shape, else kept
+  // and said). Streams, findings (ids, onsets) and counters are kept. Waits up to `wait` for
+  // that; nullopt when it did not happen in time (it still happens at the next tick).
+  std::optional<std::vector<std::string>> reload(EngineConfig next, std::chrono::milliseconds wait);
 
   // Checkpoints (engine_checkpoint.cpp), on the thread that calls on_batch (or once it stopped):
   // per stream its pinned reference ("detectors.reference-<hash>", once) and open findings
@@ -69,6 +82,9 @@ class DetectorEngine final : public core::BatchSink, public core::Checkpointable
   void publish(std::uint64_t now, bool force);
   // Moves pending_ into published_; `wait` false: only if no reader holds the lock right now.
   void hand_over(bool wait);
+  void apply_reload();  // writer thread: a staged reload, if any
+
+  std::unique_ptr<ReloadMailbox> reload_;  // engine_reload.cpp
 
   std::unique_ptr<EngineState> state_;  // the writer's side (engine_state.hpp)
   mutable std::mutex publish_mu_;

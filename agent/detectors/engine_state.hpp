@@ -9,11 +9,15 @@
 #pragma once
 
 #include <array>
+#include <atomic>
+#include <condition_variable>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -181,6 +185,24 @@ struct EngineState {
   std::vector<Finding> closed;  // ring of recently closed findings (oldest first)
   std::uint64_t saved_next_finding_id = 0;  // as last checkpointed
 };
+
+// A reload handed from the thread that asked for it (SIGHUP) to the writer thread
+// (engine_reload.cpp): the writer only tests `staged` per batch.
+struct ReloadMailbox {
+  std::atomic<bool> staged{false};
+  std::mutex mu;
+  std::condition_variable done;
+  // guarded by mu
+  std::optional<EngineConfig> config;
+  std::unordered_map<std::string, std::shared_ptr<const ReferenceProfile>> profiles;
+  std::uint64_t requested = 0, applied = 0;
+  std::vector<std::string> report;  // of the last applied reload
+};
+
+// Every reference file the configuration names, loaded (engine_reload.cpp). Throws ProfileError
+// naming the stream and the file.
+std::unordered_map<std::string, std::shared_ptr<const ReferenceProfile>> load_references(
+    const EngineConfig& config);
 
 // A stream as the producer declared it; nullptr (and counted) beyond max_streams (engine.cpp).
 StreamState* create_stream(EngineState& e, const core::StreamInfo& info);

@@ -392,6 +392,19 @@ void Agent::watch_findings() {
 
 Agent::ReloadResult Agent::reload(const AgentConfig& next) {
   ReloadResult r;
+  // The detectors take a new section and re-read every reference file (a profile rebuilt in
+  // place changes nothing in the YAML). A bad file throws here, before anything changed: the
+  // caller keeps the running configuration.
+  if (detectors_) {
+    const auto report = detectors_->reload(next.detectors, std::chrono::seconds(5));
+    if (!report) {
+      r.applied.push_back("detectors: staged; the ingest thread applies it at its next turn");
+    } else {
+      for (const auto& line : *report) r.applied.push_back(line);
+    }
+    config_.detectors = next.detectors;
+    config_.sections["detectors"] = next.sections.count("detectors") ? next.sections.at("detectors") : std::string();
+  }
   if (next.agent.log_level != config_.agent.log_level) {
     const auto level = spdlog::level::from_str(next.agent.log_level);
     spdlog::set_level(level);
@@ -399,9 +412,9 @@ Agent::ReloadResult Agent::reload(const AgentConfig& next) {
                         next.agent.log_level);
     config_.agent.log_level = next.agent.log_level;
   }
-  // Everything else is wired into running components (threads, probes, sockets, open streams'
-  // windows): changing it in place could lose or double-count data, so it waits for a restart,
-  // and the agent says so.
+  // Everything else is wired into running components (threads, probes, sockets, reactions'
+  // undo state): changing it in place could lose or double-count data, so it waits for a
+  // restart, and the agent says so.
   for (const char* name : kConfigSections) {
     const auto a = config_.sections.find(name);
     const auto b = next.sections.find(name);

@@ -45,8 +45,10 @@ class Agent : private ingest::ProducerObserver {
   int http_port() const noexcept;
 
   // SIGHUP: `next` was parsed without error (the caller refuses a configuration with errors and
-  // keeps this one). Applies what can change while running and names the sections that differ
-  // but take effect only at the next start; streams, findings and counters are untouched.
+  // keeps this one). Applies what can change while running: agent.log_level, the whole
+  // `detectors:` section and every reference file re-read (DetectorEngine::reload; a bad file
+  // throws ProfileError before anything changed), and names the other sections that differ but
+  // take effect only at the next start; streams, findings and counters are untouched.
   struct ReloadResult {
     std::vector<std::string> applied;       // e.g. "agent.log_level: info -> debug"
     std::vector<std::string> need_restart;  // top-level sections whose settings changed

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <future>
 #include <random>
 #include <chrono>
 #include <thread>
@@ -714,4 +715,103 @@ TEST(EngineState, UnusableDocumentsAreReportedNotFatal) {
   std::normal_distribution<double> d;
   f.run(5000, 64, [&](double* r) { r[0] = d(g); r[1] = d(g); });
   EXPECT_EQ(e.snapshot()->streams[0]->reference, ReferenceSource::pinned);
+}
+
+// Reload (SIGHUP) as mltapd does it: reload() from another thread while the writer thread keeps
+// ticking; new thresholds and re-read reference files apply between two batches, the open
+// finding keeps its id and the counters continue.
+namespace {
+
+std::vector<std::string> reload_now(DetectorEngine& e, Feed& f, const EngineConfig& next) {
+  auto done = std::async(std::launch::async, [&] { return e.reload(next, std::chrono::seconds(20)); });
+  while (done.wait_for(std::chrono::milliseconds(1)) != std::future_status::ready) e.on_tick(f.now);
+  auto report = done.get();
+  EXPECT_TRUE(report.has_value());
+  return report.value_or(std::vector<std::string>{});
+}
+
+bool mentions(const std::vector<std::string>& lines, const std::string& what) {
+  for (const auto& l : lines) {
+    if (l.find(what) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST(EngineReload, ThresholdsAndReferenceFilesChangeWhileFindingsAndCountersStay) {
+  const auto dir = tmpdir() / "reload";
+  fs::create_directories(dir);
+  const std::string ref = (dir / "ref.profile").string();
+  std::mt19937_64 g(21);
+  std::normal_distribution<double> d;
+  std::vector<double> rows(20000 * 3);
+  for (auto& v : rows) v = d(g);
+  save_profile(build_profile(rows, 3, {"a", "b", "c"}, ProfileOptions{}), ref);
+  auto c = small_config();
+  auto st = c.defaults;
+  st.reference = ref;
+  st.sequential.enabled = false;
+  st.drift.numeric_methods = {"wasserstein"};
+  c.streams.emplace_back("rs", st);
+  DetectorEngine e(c);
+  Feed f(e, "rs", 3);
+  auto shifted = [&](double* r) { r[0] = d(g); r[1] = d(g) + 1.0; r[2] = d(g); };
+  f.run(6000, 100, shifted);
+  auto s = e.snapshot();
+  const Finding* fd = open_finding(*s, "rs", FindingKind::drift);
+  ASSERT_NE(fd, nullptr) << to_json(*s).dump(1);
+  const std::uint64_t id = fd->id;
+
+  // A reference file that does not load: refused whole, nothing staged.
+  const std::string bad = (dir / "bad.profile").string();
+  std::ofstream(bad) << "{\"version\": 1, \"layout\": ";
+  auto broken = c;
+  broken.streams[0].second.reference = bad;
+  try {
+    e.reload(broken, std::chrono::milliseconds(0));
+    ADD_FAILURE() << "a broken reference file was accepted";
+  } catch (const ProfileError& ex) {
+    EXPECT_NE(std::string(ex.what()).find("detectors.streams.rs.reference"), std::string::npos) << ex.what();
+  }
+
+  // Same reference, unchanged settings: nothing to say.
+  EXPECT_TRUE(reload_now(e, f, c).empty());
+
+  // A threshold no shift reaches: the open finding stays (same id) and clears by the new rule.
+  auto lax = c;
+  lax.streams[0].second.drift.wasserstein = 100;
+  auto report = reload_now(e, f, lax);
+  EXPECT_TRUE(mentions(report, "stream 'rs': settings changed")) << testing::PrintToString(report);
+  s = e.snapshot();
+  fd = open_finding(*s, "rs", FindingKind::drift);
+  ASSERT_NE(fd, nullptr);
+  EXPECT_EQ(fd->id, id);
+  EXPECT_EQ(s->streams[0]->records_total, 6000u);
+  f.run(6000, 100, shifted);
+  s = e.snapshot();
+  EXPECT_EQ(open_finding(*s, "rs", FindingKind::drift), nullptr) << to_json(*s).dump(1);
+
+  // The file rebuilt in place from the shifted population, thresholds back: the new reference is
+  // used (no drift on shifted data), the configuration text being the same.
+  std::vector<double> moved(15000 * 3);
+  for (std::size_t i = 0; i < moved.size(); ++i) moved[i] = d(g) + (i % 3 == 1 ? 1.0 : 0.0);
+  save_profile(build_profile(moved, 3, {"a", "b", "c"}, ProfileOptions{}), ref);
+  report = reload_now(e, f, c);
+  EXPECT_TRUE(mentions(report, "reference " + ref + " reloaded (15000 rows)")) << testing::PrintToString(report);
+  f.run(6000, 100, shifted);
+  s = e.snapshot();
+  EXPECT_EQ(s->streams[0]->reference_rows, 15000u);
+  EXPECT_EQ(open_finding(*s, "rs", FindingKind::drift), nullptr) << to_json(*s).dump(1);
+
+  // A reference of another width: not used, and said so; the running one stays.
+  std::vector<double> wide(5000 * 4);
+  for (auto& v : wide) v = d(g);
+  save_profile(build_profile(wide, 4, {"a", "b", "c", "d"}, ProfileOptions{}), ref);
+  report = reload_now(e, f, c);
+  EXPECT_TRUE(mentions(report, "not used: it has 4 columns, the stream 3")) << testing::PrintToString(report);
+  f.run(2000, 100, shifted);
+  s = e.snapshot();
+  EXPECT_EQ(s->streams[0]->reference_rows, 15000u);
+  EXPECT_EQ(s->streams[0]->records_total, 20000u);
 }

@@ -102,19 +102,23 @@ def test_sighup_reload_good_and_bad_configuration():
             pid = agent.proc.pid
             original = open(agent.config_path).read()
 
-            # A good configuration: the log level applies at once, a changed section is named.
+            # A good configuration: the log level and the detectors' settings apply at once, a
+            # changed section that needs a restart is named.
             with open(agent.config_path, "w") as f:
-                f.write(original + "agent:\n  log_level: debug\ndetectors:\n  top_features: 3\n")
+                f.write(original + "agent:\n  log_level: debug\ndetectors:\n  top_features: 3\n"
+                        "  drift:\n    psi: 0.3\nreactions:\n  queue_capacity: 512\n")
             notify.drain()
             os.kill(pid, signal.SIGHUP)
             wait_until(lambda: "reload: done" in agent.logs(), timeout=10, what="reload logged")
             log = agent.logs()
             assert "applied agent.log_level: info -> debug" in log, log
-            assert "changed settings in detectors take effect at the next restart" in log, log
+            assert "stream 'svc/reload': settings changed" in log, log
+            assert "changed settings in reactions take effect at the next restart" in log, log
+            assert "changed settings in detectors" not in log, log
             msgs = [m for _, m in notify.drain()]
             i = next(i for i, m in enumerate(msgs) if m.get("RELOADING") == "1")
             assert any(m.get("READY") == "1" for m in msgs[i:]), msgs
-            assert any("restart pending for detectors" in m.get("STATUS", "") for m in msgs[i:]), msgs
+            assert any("restart pending for reactions" in m.get("STATUS", "") for m in msgs[i:]), msgs
             assert agent.alive() and agent.proc.pid == pid
             # Nothing lost: the stream and its counters are still there, not reset.
             assert agent.metrics().get("mltap_stream_records_total", 0, stream="svc/reload") == 3000
