@@ -199,13 +199,25 @@ namespace {
 
 class Connection;
 
+// What a connection counts against in max_connections_per_address: its address, and on loopback
+// also the local user owning the client's socket (sock_diag). Every local client comes from
+// 127.0.0.1: keyed by address alone, one local account holding the cap would shut out every other
+// local client (the Prometheus and Alertmanager on this host among them).
+struct ClientKey {
+  asio::ip::address address;
+  std::int64_t uid = -1;  // -1: not loopback, or the kernel did not say
+  bool operator<(const ClientKey& o) const {
+    return address != o.address ? address < o.address : uid < o.uid;
+  }
+};
+
 // The server's state, shared by the connections (HttpServer::Impl is private to the class).
 struct ServerCore {
   // Declared before the io_context: connections still queued in it when it is destroyed
   // unregister from these in their destructors.
   mutable std::mutex mutex;
   std::vector<std::shared_ptr<prometheus::Collectable>> collectables;
-  std::map<asio::ip::address, std::size_t> per_address;
+  std::map<ClientKey, std::size_t> per_address;
   std::size_t open = 0;
 
   ListenAddress address;
@@ -237,7 +249,7 @@ struct ServerCore {
 
   void accept();
   void on_accept(tcp::socket socket);
-  void release(const asio::ip::address& peer) {
+  void release(const ClientKey& peer) {
     std::lock_guard<std::mutex> lock(mutex);
     auto it = per_address.find(peer);
     if (it != per_address.end() && --it->second == 0) per_address.erase(it);
@@ -252,8 +264,8 @@ struct ServerCore {
 // Every socket operation runs on the connection's strand of the event loop.
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(ServerCore& server, tcp::socket socket, tcp::endpoint remote, tcp::endpoint local)
-      : server_(server), stream_(std::move(socket)), peer_(remote.address()), remote_(remote), local_(local) {}
+  Connection(ServerCore& server, tcp::socket socket, ClientKey peer, tcp::endpoint remote, tcp::endpoint local)
+      : server_(server), stream_(std::move(socket)), peer_(std::move(peer)), remote_(remote), local_(local) {}
   ~Connection() { server_.release(peer_); }
 
   // Everything of a connection runs on its strand, from its first read on.
@@ -303,7 +315,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     request_.path = request_.target.substr(0, q);
     if (q != std::string::npos) request_.params = parse_query(std::string_view(request_.target).substr(q + 1));
     for (const auto& f : head) request_.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    request_.peer = peer_.to_string();
+    request_.peer = peer_.address.to_string();
     keep_alive_ = head.keep_alive();
     const bool has_body = !parser_->is_done();
 
@@ -434,7 +446,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   ServerCore& server_;
   beast::tcp_stream stream_;
-  asio::ip::address peer_;
+  ClientKey peer_;
   tcp::endpoint remote_, local_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -504,7 +516,13 @@ void ServerCore::on_accept(tcp::socket socket) {
   if (ec) return;
   const auto local = socket.local_endpoint(ec);
   if (ec) return;
-  const auto peer = endpoint.address();
+  ClientKey peer{endpoint.address(), -1};
+  if (peer.address.is_loopback()) {
+    if (const auto uid = local_peer_uid(peer.address.to_string(), endpoint.port(), local.address().to_string(),
+                                        local.port())) {
+      peer.uid = *uid;
+    }
+  }
   const char* refusal = nullptr;
   {
     std::lock_guard<std::mutex> lock(mutex);
@@ -515,7 +533,7 @@ void ServerCore::on_accept(tcp::socket socket) {
       ++refused_total;
     } else if (n >= limits.max_connections_per_address) {
       refusal = "HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\nContent-Type: text/plain\r\n"
-                "Retry-After: 1\r\nContent-Length: 39\r\n\r\ntoo many connections from this address\r\n";
+                "Retry-After: 1\r\nContent-Length: 38\r\n\r\ntoo many connections from this client\r\n";
       ++refused_per_address;
     } else {
       ++n;
@@ -531,7 +549,7 @@ void ServerCore::on_accept(tcp::socket socket) {
     return;
   }
   ++accepted;
-  std::make_shared<Connection>(*this, std::move(socket), endpoint, local)->start();
+  std::make_shared<Connection>(*this, std::move(socket), std::move(peer), endpoint, local)->start();
 }
 
 }  // namespace

@@ -94,6 +94,8 @@ struct HttpLimits {
   std::chrono::milliseconds write_timeout = 10s;   // whole answer
   std::size_t max_header_bytes = 16 * 1024;        // request line and headers
   std::size_t max_connections = 4096;
+  // Per client: a remote address; on loopback an address and the local user owning the client's
+  // socket, so that one local account cannot use up the slots of every local client.
   std::size_t max_connections_per_address = 128;
   int backlog = 1024;           // the kernel caps it at net.core.somaxconn
   int handler_threads = 2;      // routes without a body: /metrics, /healthz

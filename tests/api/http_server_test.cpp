@@ -242,7 +242,7 @@ TEST_F(HttpServerTest, RefusesAClientOverThePerAddressCapWhileOthersAreServed) {
   // The ninth from the same address is refused with a clear answer and closed...
   const std::string refused = request(port_, get("/healthz"), "127.0.0.7");
   EXPECT_EQ(status_of(refused), 429) << refused;
-  EXPECT_NE(refused.find("too many connections from this address"), std::string::npos);
+  EXPECT_NE(refused.find("too many connections from this client"), std::string::npos);
   EXPECT_EQ(server_->stats().refused_per_address, 1u);
   // ...while other addresses are served.
   EXPECT_EQ(status_of(request(port_, get("/healthz"), "127.0.0.1")), 200);
@@ -353,6 +353,45 @@ int status_as_nobody(int port, const std::string& raw) {
   int st = 0;
   ::waitpid(pid, &st, 0);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+// On loopback every local user connects from 127.0.0.1: the per-client cap counts each local
+// user on its own, so another account holding all of its slots shuts out neither root nor itself
+// for good.
+TEST_F(HttpServerTest, OnLoopbackTheConnectionCapIsPerLocalUser) {
+  if (::getuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
+  HttpLimits limits;
+  limits.max_connections_per_address = 8;
+  start(limits);
+  run();
+  int ready[2], release[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  ASSERT_EQ(::pipe(release), 0);
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    // uid 65534 takes its 8 slots and holds them until told to let go.
+    if (::setresgid(65534, 65534, 65534) != 0 || ::setresuid(65534, 65534, 65534) != 0) ::_exit(1);
+    std::vector<Fd> held;
+    for (int i = 0; i < 8; ++i) held.emplace_back(connect_from("127.0.0.1", port_));
+    const int ninth = status_of(request(port_, get("/healthz")));
+    const char c = static_cast<char>(ninth == 429 ? 'y' : 'n');
+    if (::write(ready[1], &c, 1) != 1) ::_exit(2);
+    char x;
+    (void)::read(release[0], &x, 1);
+    ::_exit(0);
+  }
+  char c = 0;
+  ASSERT_EQ(::read(ready[0], &c, 1), 1);
+  EXPECT_EQ(c, 'y') << "the other user's ninth connection was not refused";
+  EXPECT_GE(server_->stats().connections_open, 8u);
+  // Root, from the same address, is served while uid 65534 holds its cap.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(status_of(request(port_, get("/healthz"))), 200);
+  EXPECT_EQ(server_->stats().refused_per_address, 1u);
+  ASSERT_EQ(::write(release[1], "x", 1), 1);
+  int st = 0;
+  ::waitpid(pid, &st, 0);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  for (int fd : {ready[0], ready[1], release[0], release[1]}) ::close(fd);
 }
 
 TEST(LocalPeerUid, NamesTheUidOwningTheClientSocket) {
