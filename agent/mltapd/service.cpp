@@ -69,7 +69,7 @@ void ServiceLoop::reload() {
     const AgentConfig next = load_();
     const auto r = agent_.reload(next);
     reload_note_.clear();
-    if (!r.applied.empty()) spdlog::info("reload: applied {}", join(r.applied));
+    for (const auto& what : r.applied) spdlog::info("reload: applied {}", what);
     if (!r.need_restart.empty()) {
       spdlog::warn("reload: changed settings in {} take effect at the next restart "
                    "(`systemctl restart mltapd`)",

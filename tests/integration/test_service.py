@@ -106,7 +106,7 @@ def test_sighup_reload_good_and_bad_configuration():
             # changed section that needs a restart is named.
             with open(agent.config_path, "w") as f:
                 f.write(original + "agent:\n  log_level: debug\ndetectors:\n  top_features: 3\n"
-                        "  drift:\n    psi: 0.3\nreactions:\n  queue_capacity: 512\n")
+                        "  drift:\n    thresholds: {psi: 0.3}\nreactions:\n  queue_capacity: 512\n")
             notify.drain()
             os.kill(pid, signal.SIGHUP)
             wait_until(lambda: "reload: done" in agent.logs(), timeout=10, what="reload logged")
