@@ -164,8 +164,11 @@ def test_producers_sigkilled_at_random_points_are_counted_exactly(tmp_path):
         # whose producer was killed while creating it (its magic never written) is refused
         # (bad_magic) and stays; the test counts and removes those itself.
         def half_created(name):
-            with open(os.path.join(agent.shm_dir, name), "rb") as f:
-                magic = f.read(8)
+            try:
+                with open(os.path.join(agent.shm_dir, name), "rb") as f:
+                    magic = f.read(8)
+            except FileNotFoundError:
+                return True  # removed meanwhile: nothing to wait for
             return len(magic) < 8 or magic == b"\0" * 8
         try:
             wait_until(lambda: not [n for n in namespace_files(agent) if not half_created(n)] and
@@ -174,7 +177,7 @@ def test_producers_sigkilled_at_random_points_are_counted_exactly(tmp_path):
         except AssertionError:
             left = [n for n in namespace_files(agent) if not half_created(n)]
             raise AssertionError(f"{len(left)} segments left: {left[:5]}\n" + agent.logs()[-3000:])
-        leftovers = namespace_files(agent)
+        leftovers = [n for n in namespace_files(agent) if half_created(n)]
         for n in leftovers:
             os.unlink(os.path.join(agent.shm_dir, n))
         m = wait_until(lambda: (lambda m: m if m.get("mltap_segments", 0, state="active") == 0 and
