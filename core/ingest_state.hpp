@@ -28,7 +28,9 @@ constexpr std::string_view producer_state_name(ProducerState s) noexcept {
 }
 
 // Why rows were lost (metric `mltap_stream_dropped_records_total{reason}`).
-enum class DropReason : std::size_t { overwritten = 0, too_large, no_lane, bad_input, count };
+// `interrupted`: rows a producer had counted as written (rows_written is stored before the copy)
+// when it died, so never committed nor counted by another cause.
+enum class DropReason : std::size_t { overwritten = 0, too_large, no_lane, bad_input, interrupted, count };
 
 constexpr std::string_view drop_reason_name(DropReason r) noexcept {
   switch (r) {
@@ -36,6 +38,7 @@ constexpr std::string_view drop_reason_name(DropReason r) noexcept {
     case DropReason::too_large: return "too_large";
     case DropReason::no_lane: return "no_lane";
     case DropReason::bad_input: return "bad_input";
+    case DropReason::interrupted: return "interrupted";
     case DropReason::count: break;
   }
   return "unknown";

@@ -38,6 +38,16 @@ struct StateReadResult {
   std::string detail;           // why unusable, and where it was moved
 };
 
+// What the writer of the state directory reports (metrics mltap_state_*): documents written and
+// attempts that failed (full, read-only, removed directory), documents held in memory waiting
+// to be written, and whether the last attempt failed.
+struct StateWriteCounts {
+  std::uint64_t written = 0;
+  std::uint64_t failed = 0;
+  std::uint64_t pending = 0;
+  bool failing = false;
+};
+
 class StateStore {
  public:
   // `dir` is created (mode 0700, parents too) on first write if missing. Nothing is done here.

@@ -107,6 +107,7 @@ struct Ingest::Segment {
   ProducerState state = ProducerState::alive;
   std::uint64_t gone_since = 0;      // agent time it was seen dead or closed
   std::uint64_t last_new_data = 0;   // agent time of the last poll that found records
+  std::uint64_t last_empty_poll = 0; // agent time of the last poll that found nothing new
   std::uint64_t rows_read = 0;
   std::uint64_t rows_overwritten = 0;
   ProducerCounters counters;         // last seen producer counters
@@ -566,15 +567,18 @@ void Ingest::scan(std::uint64_t now) {
       bool history = false;
       if (config_.verify_producers) {
         trust = verify_producer(reader->file(), reader->identity(), pid_ns_inode_, config_.proc_dir);
-        // A cleanly closed ring whose producer already ended (a short batch job, a producer that
-        // closed before the next scan) cannot be verified any more, but its records are the file
-        // owner's: read them as that uid's history, with no process identity, so nothing is ever
-        // signalled, traced or watched for it (docs/security.md, "history").
+        // A ring whose producer already ended (a short batch job, a producer that closed its
+        // stream or was killed before the next scan) cannot be verified any more, but its records
+        // are the file owner's: read them as that uid's history, with no process identity, so
+        // nothing is ever signalled, traced or watched for it, then remove it like any ended
+        // producer's (docs/security.md, "history"). Refusing it would leave its file in the ring
+        // directory for good and its rows uncounted.
         const auto state = reader->state();
-        history = !trust.ok() && state && *state == format::SegmentState::closed &&
-                  reader->file().uid == reader->identity().uid;
+        const bool ended = (state && *state == format::SegmentState::closed) ||
+                           trust.failure == TrustFailure::process_gone;
+        history = !trust.ok() && ended && reader->file().uid == reader->identity().uid;
         if (history) {
-          spdlog::info("segment {} read as history of uid {}: closed, producer not verifiable ({}: {})",
+          spdlog::info("segment {} read as history of uid {}: producer ended, not verifiable ({}: {})",
                        path, reader->file().uid, trust_failure_name(trust.failure), trust.detail);
           reader->forget_producer();
           trust = Verification{};
@@ -627,10 +631,15 @@ void Ingest::scan(std::uint64_t now) {
         continue;
       }
       if (const char* which = quota_exceeded(uid, reader->identity().stream)) {
-        // Closed while it waited (its producer ended cleanly) and still over the quota: it will
+        // Its producer ended while it waited (closed or killed) and still over the quota: it will
         // never be read.
-        if (history && quota_waiting_.count(path)) remove_waiting(path, key.dev, key.ino, "closed");
-        else refuse_quota(path, key, uid, which, reader->identity().stream, now);
+        if (history && quota_waiting_.count(path)) {
+          const auto st = reader->state();
+          const bool closed = st && *st == format::SegmentState::closed;
+          remove_waiting(path, key.dev, key.ino, closed ? "closed" : "producer_dead");
+        } else {
+          refuse_quota(path, key, uid, which, reader->identity().stream, now);
+        }
         continue;
       }
       if (quota_waiting_.erase(path) > 0) spdlog::info("segment {} of uid {} attached: within its quota now", path, uid);
@@ -640,7 +649,9 @@ void Ingest::scan(std::uint64_t now) {
       if (!history) reader->set_artifacts(watchable_artifacts(reader->identity(), trust.credentials));
       MergedStream* st_ptr = stream_for(reader->identity(), uid, now);
       if (!st_ptr && history && quota_waiting_.count(path)) {
-        remove_waiting(path, key.dev, key.ino, "closed");
+        const auto st_now = reader->state();
+        const bool closed = st_now && *st_now == format::SegmentState::closed;
+        remove_waiting(path, key.dev, key.ino, closed ? "closed" : "producer_dead");
         continue;
       }
       if (!st_ptr) {
@@ -785,14 +796,29 @@ void Ingest::retire_segments(std::uint64_t now) {
     }
     const auto grace = seg.state == ProducerState::closed ? config_.closed_segment_grace
                                                           : config_.dead_producer_grace;
-    const bool drained = seg.last_new_data < seg.gone_since || !seg.reader->healthy();
-    if (!drained || now - seg.gone_since < static_cast<std::uint64_t>(grace.count())) {
+    // Drained: a poll after the last one that found records found nothing. The grace runs from
+    // the death or from the last records, whichever is later: records read after the death was
+    // seen (a ring attached after its producer ended, or written just before it was killed) are
+    // no reason to keep the segment forever.
+    const bool drained = seg.last_empty_poll > seg.last_new_data || !seg.reader->healthy();
+    const std::uint64_t quiet_since = std::max(seg.gone_since, seg.last_new_data);
+    if (!drained || now - quiet_since < static_cast<std::uint64_t>(grace.count())) {
       ++it;
       continue;
     }
     // Anything committed and never read is lost to the reader.
     const std::uint64_t unread = seg.reader->unread_committed_rows();
     seg.stream->dropped[static_cast<std::size_t>(DropReason::overwritten)] += unread;
+    // The rows of a write the producer was killed in: its rows_written counted them (writes_total
+    // has them) and nothing else will.
+    if (seg.state == ProducerState::dead) {
+      const std::uint64_t interrupted = seg.reader->interrupted_rows();
+      seg.stream->dropped[static_cast<std::size_t>(DropReason::interrupted)] += interrupted;
+      if (interrupted > 0) {
+        spdlog::info("producer pid {} of stream '{}' died inside a write: {} rows counted as interrupted",
+                     seg.reader->identity().producer.pid, seg.stream->info.name, interrupted);
+      }
+    }
     const char* reason = seg.state == ProducerState::closed ? "closed" : "producer_dead";
     if (config_.remove_dead_segments) {
       struct stat st {};
@@ -819,6 +845,7 @@ void Ingest::poll_all(std::uint64_t now, bool& more) {
     const PollCounts c = seg.reader->poll(v);
     MergedStream& st = *seg.stream;
     if (c.records > 0 || c.rows_overwritten > 0) seg.last_new_data = now;
+    else if (!c.more) seg.last_empty_poll = now;
     seg.rows_overwritten += c.rows_overwritten;
     st.dropped[static_cast<std::size_t>(DropReason::overwritten)] += c.rows_overwritten;
     for (std::size_t i = 0; i < kInvalidReasonCount; ++i) st.invalid[i] += c.records_invalid[i];

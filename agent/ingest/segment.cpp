@@ -494,6 +494,23 @@ std::uint64_t SegmentReader::unread_committed_rows() {
   return unread;
 }
 
+std::uint64_t SegmentReader::interrupted_rows() {
+  std::uint64_t interrupted = 0;
+  for (auto& lane : lanes_) {
+    LaneHeader lh{};
+    if (!guarded_copy(&lh, lane.header, sizeof lh)) {
+      healthy_ = false;
+      return interrupted;
+    }
+    // rows_accounted: read, invalid or overwritten; it may exceed the header's rows_committed
+    // when the producer died between the commit and storing its counters.
+    const std::uint64_t settled =
+        lane.rows_accounted + lh.rows_sampled_out + lh.rows_too_large + lh.rows_bad_input;
+    if (lh.rows_written > settled) interrupted += lh.rows_written - settled;
+  }
+  return interrupted;
+}
+
 bool SegmentReader::heartbeat(std::uint64_t now_unix_ns) {
   if (!healthy_) return false;
   auto* ctl = reinterpret_cast<ControlBlock*>(base_ + header_.control_offset);

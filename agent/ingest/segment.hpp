@@ -126,6 +126,10 @@ class SegmentReader {
   std::optional<format::SegmentState> state();
   // After the producer is gone and the ring is drained: rows committed but never read.
   std::uint64_t unread_committed_rows();
+  // After unread_committed_rows(), for a producer that died: rows its lanes counted as written
+  // but never committed nor counted as sampled out, too large or bad input (it was killed inside
+  // a write, between counting the rows and committing them).
+  std::uint64_t interrupted_rows();
 
   // Control block (agent -> producer). All return false when the mapping faulted or no slot.
   bool heartbeat(std::uint64_t now_unix_ns);

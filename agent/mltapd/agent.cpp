@@ -20,6 +20,7 @@
 #include "exporters/metrics/ebpf_metrics.hpp"
 #include "exporters/metrics/ingest_metrics.hpp"
 #include "exporters/metrics/reaction_metrics.hpp"
+#include "exporters/metrics/state_metrics.hpp"
 #ifdef MLTAP_HAVE_BPF
 #include "bpf/tracer.hpp"
 #endif
@@ -195,6 +196,9 @@ void Agent::register_metrics() {
   if (pusher_) {
     http_->add_collectable(
         std::make_shared<metrics::AlertmanagerPushCollector>([this] { return pusher_->counts(); }));
+  }
+  if (state_) {
+    http_->add_collectable(std::make_shared<metrics::StateCollector>([this] { return state_->counts(); }));
   }
   metrics::ReactionCollector::RequestsSource requests;
   if (webhook_) requests = [this] { return webhook_->requests_by_code(); };

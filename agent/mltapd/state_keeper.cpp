@@ -17,6 +17,7 @@ void StateKeeper::restore() {
   if (!store_.prepare(error)) {
     spdlog::error("state: {} (state is not kept until this is fixed; retried at each change)", error);
     last_error_ = error;
+    failing_ = true;
   }
   for (auto* part : parts_) {
     std::vector<std::pair<std::string, core::StateReadResult>> stored;
@@ -54,6 +55,7 @@ void StateKeeper::collect() {
       auto name = d.name;
       pending_[name] = std::move(d);  // a newer document replaces one not yet written
     }
+    pending_count_ = pending_.size();
   }
   cv_.notify_one();
 }
@@ -67,6 +69,15 @@ void StateKeeper::stop() {
   }
   cv_.notify_one();
   writer_.join();
+}
+
+core::StateWriteCounts StateKeeper::counts() const noexcept {
+  core::StateWriteCounts c;
+  c.written = written_.load(std::memory_order_relaxed);
+  c.failed = failed_.load(std::memory_order_relaxed);
+  c.pending = pending_count_.load(std::memory_order_relaxed);
+  c.failing = failing_.load(std::memory_order_relaxed);
+  return c;
 }
 
 void StateKeeper::run() {
@@ -96,8 +107,12 @@ bool StateKeeper::write_pending(std::unique_lock<std::mutex>& lock) {
     if (!store_.write(doc, err)) {
       if (first_error.empty()) first_error = err;
       failed.push_back(std::move(doc));
+      failed_++;
+    } else {
+      written_++;
     }
   }
+  failing_ = !first_error.empty();
   // Logged when it starts failing or the reason changes, not on every attempt.
   if (!first_error.empty() && first_error != last_error_) {
     spdlog::error("state: {} (retrying; state is not kept until this is fixed)", first_error);
@@ -110,6 +125,7 @@ bool StateKeeper::write_pending(std::unique_lock<std::mutex>& lock) {
     auto name = d.name;
     pending_.emplace(std::move(name), std::move(d));  // unless a newer one came meanwhile
   }
+  pending_count_ = pending_.size();
   return !failed.empty();
 }
 

@@ -4,6 +4,7 @@
 // the ingest thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -32,6 +33,9 @@ class StateKeeper final : public core::BatchSink {
   // Once the parts' thread has stopped: a last checkpoint, written before this returns.
   void stop();
 
+  // Any thread (a scrape): written and failed documents, pending ones, failing now.
+  core::StateWriteCounts counts() const noexcept;
+
   // Ingest thread: checkpoints on ticks.
   void on_batch(const core::DecodedBatch&) override {}
   void on_tick(std::uint64_t now_unix_ns) override;
@@ -51,6 +55,8 @@ class StateKeeper final : public core::BatchSink {
   std::map<std::string, core::StateDocument> pending_;  // newest document by name (mu_)
   bool stopping_ = false;                               // mu_
   std::string last_error_;  // writer thread (and restore(), before it starts)
+  std::atomic<std::uint64_t> written_{0}, failed_{0}, pending_count_{0};
+  std::atomic<bool> failing_{false};
   std::thread writer_;
 };
 

@@ -96,7 +96,8 @@ TEST(TrustPaths, ReadabilityByTheProducersCredentials) {
 // Copies the segment at `from` into a new segment file of `ns` naming another producer.
 std::string forge(const TempShmDir& dir, const std::string& ns, const std::string& from,
                   std::uint32_t pid, std::uint64_t ticks, std::uint64_t n,
-                  std::uint64_t pid_ns = 0, bool closed = false) {
+                  std::uint64_t pid_ns = 0, bool closed = false,
+                  std::optional<std::uint32_t> header_uid = std::nullopt) {
   std::ifstream in(from, std::ios::binary);
   std::string bytes((std::istreambuf_iterator<char>(in)), {});
   auto* h = reinterpret_cast<format::SegmentHeader*>(bytes.data());
@@ -104,6 +105,7 @@ std::string forge(const TempShmDir& dir, const std::string& ns, const std::strin
   h->producer_start_ticks = ticks;
   if (pid_ns != 0) h->pid_ns_inode = pid_ns;
   if (closed) h->state = static_cast<std::uint32_t>(format::SegmentState::closed);
+  if (header_uid) h->producer_uid = *header_uid;
   const std::string path = dir.path() + "/" + naming::segment_file_name(ns, pid, n);
   std::ofstream out(path, std::ios::binary);
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
@@ -164,9 +166,10 @@ TEST(TrustIngest, RefusesForgedProducersAndReadsTheRealOne) {
   }
   ASSERT_TRUE(sleeper_ticks);
   forge(dir, ns, real.segment_path(), static_cast<std::uint32_t>(sleeper), *sleeper_ticks, 901);
-  // Our own pid with a wrong start time: a reused pid.
+  // Our own pid with a wrong start time (a reused pid), claiming another uid than the file's
+  // (a ring of an ended producer with the file owner's uid is history: see below).
   const auto self = static_cast<std::uint32_t>(::getpid());
-  forge(dir, ns, real.segment_path(), self, 12345, 902);
+  forge(dir, ns, real.segment_path(), self, 12345, 902, 0, false, 4242);
   // Another pid namespace.
   forge(dir, ns, real.segment_path(), self, *naming::process_start_ticks(self, "/proc"), 903, 77);
 
@@ -222,6 +225,45 @@ TEST(TrustIngest, AClosedRingOfAnEndedProducerIsAnonymousHistory) {
   EXPECT_EQ(st->producers[0].id.pid, 0u) << "the header's pid is a claim nobody checked";
   EXPECT_TRUE(seen.attached.empty()) << "history is never traced";
   EXPECT_EQ(in.signal_producers("t/hist", SIGTERM).signalled, 0u);
+}
+
+// A producer SIGKILLed before the agent's scan: its ring is still `ready` and cannot be verified
+// (process_gone), but it is the file owner's: read as history (counted, pid 0, never traced or
+// signalled), then removed like any dead producer's ring instead of staying in the directory.
+TEST(TrustIngest, AReadyRingOfAProducerKilledBeforeTheScanIsHistoryAndRemoved) {
+  TempShmDir dir;
+  const std::string ns = "trust3";
+  pid_t gone = -1;
+  const char* argv[] = {"/bin/true", nullptr};
+  ASSERT_EQ(posix_spawn(&gone, "/bin/true", nullptr, nullptr, const_cast<char**>(argv), environ), 0);
+  ASSERT_EQ(::waitpid(gone, nullptr, 0), gone);
+  std::string path;
+  {
+    std::ofstream(dir.path() + "/" + naming::agent_presence_file_name(ns)) << "";  // keep rings
+    Stream real("t/killed", options_for(dir, ns));
+    const float v[1] = {1};
+    for (int i = 0; i < 5; ++i) real.write(std::span<const float>(v));
+    path = forge(dir, ns, real.segment_path(), static_cast<std::uint32_t>(gone), 1, 905);
+    ::unlink(real.segment_path().c_str());
+  }
+  auto c = config_for(dir, ns);
+  c.dead_producer_grace = std::chrono::nanoseconds(0);
+  Captured seen;
+  ingest::Ingest in(c);
+  in.set_producer_observer(&seen);
+  in.run_once();
+  auto snap = in.snapshot();
+  EXPECT_EQ(snap->unverified_total.at("process_gone"), 0u);
+  const auto* st = find_stream(*snap, "t/killed");
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->records_total, 5u);
+  EXPECT_EQ(st->writes_total, 5u);
+  ASSERT_EQ(st->producers.size(), 1u);
+  EXPECT_EQ(st->producers[0].id.pid, 0u);
+  EXPECT_TRUE(seen.attached.empty()) << "history is never traced";
+  EXPECT_EQ(in.signal_producers("t/killed", SIGTERM).signalled, 0u);
+  for (int i = 0; i < 5 && ::access(path.c_str(), F_OK) == 0; ++i) in.run_once();
+  EXPECT_NE(::access(path.c_str(), F_OK), 0) << "the ended producer's ring is removed";
 }
 
 // ingest.max_streams full of streams whose producers ended: a new stream takes the slot of one

@@ -2,12 +2,22 @@
 // prints its exact local counters as JSON on exit, so tests can compare them with what mltapd
 // reports. Values: row r of thread t, feature f = (t * 1000003 + r) % 1000 + f * 0.5, plus NaN/Inf
 // at configured rates.
+//
+// For fault injection (tests/integration/test_faults.py): --progress FILE keeps two counters in a
+// shared mapping of FILE that outlive a SIGKILL (the page cache keeps them): rows handed to
+// write_batch so far (stored before the call) and rows whose write_batch returned (stored after).
+// A process killed at any instruction therefore leaves the truth as an interval [done, intent].
+// --latency-out FILE writes every write_batch call's duration (ns, uint32 little-endian) there at
+// exit.
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <thread>
@@ -28,6 +38,7 @@ int main(int argc, char** argv) {
   std::uint64_t nan_every = 0, inf_every = 0;
   bool trace_ids = false, hold = false, ready_line = false;
   double hold_seconds = 0;
+  std::string progress_path, latency_path;
   app.add_option("--name", name);
   app.add_option("--component", component);
   app.add_option("--rows", rows, "rows per thread");
@@ -44,6 +55,8 @@ int main(int argc, char** argv) {
   app.add_flag("--hold", hold, "after writing, wait until killed");
   app.add_option("--hold-seconds", hold_seconds, "after writing, wait this long");
   app.add_flag("--ready-line", ready_line, "print READY <segment> once the stream exists");
+  app.add_option("--progress", progress_path, "file: [rows handed to write, rows written] (u64)");
+  app.add_option("--latency-out", latency_path, "file: each write call's duration in ns (u32)");
   CLI11_PARSE(app, argc, argv);
 
   mltap::StreamOptions o;
@@ -53,6 +66,24 @@ int main(int argc, char** argv) {
   o.sampling_budget = budget;
   o.ring_bytes = ring;
   o.lanes = lanes;
+  // Before the stream exists, so that a kill at any later point leaves the counters readable.
+  std::atomic<std::uint64_t>* progress = nullptr;
+  if (!progress_path.empty()) {
+    const int fd = ::open(progress_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0 || ::ftruncate(fd, 4096) != 0) {
+      std::perror("--progress");
+      return 1;
+    }
+    void* m = ::mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    ::close(fd);
+    if (m == MAP_FAILED) {
+      std::perror("--progress mmap");
+      return 1;
+    }
+    progress = static_cast<std::atomic<std::uint64_t>*>(m);
+  }
+  const bool timed = !latency_path.empty();
+  std::vector<std::vector<std::uint32_t>> latencies(threads);
   mltap::Stream stream(name, o);
   if (ready_line) {
     std::printf("READY %s\n", stream.segment_path().c_str());
@@ -77,9 +108,17 @@ int main(int argc, char** argv) {
           }
           ids[b] = (static_cast<std::uint64_t>(t) << 40) | row;
         }
+        if (progress) progress[2 * t].store(r + n, std::memory_order_release);
+        const auto t0 = timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
         stream.write_batch(buf.data(), n, features,
                            trace_ids ? std::span<const std::uint64_t>(ids.data(), n)
                                      : std::span<const std::uint64_t>());
+        if (timed) {
+          const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                              std::chrono::steady_clock::now() - t0).count();
+          latencies[t].push_back(static_cast<std::uint32_t>(std::min<long long>(ns, UINT32_MAX)));
+        }
+        if (progress) progress[2 * t + 1].store(r + n, std::memory_order_release);
         if (rate > 0) {
           const auto due = start + std::chrono::duration<double>(static_cast<double>(r + n) / rate);
           std::this_thread::sleep_until(due);
@@ -88,6 +127,12 @@ int main(int argc, char** argv) {
     });
   }
   for (auto& th : pool) th.join();
+  if (timed) {
+    if (FILE* f = std::fopen(latency_path.c_str(), "wb")) {
+      for (const auto& l : latencies) std::fwrite(l.data(), sizeof(std::uint32_t), l.size(), f);
+      std::fclose(f);
+    }
+  }
   const auto s = stream.stats();
   std::printf(
       "{\"rows_written\": %llu, \"rows_committed\": %llu, \"rows_sampled_out\": %llu, "

@@ -1,0 +1,315 @@
+#!/usr/bin/python3
+"""Soak: a real mltapd under 50 streams x 1,000 rows/s for an hour (configurable), with drift
+findings opening and closing and reactions firing, sampling mltapd's RSS, open descriptors and
+threads every N seconds. Not part of CI (tests/run.sh); run by hand as root:
+
+    /usr/bin/python3 bench/soak/soak.py --build-dir build [--duration 3600] [--streams 50]
+        [--rate 1000] [--interval 30] [--warmup 600] [--out soak.json]
+
+What runs:
+- mltapd from the build directory, on a free loopback port, in a namespace of its own, with a
+  state directory, the webhook on (a token in a temporary file) and three reactions: a producer
+  flag, a sampling boost and an incident snapshot (bounded: max_bundles, max_total_bytes);
+- one producer process (the Python SDK, float64 rows of 4 features) writing every stream in
+  batches of rate/10 rows every 100 ms; every `--drift-period` seconds a fifth of the streams shift
+  one feature by 3 sigma and back, so drift findings open and close all run long; a tenth of the
+  streams carry NaNs;
+- every 5 s the script plays Alertmanager: it posts each open finding to the webhook as a firing
+  alert and each finding that closed as resolved, so the reactions act (and undo) all run long.
+
+What is checked at the end (exit status 1 if any fails): mltapd alive; RSS growth after warm-up
+under 5% (median of the last 3 samples against the median of the first 3 after warm-up);
+descriptors and threads flat after warm-up (max - min <= --fd-slack, threads equal); the
+accounting of every stream exact (writes = records + sampled out + dropped). The curve is printed
+and written to --out as JSON.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(REPO, "tests", "harness"))
+from mltap_harness import Metrics, parse_metrics  # noqa: E402
+
+TOKEN = "soak-token-0123456789abcdef"
+
+PRODUCER = r'''
+import os, signal, sys, time
+import numpy as np
+import mltap
+streams, rate, drift_period = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+out = [mltap.Stream(f"soak/s{i:02d}", component="soak", features=["a", "b", "c", "d"], dtype="float64",
+                    sampling_budget=0) for i in range(streams)]
+rng = np.random.default_rng(1)
+batch = max(1, int(rate / 10))
+start = time.monotonic()
+tick = 0
+print("READY", flush=True)
+while not stop:
+    phase = int((time.monotonic() - start) / drift_period) % 2
+    for i, s in enumerate(out):
+        rows = rng.standard_normal((batch, 4))
+        if i % 5 == 0 and phase == 1:
+            rows[:, 1] += 3.0
+        if i % 10 == 3:
+            rows[::50, 2] = np.nan
+        s.write(rows)
+    tick += 1
+    delay = start + tick * 0.1 - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+for s in out:
+    s.close()
+'''
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(url, data=None, headers=None, timeout=10):
+    req = urllib.request.Request(url, data=data, headers=dict(headers or {}), method="POST" if data else "GET")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read().decode()
+
+
+def proc_sample(pid):
+    with open(f"/proc/{pid}/status") as f:
+        status = dict(line.split(":", 1) for line in f if ":" in line)
+    return {"rss_kib": int(status["VmRSS"].split()[0]), "threads": int(status["Threads"]),
+            "fds": len(os.listdir(f"/proc/{pid}/fd"))}
+
+
+def rfc3339(ns):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns / 1e9)) + "Z"
+
+
+class Alertmanager:
+    """Posts open findings as firing alerts and closed ones as resolved, like Alertmanager would."""
+
+    def __init__(self, url):
+        self.url = url
+        self.firing = {}  # fingerprint -> alert
+        self.posted = 0
+
+    def sync(self, findings):
+        now = {}
+        for f in findings:
+            fp = hashlib.sha256(f"{f['stream']}/{f['kind']}/{f['id']}".encode()).hexdigest()[:16]
+            now[fp] = {"status": "firing",
+                       "labels": {"alertname": "MltapStreamDrift" if f["kind"] == "drift" else "MltapStreamDataQuality",
+                                  "stream": f["stream"], "severity": "critical"},
+                       "annotations": {}, "startsAt": rfc3339(f["opened_unix_ns"]),
+                       "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "http://soak/", "fingerprint": fp}
+        alerts = list(now.values())
+        for fp, a in self.firing.items():
+            if fp not in now:
+                alerts.append(dict(a, status="resolved", endsAt=rfc3339(time.time_ns())))
+        self.firing = now
+        for i in range(0, len(alerts), 100):
+            chunk = alerts[i:i + 100]
+            payload = {"version": "4", "groupKey": "{}:{}", "status": "firing", "receiver": "mltapd",
+                       "groupLabels": {}, "commonLabels": {}, "commonAnnotations": {},
+                       "externalURL": "http://soak", "alerts": chunk}
+            http(self.url, json.dumps(payload).encode(),
+                 {"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"})
+            self.posted += len(chunk)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--build-dir", default=os.path.join(REPO, "build"))
+    ap.add_argument("--duration", type=float, default=3600, help="seconds (default: an hour)")
+    ap.add_argument("--streams", type=int, default=50)
+    ap.add_argument("--rate", type=float, default=1000, help="rows/s per stream")
+    ap.add_argument("--interval", type=float, default=30, help="seconds between samples")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds (default: a sixth of the run)")
+    ap.add_argument("--drift-period", type=float, default=60)
+    ap.add_argument("--fd-slack", type=int, default=2, help="descriptors allowed to come and go")
+    ap.add_argument("--out", help="write the curve and verdict as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+    warmup = args.warmup if args.warmup is not None else args.duration / 6
+
+    mltapd = os.path.join(args.build_dir, "agent/mltapd/mltapd")
+    pythonpath = os.path.join(args.build_dir, "python")
+    tmp = tempfile.mkdtemp(prefix="mltap-soak-")
+    ns = "soak" + str(os.getpid())
+    port = free_port()
+    token = os.path.join(tmp, "token")
+    with open(token, "w") as f:
+        f.write(TOKEN + "\n")
+    os.chmod(token, 0o600)
+    incidents = os.path.join(tmp, "incidents")
+    os.mkdir(incidents, 0o700)
+    config = os.path.join(tmp, "mltapd.yaml")
+    with open(config, "w") as f:
+        f.write(textwrap.dedent(f"""\
+            agent:
+              state_dir: {tmp}/state
+              checkpoint_interval: 2s
+            ingest:
+              namespace: {ns}
+              dead_producer_grace: 1s
+            detectors:
+              pin_records: 5000
+              window_records: 5000
+              min_window_records: 2000
+              window_seconds: 0
+              confirm_windows: 1
+              clear_windows: 2
+            webhook:
+              token_file: {token}
+            reactions:
+              actions:
+                fallback:
+                  type: producer-flag
+                  matchers: ['alertname = "MltapStreamDrift"']
+                  flag: use_fallback
+                  value: 1
+                  cooldown: 1s
+                  rate_limit: {{max: 0, per: 1h}}
+                diagnose:
+                  type: sampling
+                  matchers: ['alertname =~ "MltapStream(Drift|DataQuality)"']
+                  permille: 1000
+                  duration: 30s
+                  cooldown: 1s
+                  rate_limit: {{max: 0, per: 1h}}
+                incident:
+                  type: snapshot
+                  matchers: ['severity = "critical"']
+                  directory: {incidents}
+                  max_records: 200
+                  max_bundles: 5
+                  max_total_bytes: 64MiB
+                  cooldown: 30s
+                  rate_limit: {{max: 0, per: 1h}}
+            """))
+    log = open(os.path.join(tmp, "mltapd.log"), "wb")
+    agent = subprocess.Popen([mltapd, "--config", config, "--listen", f"127.0.0.1:{port}"],
+                             stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            http(url + "/healthz", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    env = dict(os.environ, MLTAP_NAMESPACE=ns, PYTHONPATH=pythonpath)
+    producer = subprocess.Popen([sys.executable, "-c", PRODUCER, str(args.streams), str(args.rate),
+                                 str(args.drift_period)], env=env, stdout=subprocess.PIPE, text=True)
+    assert producer.stdout.readline().strip() == "READY", "producer did not start"
+    am = Alertmanager(url + "/api/v1/alerts/webhook")
+    samples, failures = [], []
+    start = time.monotonic()
+    next_sample = start
+    max_open = 0
+    try:
+        while time.monotonic() - start < args.duration:
+            if agent.poll() is not None:
+                failures.append(f"mltapd exited with {agent.returncode}")
+                break
+            if producer.poll() is not None:
+                failures.append(f"producer exited with {producer.returncode}")
+                break
+            findings = json.loads(http(url + "/api/v1/findings"))["open"]
+            max_open = max(max_open, len(findings))
+            am.sync(findings)
+            if time.monotonic() >= next_sample:
+                s = proc_sample(agent.pid)
+                m = Metrics(parse_metrics(http(url + "/metrics")))
+                s["t"] = round(time.monotonic() - start)
+                s["open_findings"] = len(findings)
+                s["records"] = m.sum("mltap_stream_records_total")
+                s["reactions_ok"] = m.sum("mltap_reactions_total", result="ok")
+                samples.append(s)
+                print(f"t={s['t']:>5}s rss={s['rss_kib'] / 1024:7.1f} MiB fds={s['fds']:3d} threads={s['threads']:3d} "
+                      f"open_findings={s['open_findings']:3d} records={int(s['records']):>10d} "
+                      f"reactions_ok={int(s['reactions_ok'])}", flush=True)
+                next_sample += args.interval
+            time.sleep(5)
+        # Accounting at the end, with the producer stopped and its rings drained.
+        producer.send_signal(signal.SIGTERM)
+        producer.wait(timeout=30)
+        time.sleep(2)
+        m = Metrics(parse_metrics(http(url + "/metrics")))
+        bad = []
+        for i in range(args.streams):
+            st = f"soak/s{i:02d}"
+            w = m.get("mltap_stream_writes_total", 0, stream=st)
+            got = (m.get("mltap_stream_records_total", 0, stream=st) + m.get("mltap_stream_sampled_out_records_total", 0, stream=st)
+                   + m.sum("mltap_stream_dropped_records_total", stream=st))
+            if w == 0 or got != w:
+                bad.append((st, w, got))
+        if bad:
+            failures.append(f"accounting off for {bad[:5]}")
+        reactions = {r: m.get("mltap_reactions_total", 0, reaction=r, result="ok")
+                     for r in ("fallback", "diagnose", "incident")}
+    finally:
+        if producer.poll() is None:
+            producer.kill()
+        alive = agent.poll() is None
+        if alive:
+            agent.send_signal(signal.SIGTERM)
+            agent.wait(timeout=30)
+        log.close()
+
+    after = [s for s in samples if s["t"] >= warmup]
+    verdict = {"duration_s": args.duration, "warmup_s": warmup, "streams": args.streams, "rate": args.rate,
+               "samples": samples, "max_open_findings": max_open, "alerts_posted": am.posted}
+    if len(after) >= 6:
+        first = statistics.median(s["rss_kib"] for s in after[:3])
+        last = statistics.median(s["rss_kib"] for s in after[-3:])
+        growth = (last - first) / first
+        fds = [s["fds"] for s in after]
+        threads = [s["threads"] for s in after]
+        verdict.update(rss_growth=round(growth, 4), rss_first_kib=first, rss_last_kib=last,
+                       fds_range=[min(fds), max(fds)], threads_range=[min(threads), max(threads)])
+        if growth >= 0.05:
+            failures.append(f"RSS grew {growth:.1%} after warm-up ({first} -> {last} KiB)")
+        if max(fds) - min(fds) > args.fd_slack:
+            failures.append(f"descriptors not flat after warm-up: {min(fds)}..{max(fds)}")
+        if max(threads) != min(threads):
+            failures.append(f"threads not flat after warm-up: {min(threads)}..{max(threads)}")
+    else:
+        failures.append(f"only {len(after)} samples after warm-up: run longer or sample more often")
+    if not reactions or not all(reactions.values()):
+        failures.append(f"not every reaction acted: {reactions}")
+    if max_open == 0:
+        failures.append("no finding ever opened")
+    verdict["reactions_ok"] = reactions
+    verdict["failures"] = failures
+    print(json.dumps({k: v for k, v in verdict.items() if k != "samples"}, indent=1))
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(verdict, f, indent=1)
+    if args.keep or failures:
+        print(f"files kept in {tmp}", file=sys.stderr)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("PASS" if not failures else "FAIL: " + "; ".join(failures))
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
