@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+"""mltapd's cost by number of streams: a real mltapd and real producer processes.
+
+N streams of F float64 features (standard normal) at R rows/s each, written by ceil(N / 100)
+producer processes (Python SDK, 100 streams each, one write of R/10 rows per stream every 100 ms).
+mltapd pins each stream's reference from its first --pin-records records, closes windows of
+--window-records, runs every detector (quality, drift, CUSUM/Page-Hinkley) and checkpoints to a
+state directory. Once every stream is pinned and has closed a window, the script reads mltapd's
+CPU time (/proc/PID/stat) over --measure seconds and its memory (/proc/PID/status) at the end,
+and checks that it analyzed the records the producers wrote in that time.
+
+    bench/detectors/stream_scale.py --build build [--streams 10,100,1000] [--features 32]
+        [--rate 100] [--measure 30]
+
+Prints one line per stream count: CPU share of one core, VmRSS, RssAnon (heap: per-stream
+state), RssShmem (ring pages mapped from /dev/shm), the detector engine's own accounting of its
+state per stream (the streams' memory_bytes in /api/v1/detectors), and the records/s it analyzed
+against those written. The records/s come from two reads of /api/v1/detectors, one just before
+and one just after the CPU interval (the second read's cost falls outside it).
+"""
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+
+STREAMS_PER_PRODUCER = 100
+
+PRODUCER = r'''
+import signal, sys, time
+import numpy as np
+import mltap
+first, count, features, rate = (int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
+stop = False
+def on_term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, on_term)
+names = ["f%d" % i for i in range(features)]
+streams = [mltap.Stream("scale/s%04d" % (first + i), component="scale", features=names, dtype="float64",
+                        sampling_budget=0, ring_bytes=64 << 10, lanes=1) for i in range(count)]
+per_tick = max(1, int(round(rate / 10)))
+rng = np.random.default_rng(first)
+pool = rng.standard_normal((64 * per_tick + per_tick, features))
+print("READY", flush=True)
+tick, written = 0, 0
+start = time.monotonic()
+while not stop:
+    for i, s in enumerate(streams):
+        off = ((tick * 7 + i * 13) % 64) * per_tick
+        s.write(pool[off:off + per_tick])
+    written += per_tick * count
+    tick += 1
+    delay = start + tick * 0.1 - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
+for s in streams:
+    s.close()
+print("WRITTEN", written, flush=True)
+'''
+
+
+def http_json(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def http_text(url):
+    with urllib.request.urlopen(url, timeout=30) as r:
+        return r.read().decode()
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid):
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssAnon", "RssShmem", "RssFile"):
+                out[k] = int(v.split()[0])
+    return out
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(a, n):
+    ns = "scale" + uuid.uuid4().hex[:8]
+    tmp = tempfile.mkdtemp(prefix="mltap-scale-")
+    state = os.path.join(tmp, "state")
+    os.makedirs(state)
+    port = free_port()
+    limit = max(256, n + 16)
+    cfg = os.path.join(tmp, "mltapd.yaml")
+    with open(cfg, "w") as f:
+        f.write(f"""ingest:
+  namespace: {ns}
+  max_streams: {limit}
+  max_streams_per_uid: {limit}
+  max_segments_per_uid: {limit}
+detectors:
+  max_streams: {limit}
+  pin_records: {a.pin_records}
+  window_records: {a.window_records}
+  min_window_records: {min(a.window_records, 1000)}
+  window_seconds: 0
+""")
+    log = open(os.path.join(tmp, "mltapd.log"), "wb")
+    agent = subprocess.Popen([os.path.join(a.build, "agent/mltapd/mltapd"), "--config", cfg, "--listen",
+                              f"127.0.0.1:{port}", "--state-dir", state], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    producers = []
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                http_text(url + "/healthz")
+                break
+            except OSError:
+                if time.monotonic() > deadline or agent.poll() is not None:
+                    raise SystemExit("mltapd did not start; see " + log.name)
+                time.sleep(0.1)
+        env = dict(os.environ, MLTAP_NAMESPACE=ns, PYTHONPATH=os.path.join(a.build, "shm/python"))
+        for first in range(0, n, STREAMS_PER_PRODUCER):
+            count = min(STREAMS_PER_PRODUCER, n - first)
+            p = subprocess.Popen([sys.executable, "-c", PRODUCER, str(first), str(count), str(a.features),
+                                  str(a.rate)], env=env, stdout=subprocess.PIPE, text=True)
+            producers.append(p)
+        for p in producers:
+            if p.stdout.readline().strip() != "READY":
+                raise SystemExit("a producer failed to start")
+        # Every stream pinned and one window closed: the state measured is the steady one.
+        settle = a.pin_records / a.rate + a.window_records / a.rate
+        deadline = time.monotonic() + settle * 3 + 60
+        while True:
+            streams = http_json(url + "/api/v1/detectors")["streams"]
+            ready = sum(1 for s in streams if s.get("reference", {}).get("source") == "pinned"
+                        and s.get("windows_closed", 0) >= 1)
+            if ready >= n:
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {ready} of {n} streams pinned with a window closed")
+            time.sleep(2)
+        rec0 = sum(s["records_total"] for s in streams)
+        c0, t0 = cpu_seconds(agent.pid), time.monotonic()
+        time.sleep(a.measure)
+        c1, t1 = cpu_seconds(agent.pid), time.monotonic()
+        mem = memory_kib(agent.pid)
+        streams = http_json(url + "/api/v1/detectors")["streams"]
+        rec1 = sum(s["records_total"] for s in streams)
+        state_bytes = sum(s["memory_bytes"] for s in streams)
+        return {
+            "streams": n,
+            "cpu_share": (c1 - c0) / (t1 - t0),
+            "rss_mib": mem.get("VmRSS", 0) / 1024,
+            "anon_mib": mem.get("RssAnon", 0) / 1024,
+            "shmem_mib": mem.get("RssShmem", 0) / 1024,
+            "state_kib_per_stream": state_bytes / n / 1024,
+            "records_per_s": (rec1 - rec0) / (t1 - t0),
+            "expected_records_per_s": n * a.rate,
+        }
+    finally:
+        for p in producers:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in producers:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+        log.close()
+        for name in os.listdir("/dev/shm"):
+            if name.startswith(f"mltap.{ns}."):
+                try:
+                    os.unlink(os.path.join("/dev/shm", name))
+                except OSError:
+                    pass
+        if a.keep:
+            print("kept", tmp, file=sys.stderr)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", required=True, help="build directory (mltapd, the Python module)")
+    ap.add_argument("--streams", default="10,100,1000")
+    ap.add_argument("--features", type=int, default=32)
+    ap.add_argument("--rate", type=float, default=100, help="rows/s per stream")
+    ap.add_argument("--pin-records", type=int, default=2000)
+    ap.add_argument("--window-records", type=int, default=1000)
+    ap.add_argument("--measure", type=float, default=30, help="seconds of CPU measurement")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
+    a = ap.parse_args()
+    print(f"{a.features} float64 features per stream, {a.rate:g} rows/s per stream, pin {a.pin_records} "
+          f"records, windows of {a.window_records}, CPU over {a.measure:g} s", flush=True)
+    print("| streams | mltapd CPU (share of one core) | VmRSS MiB | RssAnon MiB | RssShmem MiB "
+          "| engine state KiB/stream | records/s analyzed (written) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for n in [int(x) for x in a.streams.split(",")]:
+        r = run(a, n)
+        print(f"| {r['streams']} | {100 * r['cpu_share']:.1f}% | {r['rss_mib']:.1f} | {r['anon_mib']:.1f} | "
+              f"{r['shmem_mib']:.1f} | {r['state_kib_per_stream']:.1f} | {r['records_per_s']:.0f} "
+              f"({r['expected_records_per_s']:.0f}) |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
