@@ -163,6 +163,18 @@ detectors:
             raise SystemExit(f"only {ready} of {n} streams pinned with a window closed; see --keep")
         records = sum(s["records_total"] for s in streams)
         state_bytes = sum(s["memory_bytes"] for s in streams)
+        # The ingest side's own counts at one instant: rows the producers counted as written, rows
+        # read and accepted, rows lost by cause (e.g. overwritten before the agent read them).
+        ingest = {"writes": 0.0, "read": 0.0}
+        with urllib.request.urlopen(url + "/metrics", timeout=120) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("mltap_stream_writes_total{"):
+                    ingest["writes"] += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("mltap_stream_records_total{"):
+                    ingest["read"] += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("mltap_stream_dropped_records_total{"):
+                    cause = line.split('reason="', 1)[1].split('"', 1)[0] if 'reason="' in line else "?"
+                    ingest["dropped " + cause] = ingest.get("dropped " + cause, 0.0) + float(line.rsplit(" ", 1)[1])
         # What the producers wrote (each prints its count when stopped, after the read above; the
         # JSON of 1,000 streams takes seconds to build, so the rows written after the read began
         # are subtracted at the producers' average rate).
@@ -185,6 +197,7 @@ detectors:
             "records": records,
             "written": written - written / (t_stop - started) * (t_stop - t_api),
             "written_per_s": written / (t_stop - started),
+            "ingest": ingest,
         }
     finally:
         for p in producers:
@@ -235,6 +248,7 @@ def main():
         print(f"| {r['streams']} | {100 * r['cpu_share']:.1f}% | {r['rss_mib']:.1f} | {r['anon_mib']:.1f} | "
               f"{r['shmem_mib']:.1f} | {r['state_kib_per_stream']:.1f} | "
               f"{100 * r['records'] / max(1, r['written']):.1f}% ({r['written_per_s']:.0f}) |", flush=True)
+        print("    ingest counters: " + ", ".join(f"{k} {v:.0f}" for k, v in r["ingest"].items()), flush=True)
 
 
 if __name__ == "__main__":
