@@ -106,7 +106,13 @@ T load(const unsigned char* p, bool swap) {
 
 }  // namespace
 
-Matrix parse_npy(std::string_view bytes, const std::string& origin) {
+namespace {
+
+// `in_place`: the buffer that holds `bytes` (the whole file, from its first byte). When the data
+// is little-endian float64 in C order (what numpy.save writes by default), it is moved to the
+// front of that buffer, which becomes the matrix: no second copy of a large file, no per-value
+// conversion (mltap profile build, docs/benchmarks.md).
+Matrix parse_npy_impl(std::string_view bytes, const std::string& origin, std::vector<double>* in_place) {
   static constexpr char magic[] = "\x93NUMPY";
   if (bytes.size() < 10 || bytes.substr(0, 6) != std::string_view(magic, 6)) throw ArrayError(origin + ": not a .npy file (bad magic)");
   const auto major = static_cast<unsigned char>(bytes[6]);
@@ -188,6 +194,13 @@ Matrix parse_npy(std::string_view bytes, const std::string& origin) {
     m.row_shape.push_back(static_cast<std::uint32_t>(sh[k]));
   }
   if (m.row_shape.empty()) m.row_shape.push_back(1);
+  if (in_place && kind == 'f' && item == 8 && !swap && (!*fortran || sh.size() == 1) &&
+      reinterpret_cast<const char*>(in_place->data()) == bytes.data()) {
+    std::memmove(in_place->data(), bytes.data() + data_start, need);  // the header is parsed
+    in_place->resize(total);
+    m.values = std::move(*in_place);
+    return m;
+  }
   m.values.resize(total);
   const auto* base = reinterpret_cast<const unsigned char*>(bytes.data() + data_start);
   auto value_at = [&](std::uint64_t idx) -> double {
@@ -231,7 +244,22 @@ Matrix parse_npy(std::string_view bytes, const std::string& origin) {
   return m;
 }
 
-Matrix read_npy(const std::string& path) { return parse_npy(read_file(path), path); }
+}  // namespace
+
+Matrix parse_npy(std::string_view bytes, const std::string& origin) { return parse_npy_impl(bytes, origin, nullptr); }
+
+Matrix read_npy(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw ArrayError(path + ": cannot read (" + std::strerror(errno) + ")");
+  if (!S_ISREG(st.st_mode)) throw ArrayError(path + ": not a regular file");
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ArrayError(path + ": cannot read (" + std::strerror(errno) + ")");
+  const auto size = static_cast<std::size_t>(st.st_size);
+  std::vector<double> buf((size + sizeof(double) - 1) / sizeof(double));
+  in.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(size));
+  if (in.gcount() != static_cast<std::streamsize>(size)) throw ArrayError(path + ": short read");
+  return parse_npy_impl(std::string_view(reinterpret_cast<const char*>(buf.data()), size), path, &buf);
+}
 
 // ---- CSV -------------------------------------------------------------------------------------
 

@@ -26,7 +26,9 @@ BinLookup::BinLookup(std::span<const double> edges) {
   bins_ = static_cast<std::uint32_t>(edges.size() - 1);
   lo_ = edges.front();
   hi_ = edges.back();
-  cells_ = std::max<std::uint32_t>(16, 4 * bins_);
+  // One grid cell per bin (at least 16): 2 bytes per bin, and a search of a few steps where
+  // bins are denser than the grid.
+  cells_ = std::max<std::uint32_t>(16, bins_);
   if (hi_ > lo_ && std::isfinite(hi_ - lo_)) {
     scale_ = static_cast<double>(cells_) / (hi_ - lo_);
   } else {
@@ -50,6 +52,7 @@ BinLookup::BinLookup(std::span<const double> edges) {
     maxspan = std::max(maxspan, hi_bin > lo_bin ? hi_bin - lo_bin : 0);
   }
   top_ = maxspan ? std::bit_ceil(maxspan + 1) / 2 : 0;
+  padded_.reserve(edges.size() + 2 * static_cast<std::size_t>(top_) + 1);  // exact: no growth slack
   padded_.assign(edges.begin(), edges.end());
   padded_.resize(edges.size() + 2 * static_cast<std::size_t>(top_) + 1, std::numeric_limits<double>::infinity());
 }
@@ -73,8 +76,8 @@ CategoryLookup::CategoryLookup(std::span<const double> categories) {
 // ---- numeric -------------------------------------------------------------------------------
 
 std::size_t NumericReference::memory_bytes() const noexcept {
-  return lookup.memory_bytes() + cum.capacity() * sizeof(double) + atoms.capacity() +
-         coarse_of.capacity() * sizeof(std::uint16_t) + coarse_ref.capacity() * sizeof(double);
+  return lookup.memory_bytes() + below.capacity() * sizeof(std::uint32_t) + atoms.capacity() +
+         coarse_ref.capacity() * sizeof(double);
 }
 
 NumericReference compile_numeric(const FeatureProfile& f, std::uint32_t coarse_bins, double rank_error) {
@@ -88,39 +91,35 @@ NumericReference compile_numeric(const FeatureProfile& f, std::uint32_t coarse_b
     r.nan_rate = static_cast<double>(f.nan) / static_cast<double>(f.values);
     r.inf_rate = static_cast<double>(f.pos_inf + f.neg_inf) / static_cast<double>(f.values);
   }
-  double total = 0;
-  for (auto c : f.counts) total += static_cast<double>(c);
-  if (f.edges.size() < 2 || total <= 0) return r;
+  bool any = false;
+  for (auto c : f.counts) any = any || c > 0;
+  if (f.edges.size() < 2 || !any) return r;
   r.has_bins = true;
   r.lookup = BinLookup(f.edges);
   const std::uint32_t bins = r.lookup.bins();
-  r.n = total;
-  r.cum.assign(bins + 1, 0.0);
-  double run = 0;
+  std::uint64_t sum = 0;
+  for (auto c : f.counts) sum += c;
+  // Exact below 2^32 values (every pinned reference, any practical profile); beyond, rescaled.
+  const double scale = sum > 0xffffffffULL ? 4294967295.0 / static_cast<double>(sum) : 1.0;
+  r.below.assign(bins + 1, 0);
+  std::uint64_t run = 0;
   for (std::uint32_t i = 0; i < bins; ++i) {
-    run += static_cast<double>(f.counts[i]);
-    r.cum[i + 1] = run / total;
+    run += f.counts[i];
+    r.below[i + 1] = scale == 1.0 ? static_cast<std::uint32_t>(run)
+                                  : static_cast<std::uint32_t>(std::llround(static_cast<double>(run) * scale));
   }
-  r.cum[bins] = 1.0;
+  r.n = static_cast<double>(r.below[bins]);
+  if (scale != 1.0) r.rank_error = std::min(1.0, r.rank_error + 1.0 / r.n);
   r.atoms.assign(f.atoms.begin(), f.atoms.end());
   r.atoms.resize(bins, 0);
-  // Coarse bins: group fine bins by the reference share at their middle.
-  const std::uint32_t target = std::max<std::uint32_t>(1, coarse_bins);
-  r.coarse_of.assign(bins, 0);
-  std::int64_t last_group = -1;
-  std::uint16_t next = 0;
-  for (std::uint32_t i = 0; i < bins; ++i) {
-    const double mid = 0.5 * (r.cum[i] + r.cum[i + 1]);
-    const auto g = std::min<std::int64_t>(target - 1, static_cast<std::int64_t>(mid * target));
-    if (g != last_group) {
-      ++next;
-      last_group = g;
-    }
-    r.coarse_of[i] = next;
-  }
-  r.coarse = next;
+  r.coarse_target = std::max<std::uint32_t>(1, coarse_bins);
+  std::uint32_t groups = 0;
+  r.for_each_coarse([&](std::uint32_t, std::uint32_t g) { groups = g; });
+  r.coarse = groups;
   r.coarse_ref.assign(r.coarse + 2, 0.0);
-  for (std::uint32_t i = 0; i < bins; ++i) r.coarse_ref[r.coarse_of[i]] += static_cast<double>(f.counts[i]);
+  r.for_each_coarse([&](std::uint32_t i, std::uint32_t g) {
+    r.coarse_ref[g] += static_cast<double>(r.below[i + 1] - r.below[i]);
+  });
   return r;
 }
 
@@ -192,7 +191,7 @@ void coarse_counts(const NumericReference& ref, const NumericWindow& w, std::vec
   out.assign(ref.coarse + 2, 0.0);
   out[0] = w.counts[0];
   out[ref.coarse + 1] = w.counts[bins + 1];
-  for (std::uint32_t i = 0; i < bins; ++i) out[ref.coarse_of[i]] += w.counts[i + 1];
+  ref.for_each_coarse([&](std::uint32_t i, std::uint32_t g) { out[g] += w.counts[i + 1]; });
 }
 
 void fill_coarse_scores(const std::vector<double>& ref_counts, const std::vector<double>& cur_counts,
@@ -219,13 +218,13 @@ NumericScores compare_numeric(const NumericReference& ref, const NumericWindow& 
   const std::uint32_t bins = ref.lookup.bins();
   const double n = static_cast<double>(cur.finite);
   double below = cur.counts[0];
-  double d_prev = below / n - ref.cum[0];
+  double d_prev = below / n - ref.cum(0);
   double ks = std::fabs(d_prev), ks_bound = 0, w1 = (cur.under_sum + cur.over_sum) / n, w_bound = 0;
   for (std::uint32_t i = 0; i < bins; ++i) {
     const double q = cur.counts[i + 1] / n;
-    const double p = ref.cum[i + 1] - ref.cum[i];
+    const double p = ref.cum(i + 1) - ref.cum(i);
     below += cur.counts[i + 1];
-    const double d_next = below / n - ref.cum[i + 1];
+    const double d_next = below / n - ref.cum(i + 1);
     const double w = ref.lookup.edge(i + 1) - ref.lookup.edge(i);
     if (ref.atoms[i]) {
       w1 += w * std::fabs(d_next);
@@ -252,31 +251,67 @@ NumericScores compare_numeric(const NumericReference& ref, const NumericWindow& 
   return s;
 }
 
+void roll_numeric_window(const NumericReference& ref, NumericWindow& cur, NumericWindow& prev) {
+  std::vector<std::uint32_t> coarse = std::move(prev.counts);
+  if (coarse.capacity() > ref.coarse + 2) std::vector<std::uint32_t>().swap(coarse);  // was fine (first roll)
+  std::vector<std::uint32_t> fine = std::move(cur.counts);
+  if (ref.has_bins && !fine.empty()) {
+    const std::uint32_t bins = ref.lookup.bins();
+    coarse.assign(ref.coarse + 2, 0);
+    coarse[0] = fine[0];
+    coarse[ref.coarse + 1] = fine[bins + 1];
+    ref.for_each_coarse([&](std::uint32_t i, std::uint32_t g) { coarse[g] += fine[i + 1]; });
+  } else {
+    coarse.clear();
+  }
+  const double block_sum = cur.block_sum;
+  const std::uint64_t block_n = cur.block_n;
+  prev = std::move(cur);
+  prev.counts = std::move(coarse);
+  prev.block_sum = 0;
+  prev.block_n = 0;
+  cur.counts = std::move(fine);
+  cur.reset(ref.has_bins ? ref.lookup.bins() : 0);
+  cur.block_sum = block_sum;
+  cur.block_n = block_n;
+}
+
 NumericScores compare_numeric_windows(const NumericReference& ref, const NumericWindow& prev,
                                       const NumericWindow& cur) {
   NumericScores s;
-  if (!ref.has_bins || cur.finite == 0 || prev.finite == 0) return s;
-  const std::uint32_t bins = ref.lookup.bins();
+  if (!ref.has_bins || cur.finite == 0 || prev.finite == 0 || prev.counts.size() != ref.coarse + 2) return s;
+  std::vector<double> cc;
+  coarse_counts(ref, cur, cc);
+  // Coarse bin g spans fine bins [first[g], last[g]]: its edges are theirs; it is a point mass
+  // when it is one atom fine bin.
+  std::vector<std::uint32_t> first(ref.coarse + 2, 0), last(ref.coarse + 2, 0);
+  std::uint32_t seen = 0;
+  ref.for_each_coarse([&](std::uint32_t i, std::uint32_t g) {
+    if (g != seen) {
+      first[g] = i;
+      seen = g;
+    }
+    last[g] = i;
+  });
   const double n = static_cast<double>(cur.finite), m = static_cast<double>(prev.finite);
-  double bc = cur.counts[0], bp = prev.counts[0];
+  double bc = cc[0], bp = prev.counts[0];
   double d_prev = bc / n - bp / m;
   double ks = std::fabs(d_prev);
   double w1 = std::fabs(cur.under_sum / n - prev.under_sum / m) + std::fabs(cur.over_sum / n - prev.over_sum / m);
-  for (std::uint32_t i = 0; i < bins; ++i) {
-    bc += cur.counts[i + 1];
-    bp += prev.counts[i + 1];
+  for (std::uint32_t g = 1; g <= ref.coarse; ++g) {
+    bc += cc[g];
+    bp += prev.counts[g];
     const double d_next = bc / n - bp / m;
-    const double w = ref.lookup.edge(i + 1) - ref.lookup.edge(i);
-    w1 += ref.atoms[i] ? w * std::fabs(d_next) : trapezoid_abs(d_prev, d_next, w);
+    const double w = ref.lookup.edge(last[g] + 1) - ref.lookup.edge(first[g]);
+    const bool atom = first[g] == last[g] && ref.atoms[first[g]];
+    w1 += atom ? w * std::fabs(d_next) : trapezoid_abs(d_prev, d_next, w);
     ks = std::max(ks, std::fabs(d_next));
     d_prev = d_next;
   }
   s.ks = ks;
   s.wasserstein = w1 / spread(ref);
   s.n_eff = n * m / (n + m);
-  std::vector<double> cc, pc;
-  coarse_counts(ref, cur, cc);
-  coarse_counts(ref, prev, pc);
+  std::vector<double> pc(prev.counts.begin(), prev.counts.end());
   fill_coarse_scores(pc, cc, s);
   return s;
 }

@@ -4,6 +4,7 @@
 // stated error bound (docs/detectors.md, "Error bounds").
 #pragma once
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -95,16 +96,37 @@ class CategoryLookup {
 
 struct NumericReference {
   BinLookup lookup;
-  std::vector<double> cum;          // bins+1: reference share below edge k (cum[0] = 0)
+  // bins+1: reference values below edge k (below[0] = 0, below[bins] = n), exact; a reference of
+  // more than 2^32 - 1 values is rescaled to that total (its rank_error grows by 1/n).
+  std::vector<std::uint32_t> below;
   std::vector<std::uint8_t> atoms;  // bins
-  std::vector<std::uint16_t> coarse_of;   // bins: coarse bin (1..coarse) of each fine bin
   std::vector<double> coarse_ref;   // coarse+2 reference counts (slot 0 below, last above: 0)
-  std::uint32_t coarse = 0;
+  std::uint32_t coarse = 0;         // coarse bins (fine bins grouped, see coarse_of)
+  std::uint32_t coarse_target = 1;
   double n = 0;                     // reference values in bins
   double mean = 0, sd = 0, min = 0, max = 0;
   double nan_rate = 0, inf_rate = 0;
   double rank_error = 0;
   bool has_bins = false;            // false: the reference had no finite value
+  // Reference share below edge k.
+  double cum(std::size_t k) const noexcept { return static_cast<double>(below[k]) / n; }
+  // Calls fn(fine bin, coarse bin 1..coarse) for every fine bin in order: fine bins are grouped
+  // by the reference share at their middle (computed, not stored: it is per window close only).
+  template <class Fn>
+  void for_each_coarse(Fn&& fn) const {
+    const std::uint32_t bins = lookup.bins();
+    std::int64_t last_group = -1;
+    std::uint32_t next = 0;
+    for (std::uint32_t i = 0; i < bins; ++i) {
+      const double mid = 0.5 * (cum(i) + cum(i + 1));
+      const auto g = std::min<std::int64_t>(coarse_target - 1, static_cast<std::int64_t>(mid * coarse_target));
+      if (g != last_group) {
+        ++next;
+        last_group = g;
+      }
+      fn(i, next);
+    }
+  }
   std::size_t memory_bytes() const noexcept;
 };
 // coarse_bins: target number of equal-mass coarse bins (PSI/JS/Hellinger).
@@ -142,7 +164,12 @@ struct NumericScores {
   double n_eff = 0;
 };
 NumericScores compare_numeric(const NumericReference& ref, const NumericWindow& cur, double p_value_max_n);
-// Window vs previous window on the same bins (W1 of the overflow parts approximated by means).
+// The closed window `cur` becomes `prev`, kept on the coarse bins only (coarse + 2 slots; its
+// moments whole), so that the previous window costs ~20 counts, not one per fine bin; `cur` is
+// reset for the next window (its sequential block carried over).
+void roll_numeric_window(const NumericReference& ref, NumericWindow& cur, NumericWindow& prev);
+// Window vs previous window (kept by roll_numeric_window) on the coarse bins: KS and W1 on the
+// coarse grid (W1 of the overflow parts approximated by means), PSI/JS/Hellinger as usual.
 NumericScores compare_numeric_windows(const NumericReference& ref, const NumericWindow& prev,
                                       const NumericWindow& cur);
 

@@ -196,7 +196,7 @@ std::string default_config_yaml() {
     p_value_max_n: 100000
     min_drifted_features: 1
     min_drifted_share: 0
-    bins: 256
+    bins: 64                    # fine bins of pinned references (file references keep theirs)
     coarse_bins: 16
   quality: {nan_rate: 0.005, inf_rate: 0.005, out_of_range_rate: 0.01, unseen_rate: 0.01,
             missing_share: 0.01, z: 5, constant_min_values: 100}

@@ -29,7 +29,9 @@ struct DriftSettings {
   double p_value_max_n = 100000;  // p-values only when n_eff is at most this
   std::uint32_t min_drifted_features = 1;
   double min_drifted_share = 0;   // and at least this share of the analyzed features
-  std::uint32_t bins = 256;       // fine bins (KS, W1, pinned references)
+  // Fine bins of pinned references (KS, W1); 64 keeps a 32-feature stream within 100 KiB of
+  // state (docs/detectors.md, "Per-stream state"). File references keep their own bins.
+  std::uint32_t bins = 64;
   std::uint32_t coarse_bins = 16; // PSI / JS / Hellinger bins (+2 overflow bins)
   double threshold(std::string_view method) const noexcept;
 

@@ -154,6 +154,7 @@ std::vector<core::StateDocument> DetectorEngine::checkpoint() {
       s.pinned_saved = true;
       docs.push_back({doc_name(kReferencePrefix, s.name), kStateVersion,
                       "{\"stream\":" + json(s.name).dump() + ",\"profile\":" + s.pinned_json + "}"});
+      std::string().swap(s.pinned_json);  // handed over: the store keeps it, not each stream
     }
     if (s.state_changes == s.state_saved && !(open && s.last_record_ns != s.saved_record_ns)) continue;
     s.state_saved = s.state_changes;
@@ -249,8 +250,7 @@ std::vector<std::string> DetectorEngine::restore(
         init_from_profile(e, *s, *ref, ReferenceSource::pinned);
         s->in_cols = ref->column_count();
         s->pinned = s->pin_target = ref->rows;
-        s->pinned_json = std::move(ref_text);
-        s->pinned_saved = true;  // it is in the store already
+        s->pinned_saved = true;  // it is in the store already (the text is not kept)
         s->window_start_ns = core::unix_now_ns();
       }
       for (auto& slot : slots) {

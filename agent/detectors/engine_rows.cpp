@@ -88,14 +88,18 @@ void flush_staging(EngineState& e, StreamState& s) {
 void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b) {
   if (!s.analyzable || s.feats.empty()) return;
   const std::size_t cols = s.in_cols;
-  if (s.staged == 0 && b.rows >= s.chunk) {
+  // Small records wait in the staging buffer for a column-wise block of at most kStageRows rows
+  // (not a full chunk: the buffer is per-stream state, kept small; docs/detectors.md, "Per-stream
+  // state"); a batch of that many rows or more is processed in place.
+  const std::size_t stage = std::min(s.chunk, kStageRows);
+  if (s.staged == 0 && b.rows >= stage) {
     process_rows(e, s, b.values.data(), b.rows, cols);
     return;
   }
-  if (s.staging.size() < s.chunk * cols) s.staging.assign(s.chunk * cols, 0.0);
+  if (s.staging.size() < stage * cols) s.staging.assign(stage * cols, 0.0);
   for (std::size_t r = 0; r < b.rows; ++r) {
     std::copy_n(b.values.data() + r * cols, cols, s.staging.data() + s.staged * cols);
-    if (++s.staged == s.chunk) flush_staging(e, s);
+    if (++s.staged == stage) flush_staging(e, s);
   }
 }
 

@@ -42,6 +42,7 @@ using core::ReferenceSource;
 using core::Severity;
 
 inline constexpr std::size_t kChunk = 64;  // rows processed column-wise at a time
+inline constexpr std::size_t kStageRows = 16;  // small records staged per stream before a block
 inline constexpr std::size_t kKinds = 8;   // finding kinds (core::FindingKind)
 
 // Numbers in finding texts: "%.4g".
@@ -108,7 +109,9 @@ struct StreamState {
   std::string ref_dtype;
   bool ready = false;
   std::uint64_t pin_target = 0, pin_phase_a = 0, pinned = 0;
-  std::string pinned_json;  // the pinned reference as a profile document, kept for checkpoints
+  // The pinned reference as a profile document, kept until a checkpoint hands it to the state
+  // store (then freed: ~8 KB per feature of text). Without a state directory it stays.
+  std::string pinned_json;
   bool pinned_saved = false;  // pinned_json handed to a checkpoint (written once, not per change)
   // checkpoints: state_changes counts changes of what is kept (reference, open findings)
   std::uint64_t state_changes = 1, state_saved = 0;
@@ -159,7 +162,8 @@ struct StreamState {
     std::size_t b =
         sizeof(*this) + (staging.capacity() + derived.capacity() + ref_mean.capacity() +
                          win_sum.capacity() + pin_sum.capacity() + pin_sumsq.capacity()) *
-                            sizeof(double);
+                            sizeof(double) +
+        pinned_json.capacity() + name.capacity() + component.capacity();
     for (const auto& f : feats) b += f.memory_bytes();
     return b;
   }

@@ -393,14 +393,7 @@ void roll_windows(StreamState& s) {
   for (auto& f : s.feats) {
     fleet_add(f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur.counts, f.fleet.closed);
     if (f.kind == FeatureKind::numeric) {
-      std::swap(f.nprev, f.ncur);
-      const double bs = f.nprev.block_sum;
-      const auto bn = f.nprev.block_n;
-      f.ncur.reset(f.num.lookup.bins());
-      f.ncur.block_sum = bs;
-      f.ncur.block_n = bn;
-      f.nprev.block_sum = 0;
-      f.nprev.block_n = 0;
+      roll_numeric_window(f.num, f.ncur, f.nprev);
     } else {
       std::swap(f.cprev, f.ccur);
       f.ccur.reset(f.cat.categories.size());

@@ -1,6 +1,8 @@
 #include "agent/detectors/profile.hpp"
 
 #include <algorithm>
+#include <bit>
+#include <functional>
 #include <chrono>
 #include <cmath>
 #include <cerrno>
@@ -15,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/detectors/binning.hpp"
 #include "core/time.hpp"
 
 namespace mltap::detectors {
@@ -132,103 +135,279 @@ void RowTransform::apply(const double* row, double* out) const noexcept {
   }
 }
 
-// ---- exact build ---------------------------------------------------------------------------
+// ---- offline build -------------------------------------------------------------------------
+//
+// One feature costs a few linear passes over its values and no full sort (docs/profile-format.md,
+// "Edges"): moments and the integer check; a count of distinct values for integer features (up
+// to the categorical limit); edges at the quantiles of a stratified sample (all values when there
+// are at most kExactEdgeValues, then exactly the rule of a full sort); one exact counting pass.
 
 namespace {
 
 bool is_finite(double x) noexcept { return x - x == 0; }
 
-FeatureProfile exact_feature(std::string name, const double* v, std::size_t n, std::size_t stride,
+// Up to this many finite values, edges are exact quantiles of all values (one sort); above it,
+// exact quantiles of a stratified sample of kEdgeSample values. Counts are exact either way.
+constexpr std::size_t kExactEdgeValues = 65536;
+constexpr std::size_t kEdgeSample = 65536;
+
+struct Moments {
+  double mean = 0, variance = 0, min = 0, max = 0;
+  bool integer = true;
+};
+
+// Sums in blocks of doubles, blocks in long double: as accurate as a long double sum over these
+// sizes, without the x87 cost per value.
+Moments moments_of(std::span<const double> v) {
+  Moments m;
+  const std::size_t n = v.size();
+  constexpr std::size_t kBlock = 1024;
+  long double s = 0;
+  double mn = v[0], mx = v[0];
+  for (std::size_t i = 0; i < n; i += kBlock) {
+    const std::size_t end = std::min(n, i + kBlock);
+    double b = 0;
+    for (std::size_t k = i; k < end; ++k) {
+      b += v[k];
+      mn = v[k] < mn ? v[k] : mn;
+      mx = v[k] > mx ? v[k] : mx;
+    }
+    s += b;
+  }
+  const double mean = static_cast<double>(s / static_cast<long double>(n));
+  long double ss = 0;
+  for (std::size_t i = 0; i < n; i += kBlock) {
+    const std::size_t end = std::min(n, i + kBlock);
+    double b = 0;
+    for (std::size_t k = i; k < end; ++k) b += (v[k] - mean) * (v[k] - mean);
+    ss += b;
+  }
+  bool integer = true;
+  for (std::size_t i = 0; i < n && integer; ++i) {
+    integer = v[i] == std::floor(v[i]) && std::fabs(v[i]) < 9007199254740992.0;
+  }
+  m.mean = mean;
+  m.variance = static_cast<double>(ss / static_cast<long double>(n));
+  m.min = mn;
+  m.max = mx;
+  m.integer = integer;
+  return m;
+}
+
+std::uint64_t value_key(double x) noexcept { return std::bit_cast<std::uint64_t>(x == 0 ? 0.0 : x); }
+
+// Exact counts of the distinct values (-0 and +0 one value); stops (returns false) once there are
+// more than `limit`.
+bool count_values(std::span<const double> v, std::size_t limit,
+                  std::vector<std::pair<double, std::uint64_t>>& out) {
+  const std::size_t size = std::bit_ceil(std::max<std::size_t>(16, 2 * (limit + 1)));
+  struct Slot {
+    std::uint64_t key;
+    std::uint64_t count;  // 0: empty
+    double value;
+  };
+  std::vector<Slot> table(size, Slot{0, 0, 0});
+  std::size_t used = 0;
+  for (double x : v) {
+    const std::uint64_t k = value_key(x);
+    std::size_t i = static_cast<std::size_t>((k * 0x9E3779B97F4A7C15ULL) >> 40) & (size - 1);
+    while (table[i].count != 0 && table[i].key != k) i = (i + 1) & (size - 1);
+    if (table[i].count == 0) {
+      if (++used > limit) return false;
+      table[i] = Slot{k, 0, x == 0 ? 0.0 : x};
+    }
+    ++table[i].count;
+  }
+  out.clear();
+  for (const auto& s : table) {
+    if (s.count) out.emplace_back(s.value, s.count);
+  }
+  std::sort(out.begin(), out.end());
+  return true;
+}
+
+// Candidate edges: quantiles of `sorted` (all values, or a sample) by the documented rule, the
+// ends replaced by the exact minimum and maximum, and for a value that several quantiles hit
+// the next larger value of `sorted` as an extra edge.
+std::vector<double> quantile_edges(std::span<const double> sorted, std::uint32_t bins, double min,
+                                   double max) {
+  const std::size_t m = sorted.size();
+  std::vector<double> e;
+  e.reserve(bins + 1);
+  for (std::uint32_t i = 0; i < bins; ++i) {
+    const auto pos = static_cast<std::size_t>((static_cast<unsigned __int128>(i) * m) / bins);
+    e.push_back(sorted[pos]);
+  }
+  e.front() = min;
+  e.push_back(max);
+  const std::size_t picked = e.size();
+  for (std::size_t i = 1; i < picked; ++i) {
+    if (e[i] == e[i - 1]) {
+      auto next = std::upper_bound(sorted.begin(), sorted.end(), e[i]);
+      if (next != sorted.end() && e.size() < kMaxBins) e.push_back(*next);
+    }
+  }
+  std::sort(e.begin(), e.end());
+  e.erase(std::unique(e.begin(), e.end()), e.end());
+  if (e.size() == 1) e.push_back(e.front());
+  return e;
+}
+
+void numeric_bins(FeatureProfile& f, std::span<double> fin, const ProfileOptions& opt) {
+  const std::uint32_t bins = std::clamp<std::uint32_t>(opt.bins, 1, kMaxBins);
+  const std::size_t m = fin.size();
+  const bool sampled = m > kExactEdgeValues;
+  std::vector<double> e;
+  if (!sampled) {
+    std::sort(fin.begin(), fin.end());
+    e = quantile_edges(fin, bins, f.min, f.max);
+  } else {
+    // Stratified sample: one value drawn from each of kEdgeSample equal slices, so that the
+    // sample follows the data's order as well as its distribution; seeded, so a profile
+    // rebuilt from the same data is the same.
+    std::vector<double> sample(kEdgeSample);
+    std::uint64_t seed = 0x70726f66696c65ULL ^ m;
+    for (std::size_t k = 0; k < kEdgeSample; ++k) {
+      const std::size_t lo = static_cast<std::size_t>((static_cast<unsigned __int128>(k) * m) / kEdgeSample);
+      const std::size_t hi = static_cast<std::size_t>((static_cast<unsigned __int128>(k + 1) * m) / kEdgeSample);
+      sample[k] = fin[lo + splitmix64(seed) % (hi - lo)];
+    }
+    std::sort(sample.begin(), sample.end());
+    e = quantile_edges(sample, bins, f.min, f.max);
+  }
+  // Exact counting pass. Per bin also: values equal to the left edge and the smallest value
+  // above it, to give a heavy value that the sample placed in a shared bin a bin of its own.
+  const BinLookup lookup(e);
+  const std::size_t nb = lookup.bins();
+  std::vector<std::uint64_t> counts(nb + 2, 0), equal(nb, 0);
+  std::vector<std::uint8_t> mixed(nb, 0);
+  std::vector<double> above(nb, std::numeric_limits<double>::infinity());
+  std::vector<double> top(nb, -std::numeric_limits<double>::infinity());
+  for (double x : fin) {
+    const std::uint32_t s = lookup.slot(x);
+    ++counts[s];
+    const std::uint32_t b = s - 1;  // every value is within [min, max]: never slot 0 or nb + 1
+    if (x == e[b]) {
+      ++equal[b];
+    } else {
+      mixed[b] = 1;
+      above[b] = x < above[b] ? x : above[b];
+      top[b] = x > top[b] ? x : top[b];
+    }
+  }
+  f.edges.clear();
+  f.counts.clear();
+  f.atoms.clear();
+  for (std::size_t b = 0; b < nb; ++b) {
+    const std::uint64_t c = counts[b + 1];
+    // The full-sort rule gives a value with at least m / B occurrences (several quantiles) a bin
+    // of its own; so does this, whenever the sample did not.
+    const bool split = sampled && mixed[b] && equal[b] > 0 &&
+                       static_cast<double>(equal[b]) * bins >= static_cast<double>(m) &&
+                       f.edges.size() + 2 <= kMaxBins;
+    f.edges.push_back(e[b]);
+    if (split) {
+      f.counts.push_back(equal[b]);
+      f.atoms.push_back(1);
+      f.edges.push_back(above[b]);
+      f.counts.push_back(c - equal[b]);
+      f.atoms.push_back(above[b] == top[b] ? 1 : 0);
+    } else {
+      f.counts.push_back(c);
+      f.atoms.push_back(mixed[b] ? 0 : 1);
+    }
+  }
+  f.edges.push_back(e[nb]);
+}
+
+FeatureProfile build_feature(std::string name, std::span<double> fin, std::uint64_t values,
+                             std::uint64_t nan, std::uint64_t pos_inf, std::uint64_t neg_inf,
                              const ProfileOptions& opt, std::optional<FeatureKind> forced) {
   FeatureProfile f;
   f.name = std::move(name);
-  f.values = n;
-  std::vector<double> fin;
-  fin.reserve(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    const double x = v[i * stride];
-    if (is_finite(x)) fin.push_back(x);
-    else if (x != x) ++f.nan;
-    else if (x > 0) ++f.pos_inf;
-    else ++f.neg_inf;
-  }
+  f.values = values;
+  f.nan = nan;
+  f.pos_inf = pos_inf;
+  f.neg_inf = neg_inf;
   f.finite = fin.size();
   if (fin.empty()) {
     f.kind = forced.value_or(FeatureKind::numeric);
     return f;
   }
-  long double s = 0;
-  for (double x : fin) s += x;
-  const double mean = static_cast<double>(s / static_cast<long double>(fin.size()));
-  long double ss = 0;
-  bool integer = true;
-  for (double x : fin) {
-    ss += (x - mean) * (x - mean);
-    if (integer && !(x == std::floor(x) && std::fabs(x) < 9007199254740992.0)) integer = false;
-  }
-  f.mean = mean;
-  f.variance = static_cast<double>(ss / static_cast<long double>(fin.size()));
-  std::sort(fin.begin(), fin.end());
-  f.min = fin.front();
-  f.max = fin.back();
-  f.integer_valued = integer;
-  std::size_t distinct = 1;
-  for (std::size_t i = 1; i < fin.size(); ++i) distinct += fin[i] != fin[i - 1];
-  const bool auto_cat = integer && distinct <= opt.categorical_max_distinct;
-  f.kind = forced.value_or(auto_cat ? FeatureKind::categorical : FeatureKind::numeric);
-  const std::size_t m = fin.size();
-  if (f.kind == FeatureKind::numeric) {
-    const std::uint32_t bins = std::clamp<std::uint32_t>(opt.bins, 1, kMaxBins);
-    std::vector<double> e;
-    e.reserve(bins + 1);
-    for (std::uint32_t i = 0; i < bins; ++i) {
-      const auto pos = static_cast<std::size_t>((static_cast<unsigned __int128>(i) * m) / bins);
-      e.push_back(fin[pos]);
-    }
-    e.push_back(fin.back());
-    // A value that several quantiles hit is an atom: give it a bin of its own by adding the next
-    // larger value as an edge, so that discrete data is binned (and compared) exactly.
-    const std::size_t picked = e.size();
-    for (std::size_t i = 1; i < picked; ++i) {
-      if (e[i] == e[i - 1]) {
-        auto next = std::upper_bound(fin.begin(), fin.end(), e[i]);
-        if (next != fin.end() && e.size() < kMaxBins) e.push_back(*next);
-      }
-    }
-    std::sort(e.begin(), e.end());
-    e.erase(std::unique(e.begin(), e.end()), e.end());
-    if (e.size() == 1) e.push_back(e.front());
-    const std::size_t nb = e.size() - 1;
-    f.counts.assign(nb, 0);
-    f.atoms.assign(nb, 1);
-    std::size_t b = 0;
-    for (double x : fin) {
-      while (b + 1 < nb && x >= e[b + 1]) ++b;
-      ++f.counts[b];
-      if (x != e[b]) f.atoms[b] = 0;
-    }
-    f.edges = std::move(e);
-  } else {
-    std::vector<std::pair<double, std::uint64_t>> runs;
-    for (std::size_t i = 0; i < m;) {
+  const Moments mo = moments_of(fin);
+  f.mean = mo.mean;
+  f.variance = mo.variance;
+  f.min = mo.min;
+  f.max = mo.max;
+  f.integer_valued = mo.integer;
+  std::vector<std::pair<double, std::uint64_t>> runs;  // distinct values ascending, with counts
+  bool counted = false;
+  if (forced == FeatureKind::categorical) {
+    std::sort(fin.begin(), fin.end());
+    for (std::size_t i = 0; i < fin.size();) {
       std::size_t j = i;
-      while (j < m && fin[j] == fin[i]) ++j;
+      while (j < fin.size() && fin[j] == fin[i]) ++j;
       runs.emplace_back(fin[i], j - i);
       i = j;
     }
-    std::stable_sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
-    const std::size_t keep = std::min<std::size_t>(runs.size(), std::clamp<std::uint32_t>(opt.max_categories, 1, kMaxCategories));
-    for (std::size_t i = 0; i < runs.size(); ++i) {
-      if (i < keep) {
-        f.categories.push_back(runs[i].first);
-        f.category_counts.push_back(runs[i].second);
-      } else {
-        f.other_count += runs[i].second;
+  } else if (!forced && mo.integer) {
+    counted = count_values(fin, opt.categorical_max_distinct, runs);
+  }
+  const bool auto_cat = mo.integer && counted;
+  f.kind = forced.value_or(auto_cat ? FeatureKind::categorical : FeatureKind::numeric);
+  if (f.kind == FeatureKind::numeric) {
+    numeric_bins(f, fin, opt);
+    return f;
+  }
+  std::stable_sort(runs.begin(), runs.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  const std::size_t keep = std::min<std::size_t>(runs.size(), std::clamp<std::uint32_t>(opt.max_categories, 1, kMaxCategories));
+  for (std::size_t i = 0; i < runs.size(); ++i) {
+    if (i < keep) {
+      f.categories.push_back(runs[i].first);
+      f.category_counts.push_back(runs[i].second);
+    } else {
+      f.other_count += runs[i].second;
+    }
+  }
+  f.exhaustive = runs.size() <= keep;
+  return f;
+}
+
+// Builds the features of a row-major n x w matrix, gathering a few columns per pass over it
+// (a column at a time would read every cache line of the matrix once per column).
+void build_features(ReferenceProfile& p, const double* data, std::size_t n, std::size_t w,
+                    const std::vector<std::string>& names, const ProfileOptions& opt,
+                    const std::function<std::optional<FeatureKind>(std::size_t)>& forced_kind) {
+  constexpr std::size_t kGroup = 16;
+  std::vector<std::vector<double>> fin(std::min(kGroup, w));
+  for (auto& c : fin) c.resize(n);
+  for (std::size_t j0 = 0; j0 < w; j0 += kGroup) {
+    const std::size_t g = std::min(kGroup, w - j0);
+    std::vector<std::size_t> kept(g, 0);
+    std::vector<std::uint64_t> nan(g, 0), pinf(g, 0), ninf(g, 0);
+    double* out[kGroup];
+    for (std::size_t k = 0; k < g; ++k) out[k] = fin[k].data();
+    for (std::size_t r = 0; r < n; ++r) {
+      const double* row = data + r * w + j0;
+      for (std::size_t k = 0; k < g; ++k) {
+        const double x = row[k];
+        out[k][kept[k]] = x;  // kept only if finite: the next value overwrites it otherwise
+        if (is_finite(x)) [[likely]] {
+          ++kept[k];
+        } else if (x != x) {
+          ++nan[k];
+        } else if (x > 0) {
+          ++pinf[k];
+        } else {
+          ++ninf[k];
+        }
       }
     }
-    f.exhaustive = runs.size() <= keep;
+    for (std::size_t k = 0; k < g; ++k) {
+      const std::span<double> col(fin[k].data(), kept[k]);
+      p.features.push_back(build_feature(names[j0 + k], col, n, nan[k], pinf[k], ninf[k], opt, forced_kind(j0 + k)));
+    }
   }
-  return f;
 }
 
 }  // namespace
@@ -289,17 +468,13 @@ ReferenceProfile build_profile(std::span<const double> rows, std::size_t cols,
 
   if (options.layout == ProfileLayout::features) {
     p.columns = fnames;
-    for (std::size_t j = 0; j < cols; ++j) {
-      p.features.push_back(exact_feature(fnames[j], rows.data() + j, n, cols, options, forced_kind(j)));
-    }
+    build_features(p, rows.data(), n, cols, fnames, options, forced_kind);
   } else {
     if (options.layout == ProfileLayout::predictions) p.columns.assign(fnames.begin(), fnames.begin() + static_cast<std::ptrdiff_t>(cols));
     const std::size_t w = t.out_columns();
     std::vector<double> derived(n * w);
     for (std::size_t r = 0; r < n; ++r) t.apply(rows.data() + r * cols, derived.data() + r * w);
-    for (std::size_t j = 0; j < w; ++j) {
-      p.features.push_back(exact_feature(fnames[j], derived.data() + j, n, w, options, forced_kind(j)));
-    }
+    build_features(p, derived.data(), n, w, fnames, options, forced_kind);
     if (options.layout == ProfileLayout::predictions && cols == 1) {
       const auto& s = p.features[0];
       p.features[1].enabled = s.finite > 0 && s.min >= 0 && s.max <= 1;

@@ -132,9 +132,8 @@ std::size_t KllSketch::memory_bytes() const noexcept {
 
 // ---------------------------------------------------------------------------------------------
 
-FrequentItems::FrequentItems(std::uint32_t capacity) : capacity_(std::max<std::uint32_t>(capacity, 1)) {
-  items_.reserve(capacity_ + 1);
-}
+// Nothing reserved: most windows never see a value outside the tracked categories.
+FrequentItems::FrequentItems(std::uint32_t capacity) : capacity_(std::max<std::uint32_t>(capacity, 1)) {}
 
 void FrequentItems::update(double value, std::uint64_t weight) {
   if (weight == 0) return;

@@ -9,12 +9,14 @@
 
 #include <malloc.h>
 
+#include <algorithm>
 #include <random>
 
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
 #include "agent/detectors/engine.hpp"
+#include "agent/detectors/profile.hpp"
 #include "agent/detectors/sketches.hpp"
 
 using namespace mltap;
@@ -150,6 +152,52 @@ void BM_WindowClose(benchmark::State& st) {
   st.counters["features"] = static_cast<double>(features);
 }
 BENCHMARK(BM_WindowClose)->Arg(30)->Arg(1000)->Unit(benchmark::kMillisecond);
+
+// ---- profile build --------------------------------------------------------------------------
+// build_profile on 10^6 rows x 30 features (edges from a stratified sample, exact counts) next to
+// one std::sort of every column (what exact quantile edges cost at least) and one pass reading
+// the values, on the same data.
+
+const std::vector<double>& million_rows() {
+  static const auto v = gaussian_rows(1000000, kCols, 11);
+  return v;
+}
+
+void BM_ProfileBuild(benchmark::State& st) {
+  const auto& v = million_rows();
+  for (auto _ : st) {
+    auto p = build_profile(v, kCols, {}, ProfileOptions{});
+    benchmark::DoNotOptimize(p.features.data());
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * v.size()));
+}
+BENCHMARK(BM_ProfileBuild)->Unit(benchmark::kMillisecond);
+
+void BM_Baseline_SortEveryColumn(benchmark::State& st) {
+  const auto& v = million_rows();
+  const std::size_t n = v.size() / kCols;
+  std::vector<double> col(n);
+  for (auto _ : st) {
+    for (std::size_t j = 0; j < kCols; ++j) {
+      for (std::size_t r = 0; r < n; ++r) col[r] = v[r * kCols + j];
+      std::sort(col.begin(), col.end());
+      benchmark::DoNotOptimize(col.data());
+    }
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * v.size()));
+}
+BENCHMARK(BM_Baseline_SortEveryColumn)->Unit(benchmark::kMillisecond);
+
+void BM_Baseline_ReadMillionRows(benchmark::State& st) {
+  const auto& v = million_rows();
+  for (auto _ : st) {
+    double s = 0;
+    for (double x : v) s += x;
+    benchmark::DoNotOptimize(s);
+  }
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * v.size()));
+}
+BENCHMARK(BM_Baseline_ReadMillionRows)->Unit(benchmark::kMillisecond);
 
 // ---- memory ---------------------------------------------------------------------------------
 

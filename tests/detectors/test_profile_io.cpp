@@ -2,6 +2,8 @@
 // hostile inputs, and the detectors: configuration section.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -109,6 +111,70 @@ TEST(Profile, AtomsNanAndConstantColumns) {
   EXPECT_EQ(p.features[0].edges[0], p.features[0].edges[1]);
   EXPECT_EQ(p.features[1].atoms[0], 1);  // bin [0, next) holds only zeros
   EXPECT_EQ(p.features[1].counts[0], 900u);
+}
+
+// Above 65,536 finite values the edges come from a stratified sample (no full sort): the counts
+// must still be exact for the edges chosen, the ends the exact minimum and maximum, every bin's
+// share within [0.5, 1.5] / bins (docs/profile-format.md), and a heavy value a bin of its own with
+// its exact count, as the full-sort rule gives it.
+TEST(Profile, LargeBuildsCountExactlyAtSampledEdges) {
+  const std::size_t n = 300000;
+  std::mt19937_64 g(77);
+  std::normal_distribution<double> z;
+  std::vector<double> v(n * 2);
+  std::size_t heavy = 0;
+  for (std::size_t r = 0; r < n; ++r) {
+    v[2 * r] = std::exp(z(g));  // skewed, continuous
+    // 3% exactly 0.25 amid continuous values, 30% exactly 0: heavy values (atoms)
+    const double u = std::uniform_real_distribution<double>(0, 1)(g);
+    v[2 * r + 1] = u < 0.30 ? 0.0 : (u < 0.33 ? 0.25 : z(g));
+    heavy += v[2 * r + 1] == 0.25;
+  }
+  ProfileOptions o;
+  const auto p = build_profile(v, 2, {"skewed", "atoms"}, o);
+  for (std::size_t j = 0; j < 2; ++j) {
+    const auto& f = p.features[j];
+    ASSERT_EQ(f.kind, FeatureKind::numeric);
+    std::vector<double> col(n);
+    for (std::size_t r = 0; r < n; ++r) col[r] = v[2 * r + j];
+    std::sort(col.begin(), col.end());
+    EXPECT_EQ(f.edges.front(), col.front());
+    EXPECT_EQ(f.edges.back(), col.back());
+    std::uint64_t total = 0;
+    double largest = 0, smallest = 1;
+    for (std::size_t b = 0; b + 1 < f.edges.size(); ++b) {
+      const auto lo = std::lower_bound(col.begin(), col.end(), f.edges[b]);
+      const auto hi = b + 2 == f.edges.size() ? col.end() : std::lower_bound(col.begin(), col.end(), f.edges[b + 1]);
+      ASSERT_EQ(f.counts[b], static_cast<std::uint64_t>(hi - lo)) << f.name << " bin " << b;
+      const bool atom = lo != hi && *lo == f.edges[b] && *(hi - 1) == f.edges[b];
+      EXPECT_EQ(f.atoms[b] == 1, atom) << f.name << " bin " << b;
+      total += f.counts[b];
+      if (!atom) {
+        largest = std::max(largest, static_cast<double>(f.counts[b]) / n);
+        smallest = std::min(smallest, static_cast<double>(f.counts[b]) / n);
+      }
+    }
+    EXPECT_EQ(total, n);
+    EXPECT_LE(largest, 1.5 / o.bins) << f.name;
+    if (j == 0) {
+      EXPECT_GE(smallest, 0.5 / o.bins) << f.name;
+    }
+    EXPECT_EQ(p.rank_error, 0.0);
+  }
+  const auto& a = p.features[1];
+  for (double atom_value : {0.0, 0.25}) {
+    const auto it = std::find(a.edges.begin(), a.edges.end(), atom_value);
+    ASSERT_NE(it, a.edges.end()) << atom_value << " has no edge";
+    const auto b = static_cast<std::size_t>(it - a.edges.begin());
+    EXPECT_EQ(a.atoms[b], 1) << atom_value << " has no bin of its own";
+    if (atom_value == 0.25) {
+      EXPECT_EQ(a.counts[b], heavy);
+    }
+  }
+  // The same data gives the same profile (the sample is seeded).
+  const auto q = build_profile(v, 2, {"skewed", "atoms"}, o);
+  EXPECT_EQ(q.features[0].edges, p.features[0].edges);
+  EXPECT_EQ(q.features[1].counts, p.features[1].counts);
 }
 
 TEST(Profile, RoundTripIsExact) {
