@@ -4,9 +4,13 @@
 //
 // What a reload does to a running stream, and why:
 // - settings unchanged and reference file content unchanged: nothing;
-// - settings changed: the stream takes them; its windows and sequential detectors restart on its
-//   current reference (bins, CUSUM thresholds and window sizes are compiled from the settings,
-//   and a window half-counted under other bins cannot be compared);
+// - settings changed: the stream takes them. Thresholds, window sizes, confirmation counts and
+//   quality limits are read where they are used, so the open windows continue under them. Bins,
+//   CUSUM tuning, fleet bins and embedding settings are compiled into the reference state: the
+//   reference is recompiled (a file's profile, or the pinned reference's document while it is in
+//   memory) and the stream's windows and sequential detectors restart, since a window half-counted
+//   under other bins cannot be compared; when the pinned document is only in the state directory
+//   those settings wait for the next start, and the report says so;
 // - reference file content changed (or a file newly configured): swapped in when it has the
 //   stream's layout, width and feature names, else the running reference stays and the report
 //   says why (the stream's shape is the producer's, not the configuration's);
@@ -47,6 +51,23 @@ std::string misfit(const StreamState& s, const ReferenceProfile& p) {
   return {};
 }
 
+// Settings compiled into a stream's reference state (engine_reference.cpp init_from_profile):
+// changing them needs the reference recompiled.
+bool compiled_differ(const StreamSettings& a, const StreamSettings& b) {
+  return a.drift.bins != b.drift.bins || a.drift.coarse_bins != b.drift.coarse_bins ||
+         !(a.sequential == b.sequential) || a.fleet_bins != b.fleet_bins || !(a.embedding == b.embedding) ||
+         a.class_threshold != b.class_threshold;
+}
+
+void keep_compiled(const StreamSettings& from, StreamSettings& to) {
+  to.drift.bins = from.drift.bins;
+  to.drift.coarse_bins = from.drift.coarse_bins;
+  to.sequential = from.sequential;
+  to.fleet_bins = from.fleet_bins;
+  to.embedding = from.embedding;
+  to.class_threshold = from.class_threshold;
+}
+
 void reload_stream(EngineState& e, StreamState& s, const Profiles& before,
                    std::vector<std::string>& report) {
   const StreamSettings& next = e.config.settings_for(s.name);
@@ -64,6 +85,7 @@ void reload_stream(EngineState& e, StreamState& s, const Profiles& before,
     return;
   }
   const std::string label = "stream '" + s.name + "': ";
+  const StreamSettings old_st = s.st;
   s.st = next;
   s.analyzable = next.enabled && s.kind != format::StreamKind::raw;
   if (file_changed && s.feats.empty()) {
@@ -90,11 +112,14 @@ void reload_stream(EngineState& e, StreamState& s, const Profiles& before,
     }
   }
   if (!settings_changed) return;
-  if (!s.ready) {
-    report.push_back(label + "settings changed; they apply as the reference is pinned");
+  if (!s.ready || !compiled_differ(old_st, next)) {
+    // Thresholds, window sizes, confirmation counts, quality limits: read where they are used,
+    // so the open windows continue under them.
+    report.push_back(label + "settings changed; applied to the open windows");
     return;
   }
-  // Recompile bins and sequential thresholds on the reference the stream runs on now.
+  // Bins, CUSUM tuning, fleet bins: compiled into the reference; recompiled on the reference the
+  // stream runs on now, and its windows and sequential detectors restart.
   if (s.ref_source == ReferenceSource::file && op != nullptr && misfit(s, *op).empty()) {
     init_from_profile(e, s, *op, ReferenceSource::file);
   } else if (s.ref_source == ReferenceSource::pinned && !s.pinned_json.empty()) {
@@ -102,13 +127,16 @@ void reload_stream(EngineState& e, StreamState& s, const Profiles& before,
       const ReferenceProfile p = profile_from_json_text(s.pinned_json, "pinned reference of '" + s.name + "'");
       init_from_profile(e, s, p, ReferenceSource::pinned);
     } catch (const ProfileError& ex) {
-      report.push_back(label + "settings changed, but its pinned reference could not be recompiled (" +
-                       ex.what() + "); they apply at the next start");
+      keep_compiled(old_st, s.st);
+      report.push_back(label + "settings changed; bins and sequential tuning kept until the next start (" +
+                       ex.what() + ")");
       return;
     }
   } else {
-    report.push_back(label + "settings changed; its reference cannot be recompiled in place, so bins "
-                             "and sequential thresholds change at the next start");
+    // The pinned reference's document is in the state directory, no longer in memory.
+    keep_compiled(old_st, s.st);
+    report.push_back(label + "settings changed; bins, sequential tuning and fleet bins change at the "
+                             "next start, the rest applies to the open windows");
     return;
   }
   report.push_back(label + "settings changed; windows and sequential detectors restart");

@@ -782,12 +782,20 @@ TEST(EngineReload, ThresholdsAndReferenceFilesChangeWhileFindingsAndCountersStay
   auto lax = c;
   lax.streams[0].second.drift.wasserstein = 100;
   auto report = reload_now(e, f, lax);
-  EXPECT_TRUE(mentions(report, "stream 'rs': settings changed")) << testing::PrintToString(report);
+  EXPECT_TRUE(mentions(report, "stream 'rs': settings changed; applied to the open windows"))
+      << testing::PrintToString(report);
   s = e.snapshot();
   fd = open_finding(*s, "rs", FindingKind::drift);
   ASSERT_NE(fd, nullptr);
   EXPECT_EQ(fd->id, id);
   EXPECT_EQ(s->streams[0]->records_total, 6000u);
+  // Coarser PSI bins are compiled into the reference: recompiled from the file, windows restart.
+  auto coarse = lax;
+  coarse.streams[0].second.drift.coarse_bins = 8;
+  report = reload_now(e, f, coarse);
+  EXPECT_TRUE(mentions(report, "stream 'rs': settings changed; windows and sequential detectors restart"))
+      << testing::PrintToString(report);
+  lax = coarse;
   f.run(6000, 100, shifted);
   s = e.snapshot();
   EXPECT_EQ(open_finding(*s, "rs", FindingKind::drift), nullptr) << to_json(*s).dump(1);
