@@ -78,6 +78,9 @@ struct Finding {
   // opened_unix_ns; 0 when unknown (findings restored from an old state document).
   std::uint64_t onset_unix_ns = 0;
   std::string onset_basis;           // how: "cusum", "window", "batch", "last_record", ...
+  // How far after onset_unix_ns the change may still have begun (a block or a window of
+  // records): events up to onset + resolution are possible causes too.
+  std::uint64_t onset_resolution_ns = 0;
   std::uint64_t supersedes = 0;      // id of the finding this one replaced (material change), or 0
   bool open() const noexcept { return closed_unix_ns == 0; }
   // The onset, or the opening when none was estimated.

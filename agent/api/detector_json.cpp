@@ -59,6 +59,7 @@ json to_json(const Finding& f) {
           {"window_records", f.window_records},
           {"onset_unix_ns", f.onset_or_opened()},
           {"onset_basis", f.onset_unix_ns != 0 ? f.onset_basis : std::string("opened")},
+          {"onset_resolution_ns", f.onset_resolution_ns},
           {"supersedes", f.supersedes}};
 }
 

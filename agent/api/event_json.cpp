@@ -218,6 +218,7 @@ json finding_json(const core::Finding& f) {
           {"closed_unix_ns", f.closed_unix_ns},
           {"onset_unix_ns", f.onset_or_opened()},
           {"onset_basis", f.onset_unix_ns != 0 ? f.onset_basis : std::string("opened")},
+          {"onset_resolution_ns", f.onset_resolution_ns},
           {"supersedes", f.supersedes},
           {"summary", f.summary},
           {"top_features", std::move(top)}};

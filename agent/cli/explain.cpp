@@ -87,6 +87,8 @@ ExplainReport parse_explain_report(const json& body) {
                           : x.opened_unix_ns;
     if (x.onset_unix_ns > x.opened_unix_ns) bad("finding.onset_unix_ns is after its opened_unix_ns");
     if (f.contains("onset_basis")) x.onset_basis = field(f, "onset_basis", json::value_t::string, "finding").get<std::string>();
+    if (f.contains("onset_resolution_ns"))
+      x.onset_resolution_ns = field(f, "onset_resolution_ns", json::value_t::number_unsigned, "finding").get<std::uint64_t>();
     if (f.contains("supersedes"))
       x.supersedes = field(f, "supersedes", json::value_t::number_unsigned, "finding").get<std::uint64_t>();
     for (const auto& rj : field(f, "related", json::value_t::array, "finding")) {
@@ -135,7 +137,11 @@ std::string format_explain(const ExplainReport& r, std::size_t max_timeline) {
     o << ", opened " << core::format_utc(f.opened_unix_ns, core::UtcStyle::readable) << (f.open ? " (open)" : " (closed)") << "\n";
     if (!f.summary.empty()) o << "     " << f.summary << "\n";
     o << "     Onset: about " << clock_of(f.onset_unix_ns);
-    if (!f.onset_basis.empty()) o << " (" << f.onset_basis << ")";
+    if (!f.onset_basis.empty()) {
+      o << " (" << f.onset_basis;
+      if (f.onset_resolution_ns) o << ", up to " << format_duration(f.onset_resolution_ns) << " later";
+      o << ")";
+    }
     if (f.opened_unix_ns > f.onset_unix_ns) o << ", " << format_duration(f.opened_unix_ns - f.onset_unix_ns) << " before it opened";
     if (f.supersedes != 0) o << "; supersedes #" << f.supersedes << " (a material change)";
     o << "\n";

@@ -203,7 +203,8 @@ std::vector<RelatedEvent> Correlator::related(const core::Finding& finding,
   const std::uint64_t from = onset > w ? onset - w : 0;
   const std::uint64_t to = opened + static_cast<std::uint64_t>(std::max<std::int64_t>(0, cfg_.grace_after.count()));
   const std::uint64_t cause_until =
-      onset + static_cast<std::uint64_t>(std::max<std::int64_t>(0, cfg_.onset_margin.count()));
+      onset + std::max(finding.onset_resolution_ns,
+                       static_cast<std::uint64_t>(std::max<std::int64_t>(0, cfg_.onset_margin.count())));
 
   std::vector<RelatedEvent> out;
   auto consider = [&](const SystemEvent& e, Relation rel) {

@@ -3,7 +3,7 @@
 // the events of that stream's producers around its onset, ranked by causal plausibility.
 //
 // Ranking (docs/ebpf.md, "Ranking"): a cause precedes its effect, so events up to the finding's
-// onset (Finding::onset_unix_ns, plus onset_margin for the estimate's resolution) are the
+// onset (Finding::onset_unix_ns, plus its resolution, at least onset_margin) are the
 // candidate causes and come first, by
 //   score = kind_weight(event, finding kind) x relation_weight x recency
 //   recency = 0.5 + 0.5 * 2^(-age / half_life), age = onset - event time (>= 0)
@@ -39,8 +39,8 @@ struct CorrelatorConfig {
   std::chrono::nanoseconds half_life = std::chrono::minutes(10);
   // Events shortly after a finding opened are still listed (after the onset).
   std::chrono::nanoseconds grace_after = std::chrono::seconds(30);
-  // Events up to this long after the estimated onset still count as before it (the estimate's
-  // resolution: a block or window of records, and producer vs kernel clocks).
+  // Events up to this long after the estimated onset, or its resolution when longer, still count
+  // as before it (a block or window of records; producer vs kernel clocks).
   std::chrono::nanoseconds onset_margin = std::chrono::seconds(2);
   std::size_t max_related = 10;  // before the onset; as many again after it
 };

@@ -107,13 +107,13 @@ void check_throughput(EngineState& e, StreamState& s) {
     if (rate < s.baseline / st.throughput.factor && expected >= st.throughput.min_expected) {
       raise_finding(e, s, FindingKind::throughput, Severity::warning, "drop",
                     "rate " + fmt(rate) + "/s, usual " + fmt(s.baseline) + "/s", {}, s.period_rows,
-                    Onset{s.period_start, "period"});
+                    Onset{s.period_start, "period", e.now_ns - std::min(e.now_ns, s.period_start)});
       flagged = true;
     } else if (rate > s.baseline * st.throughput.factor &&
                static_cast<double>(s.period_rows) >= st.throughput.min_expected) {
       raise_finding(e, s, FindingKind::throughput, Severity::warning, "spike",
                     "rate " + fmt(rate) + "/s, usual " + fmt(s.baseline) + "/s", {}, s.period_rows,
-                    Onset{s.period_start, "period"});
+                    Onset{s.period_start, "period", e.now_ns - std::min(e.now_ns, s.period_start)});
       flagged = true;
     }
   }

@@ -23,7 +23,7 @@ using json = nlohmann::json;
 
 // Version 1. Stream: {"stream", "component", "kind", "row_shape", "feature_names",
 // "last_record_unix_ns", "findings": [...]}, rewritten at each change. A finding's "onset_unix_ns",
-// "onset_basis", "supersedes", "seen" and "seen_severity" came later and are optional: documents
+// "onset_basis", "onset_resolution_ns", "supersedes", "seen" and "seen_severity" came later and are optional: documents
 // without them load (onset unknown: the opening; seen: the finding's top features or reason). Its pinned reference:
 // {"stream", "profile": profile document}, written once (it can be large: bins of every
 // feature). Engine: {"next_finding_id"}.
@@ -71,6 +71,7 @@ json finding_to_json(const FindingSlot& slot) {
           {"clean", slot.clean},
           {"onset_unix_ns", f.onset_unix_ns},
           {"onset_basis", f.onset_basis},
+          {"onset_resolution_ns", f.onset_resolution_ns},
           {"supersedes", f.supersedes},
           {"seen", slot.seen},
           {"seen_severity", std::string(core::severity_name(slot.seen_severity))}};
@@ -126,6 +127,7 @@ FindingSlot finding_from_json(const json& j, const std::string& stream, const st
   slot.clean = j.value("clean", 0U);
   f.onset_unix_ns = std::min(j.value("onset_unix_ns", std::uint64_t{0}), f.opened_unix_ns);
   f.onset_basis = f.onset_unix_ns ? j.value("onset_basis", std::string("opened")) : std::string("opened");
+  f.onset_resolution_ns = f.onset_unix_ns ? j.value("onset_resolution_ns", std::uint64_t{0}) : 0;
   f.supersedes = j.value("supersedes", std::uint64_t{0});
   if (auto it = j.find("seen"); it != j.end()) {
     for (const auto& k : *it) {

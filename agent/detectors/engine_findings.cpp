@@ -62,7 +62,8 @@ std::vector<std::string> unseen_keys(const EngineState& e, const StreamState& s,
 }
 
 Onset window_onset(const StreamState& s, const std::string& feature) {
-  Onset o{s.window_first_ns, "window"};
+  // The change showed somewhere in the window: as late as its last record.
+  Onset o{s.window_first_ns, "window", s.rec_ns - std::min(s.rec_ns, s.window_first_ns)};
   for (const auto& f : s.feats) {
     if (f.name != feature || f.kind != FeatureKind::numeric) continue;
     // The CUSUM's change point, when it lies in the previous window or later: the earlier of its
@@ -73,7 +74,7 @@ Onset window_onset(const StreamState& s, const std::string& feature) {
     const double side = up ? f.cusum.upper() : f.cusum.lower();
     const std::uint64_t since = f.cusum_since[up ? 0 : 1];
     if (side > 0 && since >= floor && since != 0) best = best ? std::min(best, since) : since;
-    if (best != 0) o = {best, "cusum"};
+    if (best != 0) o = {best, "cusum", 2 * s.block_ns};
     break;
   }
   return o;
@@ -89,7 +90,7 @@ void raise_finding(EngineState& e, StreamState& s, FindingKind kind, Severity se
     if (new_keys || worse) {
       supersedes = slot.f.id;
       // The same change grown worse keeps its onset; a new one brings its own.
-      if (!new_keys) onset = {slot.f.onset_unix_ns, nullptr};
+      if (!new_keys) onset = {slot.f.onset_unix_ns, nullptr, slot.f.onset_resolution_ns};
       close_slot(e, s, slot);
       ++e.counters.findings_superseded;
     }
@@ -105,6 +106,7 @@ void raise_finding(EngineState& e, StreamState& s, FindingKind kind, Severity se
     // Never after the opening (a producer clock ahead of ours), 0 = the opening itself.
     slot.f.onset_unix_ns = onset.unix_ns != 0 ? std::min(onset.unix_ns, e.now_ns) : e.now_ns;
     slot.f.onset_basis = onset.unix_ns != 0 ? basis : "opened";
+    slot.f.onset_resolution_ns = onset.unix_ns != 0 ? onset.resolution_ns : 0;
     slot.f.supersedes = supersedes;
     if (supersedes == 0) {
       slot.seen.clear();

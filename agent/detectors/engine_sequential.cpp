@@ -9,6 +9,7 @@ namespace mltap::detectors {
 
 void end_block(EngineState& e, StreamState& s) {
   s.block_rows = 0;
+  s.block_ns = s.rec_ns - std::min(s.rec_ns, s.block_first_ns);
   const auto method = s.st.sequential.method;
   for (auto& f : s.feats) {
     if (f.kind != FeatureKind::numeric) continue;
@@ -30,7 +31,7 @@ void end_block(EngineState& e, StreamState& s) {
         const std::uint64_t onset = since[det.last_alarm_up() ? 0 : 1];
         if (&since == &f.cusum_since && (f.alarm_onset_ns == 0 || f.alarm_onset_ns < s.prev_window_first_ns))
           f.alarm_onset_ns = onset;
-        if (onset != 0 && (s.seq_onset.unix_ns == 0 || onset < s.seq_onset.unix_ns)) s.seq_onset = {onset, name};
+        if (onset != 0 && (s.seq_onset.unix_ns == 0 || onset < s.seq_onset.unix_ns)) s.seq_onset = {onset, name, 2 * s.block_ns};
         FeatureEffect fe;
         fe.feature = f.name;
         fe.method = name;

@@ -91,6 +91,7 @@ struct FindingSlot {
   std::uint32_t clean = 0;
   std::uint64_t first_hit_onset_ns = 0;  // onset estimated at the first window of the hits
   const char* first_hit_basis = "window";
+  std::uint64_t first_hit_resolution_ns = 0;
   // What this finding (and those it superseded) already reported: feature names, "feature/check"
   // for data quality, the reason where there are no features; and the highest severity. Anything
   // beyond them is a material change (engine_findings.cpp). Bounded by kMaxSeen.
@@ -103,6 +104,7 @@ inline constexpr std::size_t kMaxSeen = 256;
 struct Onset {
   std::uint64_t unix_ns = 0;  // 0: the opening time
   const char* basis = "opened";
+  std::uint64_t resolution_ns = 0;  // Finding::onset_resolution_ns
 };
 
 // Everything the engine keeps about one stream.
@@ -151,6 +153,7 @@ struct StreamState {
   // plausible, else its arrival), of the current block's and window's first record, and of the
   // previous window's first record.
   std::uint64_t rec_ns = 0, block_first_ns = 0, window_first_ns = 0, prev_window_first_ns = 0;
+  std::uint64_t block_ns = 0;  // duration of the last block (CUSUM onset resolution: two of them)
   Onset seq_onset;  // earliest sequential alarm since the last window close
   // embeddings
   std::size_t mean_dims = 0;

@@ -344,9 +344,10 @@ bool report_drift(EngineState& e, StreamState& s, const DriftDecision& drift, bo
   // The onset is estimated at the first window of the run (where the change showed first).
   if (slot.hits == 0) slot.first_hit_onset_ns = 0;
   if (slot.hits == 0 || slot.first_hit_onset_ns == 0) {
-    const Onset o = top.empty() ? Onset{s.window_first_ns, "window"} : window_onset(s, top.front().feature);
+    const Onset o = top.empty() ? window_onset(s, std::string()) : window_onset(s, top.front().feature);
     slot.first_hit_onset_ns = o.unix_ns;
     slot.first_hit_basis = o.basis;
+    slot.first_hit_resolution_ns = o.resolution_ns;
   }
   if (++slot.hits < st.confirm_windows) return true;
   const double worst = top.empty() ? 1 : top.front().score / top.front().threshold;
@@ -362,7 +363,7 @@ bool report_drift(EngineState& e, StreamState& s, const DriftDecision& drift, bo
   }
   const std::string reason = top.empty() ? "drift" : top.front().method;
   const auto hits = slot.hits;
-  Onset onset{slot.first_hit_onset_ns, slot.first_hit_basis};
+  Onset onset{slot.first_hit_onset_ns, slot.first_hit_basis, slot.first_hit_resolution_ns};
   // New features among the top ones supersede an open finding: their change began now-ish.
   const auto unseen = unseen_keys(e, s, kind, top, reason);
   if (!unseen.empty()) onset = window_onset(s, unseen.front());
@@ -387,7 +388,8 @@ void report_quality(EngineState& e, StreamState& s, QualityIssues& quality) {
                         quality.top.front().detail;
   // Quality is judged per window: the problem showed within this one (its first record).
   raise_finding(e, s, FindingKind::data_quality, sev, quality.reason, std::move(summary),
-                std::move(quality.top), s.window_rows, Onset{s.window_first_ns, "window"});
+                std::move(quality.top), s.window_rows,
+                Onset{s.window_first_ns, "window", s.rec_ns - std::min(s.rec_ns, s.window_first_ns)});
 }
 
 // Stage 4c: schema mismatches that still let records be analyzed, and sequential alarms, are

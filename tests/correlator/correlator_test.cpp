@@ -150,6 +150,27 @@ TEST(Related, EventsAfterTheOnsetNeverOutrankACauseBeforeIt) {
   EXPECT_TRUE(r2.back().after_onset);
 }
 
+// A coarse onset (a window of records: the change showed somewhere in it) widens the candidates
+// to its resolution; the 2 s margin is the minimum.
+TEST(Related, OnsetResolutionWidensTheCandidates) {
+  Correlator c;
+  c.add_event(model_swapped(kT0 - 60 * kSec));
+  c.add_event(restart_exit(kT0 - 5 * kSec));
+  core::Finding f = finding(FindingKind::drift);
+  f.onset_unix_ns = kT0 - 100 * kSec;
+  f.onset_basis = "window";
+  f.onset_resolution_ns = 90 * kSec;
+  auto r = c.related(f, {{kProducer.pid, kProducer.start_ticks}});
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].event.kind, EventKind::file_change);
+  EXPECT_FALSE(r[0].after_onset);
+  EXPECT_NE(r[0].why.find("at the onset"), std::string::npos) << r[0].why;
+  EXPECT_TRUE(r[1].after_onset) << "95 s after the onset, beyond its 90 s resolution";
+  f.onset_resolution_ns = 0;
+  r = c.related(f, {{kProducer.pid, kProducer.start_ticks}});
+  EXPECT_TRUE(r[0].after_onset && r[1].after_onset);
+}
+
 // An event older than the window before the onset is out, one in it is in, although the window
 // is counted from the onset rather than from the opening.
 TEST(Related, WindowCountsFromTheOnset) {

@@ -238,6 +238,12 @@ TEST(Explain, CausesBeforeTheOnsetConsequencesListedAfterIt) {
   EXPECT_TRUE(r.findings[0].related[1].after_onset);
   const std::string text = format_explain(r);
   EXPECT_NE(text.find("Onset: about 22:12:42.000Z (cusum), 38 s before it opened"), std::string::npos) << text;
+  {
+    json with_resolution = json::parse(body.dump());
+    with_resolution["findings"][0]["onset_resolution_ns"] = 1'500'000'000ULL;
+    const std::string t = format_explain(parse_explain_report(with_resolution));
+    EXPECT_NE(t.find("Onset: about 22:12:42.000Z (cusum, up to 1 s later), 38 s before it opened"), std::string::npos) << t;
+  }
   const auto causes = text.find("Possible causes, before the onset, most plausible first:\n       1. ");
   const auto after = text.find("After the onset (consequences or coincidences, oldest first):\n       - ");
   const auto deploy = text.find("model file /var/lib/models/model.bin written by cp (pid 4242)");

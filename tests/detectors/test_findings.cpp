@@ -70,6 +70,9 @@ TEST(Onset, WindowDriftAndSequentialChangeDateTheChange) {
   EXPECT_EQ(drift->top.front().feature, "f1");
   EXPECT_EQ(drift->onset_basis, "cusum");
   EXPECT_LE(drift->onset_unix_ns, drift->opened_unix_ns);
+  // Two blocks of 512 rows at 1000/s (a block: its first to its last batch of 50 rows, up to 0.55 s).
+  EXPECT_GT(drift->onset_resolution_ns, 9 * kSec / 10);
+  EXPECT_LE(drift->onset_resolution_ns, 1100 * kSec / 1000);
   EXPECT_GE(drift->opened_unix_ns, change + 2 * kSec) << "opened when the window ended";
   EXPECT_LT(std::abs(seconds_between(drift->onset_unix_ns, change)), 0.6)
       << "onset " << seconds_between(drift->onset_unix_ns, change) << " s from the change";
@@ -112,6 +115,9 @@ TEST(Onset, QualityAndDriftWithoutCusumUseTheFirstWindow) {
   ASSERT_NE(q, nullptr) << to_json(*s).dump(1);
   EXPECT_EQ(q->onset_basis, "window");
   EXPECT_EQ(q->onset_unix_ns, window_first);
+  // The problem showed somewhere in that window (2000 rows at 1000/s): up to its last batch.
+  EXPECT_GT(q->onset_resolution_ns, 19 * kSec / 10);
+  EXPECT_LE(q->onset_resolution_ns, 2 * kSec);
   const Finding* drift = open_finding(*s, "s", FindingKind::drift);
   ASSERT_NE(drift, nullptr);
   EXPECT_EQ(drift->onset_basis, "window");
