@@ -110,6 +110,7 @@ struct DetectorCounters {
   std::uint64_t records_rejected = 0;
   std::uint64_t windows_closed = 0;
   std::uint64_t findings_opened = 0;
+  std::uint64_t findings_superseded = 0;  // closed by a material change (and reopened as new)
 };
 
 struct DetectorSnapshot {

@@ -1,5 +1,7 @@
 // A finding: what a detector concluded about a stream. One stream raises one finding per kind at a
-// time; it stays open while the condition holds and is closed (not deleted) when it clears.
+// time; it stays open while the condition holds and is closed (not deleted) when it clears, or
+// when a material change (new features among the top ones, a quality problem not seen before, a
+// severity rise) supersedes it with a new finding (a new id), so that alerting sees it as new.
 // Consumed by the exporters (metrics, Alertmanager push), the correlator (related events) and the
 // reactions.
 #pragma once
@@ -71,7 +73,20 @@ struct Finding {
   std::string summary;               // one line a human reads in an alert
   std::vector<FeatureEffect> top;    // most moved features first (bounded, e.g. 5)
   std::uint64_t window_records = 0;  // rows the decision was based on
+  // When the change began, as estimated (docs/detectors.md "Onset"): the last reset of the
+  // alarming CUSUM, the first window that crossed, the first mismatching batch... Never after
+  // opened_unix_ns; 0 when unknown (findings restored from an old state document).
+  std::uint64_t onset_unix_ns = 0;
+  std::string onset_basis;           // how: "cusum", "window", "batch", "last_record", ...
+  // How far after onset_unix_ns the change may still have begun (a block or a window of
+  // records): events up to onset + resolution are possible causes too.
+  std::uint64_t onset_resolution_ns = 0;
+  std::uint64_t supersedes = 0;      // id of the finding this one replaced (material change), or 0
   bool open() const noexcept { return closed_unix_ns == 0; }
+  // The onset, or the opening when none was estimated.
+  std::uint64_t onset_or_opened() const noexcept {
+    return onset_unix_ns != 0 && onset_unix_ns <= opened_unix_ns ? onset_unix_ns : opened_unix_ns;
+  }
 };
 
 }  // namespace mltap::core

@@ -56,7 +56,11 @@ json to_json(const Finding& f) {
           {"closed_unix_ns", f.closed_unix_ns},
           {"summary", f.summary},
           {"top", std::move(top)},
-          {"window_records", f.window_records}};
+          {"window_records", f.window_records},
+          {"onset_unix_ns", f.onset_or_opened()},
+          {"onset_basis", f.onset_unix_ns != 0 ? f.onset_basis : std::string("opened")},
+          {"onset_resolution_ns", f.onset_resolution_ns},
+          {"supersedes", f.supersedes}};
 }
 
 json to_json(const FeatureResult& r) {
@@ -126,7 +130,8 @@ json to_json(const DetectorSnapshot& s) {
                         {"features_cut", c.features_cut},
                         {"records_rejected", c.records_rejected},
                         {"windows_closed", c.windows_closed},
-                        {"findings_opened", c.findings_opened}}},
+                        {"findings_opened", c.findings_opened},
+                        {"findings_superseded", c.findings_superseded}}},
           {"open_findings", std::move(open)},
           {"closed_findings", std::move(closed)},
           {"streams", std::move(streams)}};

@@ -193,6 +193,7 @@ json to_json(const RelatedEvent& r) {
   j["score"] = r.score;
   j["relation"] = std::string(relation_name(r.relation));
   j["why"] = r.why;
+  j["after_onset"] = r.after_onset;
   return j;
 }
 
@@ -215,6 +216,10 @@ json finding_json(const core::Finding& f) {
           {"opened_unix_ns", f.opened_unix_ns},
           {"updated_unix_ns", f.updated_unix_ns},
           {"closed_unix_ns", f.closed_unix_ns},
+          {"onset_unix_ns", f.onset_or_opened()},
+          {"onset_basis", f.onset_unix_ns != 0 ? f.onset_basis : std::string("opened")},
+          {"onset_resolution_ns", f.onset_resolution_ns},
+          {"supersedes", f.supersedes},
           {"summary", f.summary},
           {"top_features", std::move(top)}};
 }

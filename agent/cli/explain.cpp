@@ -81,6 +81,16 @@ ExplainReport parse_explain_report(const json& body) {
     x.reason = f.value("reason", std::string());
     x.opened_unix_ns = field(f, "opened_unix_ns", json::value_t::number_unsigned, "finding").get<std::uint64_t>();
     x.open = field(f, "open", json::value_t::boolean, "finding").get<bool>();
+    // Onsets came later: an older agent sends none (then the opening is the onset).
+    x.onset_unix_ns = f.contains("onset_unix_ns")
+                          ? field(f, "onset_unix_ns", json::value_t::number_unsigned, "finding").get<std::uint64_t>()
+                          : x.opened_unix_ns;
+    if (x.onset_unix_ns > x.opened_unix_ns) bad("finding.onset_unix_ns is after its opened_unix_ns");
+    if (f.contains("onset_basis")) x.onset_basis = field(f, "onset_basis", json::value_t::string, "finding").get<std::string>();
+    if (f.contains("onset_resolution_ns"))
+      x.onset_resolution_ns = field(f, "onset_resolution_ns", json::value_t::number_unsigned, "finding").get<std::uint64_t>();
+    if (f.contains("supersedes"))
+      x.supersedes = field(f, "supersedes", json::value_t::number_unsigned, "finding").get<std::uint64_t>();
     for (const auto& rj : field(f, "related", json::value_t::array, "finding")) {
       RelatedEvent re;
       re.event = system_event_from_json(rj);
@@ -92,8 +102,13 @@ ExplainReport parse_explain_report(const json& body) {
       else if (rel == "host") re.relation = Relation::host;
       else bad("related event has unknown relation '" + rel + "'");
       re.why = rj.value("why", std::string());
+      re.after_onset = rj.contains("after_onset")
+                           ? field(rj, "after_onset", json::value_t::boolean, "related event").get<bool>()
+                           : re.event.unix_ns > x.onset_unix_ns;
       x.related.push_back(std::move(re));
     }
+    // Candidate causes first whatever order the agent sent (an older agent mixed them).
+    std::stable_partition(x.related.begin(), x.related.end(), [](const RelatedEvent& e) { return !e.after_onset; });
     r.findings.push_back(std::move(x));
   }
   return r;
@@ -121,24 +136,38 @@ std::string format_explain(const ExplainReport& r, std::size_t max_timeline) {
     if (!f.reason.empty()) o << " (" << f.reason << ")";
     o << ", opened " << core::format_utc(f.opened_unix_ns, core::UtcStyle::readable) << (f.open ? " (open)" : " (closed)") << "\n";
     if (!f.summary.empty()) o << "     " << f.summary << "\n";
-    if (f.related.empty()) {
-      o << "     No system events of its producers or the host in the " << format_duration(static_cast<std::uint64_t>(r.window_seconds * 1e9)) << " before it.\n";
-      continue;
+    o << "     Onset: about " << clock_of(f.onset_unix_ns);
+    if (!f.onset_basis.empty()) {
+      o << " (" << f.onset_basis;
+      if (f.onset_resolution_ns) o << ", up to " << format_duration(f.onset_resolution_ns) << " later";
+      o << ")";
     }
-    o << "     Related system events, most relevant first:\n";
-    for (std::size_t i = 0; i < f.related.size(); ++i) {
-      const auto& re = f.related[i];
+    if (f.opened_unix_ns > f.onset_unix_ns) o << ", " << format_duration(f.opened_unix_ns - f.onset_unix_ns) << " before it opened";
+    if (f.supersedes != 0) o << "; supersedes #" << f.supersedes << " (a material change)";
+    o << "\n";
+    const auto first_after = std::find_if(f.related.begin(), f.related.end(), [](const auto& e) { return e.after_onset; });
+    if (first_after == f.related.begin()) {
+      o << "     No system events of its producers or the host in the " << format_duration(static_cast<std::uint64_t>(r.window_seconds * 1e9)) << " before the onset.\n";
+    } else {
+      o << "     Possible causes, before the onset, most plausible first:\n";
+    }
+    std::size_t i = 0;
+    for (auto it = f.related.begin(); it != f.related.end(); ++it) {
+      const auto& re = *it;
+      if (it == first_after) o << "     After the onset (consequences or coincidences, oldest first):\n";
       char score[16];
       std::snprintf(score, sizeof(score), "%.2f", re.score);
-      o << "       " << (i + 1) << ". " << score << "  " << clock_of(re.event.unix_ns) << "  "
-        << describe(re.event) << "\n";
-      const std::string rel(relation_name(re.relation));
-      o << "          " << rel;
-      if (f.opened_unix_ns >= re.event.unix_ns) {
-        o << ", " << format_duration(f.opened_unix_ns - re.event.unix_ns) << " before the finding";
+      const std::string num = re.after_onset ? "-" : std::to_string(++i) + ".";
+      o << "       " << num << " " << score << "  " << clock_of(re.event.unix_ns) << "  " << describe(re.event) << "\n";
+      o << "          " << relation_name(re.relation);
+      if (f.onset_unix_ns >= re.event.unix_ns) {
+        o << ", " << format_duration(f.onset_unix_ns - re.event.unix_ns) << " before the onset";
+      } else if (!re.after_onset) {  // within the estimate's resolution
+        o << ", at the onset (" << format_duration(re.event.unix_ns - f.onset_unix_ns) << " after its estimate)";
       } else {
-        o << ", " << format_duration(re.event.unix_ns - f.opened_unix_ns) << " after it opened";
+        o << ", " << format_duration(re.event.unix_ns - f.onset_unix_ns) << " after the onset";
       }
+      if (re.event.unix_ns > f.opened_unix_ns) o << " (" << format_duration(re.event.unix_ns - f.opened_unix_ns) << " after it opened)";
       o << "\n";
     }
   }

@@ -25,7 +25,12 @@ struct ExplainFinding {
   std::string reason;
   std::string summary;
   std::uint64_t opened_unix_ns = 0;
+  std::uint64_t onset_unix_ns = 0;  // = opened_unix_ns when the agent sent none
+  std::string onset_basis;
+  std::uint64_t onset_resolution_ns = 0;
+  std::uint64_t supersedes = 0;
   bool open = true;
+  // Candidate causes (before the onset, most plausible first), then the events after the onset.
   std::vector<correlator::RelatedEvent> related;
 };
 

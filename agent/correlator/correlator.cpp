@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <set>
 
 #include "agent/correlator/describe.hpp"
@@ -197,20 +198,32 @@ std::vector<RelatedEvent> Correlator::related(const core::Finding& finding,
     }
   }
   const std::uint64_t opened = finding.opened_unix_ns;
+  const std::uint64_t onset = finding.onset_or_opened();
   const auto w = static_cast<std::uint64_t>(std::max<std::int64_t>(0, window.count()));
-  const std::uint64_t from = opened > w ? opened - w : 0;
+  const std::uint64_t from = onset > w ? onset - w : 0;
   const std::uint64_t to = opened + static_cast<std::uint64_t>(std::max<std::int64_t>(0, cfg_.grace_after.count()));
+  const std::uint64_t cause_until =
+      onset + std::max(finding.onset_resolution_ns,
+                       static_cast<std::uint64_t>(std::max<std::int64_t>(0, cfg_.onset_margin.count())));
 
   std::vector<RelatedEvent> out;
   auto consider = [&](const SystemEvent& e, Relation rel) {
     if (e.unix_ns < from || e.unix_ns > to) return;
-    const std::uint64_t age = opened > e.unix_ns ? opened - e.unix_ns : 0;
     RelatedEvent r;
     r.event = e;
     r.relation = rel;
+    r.after_onset = e.unix_ns > cause_until;
+    const std::uint64_t age = onset > e.unix_ns ? onset - e.unix_ns : e.unix_ns - onset;
     r.score = kind_weight(e, finding.kind) * relation_weight(e, rel) * recency(age, cfg_.half_life);
-    std::string when = opened >= e.unix_ns ? format_duration(age) + " before the finding"
-                                           : format_duration(e.unix_ns - opened) + " after it opened";
+    std::string when;
+    if (onset >= e.unix_ns) {
+      when = format_duration(age) + " before the onset";
+    } else if (!r.after_onset) {
+      when = "at the onset (" + format_duration(age) + " after its estimate)";
+    } else {
+      when = format_duration(age) + " after the onset";
+    }
+    if (e.unix_ns > opened) when += ", " + format_duration(e.unix_ns - opened) + " after the finding opened";
     std::string whose;
     switch (rel) {
       case Relation::producer: whose = "a producer of " + finding.stream; break;
@@ -239,12 +252,23 @@ std::vector<RelatedEvent> Correlator::related(const core::Finding& finding,
     const bool by_producer = e.other.known() && any_matches(producers, e.other.pid, e.other.start_ticks);
     consider(e, by_producer ? Relation::producer : Relation::host);
   }
-  std::stable_sort(out.begin(), out.end(), [](const RelatedEvent& a, const RelatedEvent& b) {
+  // Candidate causes first, most plausible first; then what followed the onset, in time order.
+  auto after = std::stable_partition(out.begin(), out.end(), [](const RelatedEvent& r) { return !r.after_onset; });
+  std::stable_sort(out.begin(), after, [](const RelatedEvent& a, const RelatedEvent& b) {
     if (a.score != b.score) return a.score > b.score;
     return a.event.unix_ns > b.event.unix_ns;
   });
-  if (out.size() > cfg_.max_related) out.resize(cfg_.max_related);
-  return out;
+  std::stable_sort(after, out.end(), [](const RelatedEvent& a, const RelatedEvent& b) {
+    return a.event.unix_ns < b.event.unix_ns;
+  });
+  const auto before = static_cast<std::size_t>(after - out.begin());
+  const std::size_t keep_before = std::min(before, cfg_.max_related);
+  const std::size_t keep_after = std::min(out.size() - before, cfg_.max_related);
+  std::vector<RelatedEvent> ranked;
+  ranked.reserve(keep_before + keep_after);
+  std::move(out.begin(), out.begin() + static_cast<std::ptrdiff_t>(keep_before), std::back_inserter(ranked));
+  std::move(after, after + static_cast<std::ptrdiff_t>(keep_after), std::back_inserter(ranked));
+  return ranked;
 }
 
 std::vector<SystemEvent> Correlator::events_for(const std::vector<core::ProducerId>& producers,

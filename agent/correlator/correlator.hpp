@@ -1,13 +1,17 @@
 // The correlator: a bounded timeline of system events per producer process (plus host-wide
 // events such as OOM kills and model files replaced by untracked processes), and, for a finding,
-// the events of that stream's producers in a window before it, ranked by relevance.
+// the events of that stream's producers around its onset, ranked by causal plausibility.
 //
-// Relevance (docs/ebpf.md, "Ranking"):
+// Ranking (docs/ebpf.md, "Ranking"): a cause precedes its effect, so events up to the finding's
+// onset (Finding::onset_unix_ns, plus its resolution, at least onset_margin) are the
+// candidate causes and come first, by
 //   score = kind_weight(event, finding kind) x relation_weight x recency
-//   recency = 0.5 + 0.5 * 2^(-age / half_life), age = finding opened - event time (>= 0)
-// so the kind of event and how close it is to the stream's producers decide, and time breaks
-// ties. Kind weights favour model/artifact file changes for drift-like findings, crashes and
-// network failures for staleness/throughput findings.
+//   recency = 0.5 + 0.5 * 2^(-age / half_life), age = onset - event time (>= 0)
+// so the kind of event and how close it is to the stream's producers decide, and proximity to the
+// onset breaks ties. Kind weights favour model/artifact file changes for drift-like findings,
+// crashes and network failures for staleness/throughput findings. Events after the onset (up to
+// grace_after past the opening) are consequences or coincidences: they are marked after_onset and
+// listed after every candidate cause, oldest first, whatever their score.
 #pragma once
 
 #include <chrono>
@@ -33,9 +37,12 @@ struct CorrelatorConfig {
   std::size_t max_producers_per_stream = 16;
   std::chrono::nanoseconds retention = std::chrono::hours(6);
   std::chrono::nanoseconds half_life = std::chrono::minutes(10);
-  // Events shortly after a finding opened still relate to it (detection and reading delays).
+  // Events shortly after a finding opened are still listed (after the onset).
   std::chrono::nanoseconds grace_after = std::chrono::seconds(30);
-  std::size_t max_related = 10;
+  // Events up to this long after the estimated onset, or its resolution when longer, still count
+  // as before it (a block or window of records; producer vs kernel clocks).
+  std::chrono::nanoseconds onset_margin = std::chrono::seconds(2);
+  std::size_t max_related = 10;  // before the onset; as many again after it
 };
 
 inline constexpr std::chrono::nanoseconds kDefaultWindow = std::chrono::minutes(30);
@@ -63,6 +70,7 @@ struct RelatedEvent {
   double score = 0;      // 0..1, higher is more likely related
   Relation relation = Relation::host;
   std::string why;       // one sentence for humans
+  bool after_onset = false;  // after the finding's onset: not a candidate cause
 };
 
 // The pieces of the relevance rule, exposed for documentation and tests.
@@ -90,8 +98,9 @@ class Correlator {
 
   // Events related to `finding`: those of the stream's producers (the given ones and the ones
   // noted for finding.stream), their children, other processes of the component and host-wide
-  // events, from `window` before the finding opened to grace_after after it; ranked, at most
-  // max_related.
+  // events, from `window` before the finding's onset to grace_after after it opened: first those
+  // before the onset, ranked (at most max_related), then those after it, oldest first (at most
+  // max_related).
   std::vector<RelatedEvent> related(const core::Finding& finding,
                                     const std::vector<core::ProducerId>& producers_of_stream,
                                     std::chrono::nanoseconds window = kDefaultWindow) const;

@@ -14,6 +14,8 @@ using core::DetectorSnapshot;
 using core::DetectorStreamSnapshot;
 
 constexpr double kGapMemoryNs = 3600e9;  // the usual interval forgets with a 1 h time constant
+// A record timestamp further than this from its arrival dates nothing (onsets use the arrival).
+constexpr std::uint64_t kRecordClockSlackNs = 600'000'000'000ULL;
 
 }  // namespace
 
@@ -86,7 +88,7 @@ void check_staleness(EngineState& e, StreamState& s) {
     raise_finding(e, s, FindingKind::staleness, Severity::warning, "silent",
                   "no records for " + fmt(silent / 1e9) + " s (usual interval up to " +
                       fmt(s.usual_gap / 1e9) + " s)",
-                  {}, 0);
+                  {}, 0, Onset{s.last_arrival, "last_record"});
   }
 }
 
@@ -104,12 +106,14 @@ void check_throughput(EngineState& e, StreamState& s) {
     const double expected = s.baseline * secs;
     if (rate < s.baseline / st.throughput.factor && expected >= st.throughput.min_expected) {
       raise_finding(e, s, FindingKind::throughput, Severity::warning, "drop",
-                    "rate " + fmt(rate) + "/s, usual " + fmt(s.baseline) + "/s", {}, s.period_rows);
+                    "rate " + fmt(rate) + "/s, usual " + fmt(s.baseline) + "/s", {}, s.period_rows,
+                    Onset{s.period_start, "period", e.now_ns - std::min(e.now_ns, s.period_start)});
       flagged = true;
     } else if (rate > s.baseline * st.throughput.factor &&
                static_cast<double>(s.period_rows) >= st.throughput.min_expected) {
       raise_finding(e, s, FindingKind::throughput, Severity::warning, "spike",
-                    "rate " + fmt(rate) + "/s, usual " + fmt(s.baseline) + "/s", {}, s.period_rows);
+                    "rate " + fmt(rate) + "/s, usual " + fmt(s.baseline) + "/s", {}, s.period_rows,
+                    Onset{s.period_start, "period", e.now_ns - std::min(e.now_ns, s.period_start)});
       flagged = true;
     }
   }
@@ -224,6 +228,11 @@ void DetectorEngine::on_batch(const core::DecodedBatch& b) {
     s->usual_gap = std::max(gap, s->usual_gap * std::exp(-gap / kGapMemoryNs));
   }
   s->last_arrival = arrival;
+  // The records' own time dates onsets; a producer clock far from ours is not believed.
+  s->rec_ns = b.timestamp_ns != 0 && b.timestamp_ns + kRecordClockSlackNs >= arrival &&
+                      b.timestamp_ns <= arrival + kRecordClockSlackNs
+                  ? b.timestamp_ns
+                  : arrival;
   ++s->batches;
   s->records_total += b.rows;
   s->period_rows += b.rows;

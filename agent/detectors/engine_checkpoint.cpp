@@ -22,7 +22,9 @@ namespace {
 using json = nlohmann::json;
 
 // Version 1. Stream: {"stream", "component", "kind", "row_shape", "feature_names",
-// "last_record_unix_ns", "findings": [...]}, rewritten at each change. Its pinned reference:
+// "last_record_unix_ns", "findings": [...]}, rewritten at each change. A finding's "onset_unix_ns",
+// "onset_basis", "onset_resolution_ns", "supersedes", "seen" and "seen_severity" came later and are optional: documents
+// without them load (onset unknown: the opening; seen: the finding's top features or reason). Its pinned reference:
 // {"stream", "profile": profile document}, written once (it can be large: bins of every
 // feature). Engine: {"next_finding_id"}.
 constexpr std::uint32_t kStateVersion = 1;
@@ -66,7 +68,13 @@ json finding_to_json(const FindingSlot& slot) {
           {"top", std::move(top)},
           {"window_records", f.window_records},
           {"hits", slot.hits},
-          {"clean", slot.clean}};
+          {"clean", slot.clean},
+          {"onset_unix_ns", f.onset_unix_ns},
+          {"onset_basis", f.onset_basis},
+          {"onset_resolution_ns", f.onset_resolution_ns},
+          {"supersedes", f.supersedes},
+          {"seen", slot.seen},
+          {"seen_severity", std::string(core::severity_name(slot.seen_severity))}};
 }
 
 double double_or_nan(const json& j, const char* key) {
@@ -117,6 +125,24 @@ FindingSlot finding_from_json(const json& j, const std::string& stream, const st
   }
   slot.hits = j.value("hits", 0U);
   slot.clean = j.value("clean", 0U);
+  f.onset_unix_ns = std::min(j.value("onset_unix_ns", std::uint64_t{0}), f.opened_unix_ns);
+  f.onset_basis = f.onset_unix_ns ? j.value("onset_basis", std::string("opened")) : std::string("opened");
+  f.onset_resolution_ns = f.onset_unix_ns ? j.value("onset_resolution_ns", std::uint64_t{0}) : 0;
+  f.supersedes = j.value("supersedes", std::uint64_t{0});
+  if (auto it = j.find("seen"); it != j.end()) {
+    for (const auto& k : *it) {
+      if (slot.seen.size() < kMaxSeen) slot.seen.push_back(k.get<std::string>());
+    }
+  } else {  // an older document: what the finding shows is what was seen
+    if (f.top.empty()) slot.seen.push_back("reason:" + f.reason);
+    for (const auto& t : f.top)
+      slot.seen.push_back(f.kind == FindingKind::data_quality ? t.feature + "/" + t.method : t.feature);
+  }
+  slot.seen_severity = f.severity;
+  const auto seen_sev = j.value("seen_severity", std::string());
+  for (auto s : {Severity::info, Severity::warning, Severity::critical}) {
+    if (core::severity_name(s) == seen_sev) slot.seen_severity = std::max(s, f.severity);
+  }
   slot.open = true;
   return slot;
 }

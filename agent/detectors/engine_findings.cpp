@@ -1,22 +1,121 @@
+// Opening, updating, superseding and closing findings. One finding per stream and kind is open at
+// a time; "more of the same" updates it, a material change supersedes it (docs/detectors.md
+// "Onset and material changes"), so that an alert rule or route keyed on the finding id sees a
+// new problem as new instead of it being absorbed into the open finding.
 #include <algorithm>
 
 #include "agent/detectors/engine_state.hpp"
 
 namespace mltap::detectors {
+namespace {
+
+std::string key_of(FindingKind kind, const FeatureEffect& fe) {
+  return kind == FindingKind::data_quality ? fe.feature + "/" + fe.method : fe.feature;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& k) {
+  return std::find(v.begin(), v.end(), k) != v.end();
+}
+
+// Everything `top` (all of it, not only the reported head) and `reason` stand for.
+void remember(FindingSlot& slot, FindingKind kind, const std::vector<FeatureEffect>& top,
+              const std::string& reason, Severity sev) {
+  auto add = [&](std::string k) {
+    if (slot.seen.size() < kMaxSeen && !has(slot.seen, k)) slot.seen.push_back(std::move(k));
+  };
+  if (top.empty()) add("reason:" + reason);
+  for (const auto& fe : top) add(key_of(kind, fe));
+  slot.seen_severity = std::max(slot.seen_severity, sev);
+}
+
+void close_slot(EngineState& e, StreamState& s, FindingSlot& slot) {
+  slot.f.closed_unix_ns = std::max<std::uint64_t>(e.now_ns, 1);
+  slot.f.updated_unix_ns = slot.f.closed_unix_ns;
+  slot.open = false;
+  ++s.state_changes;
+  e.closed.push_back(slot.f);
+  if (e.closed.size() > e.config.closed_findings_kept) {
+    e.closed.erase(e.closed.begin(), e.closed.begin() + static_cast<std::ptrdiff_t>(e.closed.size() - e.config.closed_findings_kept));
+  }
+  e.dirty = true;
+}
+
+}  // namespace
+
+std::vector<std::string> unseen_keys(const EngineState& e, const StreamState& s, FindingKind kind,
+                                     const std::vector<FeatureEffect>& top, const std::string& reason) {
+  const auto& slot = s.findings[static_cast<std::size_t>(kind)];
+  std::vector<std::string> out;
+  if (!slot.open) return out;
+  if (top.empty()) {
+    if (!has(slot.seen, "reason:" + reason)) out.push_back("reason:" + reason);
+    return out;
+  }
+  // Only the head that the finding reports counts: a feature ranked beyond it is not "among the
+  // top ones", and its rising later into the head is judged then.
+  const std::size_t n = std::min<std::size_t>(top.size(), e.config.top_features);
+  for (std::size_t i = 0; i < n; ++i) {
+    auto k = key_of(kind, top[i]);
+    if (!has(slot.seen, k) && !has(out, k)) out.push_back(std::move(k));
+  }
+  return out;
+}
+
+Onset window_onset(const StreamState& s, const std::string& feature) {
+  // The change showed somewhere in the window: as late as its last record.
+  Onset o{s.window_first_ns, "window", s.rec_ns - std::min(s.rec_ns, s.window_first_ns)};
+  for (const auto& f : s.feats) {
+    if (f.name != feature || f.kind != FeatureKind::numeric) continue;
+    // The CUSUM's change point, when it lies in the previous window or later: the earlier of its
+    // first alarm in that span and where its larger side was last 0.
+    const std::uint64_t floor = s.prev_window_first_ns ? s.prev_window_first_ns : s.window_first_ns;
+    std::uint64_t best = f.alarm_onset_ns >= floor ? f.alarm_onset_ns : 0;
+    const bool up = f.cusum.upper() >= f.cusum.lower();
+    const double side = up ? f.cusum.upper() : f.cusum.lower();
+    const std::uint64_t since = f.cusum_since[up ? 0 : 1];
+    if (side > 0 && since >= floor && since != 0) best = best ? std::min(best, since) : since;
+    if (best != 0) o = {best, "cusum", 2 * s.block_ns};
+    break;
+  }
+  return o;
+}
 
 void raise_finding(EngineState& e, StreamState& s, FindingKind kind, Severity sev, std::string reason, std::string summary,
-           std::vector<FeatureEffect> top, std::uint64_t window_records) {
+           std::vector<FeatureEffect> top, std::uint64_t window_records, Onset onset) {
   auto& slot = s.findings[static_cast<std::size_t>(kind)];
+  std::uint64_t supersedes = 0;
+  if (slot.open) {
+    const bool new_keys = !unseen_keys(e, s, kind, top, reason).empty();
+    const bool worse = static_cast<int>(sev) > static_cast<int>(slot.seen_severity);
+    if (new_keys || worse) {
+      supersedes = slot.f.id;
+      // The same change grown worse keeps its onset; a new one brings its own.
+      if (!new_keys) onset = {slot.f.onset_unix_ns, nullptr, slot.f.onset_resolution_ns};
+      close_slot(e, s, slot);
+      ++e.counters.findings_superseded;
+    }
+  }
   if (!slot.open) {
+    const std::string basis = onset.basis ? onset.basis : slot.f.onset_basis;
     slot.f = Finding{};
     slot.f.id = e.next_finding_id++;
     slot.f.stream = s.name;
     slot.f.component = s.component;
     slot.f.kind = kind;
     slot.f.opened_unix_ns = e.now_ns;
+    // Never after the opening (a producer clock ahead of ours), 0 = the opening itself.
+    slot.f.onset_unix_ns = onset.unix_ns != 0 ? std::min(onset.unix_ns, e.now_ns) : e.now_ns;
+    slot.f.onset_basis = onset.unix_ns != 0 ? basis : "opened";
+    slot.f.onset_resolution_ns = onset.unix_ns != 0 ? onset.resolution_ns : 0;
+    slot.f.supersedes = supersedes;
+    if (supersedes == 0) {
+      slot.seen.clear();
+      slot.seen_severity = Severity::info;
+    }
     slot.open = true;
     ++e.counters.findings_opened;
   }
+  remember(slot, kind, top, reason, sev);
   if (top.size() > e.config.top_features) top.resize(e.config.top_features);
   slot.f.reason = std::move(reason);
   slot.f.severity = sev;
@@ -34,15 +133,7 @@ void settle_finding(EngineState& e, StreamState& s, FindingKind kind, std::uint3
   slot.hits = 0;
   if (!slot.open) return;
   if (++slot.clean < clear_after) return;
-  slot.f.closed_unix_ns = std::max<std::uint64_t>(e.now_ns, 1);
-  slot.f.updated_unix_ns = slot.f.closed_unix_ns;
-  slot.open = false;
-  ++s.state_changes;
-  e.closed.push_back(slot.f);
-  if (e.closed.size() > e.config.closed_findings_kept) {
-    e.closed.erase(e.closed.begin(), e.closed.begin() + static_cast<std::ptrdiff_t>(e.closed.size() - e.config.closed_findings_kept));
-  }
-  e.dirty = true;
+  close_slot(e, s, slot);
 }
 
 }  // namespace mltap::detectors

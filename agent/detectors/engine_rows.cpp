@@ -49,6 +49,8 @@ void process_chunk(StreamState& s, const double* base, std::size_t n, std::size_
     s.pinned += n;
     return;
   }
+  if (s.window_rows == 0) s.window_first_ns = s.rec_ns;
+  if (s.block_rows == 0) s.block_first_ns = s.rec_ns;
   for (auto& f : s.feats) {
     if (!f.enabled) continue;
     if (f.kind == FeatureKind::numeric) add_numeric(f.num, f.ncur, m + f.column, n, ms);

@@ -25,7 +25,7 @@ bool check_schema(EngineState& e, StreamState& s, const core::DecodedBatch& b) {
     raise_finding(e, s, FindingKind::schema_change, Severity::critical, "feature_count",
           "records have " + std::to_string(b.cols) + " values per row, the reference has " + std::to_string(s.in_cols) +
               "; " + std::to_string(s.records_rejected) + " records not analyzed",
-          {}, b.rows);
+          {}, b.rows, Onset{s.rec_ns, "batch"});
     return false;
   }
   std::string reason, detail;
@@ -55,7 +55,8 @@ bool check_schema(EngineState& e, StreamState& s, const core::DecodedBatch& b) {
   }
   if (!reason.empty()) {
     ++s.window_mismatch;
-    raise_finding(e, s, FindingKind::schema_change, Severity::warning, reason, detail, {}, b.rows);
+    raise_finding(e, s, FindingKind::schema_change, Severity::warning, reason, detail, {}, b.rows,
+                  Onset{s.rec_ns, "batch"});
   }
   return true;
 }

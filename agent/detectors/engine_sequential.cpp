@@ -9,6 +9,7 @@ namespace mltap::detectors {
 
 void end_block(EngineState& e, StreamState& s) {
   s.block_rows = 0;
+  s.block_ns = s.rec_ns - std::min(s.rec_ns, s.block_first_ns);
   const auto method = s.st.sequential.method;
   for (auto& f : s.feats) {
     if (f.kind != FeatureKind::numeric) continue;
@@ -22,8 +23,15 @@ void end_block(EngineState& e, StreamState& s) {
     if (f.has_prev) sigma = std::max(sigma, f.nprev.sd());
     if (!(sigma > 0)) continue;
     const double z = dev * std::sqrt(static_cast<double>(n)) / sigma;
-    auto check = [&](auto& det, const char* name) {
+    auto check = [&](auto& det, const char* name, std::uint64_t (&since)[2]) {
+      // A side at 0 before this block: if it alarms later, the change began with this block.
+      if (det.upper() <= 0) since[0] = s.block_first_ns;
+      if (det.lower() <= 0) since[1] = s.block_first_ns;
       if (det.update(z)) {
+        const std::uint64_t onset = since[det.last_alarm_up() ? 0 : 1];
+        if (&since == &f.cusum_since && (f.alarm_onset_ns == 0 || f.alarm_onset_ns < s.prev_window_first_ns))
+          f.alarm_onset_ns = onset;
+        if (onset != 0 && (s.seq_onset.unix_ns == 0 || onset < s.seq_onset.unix_ns)) s.seq_onset = {onset, name, 2 * s.block_ns};
         FeatureEffect fe;
         fe.feature = f.name;
         fe.method = name;
@@ -40,8 +48,8 @@ void end_block(EngineState& e, StreamState& s) {
         f.seq_ratio = std::max(f.seq_ratio, det.score() / det.threshold());
       }
     };
-    if (method != SequentialMethod::page_hinkley) check(f.cusum, "cusum");
-    if (method != SequentialMethod::cusum) check(f.ph, "page_hinkley");
+    if (method != SequentialMethod::page_hinkley) check(f.cusum, "cusum", f.cusum_since);
+    if (method != SequentialMethod::cusum) check(f.ph, "page_hinkley", f.ph_since);
   }
   if (!s.seq_alarms.empty()) {
     // One entry per feature and method (the strongest), strongest first.
@@ -55,7 +63,7 @@ void end_block(EngineState& e, StreamState& s) {
     std::string summary = "sequential change in the mean of " + top.front().feature + " (" + top.front().method + "): " + top.front().detail;
     std::string reason = top.front().method;
     raise_finding(e, s, FindingKind::sequential_change, Severity::warning, std::move(reason), std::move(summary), std::move(top),
-          s.st.sequential.block_records);
+          s.st.sequential.block_records, s.seq_onset);
   }
 }
 

@@ -69,6 +69,13 @@ struct Feature {
   Cusum cusum;
   PageHinkley ph;
   double seq_ratio = 0;
+  // Start time of the block after which each one-sided statistic was last 0 ([0] up, [1] down):
+  // the change-point estimate (onset) when it alarms, or when a window drifts.
+  std::uint64_t cusum_since[2] = {0, 0}, ph_since[2] = {0, 0};
+  // Onset of the first CUSUM alarm of the current run (replaced only once older than the
+  // previous window): an alarm resets the statistic, so `cusum_since` alone would date a window
+  // drift after it.
+  std::uint64_t alarm_onset_ns = 0;
   FleetMap fleet;  // fleet bins (file references only; fleet_bins.hpp)
 
   std::size_t memory_bytes() const noexcept {
@@ -87,6 +94,22 @@ struct FindingSlot {
   bool open = false;
   std::uint32_t hits = 0;
   std::uint32_t clean = 0;
+  std::uint64_t first_hit_onset_ns = 0;  // onset estimated at the first window of the hits
+  const char* first_hit_basis = "window";
+  std::uint64_t first_hit_resolution_ns = 0;
+  // What this finding (and those it superseded) already reported: feature names, "feature/check"
+  // for data quality, the reason where there are no features; and the highest severity. Anything
+  // beyond them is a material change (engine_findings.cpp). Bounded by kMaxSeen.
+  std::vector<std::string> seen;
+  Severity seen_severity = Severity::info;
+};
+inline constexpr std::size_t kMaxSeen = 256;
+
+// When a change began and how that was estimated (Finding::onset_unix_ns, onset_basis).
+struct Onset {
+  std::uint64_t unix_ns = 0;  // 0: the opening time
+  const char* basis = "opened";
+  std::uint64_t resolution_ns = 0;  // Finding::onset_resolution_ns
 };
 
 // Everything the engine keeps about one stream.
@@ -133,6 +156,12 @@ struct StreamState {
   // windows
   std::uint64_t window_rows = 0, window_start_ns = 0, windows_closed = 0, block_rows = 0;
   std::uint64_t last_window_records = 0, last_window_end_ns = 0;
+  // Onset estimation: time of the records being analyzed (the batch's producer timestamp when
+  // plausible, else its arrival), of the current block's and window's first record, and of the
+  // previous window's first record.
+  std::uint64_t rec_ns = 0, block_first_ns = 0, window_first_ns = 0, prev_window_first_ns = 0;
+  std::uint64_t block_ns = 0;  // duration of the last block (CUSUM onset resolution: two of them)
+  Onset seq_onset;  // earliest sequential alarm since the last window close
   // embeddings
   std::size_t mean_dims = 0;
   std::vector<double> ref_mean, win_sum, pin_sum, pin_sumsq;
@@ -213,9 +242,20 @@ StreamState* create_stream(EngineState& e, const core::StreamInfo& info);
 
 // ---- findings (engine_findings.cpp) ---------------------------------------------------------
 // Opens the stream's finding of `kind`, or updates it while open.
+// A material change of an open finding (new features among the top ones, a data-quality problem
+// not seen before, a severity above any it had) closes it and opens a new one that supersedes
+// it. `onset` is used for a new finding (the superseding one keeps the old onset when only the
+// severity rose).
 void raise_finding(EngineState& e, StreamState& s, FindingKind kind, Severity sev,
                    std::string reason, std::string summary, std::vector<FeatureEffect> top,
-                   std::uint64_t window_records);
+                   std::uint64_t window_records, Onset onset = {});
+// The keys of `top` (first `limit`) or of `reason` not yet seen by the open finding of `kind`;
+// empty when none (or the finding is not open).
+std::vector<std::string> unseen_keys(const EngineState& e, const StreamState& s, FindingKind kind,
+                                     const std::vector<FeatureEffect>& top, const std::string& reason);
+// Window-based onset for `feature`: where its CUSUM's larger side was last 0, when that lies
+// within the previous window or later; else the first record of the current window.
+Onset window_onset(const StreamState& s, const std::string& feature);
 // A window (or tick) without the condition: closes the finding after `clear_after` in a row.
 void settle_finding(EngineState& e, StreamState& s, FindingKind kind, std::uint32_t clear_after);
 

@@ -340,8 +340,16 @@ bool report_drift(EngineState& e, StreamState& s, const DriftDecision& drift, bo
     settle_finding(e, s, kind, st.clear_windows);
     return false;
   }
-  if (++slot.hits < st.confirm_windows) return true;
   const auto& top = drift.top;
+  // The onset is estimated at the first window of the run (where the change showed first).
+  if (slot.hits == 0) slot.first_hit_onset_ns = 0;
+  if (slot.hits == 0 || slot.first_hit_onset_ns == 0) {
+    const Onset o = top.empty() ? window_onset(s, std::string()) : window_onset(s, top.front().feature);
+    slot.first_hit_onset_ns = o.unix_ns;
+    slot.first_hit_basis = o.basis;
+    slot.first_hit_resolution_ns = o.resolution_ns;
+  }
+  if (++slot.hits < st.confirm_windows) return true;
   const double worst = top.empty() ? 1 : top.front().score / top.front().threshold;
   const Severity sev = worst >= 2.5 || drift.drifted * 2 >= std::max<std::uint32_t>(analyzed, 1)
                            ? Severity::critical
@@ -355,7 +363,11 @@ bool report_drift(EngineState& e, StreamState& s, const DriftDecision& drift, bo
   }
   const std::string reason = top.empty() ? "drift" : top.front().method;
   const auto hits = slot.hits;
-  raise_finding(e, s, kind, sev, reason, std::move(summary), top, s.window_rows);
+  Onset onset{slot.first_hit_onset_ns, slot.first_hit_basis, slot.first_hit_resolution_ns};
+  // New features among the top ones supersede an open finding: their change began now-ish.
+  const auto unseen = unseen_keys(e, s, kind, top, reason);
+  if (!unseen.empty()) onset = window_onset(s, unseen.front());
+  raise_finding(e, s, kind, sev, reason, std::move(summary), top, s.window_rows, onset);
   slot.hits = hits;
   return true;
 }
@@ -374,8 +386,10 @@ void report_quality(EngineState& e, StreamState& s, QualityIssues& quality) {
   std::string summary = std::to_string(quality.top.size()) +
                         " data-quality problem(s): " + quality.top.front().feature + " " +
                         quality.top.front().detail;
+  // Quality is judged per window: the problem showed within this one (its first record).
   raise_finding(e, s, FindingKind::data_quality, sev, quality.reason, std::move(summary),
-                std::move(quality.top), s.window_rows);
+                std::move(quality.top), s.window_rows,
+                Onset{s.window_first_ns, "window", s.rec_ns - std::min(s.rec_ns, s.window_first_ns)});
 }
 
 // Stage 4c: schema mismatches that still let records be analyzed, and sequential alarms, are
@@ -386,6 +400,7 @@ void settle_per_batch_findings(EngineState& e, StreamState& s) {
   if (s.seq_alarms.empty())
     settle_finding(e, s, FindingKind::sequential_change, s.st.clear_windows);
   s.seq_alarms.clear();
+  s.seq_onset = {};
 }
 
 // Stage 5: the current window becomes the previous one (a sequential block may span windows).
@@ -419,6 +434,7 @@ void close_window(EngineState& e, StreamState& s) {
   s.last_window_end_ns = e.now_ns;
   s.window_rows = 0;
   s.window_start_ns = e.now_ns;
+  s.prev_window_first_ns = s.window_first_ns;
   ++s.windows_closed;
   ++e.counters.windows_closed;
   e.dirty = true;

@@ -69,6 +69,10 @@ class Cusum {
     return false;
   }
   double score() const noexcept { return hi_ > lo_ ? hi_ : lo_; }  // compare with threshold()
+  // The one-sided statistics (0 right after a reset): the change-point estimate of an alarm is
+  // the last time its side was 0 (findings' onset, engine_sequential.cpp).
+  double upper() const noexcept { return hi_; }
+  double lower() const noexcept { return lo_; }
   double threshold() const noexcept { return h_; }
   bool last_alarm_up() const noexcept { return last_up_; }
   double alarm_score() const noexcept { return alarm_score_; }  // statistic when it last alarmed
@@ -105,6 +109,9 @@ class PageHinkley {
     const double a = up_ - up_min_, b = dn_ - dn_min_;
     return a > b ? a : b;
   }
+  // The one-sided statistics above their running minimum (0 at the minimum; onset as for Cusum).
+  double upper() const noexcept { return up_ - up_min_; }
+  double lower() const noexcept { return dn_ - dn_min_; }
   double threshold() const noexcept { return lambda_; }
   bool last_alarm_up() const noexcept { return last_up_; }
   double alarm_score() const noexcept { return alarm_score_; }

@@ -269,10 +269,10 @@ std::vector<alertmanager::PushableFinding> Agent::pushable_findings() const {
   std::vector<alertmanager::PushableFinding> out;
   if (!detectors_) return out;
   for (const auto& f : detectors_->snapshot()->open_findings) {
-    alertmanager::PushableFinding p{f, {}};
+    alertmanager::PushableFinding p{f, {}, {}};
     for (const auto& r : correlator_->related(f, producers_of(f.stream))) {
-      if (p.related_events.size() >= 3) break;
-      p.related_events.push_back(correlator::describe(r.event));
+      auto& list = r.after_onset ? p.after_onset_events : p.related_events;
+      if (list.size() < 3) list.push_back(r.why);
     }
     out.push_back(std::move(p));
   }

@@ -128,7 +128,7 @@ AlertmanagerConfig parse_alertmanager_config(core::ConfigSection s) {
     while (!c.external_url.empty() && c.external_url.back() == '/') c.external_url.pop_back();
   }
   if (auto labels = s.get_string_list("labels")) {
-    static const std::set<std::string> reserved = {"alertname", "stream", "component", "kind", "severity"};
+    static const std::set<std::string> reserved = {"alertname", "stream", "component", "kind", "severity", "finding_id"};
     for (const auto& l : *labels) {
       const auto eq = l.find('=');
       const std::string name = eq == std::string::npos ? l : l.substr(0, eq);
@@ -160,6 +160,9 @@ nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerCon
   labels["component"] = f.component;
   labels["kind"] = std::string(core::finding_kind_name(f.kind));
   labels["severity"] = std::string(core::severity_name(f.severity));
+  // As on mltap_stream_finding_active: a finding that supersedes another (a material change) is
+  // a new alert for Alertmanager, not an update of the old one.
+  labels["finding_id"] = std::to_string(f.id);
 
   std::string top_names;
   std::ostringstream top;
@@ -175,11 +178,18 @@ nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerCon
   description << "Stream " << f.stream << " (component " << f.component << "): "
               << core::finding_kind_name(f.kind);
   if (!f.reason.empty()) description << " (" << f.reason << ")";
-  description << " since " << core::format_utc(f.opened_unix_ns) << ", based on " << f.window_records
+  description << " since " << core::format_utc(f.opened_unix_ns) << " (onset about "
+              << core::format_utc(f.onset_or_opened()) << (f.onset_basis.empty() ? "" : ", " + f.onset_basis)
+              << ")";
+  if (f.supersedes) description << ", superseding finding " << f.supersedes << " (a material change)";
+  description << ", based on " << f.window_records
               << " records. Top features: " << (f.top.empty() ? std::string("not reported") : top.str()) << ".";
-  std::string related;
+  std::string related, after;
   for (std::size_t i = 0; i < pf.related_events.size() && i < 5; ++i) {
     related += (i ? "\n" : "") + clip(pf.related_events[i], 300);
+  }
+  for (std::size_t i = 0; i < pf.after_onset_events.size() && i < 5; ++i) {
+    after += (i ? "\n" : "") + clip(pf.after_onset_events[i], 300);
   }
   nlohmann::json annotations = {
       {"summary", clip(f.summary.empty() ? std::string(core::finding_kind_name(f.kind)) + " on stream " + f.stream
@@ -188,7 +198,10 @@ nlohmann::json finding_to_alert(const PushableFinding& pf, const AlertmanagerCon
       {"description", clip(description.str(), 4096)},
       {"top_features", top_names},
       {"related_events", related.empty() ? std::string("none recorded") : related},
+      {"onset", core::format_utc(f.onset_or_opened())},
   };
+  if (!after.empty()) annotations["after_onset_events"] = after;
+  if (f.supersedes) annotations["supersedes_finding_id"] = std::to_string(f.supersedes);
   nlohmann::json alert = {{"labels", labels}, {"annotations", annotations},
                           {"startsAt", core::format_utc(f.opened_unix_ns)}};
   if (!config.external_url.empty()) {

@@ -48,10 +48,12 @@ struct AlertmanagerConfig {
 // The `alertmanager:` section. Throws core::ConfigError.
 AlertmanagerConfig parse_alertmanager_config(core::ConfigSection section);
 
-// A finding with the correlator's related events (human-readable, most relevant first).
+// A finding with the correlator's related events, human-readable: candidate causes (before the
+// finding's onset, most plausible first) and, apart, what followed the onset (oldest first).
 struct PushableFinding {
   core::Finding finding;
   std::vector<std::string> related_events;
+  std::vector<std::string> after_onset_events;
 };
 // Current findings, open and recently closed. Called on the pusher's thread: must be thread-safe
 // and cheap (copy a snapshot).

@@ -29,7 +29,7 @@ std::vector<prometheus::MetricFamily> DetectorCollector::Collect() const {
   std::vector<prometheus::MetricFamily> out;
   const auto snap = source_ ? source_() : nullptr;
   if (!snap) return out;
-  FamilyBuilder active("mltap_stream_finding_active", "A finding of this kind is open (1) or not (0, severity=\"none\")", MetricType::Gauge);
+  FamilyBuilder active("mltap_stream_finding_active", "A finding of this kind is open (1, with its severity and finding_id) or not (0, severity=\"none\")", MetricType::Gauge);
   FamilyBuilder info("mltap_stream_finding_info", "Open finding and its top features (comma separated)", MetricType::Gauge);
   FamilyBuilder stream_drift("mltap_stream_drift_detected", "Stream-level drift decision of the last window", MetricType::Gauge);
   FamilyBuilder score("mltap_feature_drift_score", "Effect size per feature and method, last window vs reference", MetricType::Gauge);
@@ -57,7 +57,10 @@ std::vector<prometheus::MetricFamily> DetectorCollector::Collect() const {
         continue;
       }
       const auto& f = *it->second;
-      active.add({{"stream", s.name}, {"component", s.component}, {"kind", k}, {"severity", std::string(core::severity_name(f.severity))}}, 1);
+      // finding_id: a finding superseded by a material change is a new series, hence a new alert.
+      active.add({{"stream", s.name}, {"component", s.component}, {"kind", k},
+                  {"severity", std::string(core::severity_name(f.severity))}, {"finding_id", std::to_string(f.id)}},
+                 1);
       std::string top;
       std::size_t n = 0;
       for (const auto& e : f.top) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -224,8 +225,16 @@ WebhookResponse WebhookReceiver::handle_body(std::string_view body) {
     events.push_back(std::move(e));
   }
 
+  // Firing alerts first: when one notification resolves a finding and fires the one that
+  // superseded it (a material change, docs/alerting.md), the new alert joins the reversible
+  // reactions the old one holds before the old one lets them go, instead of undoing them and
+  // then meeting their cooldown.
+  std::vector<std::size_t> order(events.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_partition(order.begin(), order.end(),
+                        [&](std::size_t i) { return events[i].status == core::AlertStatus::firing; });
   std::size_t accepted = 0, duplicates = 0;
-  for (std::size_t i = 0; i < events.size(); ++i) {
+  for (std::size_t i : order) {
     if (!dedup_.reserve(keys[i], now)) {
       ++duplicates;
       continue;

@@ -7,6 +7,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "core/config_reader.hpp"
+#include "core/time.hpp"
 #include "agent/api/http_client.hpp"
 #include "exporters/alertmanager/alertmanager_pusher.hpp"
 #include "exporters/metrics/alertmanager_metrics.hpp"
@@ -59,7 +60,10 @@ PushableFinding drift_finding(std::uint64_t id, core::Severity severity = core::
   f.summary = "Stream fraud drifted (psi 0.31 on amount)";
   f.top = {{"amount", "psi", 0.31, 0.2, NAN, "mean 3.1 -> 4.0"}, {"age", "wasserstein", 0.12, 0.1, NAN, ""}};
   f.window_records = 5000;
+  f.onset_unix_ns = f.opened_unix_ns - 30'000'000'000ull;
+  f.onset_basis = "cusum";
   p.related_events = {"exec of /usr/bin/python3 by pid 1234, 3 s before", "oom_kill of pid 99 (trainer), 10 s before"};
+  p.after_onset_events = {"OOM killer killed python3 (pid 77); 41 s after the onset"};
   return p;
 }
 
@@ -106,8 +110,8 @@ TEST(AlertmanagerPush, FindingAppearsIsRefreshedAndResolves) {
   EXPECT_LT(appear_ms, 5000.0);  // "within seconds"
 
   EXPECT_EQ(alert["labels"], json({{"alertname", "MltapStreamDrift"}, {"stream", "fraud"}, {"component", "scorer"},
-                                   {"kind", "drift"}, {"severity", "critical"}, {"job", "mltapd"},
-                                   {"instance", "host-a:9645"}}));
+                                   {"kind", "drift"}, {"severity", "critical"}, {"finding_id", "42"},
+                                   {"job", "mltapd"}, {"instance", "host-a:9645"}}));
   const json& ann = alert["annotations"];
   EXPECT_EQ(ann["summary"], "Stream fraud drifted (psi 0.31 on amount)");
   EXPECT_EQ(ann["finding_url"], "http://127.0.0.1:9645/api/v1/findings/42");
@@ -116,6 +120,12 @@ TEST(AlertmanagerPush, FindingAppearsIsRefreshedAndResolves) {
             std::string::npos) << ann["description"];
   EXPECT_NE(ann["description"].get<std::string>().find("component scorer"), std::string::npos);
   EXPECT_NE(ann["related_events"].get<std::string>().find("exec of /usr/bin/python3"), std::string::npos);
+  // Candidate causes and what followed the onset are apart; the onset itself is an annotation.
+  EXPECT_EQ(ann["after_onset_events"], "OOM killer killed python3 (pid 77); 41 s after the onset");
+  EXPECT_EQ(ann["onset"], core::format_utc(drift.finding.onset_unix_ns));
+  EXPECT_NE(ann["description"].get<std::string>().find("(onset about " + core::format_utc(drift.finding.onset_unix_ns) + ", cusum)"),
+            std::string::npos) << ann["description"];
+  EXPECT_FALSE(ann.contains("supersedes_finding_id"));
   EXPECT_EQ(alert["generatorURL"], "http://127.0.0.1:9645/api/v1/findings/42");
   EXPECT_EQ(webhook::parse_rfc3339_ns(alert["startsAt"].get<std::string>()),
             static_cast<std::int64_t>(drift.finding.opened_unix_ns / 1'000'000 * 1'000'000));
@@ -174,6 +184,46 @@ TEST(AlertmanagerPush, VanishedFindingAndSeverityChangeAreResolved) {
   findings.set({});
   ASSERT_TRUE(mltap::testing::wait_until([&] { return find_alert(am.alerts(), "MltapStreamDrift").is_null(); }, 10s));
   EXPECT_TRUE(mltap::testing::wait_until([&] { return pusher.tracked() == 0; }, 5s));  // updated after the post returns
+}
+
+// A material change closes finding 7 and opens finding 8 (same stream, kind and severity): for
+// Alertmanager that is a new alert (finding_id label), and 7 is resolved, not updated.
+TEST(AlertmanagerPush, SupersedingFindingIsANewAlert) {
+  mltap::testing::AlertmanagerProcess am(kNullReceiver);
+  ASSERT_TRUE(am.running()) << am.log();
+  Findings findings;
+  AlertmanagerPusher pusher(push_config(am.url()), findings.provider(), api::http_post);
+  pusher.start();
+  PushableFinding a = drift_finding(7);
+  findings.set({a});
+  json first;
+  ASSERT_TRUE(mltap::testing::wait_until([&] { return !(first = find_alert(am.alerts(), "MltapStreamDrift")).is_null(); }, 10s));
+  EXPECT_EQ(first["labels"]["finding_id"], "7");
+  a.finding.closed_unix_ns = now_ns();
+  PushableFinding b = drift_finding(8);
+  b.finding.supersedes = 7;
+  b.finding.opened_unix_ns = a.finding.closed_unix_ns;
+  b.finding.top.push_back({"country", "psi", 0.9, 0.2, NAN, "unit bug"});
+  findings.set({a, b});
+  json second;
+  ASSERT_TRUE(mltap::testing::wait_until(
+      [&] {
+        const json all = am.alerts();
+        std::size_t n = 0;
+        for (const auto& x : all) {
+          if (x["labels"].value("alertname", "") != "MltapStreamDrift") continue;
+          ++n;
+          second = x;
+        }
+        return n == 1 && second["labels"]["finding_id"] == "8";
+      },
+      10s))
+      << am.alerts().dump(1);
+  EXPECT_NE(second["fingerprint"], first["fingerprint"]) << "a new alert, not the old one updated";
+  EXPECT_EQ(second["annotations"]["supersedes_finding_id"], "7");
+  EXPECT_NE(second["annotations"]["description"].get<std::string>().find("superseding finding 7"), std::string::npos);
+  EXPECT_EQ(webhook::parse_rfc3339_ns(second["startsAt"].get<std::string>()),
+            static_cast<std::int64_t>(b.finding.opened_unix_ns / 1'000'000 * 1'000'000));
 }
 
 TEST(AlertmanagerPush, RetriesUntilAlertmanagerAnswers) {

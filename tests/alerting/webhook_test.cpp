@@ -282,6 +282,28 @@ TEST_F(WebhookTest, RetriedNotificationsRunOnce) {
   EXPECT_EQ(control_.flag_calls().size(), 3u);
 }
 
+// A finding superseded by a new one (issue 12): Alertmanager resolves the old alert and fires the
+// new one in one notification, the resolved one listed first. The flag stays set: the new alert
+// joins the reaction before the old one releases it (no undo, no cooldown gap).
+TEST_F(WebhookTest, SupersedingAlertTakesOverAReactionInTheSameNotification) {
+  start();
+  json old_labels = drift_labels();
+  old_labels["finding_id"] = "7";
+  ASSERT_EQ(post(make_payload({make_alert("f7", "firing", old_labels)})).status, 200);
+  ASSERT_TRUE(idle());
+  json new_labels = drift_labels();
+  new_labels["finding_id"] = "8";
+  ASSERT_EQ(post(make_payload({make_alert("f7", "resolved", old_labels), make_alert("f8", "firing", new_labels)})).status, 200);
+  ASSERT_TRUE(idle());
+  const auto calls = control_.flag_calls();
+  ASSERT_EQ(calls.size(), 1u) << "set once, never cleared in between";
+  EXPECT_EQ(calls[0].value, 1u);
+  ASSERT_EQ(post(make_payload({make_alert("f8", "resolved", new_labels)}, "resolved")).status, 200);
+  ASSERT_TRUE(idle());
+  ASSERT_EQ(control_.flag_calls().size(), 2u);
+  EXPECT_EQ(control_.flag_calls()[1].value, 0u);
+}
+
 TEST_F(WebhookTest, FullQueueIsATransientError) {
   start(2, /*start_engine=*/false);
   std::vector<json> alerts;

@@ -73,7 +73,7 @@ TEST(Related, DriftRanksTheModelSwapFirst) {
   EXPECT_EQ(r[0].relation, Relation::host);
   EXPECT_NEAR(r[0].score, 1.0 * 0.8 * (0.5 + 0.5 * std::exp2(-0.5)), 1e-12);
   EXPECT_NE(r[0].why.find("/srv/models/model.onnx"), std::string::npos) << r[0].why;
-  EXPECT_NE(r[0].why.find("5m00s before the finding"), std::string::npos) << r[0].why;
+  EXPECT_NE(r[0].why.find("5m00s before the onset"), std::string::npos) << r[0].why;
   EXPECT_EQ(r[1].event.kind, EventKind::exit);
   EXPECT_EQ(r[1].relation, Relation::producer);
   EXPECT_EQ(r[2].event.kind, EventKind::oom_kill);
@@ -99,9 +99,89 @@ TEST(Related, OnlyTheWindowBeforeTheFindingAndAShortGrace) {
   const auto r = c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}},
                            std::chrono::minutes(30));
   ASSERT_EQ(r.size(), 2u);
-  EXPECT_EQ(r[0].event.unix_ns, kT0 + 20 * kSec) << "closest first when the kind ties";
-  EXPECT_EQ(r[1].event.unix_ns, kT0 - 29 * kMin);
-  EXPECT_NE(r[0].why.find("after it opened"), std::string::npos);
+  // The finding has no onset estimate: its opening is the onset, and what follows it is listed
+  // after the candidate causes, however close.
+  EXPECT_EQ(r[0].event.unix_ns, kT0 - 29 * kMin);
+  EXPECT_FALSE(r[0].after_onset);
+  EXPECT_EQ(r[1].event.unix_ns, kT0 + 20 * kSec);
+  EXPECT_TRUE(r[1].after_onset);
+  EXPECT_NE(r[1].why.find("20 s after the onset, 20 s after the finding opened"), std::string::npos) << r[1].why;
+}
+
+// The cascade of issue 12: a model file replaced by another process changes the predictions
+// (onset), the finding opens a window later, and a replica is OOM-killed 11 s after that. The
+// kill, the replica's SIGKILL exit and a restart are consequences: they never outrank the
+// deployment, whatever their kind weight and proximity to the opening.
+TEST(Related, EventsAfterTheOnsetNeverOutrankACauseBeforeIt) {
+  Correlator c;
+  const std::uint64_t deploy = kT0 - 50 * kSec, onset = kT0 - 45 * kSec;
+  c.add_event(model_swapped(deploy));
+  SystemEvent oom = tracked(EventKind::oom_kill, kT0 + 11 * kSec, kProducer, kProducer);
+  oom.other = kProducer;
+  c.add_event(oom);
+  SystemEvent killed = tracked(EventKind::exit, kT0 + 11 * kSec + 1000, kProducer, kProducer);
+  killed.signal = 9;
+  c.add_event(killed);
+  c.add_event(restart_exit(onset + 10 * kSec));     // between onset and opening: after the onset
+  c.add_event(restart_exit(kT0 - 20 * kMin));       // long before: a weak candidate
+  c.add_event(restart_exit(onset + 1 * kSec));      // within the onset margin: a candidate
+  core::Finding f = finding(FindingKind::prediction_drift);
+  f.onset_unix_ns = onset;
+  f.onset_basis = "cusum";
+  const auto r = c.related(f, {{kProducer.pid, kProducer.start_ticks}});
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_EQ(r[0].event.kind, EventKind::file_change) << r[0].why;
+  EXPECT_NE(r[0].why.find("5 s before the onset"), std::string::npos) << r[0].why;
+  EXPECT_EQ(r[1].event.unix_ns, onset + 1 * kSec);
+  EXPECT_NE(r[1].why.find("at the onset"), std::string::npos) << r[1].why;
+  EXPECT_EQ(r[2].event.unix_ns, kT0 - 20 * kMin);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_FALSE(r[i].after_onset) << i;
+  // After the onset, oldest first, although the OOM kill scores higher than the candidates.
+  EXPECT_TRUE(r[3].after_onset && r[4].after_onset && r[5].after_onset);
+  EXPECT_EQ(r[3].event.unix_ns, onset + 10 * kSec);
+  EXPECT_EQ(r[4].event.kind, EventKind::oom_kill);
+  EXPECT_EQ(r[5].event.kind, EventKind::exit);
+  EXPECT_GT(r[4].score, r[2].score) << "ranked by time, not by score";
+  EXPECT_NE(r[4].why.find("56 s after the onset, 11 s after the finding opened"), std::string::npos) << r[4].why;
+  // The same events, judged against the opening (no onset): the kill would lead the causes.
+  core::Finding no_onset = finding(FindingKind::prediction_drift);
+  const auto r2 = c.related(no_onset, {{kProducer.pid, kProducer.start_ticks}});
+  EXPECT_EQ(r2[0].event.kind, EventKind::file_change);
+  EXPECT_TRUE(r2.back().after_onset);
+}
+
+// A coarse onset (a window of records: the change showed somewhere in it) widens the candidates
+// to its resolution; the 2 s margin is the minimum.
+TEST(Related, OnsetResolutionWidensTheCandidates) {
+  Correlator c;
+  c.add_event(model_swapped(kT0 - 60 * kSec));
+  c.add_event(restart_exit(kT0 - 5 * kSec));
+  core::Finding f = finding(FindingKind::drift);
+  f.onset_unix_ns = kT0 - 100 * kSec;
+  f.onset_basis = "window";
+  f.onset_resolution_ns = 90 * kSec;
+  auto r = c.related(f, {{kProducer.pid, kProducer.start_ticks}});
+  ASSERT_EQ(r.size(), 2u);
+  EXPECT_EQ(r[0].event.kind, EventKind::file_change);
+  EXPECT_FALSE(r[0].after_onset);
+  EXPECT_NE(r[0].why.find("at the onset"), std::string::npos) << r[0].why;
+  EXPECT_TRUE(r[1].after_onset) << "95 s after the onset, beyond its 90 s resolution";
+  f.onset_resolution_ns = 0;
+  r = c.related(f, {{kProducer.pid, kProducer.start_ticks}});
+  EXPECT_TRUE(r[0].after_onset && r[1].after_onset);
+}
+
+// An event older than the window before the onset is out, one in it is in, although the window
+// is counted from the onset rather than from the opening.
+TEST(Related, WindowCountsFromTheOnset) {
+  Correlator c;
+  c.add_event(restart_exit(kT0 - 35 * kMin));
+  c.add_event(restart_exit(kT0 - 45 * kMin));
+  core::Finding f = finding(FindingKind::drift);
+  f.onset_unix_ns = kT0 - 10 * kMin;
+  const auto r = c.related(f, {{kProducer.pid, kProducer.start_ticks}}, std::chrono::minutes(30));
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].event.unix_ns, kT0 - 35 * kMin);
 }
 
 TEST(Related, OtherStreamsProducersAreNotRelated) {
@@ -163,6 +243,15 @@ TEST(Related, AtMostMaxRelated) {
   Correlator c(cfg);
   for (int i = 0; i < 20; ++i) c.add_event(restart_exit(kT0 - static_cast<std::uint64_t>(i + 1) * kSec));
   EXPECT_EQ(c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}}).size(), 3u);
+  // As many again after the onset (beyond its 2 s margin), the oldest ones.
+  for (int i = 0; i < 20; ++i) c.add_event(restart_exit(kT0 + static_cast<std::uint64_t>(i + 1) * kSec));
+  const auto r = c.related(finding(FindingKind::drift), {{kProducer.pid, kProducer.start_ticks}});
+  ASSERT_EQ(r.size(), 6u);
+  EXPECT_FALSE(r[2].after_onset);
+  EXPECT_EQ(r[0].event.unix_ns, kT0 + kSec) << "within the margin: a candidate, the closest";
+  EXPECT_TRUE(r[3].after_onset);
+  EXPECT_EQ(r[3].event.unix_ns, kT0 + 3 * kSec);
+  EXPECT_EQ(r[5].event.unix_ns, kT0 + 5 * kSec);
 }
 
 TEST(Bounds, PerProcessTimelineKeepsTheNewest) {

@@ -199,13 +199,77 @@ TEST(Explain, TextNamesTheModelChangeFirst) {
   const std::string text = format_explain(r);
   EXPECT_NE(text.find("Stream scores: 1 producer process (pid 1000)"), std::string::npos) << text;
   EXPECT_NE(text.find("#7 [critical] drift (psi), opened 2023-11-14 22:13:20.000Z (open)"), std::string::npos) << text;
-  EXPECT_NE(text.find("Related system events, most relevant first:\n       1. "), std::string::npos) << text;
+  EXPECT_NE(text.find("Possible causes, before the onset, most plausible first:\n       1. "), std::string::npos) << text;
   const auto first = text.find("       1. ");
   EXPECT_NE(text.find("model file /srv/models/model.onnx replaced", first), std::string::npos);
   EXPECT_LT(text.find("model file /srv/models/model.onnx replaced", first), text.find("       2. "));
-  EXPECT_NE(text.find("host, 2m00s before the finding"), std::string::npos) << text;
+  EXPECT_NE(text.find("host, 2m00s before the onset"), std::string::npos) << text;
   EXPECT_NE(text.find("Timeline since"), std::string::npos);
   EXPECT_NE(text.find("exit               [child]    sh (pid 1001) exited with code 3"), std::string::npos) << text;
+}
+
+// The cascade as `mltap explain` prints it: the deployment is the first candidate cause, the OOM
+// kill and the SIGKILL exit a few seconds after the opening are listed after the onset.
+TEST(Explain, CausesBeforeTheOnsetConsequencesListedAfterIt) {
+  Correlator c;
+  const ProcessRef p = proc(1000, 5000);
+  c.note_producer("scores", "inference", {p.pid, p.start_ticks});
+  SystemEvent swap = host(EventKind::file_change, kT0 - 40 * kSec, proc(4242, 9000, "cp"));
+  swap.file_op = FileOp::written;
+  swap.path = "/var/lib/models/model.bin";
+  c.add_event(swap);
+  SystemEvent oom = tracked(EventKind::oom_kill, kT0 + 11 * kSec, p, p);
+  oom.other = p;
+  c.add_event(oom);
+  SystemEvent killed = tracked(EventKind::exit, kT0 + 11 * kSec + 5'000'000, p, p);
+  killed.signal = 9;
+  c.add_event(killed);
+  core::Finding f = finding(core::FindingKind::prediction_drift);
+  f.onset_unix_ns = kT0 - 38 * kSec;
+  f.onset_basis = "cusum";
+  const json body = events_response(c, "scores", {f}, {}, kT0 - 60 * kMin, std::chrono::minutes(30));
+  EXPECT_EQ(body["findings"][0]["onset_unix_ns"].get<std::uint64_t>(), kT0 - 38 * kSec);
+  EXPECT_EQ(body["findings"][0]["onset_basis"], "cusum");
+  const ExplainReport r = parse_explain_report(json::parse(body.dump()));
+  ASSERT_EQ(r.findings.size(), 1u);
+  ASSERT_EQ(r.findings[0].related.size(), 3u);
+  EXPECT_EQ(r.findings[0].onset_unix_ns, kT0 - 38 * kSec);
+  EXPECT_FALSE(r.findings[0].related[0].after_onset);
+  EXPECT_TRUE(r.findings[0].related[1].after_onset);
+  const std::string text = format_explain(r);
+  EXPECT_NE(text.find("Onset: about 22:12:42.000Z (cusum), 38 s before it opened"), std::string::npos) << text;
+  {
+    json with_resolution = json::parse(body.dump());
+    with_resolution["findings"][0]["onset_resolution_ns"] = 1'500'000'000ULL;
+    const std::string t = format_explain(parse_explain_report(with_resolution));
+    EXPECT_NE(t.find("Onset: about 22:12:42.000Z (cusum, up to 1 s later), 38 s before it opened"), std::string::npos) << t;
+  }
+  const auto causes = text.find("Possible causes, before the onset, most plausible first:\n       1. ");
+  const auto after = text.find("After the onset (consequences or coincidences, oldest first):\n       - ");
+  const auto deploy = text.find("model file /var/lib/models/model.bin written by cp (pid 4242)");
+  const auto kill = text.find("OOM killer killed python3 (pid 1000)");
+  const auto exit = text.find("python3 (pid 1000) was killed by SIGKILL");
+  ASSERT_NE(causes, std::string::npos) << text;
+  ASSERT_NE(after, std::string::npos) << text;
+  EXPECT_LT(causes, deploy);
+  EXPECT_LT(deploy, after);
+  EXPECT_LT(after, kill);
+  EXPECT_LT(kill, exit);
+  EXPECT_NE(text.find("producer, 49 s after the onset (11 s after it opened)"), std::string::npos) << text;
+  // Hostile: an onset after the opening is refused with the field named.
+  json bad = json::parse(body.dump());
+  bad["findings"][0]["onset_unix_ns"] = kT0 + kSec;
+  EXPECT_THROW(parse_explain_report(bad), std::invalid_argument);
+  bad["findings"][0]["onset_unix_ns"] = "soon";
+  EXPECT_THROW(parse_explain_report(bad), std::invalid_argument);
+  // An older agent (no onset, no after_onset): the opening is the onset.
+  json old = json::parse(body.dump());
+  old["findings"][0].erase("onset_unix_ns");
+  for (auto& re : old["findings"][0]["related"]) re.erase("after_onset");
+  const ExplainReport ro = parse_explain_report(old);
+  EXPECT_EQ(ro.findings[0].onset_unix_ns, kT0);
+  EXPECT_FALSE(ro.findings[0].related[0].after_onset);
+  EXPECT_TRUE(ro.findings[0].related[2].after_onset);
 }
 
 TEST(Explain, EmptyAndMalformedResponses) {
