@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/detectors/noise.hpp"
 #include "core/time.hpp"
 
 namespace mltap::detectors {
@@ -134,6 +135,14 @@ void RowTransform::apply(const double* row, double* out) const noexcept {
 
 // ---- exact build ---------------------------------------------------------------------------
 
+bool low_cardinality(bool integer_valued, std::uint64_t distinct, std::uint64_t singletons,
+                     std::uint64_t finite, std::uint32_t max_distinct) noexcept {
+  if (finite == 0 || distinct > max_distinct) return false;
+  // Non-integer values only when they repeat: a small sample of continuous values, or rounded
+  // continuous values with a tail of values seen once, stays numeric.
+  return integer_valued || (singletons == 0 && 2 * distinct <= finite);
+}
+
 namespace {
 
 bool is_finite(double x) noexcept { return x - x == 0; }
@@ -172,9 +181,13 @@ FeatureProfile exact_feature(std::string name, const double* v, std::size_t n, s
   f.min = fin.front();
   f.max = fin.back();
   f.integer_valued = integer;
-  std::size_t distinct = 1;
-  for (std::size_t i = 1; i < fin.size(); ++i) distinct += fin[i] != fin[i - 1];
-  const bool auto_cat = integer && distinct <= opt.categorical_max_distinct;
+  std::size_t distinct = 0, singletons = 0;
+  for (std::size_t i = 0, j = 0; i < fin.size(); i = j) {
+    while (j < fin.size() && fin[j] == fin[i]) ++j;
+    ++distinct;
+    singletons += j - i == 1;
+  }
+  const bool auto_cat = low_cardinality(integer, distinct, singletons, fin.size(), opt.categorical_max_distinct);
   f.kind = forced.value_or(auto_cat ? FeatureKind::categorical : FeatureKind::numeric);
   const std::size_t m = fin.size();
   if (f.kind == FeatureKind::numeric) {
@@ -192,7 +205,10 @@ FeatureProfile exact_feature(std::string name, const double* v, std::size_t n, s
     for (std::size_t i = 1; i < picked; ++i) {
       if (e[i] == e[i - 1]) {
         auto next = std::upper_bound(fin.begin(), fin.end(), e[i]);
+        // The maximum as an atom gets its own closed bin [max, next double above it] (a constant
+        // feature keeps its two equal edges).
         if (next != fin.end() && e.size() < kMaxBins) e.push_back(*next);
+        else if (next == fin.end() && e.front() < e[i] && e.size() < kMaxBins) e.push_back(std::nextafter(e[i], INFINITY));
       }
     }
     std::sort(e.begin(), e.end());
@@ -337,6 +353,10 @@ ReferenceProfile build_profile(std::span<const double> rows, std::size_t cols,
       p.embedding = std::move(e);
     }
   }
+  if (options.noise) {
+    NoiseOptions no;
+    estimate_profile_noise(p, no);
+  }
   validate_profile(p, "built profile");
   return p;
 }
@@ -381,6 +401,14 @@ std::string profile_to_json_text(const ReferenceProfile& p) {
       o["category_counts"] = f.category_counts;
       o["other_count"] = f.other_count;
       o["exhaustive"] = f.exhaustive;
+    }
+    if (!f.noise.empty()) {
+      json methods = json::object();
+      for (const auto& m : f.noise.methods) methods[m.method] = {{"mean", m.mean}, {"sd", m.sd}};
+      o["noise"] = {{"replicates", f.noise.replicates},
+                    {"coarse_bins", f.noise.coarse_bins},
+                    {"windows", f.noise.windows},
+                    {"methods", std::move(methods)}};
     }
     feats.push_back(std::move(o));
   }
@@ -470,11 +498,13 @@ ReferenceProfile profile_from_json_text(const std::string& text, const std::stri
   if (!j.is_object()) r.fail("top level", "expected a JSON object");
   if (r.str(j, "format", "top level") != "mltap-profile") r.fail("format", "not an mltap profile");
   const std::uint64_t version = r.u64(j, "version", "top level");
-  if (version != static_cast<std::uint64_t>(kProfileVersion)) {
+  if (version < static_cast<std::uint64_t>(kMinProfileVersion) ||
+      version > static_cast<std::uint64_t>(kProfileVersion)) {
     r.fail("version", "unsupported profile version " + std::to_string(version) + " (this build reads " +
-                          std::to_string(kProfileVersion) + ")");
+                          std::to_string(kMinProfileVersion) + " to " + std::to_string(kProfileVersion) + ")");
   }
   ReferenceProfile p;
+  p.version = static_cast<int>(version);
   const std::string layout = r.str(j, "layout", "top level");
   if (layout == "features") p.layout = ProfileLayout::features;
   else if (layout == "predictions") p.layout = ProfileLayout::predictions;
@@ -544,6 +574,23 @@ ReferenceProfile profile_from_json_text(const std::string& text, const std::stri
       f.other_count = r.u64(o, "other_count", w);
       f.exhaustive = r.boolean(o, "exhaustive", w);
     }
+    if (version >= 2 && o.contains("noise")) {
+      const std::string nw = w + ".noise";
+      const json& nz = r.field(o, "noise", w);
+      f.noise.replicates = static_cast<std::uint32_t>(std::min<std::uint64_t>(r.u64(nz, "replicates", nw), 1u << 20));
+      f.noise.coarse_bins = static_cast<std::uint32_t>(std::min<std::uint64_t>(r.u64(nz, "coarse_bins", nw), 1u << 20));
+      f.noise.windows = r.u64s(nz, "windows", nw, 64);
+      const json& ms = r.field(nz, "methods", nw);
+      if (!ms.is_object()) r.fail(nw + ".methods", "expected an object");
+      if (ms.size() > 16) r.fail(nw + ".methods", "too many methods");
+      for (const auto& [name, mo] : ms.items()) {
+        NoiseMethod m;
+        m.method = name;
+        m.mean = r.doubles(mo, "mean", nw + ".methods." + name, 64);
+        m.sd = r.doubles(mo, "sd", nw + ".methods." + name, 64);
+        f.noise.methods.push_back(std::move(m));
+      }
+    }
     p.features.push_back(std::move(f));
   }
   validate_profile(p, origin);
@@ -554,7 +601,7 @@ void validate_profile(const ReferenceProfile& p, const std::string& origin) {
   auto fail = [&](const std::string& where, const std::string& what) {
     throw ProfileError(origin + ": " + where + ": " + what);
   };
-  if (p.version != kProfileVersion) fail("version", "unsupported");
+  if (p.version < kMinProfileVersion || p.version > kProfileVersion) fail("version", "unsupported");
   if (!(p.rank_error >= 0 && p.rank_error <= 1)) fail("rank_error", "must be in [0, 1]");
   if (p.features.empty()) fail("features", "a profile needs at least one feature");
   if (p.features.size() > kMaxProfileFeatures) fail("features", "too many features");
@@ -611,6 +658,22 @@ void validate_profile(const ReferenceProfile& p, const std::string& origin) {
     if (f.finite > 0 && !(f.min <= f.mean && f.mean <= f.max) &&
         std::fabs(f.mean - std::clamp(f.mean, f.min, f.max)) > 1e-9 * (1 + std::fabs(f.mean))) {
       fail(w, "mean outside [min, max]");
+    }
+    if (!f.noise.empty()) {
+      const auto& nz = f.noise;
+      for (std::size_t k = 0; k < nz.windows.size(); ++k) {
+        if (nz.windows[k] == 0 || (k > 0 && nz.windows[k] <= nz.windows[k - 1])) {
+          fail(w + ".noise.windows", "must be positive and increasing");
+        }
+      }
+      for (const auto& m : nz.methods) {
+        if (m.mean.size() != nz.windows.size() || m.sd.size() != nz.windows.size()) {
+          fail(w + ".noise.methods." + m.method, "needs one mean and one sd per window size");
+        }
+        for (std::size_t k = 0; k < m.mean.size(); ++k) {
+          if (!(m.mean[k] >= 0) || !(m.sd[k] >= 0)) fail(w + ".noise.methods." + m.method, "must be >= 0");
+        }
+      }
     }
     if (f.kind == FeatureKind::numeric) {
       if (f.edges.empty()) {
