@@ -427,7 +427,10 @@ CategoricalScores compare_categorical(const CategoricalReference& ref, const Cat
   double missing = 0;
   for (std::size_t i = 0; i < other; ++i) {
     const double p = ref.counts[i] / ref.n;
-    if (cc[i] == 0 && p * n >= 20) missing += p;
+    // Expected at least 20 times even at the low end of the reference's own estimate of its
+    // share (count - 3 sqrt(count)): a category seen once in a small reference proves nothing.
+    const double low = std::max(0.0, ref.counts[i] - 3 * std::sqrt(ref.counts[i])) / ref.n;
+    if (cc[i] == 0 && low * n >= 20) missing += p;
   }
   s.missing_share = missing;
   return s;
