@@ -203,7 +203,7 @@ std::string default_config_yaml() {
     coarse_bins: 16
     noise_z: 5                  # decide only above max(threshold, noise mean + noise_z sd)
     max_floor_ratio: 5          # a method whose noise floor exceeds 5x its threshold does not decide
-    noise_replicates: 96        # bootstrap replicates when the engine estimates a reference's noise
+    noise_replicates: 64        # bootstrap replicates when the engine estimates a reference's noise
   quality: {nan_rate: 0.005, inf_rate: 0.005, out_of_range_rate: 0.01, unseen_rate: 0.01,
             missing_share: 0.01, z: 5, constant_min_values: 100}
   sequential: {enabled: true, method: both, block_records: 512, arl_records: 1e9, k: 0.5,

@@ -36,7 +36,7 @@ struct DriftSettings {
   // threshold (otherwise the reference is too small for it).
   double noise_z = 5;
   double max_floor_ratio = 5;
-  std::uint32_t noise_replicates = 96;  // bootstrap replicates when the engine estimates the noise
+  std::uint32_t noise_replicates = 64;  // bootstrap replicates when the engine estimates the noise
   double threshold(std::string_view method) const noexcept;
 };
 

@@ -42,11 +42,12 @@ class Rng {
     have_ = true;
     return r * std::cos(6.283185307179586 * v);
   }
-  // Poisson(lambda): exact by inversion below 30, normal approximation above (skewness < 0.18).
-  std::uint64_t poisson(double lambda) noexcept {
+  // Poisson(lambda): exact by inversion below 12, normal approximation above (skewness < 0.29;
+  // the scores sum over many bins, which averages it out).
+  // `limit` is exp(-lambda), computed once per bin by the caller.
+  std::uint64_t poisson(double lambda, double limit) noexcept {
     if (!(lambda > 0)) return 0;
-    if (lambda < 30) {
-      const double limit = std::exp(-lambda);
+    if (lambda < 12) {
       double prod = uniform();
       std::uint64_t k = 0;
       while (prod > limit) {
@@ -135,9 +136,21 @@ NoiseEstimate numeric_noise(const FeatureProfile& f, const NoiseOptions& o, Rng&
   const std::uint32_t bins = ref.lookup.bins();
   std::vector<double> p(bins);
   for (std::uint32_t i = 0; i < bins; ++i) p[i] = static_cast<double>(f.counts[i]) / ref.n;
+  // Poisson means (and exp(-mean)) per bin: the reference draw, then each window size (its bins,
+  // then the two overflow slots).
+  const std::size_t nw = o.windows.size();
+  std::vector<double> lam((nw + 1) * (bins + 2)), lim(lam.size());
+  const double out_share = 1.0 / (ref.n + 1);
+  for (std::size_t k = 0; k <= nw; ++k) {
+    double* l = lam.data() + k * (bins + 2);
+    const double w = k == 0 ? ref.n : static_cast<double>(o.windows[k - 1]);
+    const double inside = k == 0 ? 1 : 1 - 2 * out_share;
+    for (std::uint32_t i = 0; i < bins; ++i) l[i] = w * inside * p[i];
+    l[bins] = l[bins + 1] = k == 0 ? 0 : w * out_share;
+  }
+  for (std::size_t i = 0; i < lam.size(); ++i) lim[i] = std::exp(-lam[i]);
   // A new value falls beyond the n reference values' range with probability 1/(n+1) on each side
   // (order statistics); its distance beyond is taken as the outermost bin's width.
-  const double out = 1.0 / (ref.n + 1);
   const double excess_lo = ref.lookup.edge(1) - ref.lookup.edge(0);
   const double excess_hi = ref.lookup.edge(bins) - ref.lookup.edge(bins - 1);
   const auto& methods = kNumericNoiseMethods;
@@ -148,19 +161,20 @@ NoiseEstimate numeric_noise(const FeatureProfile& f, const NoiseOptions& o, Rng&
     // difference from multinomial counts is O(1/bins)).
     rs.reset(bins);
     for (std::uint32_t i = 0; i < bins; ++i) {
-      rs.counts[i + 1] = static_cast<std::uint32_t>(std::min<std::uint64_t>(rng.poisson(ref.n * p[i]), 0xffffffffu));
+      rs.counts[i + 1] = static_cast<std::uint32_t>(std::min<std::uint64_t>(rng.poisson(lam[i], lim[i]), 0xffffffffu));
       rs.finite += rs.counts[i + 1];
     }
     if (rs.finite == 0) continue;
     for (std::size_t k = 0; k < o.windows.size(); ++k) {
-      const double w = static_cast<double>(o.windows[k]);
+      const double* l = lam.data() + (k + 1) * (bins + 2);
+      const double* e = lim.data() + (k + 1) * (bins + 2);
       ws.reset(bins);
       for (std::uint32_t i = 0; i < bins; ++i) {
-        ws.counts[i + 1] = static_cast<std::uint32_t>(std::min<std::uint64_t>(rng.poisson(w * (1 - 2 * out) * p[i]), 0xffffffffu));
+        ws.counts[i + 1] = static_cast<std::uint32_t>(std::min<std::uint64_t>(rng.poisson(l[i], e[i]), 0xffffffffu));
         ws.finite += ws.counts[i + 1];
       }
-      ws.counts[0] = static_cast<std::uint32_t>(rng.poisson(w * out));
-      ws.counts[bins + 1] = static_cast<std::uint32_t>(rng.poisson(w * out));
+      ws.counts[0] = static_cast<std::uint32_t>(rng.poisson(l[bins], e[bins]));
+      ws.counts[bins + 1] = static_cast<std::uint32_t>(rng.poisson(l[bins + 1], e[bins + 1]));
       ws.under_sum = ws.counts[0] * excess_lo;
       ws.over_sum = ws.counts[bins + 1] * excess_hi;
       ws.finite += ws.counts[0] + ws.counts[bins + 1];

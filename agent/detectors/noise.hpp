@@ -16,10 +16,10 @@
 namespace mltap::detectors {
 
 struct NoiseOptions {
-  std::uint32_t replicates = 96;
+  std::uint32_t replicates = 64;
   std::uint32_t coarse_bins = 16;  // as the engine's drift.coarse_bins
   std::uint64_t seed = 0x6e6f697365ULL;
-  std::vector<std::uint64_t> windows{1000, 5000, 20000, 100000, 1000000};
+  std::vector<std::uint64_t> windows{1000, 5000, 50000, 1000000};
 };
 
 // Methods estimated per kind (every method that can be configured to decide).
