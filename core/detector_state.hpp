@@ -46,6 +46,11 @@ struct MethodScore {
   double p_value = NAN;
   double error_bound = NAN;  // |binned - exact| bound where stated (ks, wasserstein)
   bool decides = false;      // one of the configured decision methods of this feature kind
+  // The score reference and window reach by sampling noise alone (for their sizes), and the level
+  // the method decides at: max(threshold, noise_floor). NaN: not estimated / no threshold.
+  double noise_floor = NAN;
+  double decision_level = NAN;
+  bool powered = true;  // the samples let it decide (noise floor not far above the threshold)
 };
 
 struct FeatureResult {
@@ -62,8 +67,14 @@ struct FeatureResult {
   double mean = NAN, sd = NAN, min = NAN, max = NAN;
   double ref_mean = NAN, ref_sd = NAN;
   double sequential_ratio = 0;  // max CUSUM/PH statistic over its threshold since the last window
-  double max_ratio = 0;         // largest score/threshold among decision methods
+  double max_ratio = 0;         // largest score/decision level among decision methods
   std::string max_method;
+  // The smallest effect this reference and window can decide (the decision level of the feature's
+  // main method: W1/sd for numeric features, L-inf for categorical ones) and, when the reference
+  // is too small for the thresholds, a sentence saying so.
+  double min_detectable = NAN;
+  std::string min_detectable_method;
+  std::string power_note;
 };
 
 // One feature's fleet bins (docs/metrics.md, "Fleet"): counts of the stream's values in a few bins

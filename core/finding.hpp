@@ -58,6 +58,7 @@ struct FeatureEffect {
   double threshold = 0;     // the score at which this method calls it a change
   double p_value = NAN;     // only where n makes it meaningful
   std::string detail;       // short human text: "mean 3.1 -> 4.0"
+  double min_detectable = NAN;  // drift: smallest effect the reference and window can decide
 };
 
 struct Finding {

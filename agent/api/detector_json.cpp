@@ -30,6 +30,9 @@ json scores(const std::vector<MethodScore>& v) {
                  {"threshold", num(m.threshold)},
                  {"p_value", num(m.p_value)},
                  {"error_bound", num(m.error_bound)},
+                 {"noise_floor", num(m.noise_floor)},
+                 {"decision_level", num(m.decision_level)},
+                 {"powered", m.powered},
                  {"decides", m.decides}});
   }
   return a;
@@ -38,7 +41,8 @@ json scores(const std::vector<MethodScore>& v) {
 
 json to_json(const FeatureEffect& e) {
   return {{"feature", e.feature}, {"method", e.method},   {"score", num(e.score)},
-          {"threshold", num(e.threshold)}, {"p_value", num(e.p_value)}, {"detail", e.detail}};
+          {"threshold", num(e.threshold)}, {"p_value", num(e.p_value)}, {"detail", e.detail},
+          {"min_detectable_effect", num(e.min_detectable)}};
 }
 
 json to_json(const Finding& f) {
@@ -84,7 +88,9 @@ json to_json(const FeatureResult& r) {
           {"reference_sd", num(r.ref_sd)},
           {"sequential_ratio", num(r.sequential_ratio)},
           {"max_ratio", num(r.max_ratio)},
-          {"max_method", r.max_method}};
+          {"max_method", r.max_method},
+          {"min_detectable_effect", {{"method", r.min_detectable_method}, {"value", num(r.min_detectable)}}},
+          {"power_note", r.power_note}};
 }
 
 json to_json(const DetectorStreamSnapshot& s) {

@@ -14,6 +14,7 @@
 #include "agent/detectors/array_io.hpp"
 #include "agent/detectors/config.hpp"
 #include "agent/detectors/engine.hpp"
+#include "agent/detectors/noise.hpp"
 #include "agent/detectors/profile.hpp"
 #include "core/config_reader.hpp"
 
@@ -83,11 +84,38 @@ int run_build(const BuildArgs& a) {
   for (const auto& f : p.features) cat += f.kind == FeatureKind::categorical;
   std::printf("wrote %s: %zu rows, %zu features (%zu categorical), layout %s\n", a.output.c_str(), m.rows,
               p.features.size(), cat, std::string(layout_name(p.layout)).c_str());
+  // What this reference can detect at the default window (5,000 records) and thresholds.
+  const DriftSettings ds;
+  std::size_t small = 0;
+  for (const auto& f : p.features) {
+    if (!f.enabled || f.noise.empty()) continue;
+    const bool num = f.kind == FeatureKind::numeric;
+    const char* method = num ? "wasserstein" : "linf";
+    NoiseMoments nm;
+    const double n_ref = [&] {
+      double s = 0;
+      if (num) for (auto c : f.counts) s += static_cast<double>(c);
+      else { for (auto c : f.category_counts) s += static_cast<double>(c); s += static_cast<double>(f.other_count); }
+      return s;
+    }();
+    if (!noise_moments(f.noise, method, n_ref, 5000, nm)) continue;
+    const double floor = noise_floor(nm, method, ds.noise_z);
+    const double thr = ds.threshold(method);
+    if (floor > thr) {
+      if (small++ < 10) {
+        std::printf("  %s: with windows of 5000, %s decides only above %.3g (noise floor of %.0f reference values; threshold %.3g)%s\n",
+                    f.name.c_str(), num ? "W1/sd (mean shift in sd)" : "L-inf (share change)", floor, n_ref, thr,
+                    floor > ds.max_floor_ratio * thr ? ": too small to decide" : "");
+      }
+    }
+  }
+  if (small > 10) std::printf("  ... and %zu more features whose reference is small for the thresholds\n", small - 10);
   return 0;
 }
 
 struct DriftArgs {
   std::string reference, current, config, stream = "offline", features, layout = "features";
+  std::string categorical, numeric;  // feature kinds when --reference is raw data
   std::uint64_t window_records = 0;
   bool json = false, fail_on_drift = false, all_methods = false;
 };
@@ -115,6 +143,8 @@ int run_drift(const DriftArgs& a) {
     BuildArgs b;
     b.layout = a.layout;
     b.features = a.features;
+    b.categorical = a.categorical;
+    b.numeric = a.numeric;
     ref = std::make_shared<const ReferenceProfile>(profile_from_matrix(read_array(a.reference), a.reference, b));
   }
   const Matrix cur = read_array(a.current);
@@ -187,24 +217,34 @@ int run_drift(const DriftArgs& a) {
     std::printf("reference %s (%s, %llu rows)  current %s (%zu rows)\n", a.reference.c_str(), ref->source.c_str(),
                 static_cast<unsigned long long>(ref->rows), a.current.c_str(), cur.rows);
     if (ss && ss->features) {
-      std::printf("%-24s %-11s %-7s %9s %9s %9s %9s %10s %7s %7s\n", "feature", "kind", "drift", "W1/sd", "PSI", "KS",
-                  "JS", "p-value", "nan%", "range%");
+      std::printf("%-24s %-11s %-7s %9s %9s %9s %9s %9s %10s %13s %7s %7s\n", "feature", "kind", "drift", "W1/sd", "PSI",
+                  "KS", "JS", "L-inf", "p-value", "min detect.", "nan%", "range%");
+      std::vector<std::string> notes;
       for (const auto& r : *ss->features) {
-        double w = NAN, psi = NAN, ks = NAN, js = NAN, p = NAN;
+        double w = NAN, psi = NAN, ks = NAN, js = NAN, linf = NAN, p = NAN;
         for (const auto& m : r.scores) {
           if (m.method == "wasserstein") w = m.score;
           if (m.method == "psi") psi = m.score;
-          if (m.method == "ks") { ks = m.score; p = m.p_value; }
-          if (m.method == "linf") ks = m.score;
+          if (m.method == "ks") ks = m.score;
+          if (m.method == "ks" && r.kind == FeatureKind::numeric) p = m.p_value;
+          if (m.method == "linf") linf = m.score;
           if (m.method == "chi2") p = m.p_value;
           if (m.method == "js") js = m.score;
         }
-        std::printf("%-24.24s %-11s %-7s %s %s %s %s %s %s %s\n", r.name.c_str(), std::string(feature_kind_name(r.kind)).c_str(),
+        std::string mde = "-";
+        if (!std::isnan(r.min_detectable)) {
+          mde = (r.min_detectable_method == "wasserstein" ? "W1 " : r.min_detectable_method == "linf" ? "Linf " : r.min_detectable_method + " ") +
+                cell(r.min_detectable, 1, 3);
+        }
+        std::printf("%-24.24s %-11s %-7s %s %s %s %s %s %s %13s %s %s\n", r.name.c_str(), std::string(feature_kind_name(r.kind)).c_str(),
                     !r.enabled ? "off" : r.drifted ? "YES" : "no", cell(w, 9).c_str(), cell(psi, 9).c_str(),
-                    cell(ks, 9).c_str(), cell(js, 9).c_str(), cell(p, 10, 3).c_str(), cell(100 * r.nan_ratio, 7, 3).c_str(),
-                    cell(100 * r.out_of_range_ratio, 7, 3).c_str());
+                    cell(ks, 9).c_str(), cell(js, 9).c_str(), cell(linf, 9).c_str(), cell(p, 10, 3).c_str(), mde.c_str(),
+                    cell(100 * r.nan_ratio, 7, 3).c_str(), cell(100 * r.out_of_range_ratio, 7, 3).c_str());
+        if (!r.power_note.empty()) notes.push_back(r.name + ": " + r.power_note);
       }
-      std::printf("(categorical features: the KS column shows L-inf of category shares, p-value from chi-squared)\n");
+      std::printf("(p-value: KS for numeric features, chi-squared for categorical ones; min detect.: the smallest W1/sd\n"
+                  " (mean shift in sd) or L-inf (share change) this reference and window can decide: max(threshold, noise floor))\n");
+      for (const auto& n : notes) std::printf("NOTE %s\n", n.c_str());
     }
     if (snap->open_findings.empty()) std::printf("no findings\n");
     for (const auto& f : snap->open_findings) {
@@ -253,6 +293,8 @@ void add_detector_commands(CLI::App& app, int& exit_code) {
   d->add_option("--stream", drift->stream, "stream name for per-stream settings in --config")->capture_default_str();
   d->add_option("--features", drift->features, "feature names of the current data, comma separated");
   d->add_option("--layout", drift->layout, "layout when --reference is raw data")->capture_default_str();
+  d->add_option("--categorical", drift->categorical, "when --reference is raw data: features to treat as categorical");
+  d->add_option("--numeric", drift->numeric, "when --reference is raw data: features to treat as numeric");
   d->add_flag("--fail-on-drift", drift->fail_on_drift, "exit with status 3 when drift is found");
   d->callback([drift, &exit_code] { guarded(exit_code, [&] { return run_drift(*drift); }); });
 }

@@ -1,7 +1,10 @@
 #include "agent/cli/status_command.hpp"
 
 
+#include <cmath>
 #include <cstdio>
+#include <string>
+#include <vector>
 #include <iostream>
 #include <memory>
 
@@ -67,6 +70,37 @@ void print_table(const nlohmann::json& doc, const std::string& only) {
   }
 }
 
+// What each stream's reference can decide: the range of minimum detectable effects over its
+// features and, where a reference is small for the thresholds, the detectors' words for it.
+void print_detectors(const nlohmann::json& doc, const std::string& only) {
+  if (!doc.contains("streams") || !doc["streams"].is_array()) return;
+  for (const auto& s : doc["streams"]) {
+    const std::string name = s.value("name", "?");
+    if (!only.empty() && name != only) continue;
+    const auto& ref = s["reference"];
+    std::printf("%s  detectors: reference %s (%llu rows), %u of %u features drifted in the last window\n", name.c_str(),
+                ref.value("source", "?").c_str(), (unsigned long long)u64(ref, "rows"),
+                s.value("drifted_features", 0u), s.value("features_analyzed", 0u));
+    double lo[2] = {INFINITY, INFINITY}, hi[2] = {0, 0};
+    std::vector<std::string> notes;
+    for (const auto& f : s["features"]) {
+      const auto& m = f["min_detectable_effect"];
+      if (m.is_object() && m["value"].is_number()) {
+        const int k = m.value("method", "") == "wasserstein" ? 0 : m.value("method", "") == "linf" ? 1 : -1;
+        if (k >= 0) {
+          lo[k] = std::min(lo[k], m["value"].get<double>());
+          hi[k] = std::max(hi[k], m["value"].get<double>());
+        }
+      }
+      if (f.value("power_note", "") != "") notes.push_back(f.value("name", "?") + ": " + f.value("power_note", ""));
+    }
+    if (hi[0] > 0) std::printf("    smallest detectable mean shift (W1/sd): %.3g to %.3g over numeric features\n", lo[0], hi[0]);
+    if (hi[1] > 0) std::printf("    smallest detectable share change (L-inf): %.3g to %.3g over categorical features\n", lo[1], hi[1]);
+    for (std::size_t i = 0; i < notes.size() && i < 10; ++i) std::printf("    NOTE %s\n", notes[i].c_str());
+    if (notes.size() > 10) std::printf("    ... %zu more notes (mltap status --json, /api/v1/detectors)\n", notes.size() - 10);
+  }
+}
+
 }  // namespace
 
 void add_status_command(CLI::App& app, int& exit_code) {
@@ -88,6 +122,8 @@ void add_status_command(CLI::App& app, int& exit_code) {
         std::cout << doc->dump(2) << "\n";
       } else {
         print_table(*doc, std::get<2>(*opts));
+        std::string derr;
+        if (auto det = get_json(std::get<0>(*opts), "/api/v1/detectors", derr)) print_detectors(*det, std::get<2>(*opts));
       }
       exit_code = 0;
     } catch (const std::exception& e) {

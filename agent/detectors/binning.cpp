@@ -326,6 +326,10 @@ CategoricalReference compile_categorical(const FeatureProfile& f) {
   CategoricalReference r;
   r.categories = f.categories;
   r.lookup = CategoryLookup(r.categories);
+  r.order.resize(r.categories.size());
+  std::iota(r.order.begin(), r.order.end(), 0u);
+  std::sort(r.order.begin(), r.order.end(),
+            [&](std::uint32_t a, std::uint32_t b) { return r.categories[a] < r.categories[b]; });
   r.counts.reserve(f.categories.size() + 1);
   for (auto c : f.category_counts) r.counts.push_back(static_cast<double>(c));
   r.counts.resize(f.categories.size(), 0.0);
@@ -396,6 +400,35 @@ void fill_categorical(const std::vector<double>& ref_counts, const std::vector<d
 }
 }  // namespace
 
+double categorical_ks(const CategoricalReference& ref, std::span<const double> ref_counts,
+                      std::span<const double> cur_counts,
+                      std::span<const FrequentItems::Item> cur_extra) noexcept {
+  const std::size_t other = ref.categories.size();
+  double nr = 0, nc = 0;
+  for (std::size_t i = 0; i <= other && i < ref_counts.size() && i < cur_counts.size(); ++i) {
+    nr += ref_counts[i];
+    nc += cur_counts[i];
+  }
+  if (nr <= 0 || nc <= 0) return NAN;
+  // Walk the tracked values and the window's extra values in increasing order; the CDFs are
+  // compared after each distinct value (right-continuous, as scipy.stats.ks_2samp).
+  double sr = 0, sc = 0, d = 0;
+  std::size_t e = 0;
+  const auto step = [&](double r, double c) {
+    sr += r;
+    sc += c;
+    d = std::max(d, std::fabs(sr / nr - sc / nc));
+  };
+  for (std::size_t k = 0; k < ref.order.size(); ++k) {
+    const std::uint32_t i = ref.order[k];
+    const double v = ref.categories[i];
+    for (; e < cur_extra.size() && cur_extra[e].value < v; ++e) step(0, static_cast<double>(cur_extra[e].count));
+    step(ref_counts[i], cur_counts[i]);
+  }
+  for (; e < cur_extra.size(); ++e) step(0, static_cast<double>(cur_extra[e].count));
+  return d;
+}
+
 CategoricalScores compare_categorical(const CategoricalReference& ref, const CategoricalWindow& cur,
                                       double p_value_max_n) {
   CategoricalScores s;
@@ -403,6 +436,21 @@ CategoricalScores compare_categorical(const CategoricalReference& ref, const Cat
   if (n <= 0 || ref.n <= 0) return s;
   std::vector<double> cc(cur.counts.begin(), cur.counts.end());
   fill_categorical(ref.counts, cc, s);
+  {
+    const std::size_t other = ref.categories.size();
+    std::vector<FrequentItems::Item> extra;
+    double unknown = ref.counts[other] / ref.n;
+    if (cc[other] > 0) {
+      if (cur.unseen.exact()) {
+        extra = cur.unseen.items();
+        std::sort(extra.begin(), extra.end(), [](const auto& a, const auto& b) { return a.value < b.value; });
+      } else {
+        unknown += cc[other] / n;
+      }
+    }
+    s.ks = categorical_ks(ref, ref.counts, cc, extra);
+    s.ks_bound = unknown;
+  }
   const auto chi = chi_squared_2xk(ref.counts, cc);
   s.chi2 = chi.statistic;
   s.cramers_v = chi.cramers_v;
@@ -414,7 +462,10 @@ CategoricalScores compare_categorical(const CategoricalReference& ref, const Cat
   double missing = 0;
   for (std::size_t i = 0; i < other; ++i) {
     const double p = ref.counts[i] / ref.n;
-    if (cc[i] == 0 && p * n >= 20) missing += p;
+    // Expected at least 20 times even at the low end of the reference's own estimate of its
+    // share (count - 3 sqrt(count)): a category seen once in a small reference proves nothing.
+    const double low = std::max(0.0, ref.counts[i] - 3 * std::sqrt(ref.counts[i])) / ref.n;
+    if (cc[i] == 0 && low * n >= 20) missing += p;
   }
   s.missing_share = missing;
   return s;
@@ -423,12 +474,12 @@ CategoricalScores compare_categorical(const CategoricalReference& ref, const Cat
 CategoricalScores compare_categorical_windows(const CategoricalReference& ref,
                                               const CategoricalWindow& prev,
                                               const CategoricalWindow& cur) {
-  (void)ref;
   CategoricalScores s;
   if (prev.finite == 0 || cur.finite == 0) return s;
   std::vector<double> pc(prev.counts.begin(), prev.counts.end());
   std::vector<double> cc(cur.counts.begin(), cur.counts.end());
   fill_categorical(pc, cc, s);
+  s.ks = categorical_ks(ref, pc, cc, {});
   const auto chi = chi_squared_2xk(pc, cc);
   s.chi2 = chi.statistic;
   s.cramers_v = chi.cramers_v;
@@ -467,7 +518,9 @@ void PinnedFeatureBuilder::add(const double* v, std::size_t n, std::size_t strid
     add_moments(x);
     if (track_items) {
       kll_.update(x);
-      if (integer_valued_ || opt_.forced_kind == FeatureKind::categorical) items_.update(x);
+      // Low-cardinality values of any dtype are categorical: track values until the summary
+      // overflows (then the feature has too many distinct values), unless forced categorical.
+      if (items_.exact() || opt_.forced_kind == FeatureKind::categorical) items_.update(x);
       continue;
     }
     if (kind_ == FeatureKind::numeric) {
@@ -498,8 +551,12 @@ void PinnedFeatureBuilder::add(const double* v, std::size_t n, std::size_t strid
 void PinnedFeatureBuilder::fit() {
   if (fitted_) return;
   fitted_ = true;
-  const bool auto_categorical = integer_valued_ && finite_ > 0 && items_.exact() &&
-                                items_.items().size() <= opt_.categorical_max_distinct;
+  std::uint64_t singletons = 0;
+  const auto seen = items_.items();
+  for (const auto& it : seen) singletons += it.count == 1;
+  const bool auto_categorical =
+      finite_ > 0 && items_.exact() &&
+      low_cardinality(integer_valued_, seen.size(), singletons, finite_, opt_.categorical_max_distinct);
   kind_ = opt_.forced_kind.value_or(auto_categorical ? FeatureKind::categorical : FeatureKind::numeric);
   if (kind_ == FeatureKind::numeric) {
     if (kll_.count() > 0) {

@@ -178,6 +178,7 @@ NumericScores compare_numeric_windows(const NumericReference& ref, const Numeric
 struct CategoricalReference {
   CategoryLookup lookup;
   std::vector<double> categories;
+  std::vector<std::uint32_t> order;  // tracked categories by increasing value (for KS)
   std::vector<double> counts;  // tracked + other (last)
   double n = 0;
   bool exhaustive = true;
@@ -202,6 +203,10 @@ void add_categorical(const CategoricalReference& ref, CategoricalWindow& w, cons
 
 struct CategoricalScores {
   double linf = NAN, js = NAN, psi = NAN;
+  // KS of the values' empirical CDFs (categories are numbers): exact (ks_bound 0) when every
+  // value of both sides is known, i.e. the reference pooled nothing as "other" and the window's
+  // unseen values fit its summary; otherwise exact <= ks + ks_bound.
+  double ks = NAN, ks_bound = NAN;
   double chi2 = NAN, chi2_p_value = NAN, cramers_v = NAN;
   double unseen_share = NAN;   // share of window values not among tracked categories
   double ref_other_share = NAN;
@@ -211,6 +216,12 @@ struct CategoricalScores {
 };
 CategoricalScores compare_categorical(const CategoricalReference& ref, const CategoricalWindow& cur,
                                       double p_value_max_n);
+// Two-sample KS statistic of value counts over the tracked categories (ref.order), with extra
+// window values (value, count) not among them; `unknown` is the share of either side whose
+// values are unknown (pooled), returned as the bound.
+double categorical_ks(const CategoricalReference& ref, std::span<const double> ref_counts,
+                      std::span<const double> cur_counts,
+                      std::span<const FrequentItems::Item> cur_extra) noexcept;
 CategoricalScores compare_categorical_windows(const CategoricalReference& ref,
                                               const CategoricalWindow& prev,
                                               const CategoricalWindow& cur);

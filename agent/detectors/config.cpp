@@ -78,7 +78,7 @@ StreamSettings parse_stream(ConfigSection& s, const StreamSettings& base, bool t
 
   auto d = s.child("drift");
   methods(d, "numeric_methods", o.drift.numeric_methods, {"wasserstein", "psi", "ks", "js", "hellinger"});
-  methods(d, "categorical_methods", o.drift.categorical_methods, {"linf", "js", "psi"});
+  methods(d, "categorical_methods", o.drift.categorical_methods, {"linf", "js", "psi", "ks"});
   auto th = d.child("thresholds");
   set(th.get_double("psi", 1e-6, 100), o.drift.psi);
   set(th.get_double("wasserstein", 1e-6, 100), o.drift.wasserstein);
@@ -93,6 +93,9 @@ StreamSettings parse_stream(ConfigSection& s, const StreamSettings& base, bool t
   set(d.get_double("min_drifted_share", 0, 1), o.drift.min_drifted_share);
   if (auto v = d.get_int("bins", 8, 4096)) o.drift.bins = static_cast<std::uint32_t>(*v);
   if (auto v = d.get_int("coarse_bins", 2, 256)) o.drift.coarse_bins = static_cast<std::uint32_t>(*v);
+  set(d.get_double("noise_z", 0, 100), o.drift.noise_z);
+  set(d.get_double("max_floor_ratio", 1, 1e6), o.drift.max_floor_ratio);
+  if (auto v = d.get_int("noise_replicates", 8, 10000)) o.drift.noise_replicates = static_cast<std::uint32_t>(*v);
   d.finish();
 
   auto q = s.child("quality");
@@ -198,6 +201,9 @@ std::string default_config_yaml() {
     min_drifted_share: 0
     bins: 64                    # fine bins of pinned references (file references keep theirs)
     coarse_bins: 16
+    noise_z: 5                  # decide only above max(threshold, noise mean + noise_z sd)
+    max_floor_ratio: 5          # a method whose noise floor exceeds 5x its threshold does not decide
+    noise_replicates: 64        # bootstrap replicates when the engine estimates a reference's noise
   quality: {nan_rate: 0.005, inf_rate: 0.005, out_of_range_rate: 0.01, unseen_rate: 0.01,
             missing_share: 0.01, z: 5, constant_min_values: 100}
   sequential: {enabled: true, method: both, block_records: 512, arl_records: 1e9, k: 0.5,

@@ -33,6 +33,12 @@ struct DriftSettings {
   // state (docs/detectors.md, "Per-stream state"). File references keep their own bins.
   std::uint32_t bins = 64;
   std::uint32_t coarse_bins = 16; // PSI / JS / Hellinger bins (+2 overflow bins)
+  // Noise floor (docs/detectors.md): a method decides only above max(threshold, mean + noise_z sd
+  // of its score under no change), and only while that floor is at most max_floor_ratio x its
+  // threshold (otherwise the reference is too small for it).
+  double noise_z = 5;
+  double max_floor_ratio = 5;
+  std::uint32_t noise_replicates = 64;  // bootstrap replicates when the engine estimates the noise
   double threshold(std::string_view method) const noexcept;
 
   bool operator==(const DriftSettings&) const = default;  // reload: what changed

@@ -15,6 +15,13 @@ ProfileOptions options_for(const StreamSettings& st, const ReferenceProfile* p) 
   return o;
 }
 
+NoiseOptions noise_options(const StreamSettings& st) {
+  NoiseOptions o;
+  o.coarse_bins = st.drift.coarse_bins;
+  o.replicates = st.drift.noise_replicates;
+  return o;
+}
+
 std::size_t chunk_rows(std::size_t cols) {
   // Staging holds at most 256 KiB per stream (64 rows of up to 512 values).
   return std::clamp<std::size_t>(32768 / std::max<std::size_t>(cols, 1), 1, kChunk);
@@ -77,6 +84,11 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
       f.ccur.reset(f.cat.categories.size());
       f.cprev.reset(f.cat.categories.size());
     }
+    // The profile's noise estimate, or the engine's own when it has none (a version-1 profile) or
+    // was estimated for other coarse bins than this stream's.
+    f.noise = fp.noise.empty() || fp.noise.coarse_bins != s.st.drift.coarse_bins
+                  ? (fp.enabled ? estimate_noise(fp, noise_options(s.st)) : NoiseEstimate{})
+                  : fp.noise;
     f.has_prev = false;
   }
   if (p.embedding) {
@@ -180,6 +192,7 @@ void finish_pinning(EngineState& e, StreamState& s) {
     names.resize(s.in_cols);
     p.columns = std::move(names);
   }
+  estimate_profile_noise(p, noise_options(s.st));  // kept in the pinned profile document
   init_from_profile(e, s, p, ReferenceSource::pinned);
   s.pinned_json.clear();
   s.pinned_saved = false;

@@ -25,6 +25,7 @@
 #include "agent/detectors/binning.hpp"
 #include "agent/detectors/config.hpp"
 #include "agent/detectors/fleet_bins.hpp"
+#include "agent/detectors/noise.hpp"
 #include "agent/detectors/profile.hpp"
 #include "agent/detectors/stats.hpp"
 #include "core/batch.hpp"
@@ -77,6 +78,7 @@ struct Feature {
   // drift after it.
   std::uint64_t alarm_onset_ns = 0;
   FleetMap fleet;  // fleet bins (file references only; fleet_bins.hpp)
+  NoiseEstimate noise;  // the reference's sampling noise per decision method (noise.hpp)
 
   std::size_t memory_bytes() const noexcept {
     std::size_t b = sizeof(*this) + name.capacity() + fleet.memory_bytes();

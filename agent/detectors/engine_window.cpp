@@ -31,6 +31,57 @@ void add_score(std::vector<MethodScore>& out, const char* m, double score, const
   out.push_back(std::move(ms));
 }
 
+// Reference rows a method would need for its noise floor to fall to its threshold, at this window
+// size (the floor falls like 1/sqrt(n_eff)); 0 when no reference size reaches it.
+double reference_needed(double floor, double threshold, double n_ref, double n_window) {
+  if (!(floor > threshold) || !(n_ref > 0) || !(n_window > 0)) return 0;
+  const double x = std::sqrt(1 / n_ref + 1 / n_window) * threshold / floor;
+  const double inv = x * x - 1 / n_window;
+  return inv > 0 ? std::ceil(1 / inv) : 0;
+}
+
+// Stage 1b: every score's noise floor and decision level, the feature's minimum detectable
+// effect, and in words what a too small reference cannot decide.
+void apply_noise(const Feature& f, const DriftSettings& d, double n_ref, double n_window,
+                 FeatureResult& r) {
+  const std::string_view main = f.kind == FeatureKind::numeric ? "wasserstein" : "linf";
+  const MethodScore* best = nullptr;
+  std::string notes;
+  bool any_decides = false, any_powered = false;
+  for (auto& ms : r.scores) {
+    if (!(ms.threshold > 0)) continue;
+    ms.decision_level = ms.threshold;
+    NoiseMoments nm;
+    if (n_window > 0 && noise_moments(f.noise, ms.method, n_ref, n_window, nm)) {
+      ms.noise_floor = noise_floor(nm, ms.method, d.noise_z);
+      ms.decision_level = std::max(ms.threshold, ms.noise_floor);
+      ms.powered = ms.noise_floor <= d.max_floor_ratio * ms.threshold;
+    }
+    if (!ms.decides) continue;
+    any_decides = true;
+    any_powered |= ms.powered;
+    if (ms.powered && (!best || ms.method == main)) best = &ms;
+    if (ms.noise_floor > ms.threshold) {
+      const double need = reference_needed(ms.noise_floor, ms.threshold, n_ref, n_window);
+      notes += (notes.empty() ? "" : "; ") + ms.method + (ms.powered ? " decides only above " : " cannot decide (floor ") +
+               fmt(ms.noise_floor) + (ms.powered ? " (noise floor; threshold " : " > " + fmt(d.max_floor_ratio) + "x threshold ") +
+               fmt(ms.threshold) + ")" +
+               (need > 0 ? ", about " + fmt(need) + " reference values would reach the threshold"
+                         : ", larger windows needed too");
+    }
+  }
+  if (best) {
+    r.min_detectable = best->decision_level;
+    r.min_detectable_method = best->method;
+  }
+  const std::string size = "reference of " + fmt(n_ref) + " values vs window of " + fmt(n_window);
+  if (any_decides && !any_powered) {
+    r.power_note = size + ": too small to decide drift on this feature (" + notes + ")";
+  } else if (!notes.empty()) {
+    r.power_note = size + ": " + notes;
+  }
+}
+
 // The data-quality problems of a window, worst first once sorted.
 struct QualityIssues {
   std::vector<FeatureEffect> top;
@@ -80,6 +131,7 @@ double score_numeric(const Feature& f, const StreamSettings& st, FeatureResult& 
   add_score(r.scores, "ks", sc.ks, d, dm, sc.ks_p_value, sc.ks_bound);
   add_score(r.scores, "js", sc.js, d, dm);
   add_score(r.scores, "hellinger", sc.hellinger, d, dm);
+  apply_noise(f, d, f.num.n, static_cast<double>(w.finite), r);
   if (f.has_prev) {
     const auto pv = compare_numeric_windows(f.num, f.nprev, w);
     add_score(r.previous, "wasserstein", pv.wasserstein, d, {});
@@ -129,6 +181,8 @@ double score_categorical(const Feature& f, const StreamSettings& st, FeatureResu
   add_score(r.scores, "psi", sc.psi, d, dm);
   add_score(r.scores, "chi2", sc.chi2, d, dm, sc.chi2_p_value);
   add_score(r.scores, "cramers_v", sc.cramers_v, d, dm);
+  add_score(r.scores, "ks", sc.ks, d, dm, NAN, sc.ks_bound);
+  apply_noise(f, d, f.cat.n, static_cast<double>(w.finite), r);
   if (f.has_prev) {
     const auto pv = compare_categorical_windows(f.cat, f.cprev, w);
     add_score(r.previous, "linf", pv.linf, d, {});
@@ -182,8 +236,8 @@ void check_nonfinite(const Feature& f, const QualitySettings& q, const ValueCoun
 // The decision method furthest past its threshold.
 void pick_strongest_method(FeatureResult& r) {
   for (const auto& ms : r.scores) {
-    if (ms.decides && ms.score == ms.score && ms.threshold > 0) {
-      const double ratio = ms.score / ms.threshold;
+    if (ms.decides && ms.powered && ms.score == ms.score && ms.decision_level > 0) {
+      const double ratio = ms.score / ms.decision_level;
       if (ratio > r.max_ratio) {
         r.max_ratio = ratio;
         r.max_method = ms.method;
@@ -266,9 +320,10 @@ DriftDecision decide_drift(const StreamState& s, WindowScores& w) {
     for (const auto& ms : r.scores) {
       if (ms.method == r.max_method) {
         fe.score = ms.score;
-        fe.threshold = ms.threshold;
+        fe.threshold = ms.decision_level;  // max(threshold, noise floor): the level it decided at
       }
     }
+    fe.min_detectable = r.min_detectable;
     fe.p_value = w.p_values[i];
     fe.detail = drift_detail(s, i, r);
     out.top.push_back(std::move(fe));

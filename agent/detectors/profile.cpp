@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "agent/detectors/binning.hpp"
+#include "agent/detectors/noise.hpp"
 #include "core/time.hpp"
 
 namespace mltap::detectors {
@@ -142,6 +143,14 @@ void RowTransform::apply(const double* row, double* out) const noexcept {
 // to the categorical limit); edges at the quantiles of a stratified sample (all values when there
 // are at most kExactEdgeValues, then exactly the rule of a full sort); one exact counting pass.
 
+bool low_cardinality(bool integer_valued, std::uint64_t distinct, std::uint64_t singletons,
+                     std::uint64_t finite, std::uint32_t max_distinct) noexcept {
+  if (finite == 0 || distinct > max_distinct) return false;
+  // Non-integer values only when they repeat: a small sample of continuous values, or rounded
+  // continuous values with a tail of values seen once, stays numeric.
+  return integer_valued || (singletons == 0 && 2 * distinct <= finite);
+}
+
 namespace {
 
 bool is_finite(double x) noexcept { return x - x == 0; }
@@ -244,7 +253,14 @@ std::vector<double> quantile_edges(std::span<const double> sorted, std::uint32_t
   for (std::size_t i = 1; i < picked; ++i) {
     if (e[i] == e[i - 1]) {
       auto next = std::upper_bound(sorted.begin(), sorted.end(), e[i]);
-      if (next != sorted.end() && e.size() < kMaxBins) e.push_back(*next);
+      if (next != sorted.end() && e.size() < kMaxBins) {
+        e.push_back(*next);
+      } else if (next == sorted.end() && e.front() < e[i] && e.size() < kMaxBins) {
+        // The maximum as an atom gets its own closed bin [max, the next double above it], so
+        // that discrete data is binned, and compared, exactly (a constant feature keeps its two
+        // equal edges).
+        e.push_back(std::nextafter(e[i], std::numeric_limits<double>::infinity()));
+      }
     }
   }
   std::sort(e.begin(), e.end());
@@ -350,10 +366,15 @@ FeatureProfile build_feature(std::string name, std::span<double> fin, std::uint6
       runs.emplace_back(fin[i], j - i);
       i = j;
     }
-  } else if (!forced && mo.integer) {
+  } else if (!forced) {
+    // Any dtype: a column of few distinct values (a standardized binary column, a 5-level
+    // scale stored as floats) is kept as exact value counts (low_cardinality says when).
     counted = count_values(fin, opt.categorical_max_distinct, runs);
   }
-  const bool auto_cat = mo.integer && counted;
+  std::uint64_t singletons = 0;
+  for (const auto& r : runs) singletons += r.second == 1;
+  const bool auto_cat = counted && low_cardinality(mo.integer, runs.size(), singletons, fin.size(),
+                                                   opt.categorical_max_distinct);
   f.kind = forced.value_or(auto_cat ? FeatureKind::categorical : FeatureKind::numeric);
   if (f.kind == FeatureKind::numeric) {
     numeric_bins(f, fin, opt);
@@ -512,6 +533,10 @@ ReferenceProfile build_profile(std::span<const double> rows, std::size_t cols,
       p.embedding = std::move(e);
     }
   }
+  if (options.noise) {
+    NoiseOptions no;
+    estimate_profile_noise(p, no);
+  }
   validate_profile(p, "built profile");
   return p;
 }
@@ -556,6 +581,14 @@ std::string profile_to_json_text(const ReferenceProfile& p) {
       o["category_counts"] = f.category_counts;
       o["other_count"] = f.other_count;
       o["exhaustive"] = f.exhaustive;
+    }
+    if (!f.noise.empty()) {
+      json methods = json::object();
+      for (const auto& m : f.noise.methods) methods[m.method] = {{"mean", m.mean}, {"sd", m.sd}};
+      o["noise"] = {{"replicates", f.noise.replicates},
+                    {"coarse_bins", f.noise.coarse_bins},
+                    {"windows", f.noise.windows},
+                    {"methods", std::move(methods)}};
     }
     feats.push_back(std::move(o));
   }
@@ -645,11 +678,13 @@ ReferenceProfile profile_from_json_text(const std::string& text, const std::stri
   if (!j.is_object()) r.fail("top level", "expected a JSON object");
   if (r.str(j, "format", "top level") != "mltap-profile") r.fail("format", "not an mltap profile");
   const std::uint64_t version = r.u64(j, "version", "top level");
-  if (version != static_cast<std::uint64_t>(kProfileVersion)) {
+  if (version < static_cast<std::uint64_t>(kMinProfileVersion) ||
+      version > static_cast<std::uint64_t>(kProfileVersion)) {
     r.fail("version", "unsupported profile version " + std::to_string(version) + " (this build reads " +
-                          std::to_string(kProfileVersion) + ")");
+                          std::to_string(kMinProfileVersion) + " to " + std::to_string(kProfileVersion) + ")");
   }
   ReferenceProfile p;
+  p.version = static_cast<int>(version);
   const std::string layout = r.str(j, "layout", "top level");
   if (layout == "features") p.layout = ProfileLayout::features;
   else if (layout == "predictions") p.layout = ProfileLayout::predictions;
@@ -719,6 +754,23 @@ ReferenceProfile profile_from_json_text(const std::string& text, const std::stri
       f.other_count = r.u64(o, "other_count", w);
       f.exhaustive = r.boolean(o, "exhaustive", w);
     }
+    if (version >= 2 && o.contains("noise")) {
+      const std::string nw = w + ".noise";
+      const json& nz = r.field(o, "noise", w);
+      f.noise.replicates = static_cast<std::uint32_t>(std::min<std::uint64_t>(r.u64(nz, "replicates", nw), 1u << 20));
+      f.noise.coarse_bins = static_cast<std::uint32_t>(std::min<std::uint64_t>(r.u64(nz, "coarse_bins", nw), 1u << 20));
+      f.noise.windows = r.u64s(nz, "windows", nw, 64);
+      const json& ms = r.field(nz, "methods", nw);
+      if (!ms.is_object()) r.fail(nw + ".methods", "expected an object");
+      if (ms.size() > 16) r.fail(nw + ".methods", "too many methods");
+      for (const auto& [name, mo] : ms.items()) {
+        NoiseMethod m;
+        m.method = name;
+        m.mean = r.doubles(mo, "mean", nw + ".methods." + name, 64);
+        m.sd = r.doubles(mo, "sd", nw + ".methods." + name, 64);
+        f.noise.methods.push_back(std::move(m));
+      }
+    }
     p.features.push_back(std::move(f));
   }
   validate_profile(p, origin);
@@ -729,7 +781,7 @@ void validate_profile(const ReferenceProfile& p, const std::string& origin) {
   auto fail = [&](const std::string& where, const std::string& what) {
     throw ProfileError(origin + ": " + where + ": " + what);
   };
-  if (p.version != kProfileVersion) fail("version", "unsupported");
+  if (p.version < kMinProfileVersion || p.version > kProfileVersion) fail("version", "unsupported");
   if (!(p.rank_error >= 0 && p.rank_error <= 1)) fail("rank_error", "must be in [0, 1]");
   if (p.features.empty()) fail("features", "a profile needs at least one feature");
   if (p.features.size() > kMaxProfileFeatures) fail("features", "too many features");
@@ -786,6 +838,22 @@ void validate_profile(const ReferenceProfile& p, const std::string& origin) {
     if (f.finite > 0 && !(f.min <= f.mean && f.mean <= f.max) &&
         std::fabs(f.mean - std::clamp(f.mean, f.min, f.max)) > 1e-9 * (1 + std::fabs(f.mean))) {
       fail(w, "mean outside [min, max]");
+    }
+    if (!f.noise.empty()) {
+      const auto& nz = f.noise;
+      for (std::size_t k = 0; k < nz.windows.size(); ++k) {
+        if (nz.windows[k] == 0 || (k > 0 && nz.windows[k] <= nz.windows[k - 1])) {
+          fail(w + ".noise.windows", "must be positive and increasing");
+        }
+      }
+      for (const auto& m : nz.methods) {
+        if (m.mean.size() != nz.windows.size() || m.sd.size() != nz.windows.size()) {
+          fail(w + ".noise.methods." + m.method, "needs one mean and one sd per window size");
+        }
+        for (std::size_t k = 0; k < m.mean.size(); ++k) {
+          if (!(m.mean[k] >= 0) || !(m.sd[k] >= 0)) fail(w + ".noise.methods." + m.method, "must be >= 0");
+        }
+      }
     }
     if (f.kind == FeatureKind::numeric) {
       if (f.edges.empty()) {

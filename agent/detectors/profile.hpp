@@ -16,7 +16,8 @@
 
 namespace mltap::detectors {
 
-inline constexpr int kProfileVersion = 1;
+inline constexpr int kProfileVersion = 2;      // written; version 1 (no noise estimates) still reads
+inline constexpr int kMinProfileVersion = 1;
 inline constexpr std::uint32_t kMaxBins = 4096;
 inline constexpr std::uint32_t kMaxCategories = 4096;
 inline constexpr std::size_t kMaxProfileFeatures = 65536 + 64;
@@ -43,6 +44,29 @@ class ProfileError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A feature's sampling noise (noise.hpp): per decision method, the mean and standard deviation
+// of its score between a reference of this profile's size and a window of each size in
+// `windows`, both drawn from the reference's own distribution (parametric bootstrap). PSI's are on
+// the square-root scale (sqrt(PSI) grows like the other scores, 1/sqrt(n)). Empty: not estimated
+// (a version-1 profile); the engine estimates it when it loads the profile.
+struct NoiseMethod {
+  std::string method;
+  std::vector<double> mean, sd;  // one per window size
+};
+struct NoiseEstimate {
+  std::uint32_t replicates = 0;
+  std::uint32_t coarse_bins = 0;  // coarse bins the PSI/JS/Hellinger noise was estimated with
+  std::vector<std::uint64_t> windows;
+  std::vector<NoiseMethod> methods;
+  bool empty() const noexcept { return windows.empty(); }
+  const NoiseMethod* find(std::string_view m) const noexcept {
+    for (const auto& x : methods) {
+      if (x.method == m) return &x;
+    }
+    return nullptr;
+  }
+};
+
 struct FeatureProfile {
   std::string name;
   core::FeatureKind kind = core::FeatureKind::numeric;
@@ -67,6 +91,7 @@ struct FeatureProfile {
   std::vector<std::uint64_t> category_counts;
   std::uint64_t other_count = 0;
   bool exhaustive = true;  // every value seen is a tracked category
+  NoiseEstimate noise;     // sampling noise of every decision method (version 2)
 };
 
 struct EmbeddingProfile {
@@ -98,7 +123,10 @@ struct ReferenceProfile {
 struct ProfileOptions {
   ProfileLayout layout = ProfileLayout::features;
   std::uint32_t bins = 256;                   // fine bins per numeric feature
-  std::uint32_t categorical_max_distinct = 64;  // integer features with at most this many values are categorical
+  // Low-cardinality features are kept as exact value counts (categorical) whatever their dtype:
+  // integers with at most this many distinct values, and other values with at most this many
+  // distinct values none of which is seen only once (docs/detectors.md, "Which features are categorical").
+  std::uint32_t categorical_max_distinct = 64;
   std::uint32_t max_categories = 64;          // tracked categories per categorical feature
   std::vector<std::string> categorical;       // forced categorical
   std::vector<std::string> numeric;           // forced numeric
@@ -109,7 +137,16 @@ struct ProfileOptions {
   std::string dtype = "float64";
   std::vector<std::uint32_t> row_shape;       // empty: {cols}
   std::string source = "array";
+  bool noise = true;                          // estimate each feature's noise (noise.hpp)
 };
+
+// The kind rule shared by offline builds and pinned references: low-cardinality features are
+// categorical (exact value counts) whatever their dtype.
+// Integers: at most max_distinct distinct values. Other values: at most max_distinct distinct
+// values, none seen only once (a value seen once says new values will keep coming, as they do
+// for rounded continuous data), and each seen at least twice on average.
+bool low_cardinality(bool integer_valued, std::uint64_t distinct, std::uint64_t singletons,
+                     std::uint64_t finite, std::uint32_t max_distinct) noexcept;
 
 // Builds a profile from `rows` (row-major, n x cols; NaN/Inf allowed and counted) with exact
 // quantile bins. `names` may be empty (then "f0", "f1", ...) or have `cols` unique entries.

@@ -8,6 +8,7 @@ the reference's quantiles; the oracle rebuilds those bins with numpy from the do
 """
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -81,6 +82,74 @@ def coarse_groups(ref_counts, target=16):
 
 def psi(p, q):
     return float(np.sum((q - p) * np.log(q / p)))
+
+
+def discrete_checks(a):
+    """Discrete and tied data, small samples: low-cardinality features of any dtype are value
+    counts, and KS, chi-squared, JS, PSI and L-inf on them equal scipy / plain Python to 1e-9;
+    a tied feature forced numeric keeps scipy's KS within the stated bound."""
+    rng = np.random.default_rng(21)
+    n_ref, n_cur = 300, 700
+    p = 0.3
+    cols = {
+        # a standardized binary column: two float values
+        "binary": lambda n, s: ((rng.random(n) < p + s).astype(float) - p) / np.sqrt(p * (1 - p)),
+        "int17": lambda n, s: rng.binomial(16, 0.4 + s, size=n).astype(float),
+        "likert": lambda n, s: rng.choice([-1.0, -0.5, 0.0, 0.5, 1.0], size=n, p=[.1, .2 - s, .3, .25 + s, .15]),
+        # the window holds a value the reference never saw (2.5): still exact
+        "with_new": lambda n, s: rng.choice([0.25, 1.5, 2.5] if s else [0.25, 1.5], size=n),
+        # ties, forced numeric: binned KS with its bound
+        "tied_numeric": lambda n, s: np.round(rng.normal(s, 1, size=n) * 2) / 2,
+        "binary_numeric": lambda n, s: ((rng.random(n) < p + s).astype(float) - p) / np.sqrt(p * (1 - p)),
+    }
+    names = list(cols)
+    for shift in (0.0, 0.05):
+        ref = np.stack([cols[k](n_ref, 0.0) for k in names], axis=1)
+        cur = np.stack([cols[k](n_cur, shift) for k in names], axis=1)
+        tag0 = f"discrete shift {shift}"
+        rp, cp = os.path.join(a.workdir, "dref.npy"), os.path.join(a.workdir, "dcur.npy")
+        prof = os.path.join(a.workdir, "dref.profile")
+        np.save(rp, ref)
+        np.save(cp, cur)
+        subprocess.run([a.mltap, "profile", "build", "-i", rp, "-o", prof, "--features", ",".join(names),
+                        "--numeric", "tied_numeric,binary_numeric"], check=True, stdout=subprocess.DEVNULL)
+        res = json.loads(subprocess.run([a.mltap, "drift", "-r", prof, "-c", cp, "--json"], check=True,
+                                        capture_output=True, text=True).stdout)
+        feats = {f["name"]: f for f in res["stream"]["features"]}
+        for j, name in enumerate(names):
+            f = feats[name]
+            sc = {m["method"]: m for m in f["scores"]}
+            r, c = ref[:, j], cur[:, j]
+            tag = f"{tag0} {name}"
+            ks = stats.ks_2samp(r, c, method="exact" if name != "tied_numeric" else "auto").statistic
+            if name.endswith("_numeric"):
+                check(f["kind"] == "numeric", tag + " forced numeric")
+                mk, bound = sc["ks"]["score"], sc["ks"]["error_bound"]
+                check(mk <= ks + 1e-12 and ks <= mk + bound + 1e-12, f"{tag} ks {mk} (+{bound}) vs scipy {ks}")
+                print(f"{tag}: binned ks {mk:.6f} bound {bound:.6f} scipy {ks:.6f}")
+                continue
+            check(f["kind"] == "categorical", f"{tag} is low-cardinality (value counts), got {f['kind']}")
+            check(abs(sc["ks"]["score"] - ks) < 1e-9 and sc["ks"]["error_bound"] == 0,
+                  f"{tag} ks {sc['ks']['score']} (bound {sc['ks']['error_bound']}) vs scipy exact {ks}")
+            cats = sorted(set(r))
+            rc = np.array([np.sum(r == v) for v in cats] + [0], dtype=float)
+            cc = np.array([np.sum(c == v) for v in cats] + [np.sum(~np.isin(c, cats))], dtype=float)
+            keep = (rc + cc) > 0
+            chi = stats.chi2_contingency(np.stack([rc[keep], cc[keep]]))
+            check(abs(sc["chi2"]["score"] - chi[0]) <= 1e-9 * max(1, chi[0]), f"{tag} chi2 {sc['chi2']['score']} vs {chi[0]}")
+            if sc["chi2"]["p_value"] is not None:
+                check(abs(sc["chi2"]["p_value"] - chi[1]) <= 1e-9 + 1e-6 * chi[1], f"{tag} chi2 p {sc['chi2']['p_value']} vs {chi[1]}")
+            pr, qr = rc / rc.sum(), cc / cc.sum()
+            check(abs(sc["js"]["score"] - jensenshannon(pr, qr, base=2)) < 1e-9, f"{tag} js vs scipy")
+            check(abs(sc["linf"]["score"] - np.max(np.abs(pr - qr))) < 1e-12, f"{tag} linf")
+            ps, qs = (rc + .5) / (rc.sum() + .5 * len(rc)), (cc + .5) / (cc.sum() + .5 * len(cc))
+            want = sum((qi - pi) * math.log(qi / pi) for pi, qi in zip(ps, qs))  # plain Python PSI
+            check(abs(sc["psi"]["score"] - want) < 1e-9, f"{tag} psi {sc['psi']['score']} vs {want}")
+            # Every decision score carries its noise floor and decision level.
+            for m in ("linf", "js"):
+                lvl = sc[m]["decision_level"]
+                check(lvl is not None and lvl >= sc[m]["threshold"], f"{tag} {m} decision level {lvl}")
+            check(f["min_detectable_effect"]["method"] == "linf", f"{tag} min detectable method")
 
 
 def main():
@@ -159,6 +228,7 @@ def main():
         check(feats["shifted"]["drifted"] and feats["wider"]["drifted"] and feats["category"]["drifted"], f"seed {seed} decisions (moved)")
         check(not feats["normal"]["drifted"] and not feats["with_nan"]["drifted"], f"seed {seed} decisions (same)")
         check(any(fd["kind"] == "data_quality" and fd["open"] for fd in res["findings"]), f"seed {seed} NaN 1% -> 5% is a quality finding")
+    discrete_checks(a)
     # Identical large samples do not alarm; the exit code reflects drift.
     rng = np.random.default_rng(9)
     big_ref, big_cur = rng.normal(size=(200000, 5)), rng.normal(size=(200000, 5))

@@ -15,6 +15,7 @@
 #include "agent/detectors/binning.hpp"
 #include "agent/detectors/config.hpp"
 #include "agent/detectors/profile.hpp"
+#include "agent/detectors/noise.hpp"
 #include "core/config_reader.hpp"
 
 using namespace mltap::detectors;
@@ -105,7 +106,11 @@ TEST(Profile, AtomsNanAndConstantColumns) {
     v.push_back(i % 10 == 0 ? NAN : 1.5);            // constant with NaNs
     v.push_back(i < 900 ? 0.0 : 0.5 + i / 1000.0);   // a big atom at 0
   }
-  const auto p = build_profile(v, 2, {}, ProfileOptions{});
+  // A constant float is low-cardinality (categorical) by default; forced numeric, it is binned.
+  EXPECT_EQ(build_profile(v, 2, {}, ProfileOptions{}).features[0].kind, mltap::core::FeatureKind::categorical);
+  ProfileOptions o;
+  o.numeric = {"f0"};
+  const auto p = build_profile(v, 2, {}, o);
   EXPECT_EQ(p.features[0].nan, 100u);
   EXPECT_EQ(p.features[0].edges.size(), 2u);
   EXPECT_EQ(p.features[0].edges[0], p.features[0].edges[1]);
@@ -219,7 +224,8 @@ TEST(Profile, CorruptedFilesGiveClearErrors) {
   expect_error(good.substr(0, good.size() / 2), "JSON");
   expect_error("[1,2,3]", "object");
   expect_error(edit("\"mltap-profile\"", "\"other\""), "not an mltap profile");
-  expect_error(edit("\"version\": 1", "\"version\": 2"), "unsupported profile version 2");
+  expect_error(edit("\"version\": 2", "\"version\": 3"), "unsupported profile version 3");
+  expect_error(edit("\"version\": 2", "\"version\": 0"), "unsupported profile version 0");
   expect_error(edit("\"layout\": \"features\"", "\"layout\": \"cubes\""), "layout");
   expect_error(edit("\"kind\": \"numeric\"", "\"kind\": \"text\""), "kind");
   expect_error(edit("\"finite\": 2000", "\"finite\": -5"), "non-negative");
@@ -241,6 +247,15 @@ TEST(Profile, CorruptedFilesGiveClearErrors) {
     j = nlohmann::json::parse(good);
     j["features"][0]["edges"] = std::vector<double>(5000, 1.0);
     expect_error(j.dump(), "too many");
+    j = nlohmann::json::parse(good);
+    j["features"][0]["noise"]["methods"]["wasserstein"]["sd"].push_back(0.1);
+    expect_error(j.dump(), "one mean and one sd per window size");
+    j = nlohmann::json::parse(good);
+    j["features"][0]["noise"]["methods"]["psi"]["mean"][0] = -1;
+    expect_error(j.dump(), "must be >= 0");
+    j = nlohmann::json::parse(good);
+    j["features"][0]["noise"]["windows"][1] = 1;
+    expect_error(j.dump(), "increasing");
   }
   EXPECT_THROW(load_profile((tmpdir() / "missing.profile").string()), ProfileError);
   EXPECT_THROW(load_profile(tmpdir().string()), ProfileError);
@@ -435,4 +450,25 @@ TEST(Config, DefaultsOverridesAndErrorsWithLineAndColumn) {
   expect("detectors:\n  window_records: many\n", "expected an integer", 2, 19);
   expect("detectors:\n  window_records: 100\n  min_window_records: 200\n", "must not exceed", 3, 23);
   expect("detectors:\n  sequential: {method: adwin}\n", "must be one of", 2, 24);
+}
+
+// A version-1 profile (written before noise estimates existed; tests/detectors/fixtures) still
+// loads, and the engine estimates its noise when it uses it: the same decision levels as a
+// version-2 profile of the same data.
+TEST(Profile, VersionOneFixtureStillLoads) {
+  const auto v1 = load_profile(std::string(MLTAP_FIXTURES) + "/profile_v1.json");
+  EXPECT_EQ(v1.version, 1);
+  ASSERT_EQ(v1.features.size(), 2u);
+  for (const auto& f : v1.features) EXPECT_TRUE(f.noise.empty()) << f.name;
+  const auto est = mltap::detectors::estimate_noise(v1.features[0], mltap::detectors::NoiseOptions{});
+  ASSERT_FALSE(est.empty());
+  mltap::detectors::NoiseMoments m;
+  ASSERT_TRUE(mltap::detectors::noise_moments(est, "wasserstein", 2000, 5000, m));
+  EXPECT_GT(m.mean, 0.0);
+  EXPECT_LT(m.mean, 0.2);
+  // Saved again, it is a version-2 document (what this build writes) that reads back.
+  auto copy = v1;
+  copy.version = mltap::detectors::kProfileVersion;
+  const auto again = profile_from_json_text(profile_to_json_text(copy), "v2");
+  EXPECT_EQ(again.version, 2);
 }

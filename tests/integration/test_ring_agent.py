@@ -70,6 +70,8 @@ def test_several_processes_and_threads_are_one_stream():
         out = subprocess.run([binary(MLTAP_CLI), "status", "--agent", agent.url], capture_output=True, text=True, check=True).stdout
         for r in results:
             assert str(r["pid"]) in out
+        # ... and what each stream's reference can decide (docs/detectors.md, noise floor).
+        assert "it/shared  detectors: reference" in out, out
         for p in procs:
             p.wait()
 

@@ -39,7 +39,24 @@ def test_from_numpy_matches_numpy(tmp_path):
     p.save(str(path))
     q = mltap.Profile.load(str(path))
     assert q.to_json() == p.to_json()
-    assert json.loads(path.read_text())["version"] == p.version == 1
+    assert json.loads(path.read_text())["version"] == p.version == 2
+    # Version 2: every feature carries its noise estimate (docs/detectors.md, noise floor).
+    doc = json.loads(p.to_json())
+    for f in doc["features"]:
+        assert len(f["noise"]["windows"]) == len(f["noise"]["methods"]["psi"]["mean"]) > 0
+    assert "wasserstein" in doc["features"][0]["noise"]["methods"]
+    assert "linf" in doc["features"][1]["noise"]["methods"]
+
+
+def test_low_cardinality_floats_are_value_counts_unless_forced():
+    rng = np.random.default_rng(6)
+    b = (rng.random(500) < 0.3).astype(float)
+    x = np.stack([(b - 0.3) / np.sqrt(0.21), rng.normal(size=500)], axis=1)  # standardized binary
+    p = mltap.Profile.from_array(x, features=["flag", "z"])
+    kinds = {f["name"]: f["kind"] for f in p.features}
+    assert kinds == {"flag": "categorical", "z": "numeric"}
+    forced = mltap.Profile.from_array(x, features=["flag", "z"], numeric=["flag"])
+    assert {f["name"]: f["kind"] for f in forced.features}["flag"] == "numeric"
 
 
 def test_inputs_torch_lists_and_shapes():

@@ -1,0 +1,48 @@
+// The reference's own sampling noise, per feature and decision method: how large each drift
+// score gets when the reference and a window come from the same population, for the reference's
+// size and a grid of window sizes. A method decides drift only above max(threshold, noise floor)
+// (docs/detectors.md, "Noise floor and minimum detectable effect").
+//
+// Estimated by a parametric bootstrap from the profile alone (its bins or category counts), so
+// that offline builds, pinned references and version-1 profiles get the same estimate.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "agent/detectors/profile.hpp"
+
+namespace mltap::detectors {
+
+struct NoiseOptions {
+  std::uint32_t replicates = 64;
+  std::uint32_t coarse_bins = 16;  // as the engine's drift.coarse_bins
+  std::uint64_t seed = 0x6e6f697365ULL;
+  std::vector<std::uint64_t> windows{1000, 5000, 50000, 1000000};
+};
+
+// Methods estimated per kind (every method that can be configured to decide).
+inline constexpr std::string_view kNumericNoiseMethods[] = {"wasserstein", "psi", "ks", "js", "hellinger"};
+inline constexpr std::string_view kCategoricalNoiseMethods[] = {"linf", "js", "psi", "ks"};
+
+// Bootstrap estimate for one feature (numeric: its fine bins; categorical: its value counts). The
+// seed is mixed with the feature's name so that features get independent replicates. Returns an
+// empty estimate when the feature has no finite reference value.
+NoiseEstimate estimate_noise(const FeatureProfile& f, const NoiseOptions& options);
+// Fills `noise` of every enabled feature of the profile.
+void estimate_profile_noise(ReferenceProfile& p, const NoiseOptions& options);
+
+// Mean and sd of a method's score for a reference of n_ref values and a window of n_window
+// values: linear in 1/sqrt(n_eff) (n_eff = n_ref n_window / (n_ref + n_window)) between the
+// estimated window sizes, proportional to it below the smallest and flat beyond the largest.
+// PSI's are on the square-root scale. False when the method was not estimated.
+struct NoiseMoments {
+  double mean = 0, sd = 0;
+};
+bool noise_moments(const NoiseEstimate& e, std::string_view method, double n_ref, double n_window,
+                   NoiseMoments& out) noexcept;
+// The noise floor of a method: mean + z sd (squared for PSI).
+double noise_floor(const NoiseMoments& m, std::string_view method, double z) noexcept;
+
+}  // namespace mltap::detectors
