@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+
+#include <prometheus/text_serializer.h>
 #include <random>
 
 #include "agent/performance/config.hpp"
@@ -12,6 +16,7 @@
 #include "agent/performance/stream_join.hpp"
 #include "core/config_reader.hpp"
 #include "core/time.hpp"
+#include "exporters/metrics/performance_metrics.hpp"
 
 using namespace mltap;
 using namespace mltap::performance;
@@ -273,4 +278,48 @@ TEST(Engine, ReopensTablesAtStartSoThatLabelsJoinAfterARestart) {
   ASSERT_EQ(snap->streams.size(), 1u);
   EXPECT_EQ(snap->streams[0].counters.joined, 1u);
   EXPECT_EQ(snap->labels_without_predictions_stream, 0u);
+}
+
+// The Prometheus collector over a fixture snapshot: the latest window with labels is exported,
+// undefined metrics are absent (never 0), the lag histogram is cumulative, and every family is
+// documented in docs/metrics.md.
+TEST(Collector, LatestLabelledWindowAndDocumentedNames) {
+  auto snap = std::make_shared<core::PerformanceSnapshot>();
+  core::PerformanceStreamState s;
+  s.stream = "c/pred";
+  s.task = format::Task::binary;
+  s.counters.joined = 7;
+  s.counters.evicted[2] = 3;
+  s.lag_buckets[0] = 2;
+  s.lag_buckets[3] = 5;
+  core::PerformanceWindow w1, w2, w3;
+  w1.start_unix_ns = 600 * kS;
+  w1.predictions = 10;
+  w1.labelled = 7;
+  w1.metrics.accuracy = 0.75;
+  w1.metrics.roc_auc = std::nullopt;  // one class
+  w2.start_unix_ns = 1200 * kS;
+  w2.predictions = 4;
+  w2.labelled = 4;
+  w2.metrics.accuracy = 0.5;
+  w3.start_unix_ns = 1800 * kS;  // no label yet: not the exported window
+  w3.predictions = 9;
+  s.windows = {w1, w2, w3};
+  snap->streams.push_back(s);
+  metrics::PerformanceCollector c([snap] { return snap; });
+  const auto families = c.Collect();
+  const std::string text = prometheus::TextSerializer().Serialize(families);
+  EXPECT_NE(text.find("mltap_performance_window_start_seconds{stream=\"c/pred\"} 1200"), std::string::npos) << text;
+  EXPECT_NE(text.find("mltap_performance_label_coverage_ratio{stream=\"c/pred\"} 1"), std::string::npos);
+  EXPECT_NE(text.find("mltap_performance_realized{stream=\"c/pred\",metric=\"accuracy\"} 0.5"), std::string::npos);
+  EXPECT_EQ(text.find("metric=\"roc_auc\""), std::string::npos);
+  EXPECT_NE(text.find("mltap_performance_evicted_total{stream=\"c/pred\",cause=\"prediction\"} 3"), std::string::npos);
+  EXPECT_NE(text.find("mltap_performance_label_lag_seconds_bucket{stream=\"c/pred\",le=\"600\"} 7"), std::string::npos) << text;
+  EXPECT_NE(text.find("mltap_performance_labels_total{stream=\"c/pred\",outcome=\"joined\"} 7"), std::string::npos);
+  std::ifstream doc(MLTAP_METRICS_DOC);
+  const std::string documented((std::istreambuf_iterator<char>(doc)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(documented.empty());
+  for (const auto& f : families) {
+    EXPECT_NE(documented.find("`" + f.name + "`"), std::string::npos) << f.name << " not in docs/metrics.md";
+  }
 }
