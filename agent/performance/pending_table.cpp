@@ -11,7 +11,10 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <stdexcept>
+
+#include <spdlog/spdlog.h>
 
 namespace mltap::performance {
 namespace {
@@ -95,7 +98,16 @@ std::unique_ptr<PendingTable> PendingTable::open(const std::string& path, const 
                                                  std::uint64_t max_entries) {
   std::unique_ptr<PendingTable> old;
   if (!path.empty()) {
-    if (auto m = map_existing(path)) {
+    auto m = map_existing(path);
+    struct stat st {};
+    if (!m && ::lstat(path.c_str(), &st) == 0) {
+      // Not a table of this version (a newer mltapd's, damaged, edited): moved aside, not lost.
+      const std::string aside = path + ".unusable-" + std::to_string(::time(nullptr));
+      if (::rename(path.c_str(), aside.c_str()) == 0) {
+        spdlog::warn("performance: {} is not a usable pending table; moved to {}", path, aside);
+      }
+    }
+    if (m) {
       old.reset(new PendingTable());
       old->base_ = m->base;
       old->bytes_ = m->bytes;

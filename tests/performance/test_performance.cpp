@@ -323,3 +323,20 @@ TEST(Collector, LatestLabelledWindowAndDocumentedNames) {
     EXPECT_NE(documented.find("`" + f.name + "`"), std::string::npos) << f.name << " not in docs/metrics.md";
   }
 }
+
+TEST(StreamJoin, AnUnusableTableFileIsMovedAsideNotLost) {
+  TempDir dir;
+  const auto path = dir.path / (StreamJoin::file_stem("t/pred") + ".table");
+  {
+    std::ofstream f(path);
+    f << "not a table";
+  }
+  StreamJoin j(binary_id(), config(), dir.path.string());
+  j.prediction(1, kT0, 0.5, kT0);
+  EXPECT_EQ(j.state().pending, 1u);
+  int aside = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path)) {
+    if (e.path().filename().string().find(".table.unusable-") != std::string::npos) ++aside;
+  }
+  EXPECT_EQ(aside, 1);
+}
