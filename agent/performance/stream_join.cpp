@@ -344,10 +344,18 @@ void StreamJoin::replay_logs() {
 void StreamJoin::tick(std::int64_t now, bool full) {
   flush();
   last_now_ = std::max(last_now_, now);
-  // 1/64 of the table per tick: every entry is looked at about once a minute at 1 s ticks; an
-  // entry past its time is also retired whenever it is looked up, so the results do not depend
-  // on when the sweep comes by.
-  const std::uint64_t budget = full ? table_->capacity() : table_->capacity() / 64 + 1;
+  // The whole table once every 64 s of agent time, in slices proportional to the time since the
+  // last one (ticks may come every millisecond); an entry past its time is also retired whenever
+  // it is looked up, so the results do not depend on when the sweep comes by.
+  constexpr std::int64_t kSweepPeriodNs = 64'000'000'000;
+  std::uint64_t budget = table_->capacity();
+  if (!full) {
+    const std::int64_t elapsed = last_sweep_ == 0 ? 0 : std::max<std::int64_t>(0, now - last_sweep_);
+    budget = static_cast<std::uint64_t>(static_cast<double>(table_->capacity()) *
+                                        std::min(1.0, static_cast<double>(elapsed) / kSweepPeriodNs));
+    if (budget == 0 && last_sweep_ != 0) return prune_windows(now);
+  }
+  last_sweep_ = now;
   table_->sweep(budget, [&](Slot& s) {
     const bool due = s.state == kWaiting ? label_expired(s, now) : prediction_expired(s, now);
     if (due) {
@@ -357,6 +365,10 @@ void StreamJoin::tick(std::int64_t now, bool full) {
     }
     return due;
   });
+  prune_windows(now);
+}
+
+void StreamJoin::prune_windows(std::int64_t now) {
   const std::int64_t horizon = window_ + ttl_ + grace_ + retention_;
   while (!windows_.empty() && windows_.begin()->first + horizon < now) {
     if (!dir_.empty()) ::unlink(log_path(windows_.begin()->first).c_str());

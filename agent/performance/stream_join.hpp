@@ -46,7 +46,8 @@ class StreamJoin {
   void prediction(std::uint64_t trace_id, std::int64_t ts_ns, double value, std::int64_t now_ns);
   void label(std::uint64_t trace_id, std::int64_t ts_ns, double value, std::int64_t now_ns);
   void flush();
-  // Expires what is due (a bounded part of the table per call, all of it with full = true) and
+  // Expires what is due (the part of the table due since the last call: all of it every 64 s of
+  // agent time; all of it now with full = true) and
   // forgets windows past their retention.
   void tick(std::int64_t now_ns, bool full = false);
   // The published state; computes the metrics of windows that changed.
@@ -81,6 +82,7 @@ class StreamJoin {
   bool make_room(std::int64_t now);
   std::string log_path(std::int64_t window_start) const;
   void replay_logs();
+  void prune_windows(std::int64_t now);
 
   PendingTable::Identity id_;
   PerformanceConfig config_;
@@ -92,6 +94,7 @@ class StreamJoin {
   std::array<std::uint64_t, core::kLabelLagBuckets> lag_buckets_{};
   double lag_sum_ = 0;
   std::int64_t last_now_ = 0;
+  std::int64_t last_sweep_ = 0;
 };
 
 }  // namespace mltap::performance
