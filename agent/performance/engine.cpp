@@ -18,9 +18,18 @@ PerformanceEngine::PerformanceEngine(PerformanceConfig config, std::string state
   now_ = static_cast<std::int64_t>(core::unix_now_ns());
   if (!state_dir.empty()) {
     dir_ = state_dir + "/performance";
-    if (::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) {
-      throw std::runtime_error("cannot create " + dir_ + ": " + std::strerror(errno));
+    ::mkdir(state_dir.c_str(), 0700);  // may not exist yet (an EEXIST or a failure shows below)
+    struct stat st {};
+    if ((::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) || ::stat(dir_.c_str(), &st) != 0 ||
+        !S_ISDIR(st.st_mode)) {
+      // The agent keeps running (as with the detectors' state): the join works, in memory.
+      spdlog::error("performance: cannot use {}: {}; pending labels are kept in memory only and "
+                    "do not survive a restart",
+                    dir_, std::strerror(errno));
+      dir_.clear();
     }
+  }
+  if (!dir_.empty()) {
     // The tables of the previous run: reopened before the first batch.
     if (DIR* d = ::opendir(dir_.c_str())) {
       std::vector<std::string> tables;

@@ -22,8 +22,8 @@ class PerformanceEngine : public core::BatchSink {
  public:
   // `state_dir` empty: tables in memory only. Otherwise tables and joined logs live in
   // <state_dir>/performance, and the tables found there are reopened now (labels that arrive
-  // after a restart join the predictions read before it). Throws std::runtime_error when the
-  // directory cannot be made.
+  // after a restart join the predictions read before it). A directory that cannot be used is
+  // logged and the tables are kept in memory.
   PerformanceEngine(PerformanceConfig config, std::string state_dir);
   ~PerformanceEngine() override;
 

@@ -340,3 +340,27 @@ TEST(StreamJoin, AnUnusableTableFileIsMovedAsideNotLost) {
   }
   EXPECT_EQ(aside, 1);
 }
+
+TEST(Engine, AnUnusableStateDirectoryKeepsTheJoinInMemory) {
+  TempDir dir;
+  const auto blocker = dir.path / "file";
+  std::ofstream(blocker) << "x";
+  PerformanceEngine e(config(), (blocker / "state").string());  // under a regular file
+  core::StreamInfo pred{"u/pred", "m", format::StreamKind::predictions, format::DType::float32, {1}, {}, format::Task::binary, "u/labels"};
+  const double v[] = {0.9};
+  const std::uint64_t id[] = {1};
+  const std::uint32_t shape[] = {1};
+  core::DecodedBatch b;
+  b.stream = &pred;
+  b.rows = 1;
+  b.cols = 1;
+  b.row_shape = shape;
+  b.values = v;
+  b.trace_ids = id;
+  b.timestamp_ns = core::unix_now_ns();
+  e.on_batch(b);
+  e.publish_now();
+  ASSERT_EQ(e.snapshot()->streams.size(), 1u);
+  EXPECT_FALSE(e.snapshot()->streams[0].durable);
+  EXPECT_EQ(e.snapshot()->streams[0].pending, 1u);
+}
