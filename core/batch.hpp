@@ -30,6 +30,9 @@ struct StreamInfo {
   format::DType declared_dtype = format::DType::invalid;  // invalid = any
   std::vector<std::uint32_t> row_shape;                    // empty = any
   std::vector<std::string> feature_names;                  // may be empty
+  // ABI 2.1, predictions streams: the task and the stream carrying their labels (may be empty).
+  format::Task task = format::Task::none;
+  std::string labels_stream;
 };
 
 // A producer's segment as it declared itself in its header (validated by the reader).
@@ -42,6 +45,8 @@ struct SegmentIdentity {
   std::vector<std::uint32_t> declared_shape;
   std::vector<std::string> feature_names;
   std::vector<std::string> artifacts;  // validated absolute paths the producer declared
+  format::Task task = format::Task::none;  // ABI 2.1 (kind predictions)
+  std::string labels_stream;               // ABI 2.1: validated stream name, or empty
   ProducerId producer;
   std::uint32_t uid = 0;
   std::uint64_t pid_ns_inode = 0;

@@ -75,6 +75,7 @@ void register_routes(HttpServer& server, AgentRoutes routes) {
     reply_json(res, to_json(*snap));
   }, kReadApi);
   register_events_routes(srv, r->events);
+  register_performance_routes(srv, r->performance);
   if (r->webhook) register_webhook_route(srv, *r->webhook);
 }
 

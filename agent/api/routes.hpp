@@ -5,6 +5,7 @@
 //   GET  /api/v1/findings/<id>         one of them
 //   GET  /api/v1/detectors             detector state per stream and feature
 //   GET  /api/v1/events?stream=...     a stream's system events (events_api.hpp; mltap explain)
+//   GET  /api/v1/performance[?stream=]  label join and realized metrics (performance_json.hpp)
 //   POST /api/v1/alerts/webhook        Alertmanager's webhook (webhook_route.hpp)
 // plus /metrics (http_server.hpp). The routes read published state through the callbacks below,
 // so they depend on no component's implementation.
@@ -16,6 +17,7 @@
 
 #include "agent/api/events_api.hpp"
 #include "agent/api/http_server.hpp"
+#include "agent/api/performance_json.hpp"
 #include "agent/correlator/correlator.hpp"
 #include "core/detector_state.hpp"
 #include "core/ingest_state.hpp"
@@ -31,6 +33,7 @@ struct AgentRoutes {
   // The system events related to a finding, most relevant first.
   std::function<std::vector<correlator::RelatedEvent>(const core::Finding&)> related;
   EventsApi events;
+  PerformanceSource performance;  // null: the performance component is disabled
   webhook::WebhookReceiver* webhook = nullptr;  // null: the webhook is disabled
 };
 

@@ -1,5 +1,6 @@
 #include "agent/cli/agent_client.hpp"
 
+#include <cctype>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -67,6 +68,21 @@ std::optional<nlohmann::json> get_json(const std::string& agent_url, const std::
     error = std::string("mltapd sent invalid JSON: ") + e.what();
     return std::nullopt;
   }
+}
+
+std::string percent_encode(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
 }
 
 }  // namespace mltap::cli

@@ -16,4 +16,7 @@ std::string default_agent_url();
 std::optional<nlohmann::json> get_json(const std::string& agent_url, const std::string& path,
                                        std::string& error);
 
+// A query parameter's value, percent-encoded (stream names hold '/').
+std::string percent_encode(const std::string& s);
+
 }  // namespace mltap::cli

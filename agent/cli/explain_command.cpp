@@ -11,25 +11,6 @@
 
 namespace mltap::cli {
 
-namespace {
-
-std::string percent_encode(const std::string& s) {
-  static const char* hex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += hex[c >> 4];
-      out += hex[c & 15];
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
 int run_explain(const ExplainArgs& args, std::ostream& out, std::ostream& err) {
   if (!api::valid_stream_name(args.stream)) {
     err << "mltap explain: STREAM must be 1..256 printable characters\n";

@@ -232,6 +232,29 @@ Check read_artifacts(const SegmentHeader& h, const std::uint8_t* base, SegmentId
   return std::nullopt;
 }
 
+// Step 7 (ABI 2.1; zero in older segments): a predictions stream's task and the name of its
+// labels stream, in the schema region.
+Check read_performance(const SegmentHeader& h, const std::uint8_t* base, SegmentIdentity& id) {
+  if (h.task > kTaskMax) {
+    return Rejection{RejectReason::bad_identity, "unknown task " + std::to_string(h.task)};
+  }
+  id.task = static_cast<Task>(h.task);
+  if (h.labels_stream_bytes == 0) return std::nullopt;
+  if (std::uint64_t{h.labels_stream_offset} + h.labels_stream_bytes > h.schema_bytes ||
+      h.labels_stream_bytes >= kStreamNameMax) {
+    return Rejection{RejectReason::bad_schema, "labels stream name does not fit the schema region"};
+  }
+  std::string name(h.labels_stream_bytes, '\0');
+  if (!guarded_copy(name.data(), base + h.schema_offset + h.labels_stream_offset, name.size())) {
+    return Rejection{RejectReason::truncated, "file shrank while reading the labels stream name"};
+  }
+  if (!naming::valid_stream_name(name)) {
+    return Rejection{RejectReason::bad_schema, "labels stream name invalid"};
+  }
+  id.labels_stream = std::move(name);
+  return std::nullopt;
+}
+
 }  // namespace
 
 // Each step trusts only what the steps before it checked; the first refusal ends the open (the
@@ -248,6 +271,7 @@ std::unique_ptr<SegmentReader> SegmentReader::open(const std::string& path, cons
   if (!bad) bad = read_identity(r->header_, r->identity_);
   if (!bad) bad = read_feature_names(r->header_, r->base_, r->identity_);
   if (!bad) bad = read_artifacts(r->header_, r->base_, r->identity_);
+  if (!bad) bad = read_performance(r->header_, r->base_, r->identity_);
   if (bad) {
     reason = bad->reason;
     detail = std::move(bad->detail);

@@ -19,6 +19,7 @@
 #include "exporters/metrics/detector_metrics.hpp"
 #include "exporters/metrics/ebpf_metrics.hpp"
 #include "exporters/metrics/ingest_metrics.hpp"
+#include "exporters/metrics/performance_metrics.hpp"
 #include "exporters/metrics/reaction_metrics.hpp"
 #include "exporters/metrics/state_metrics.hpp"
 #ifdef MLTAP_HAVE_BPF
@@ -113,6 +114,13 @@ void Agent::build_pipeline() {
                    "findings are not kept across restarts");
     }
   }
+  if (config_.performance.enabled) {
+    // Its pending tables are files of the state directory that it maps itself (a JSON document
+    // per checkpoint cannot keep millions of entries); reopened here, before the first batch.
+    performance_ = std::make_unique<performance::PerformanceEngine>(config_.performance,
+                                                                     config_.agent.state_dir);
+    ingest_->add_sink(performance_.get());
+  }
   ingest_->set_producer_observer(this);
 }
 
@@ -183,6 +191,10 @@ reactions::SnapshotProviders Agent::snapshot_providers() {
 void Agent::register_metrics() {
   http_->add_collectable(
       std::make_shared<metrics::IngestCollector>([this] { return ingest_->snapshot(); }, kVersion));
+  if (performance_) {
+    http_->add_collectable(std::make_shared<metrics::PerformanceCollector>(
+        [this] { return performance_->snapshot(); }));
+  }
   if (detectors_) {
     http_->add_collectable(
         std::make_shared<metrics::DetectorCollector>([this] { return detectors_->snapshot(); }));
@@ -224,6 +236,7 @@ void Agent::register_routes() {
   routes.events.findings_of_stream = [this](const std::string& stream) {
     return findings_of(stream);
   };
+  if (performance_) routes.performance = [this] { return performance_->snapshot(); };
   routes.webhook = webhook_.get();
   api::register_routes(*http_, std::move(routes));
 }
@@ -262,6 +275,7 @@ void Agent::stop() {
   if (tracer_) tracer_->stop();
 #endif
   if (detectors_) detectors_->publish_now();
+  if (performance_) performance_->publish_now();
   if (state_) state_->stop();  // the ingest thread has stopped: a last checkpoint from here
 }
 

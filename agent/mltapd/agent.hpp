@@ -20,6 +20,7 @@
 #include "agent/ingest/ingest.hpp"
 #include "agent/mltapd/agent_config.hpp"
 #include "agent/mltapd/state_keeper.hpp"
+#include "agent/performance/engine.hpp"
 #include "agent/reactions/reaction_engine.hpp"
 #include "exporters/alertmanager/alertmanager_pusher.hpp"
 #include "exporters/webhook/webhook_receiver.hpp"
@@ -87,6 +88,7 @@ class Agent : private ingest::ProducerObserver {
   AgentConfig config_;
   std::unique_ptr<ingest::Ingest> ingest_;
   std::unique_ptr<detectors::DetectorEngine> detectors_;
+  std::unique_ptr<performance::PerformanceEngine> performance_;  // labels joined to predictions
   std::unique_ptr<StateKeeper> state_;  // with agent.state_dir: the detectors' state kept there
   std::unique_ptr<reactions::ReactionEngine> reactions_;
   std::unique_ptr<correlator::Correlator> correlator_;

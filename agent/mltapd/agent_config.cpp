@@ -71,6 +71,7 @@ AgentConfig parse(const core::ConfigDocument& root, const std::string& name) {
   c.alertmanager = alertmanager::parse_alertmanager_config(top.child("alertmanager"));
   auto ebpf = top.child("ebpf");
   c.ebpf = bpf::parse_tracer_config(ebpf);
+  c.performance = performance::parse_performance_config(top.child("performance"));
   top.finish();
   for (const char* name : kConfigSections) c.sections[name] = root.section_text(name);
   return c;

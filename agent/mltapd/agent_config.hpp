@@ -9,6 +9,7 @@
 
 #include "agent/detectors/config.hpp"
 #include "agent/ingest/ingest.hpp"
+#include "agent/performance/config.hpp"
 #include "agent/reactions/reaction_config.hpp"
 #include "bpf/config.hpp"
 #include "exporters/alertmanager/alertmanager_pusher.hpp"
@@ -47,6 +48,7 @@ struct AgentConfig {
   webhook::WebhookConfig webhook;
   alertmanager::AlertmanagerConfig alertmanager;
   bpf::TracerConfig ebpf;
+  performance::PerformanceConfig performance;
   std::string source = "<embedded defaults>";
   // Each top-level section as written in the file (core::ConfigDocument::section_text): what a
   // reload compares to tell which settings changed. Empty for an absent section.
@@ -55,7 +57,7 @@ struct AgentConfig {
 
 // The top-level sections, in the order of the file's documentation.
 inline constexpr const char* kConfigSections[] = {"agent",   "ingest",       "detectors", "reactions",
-                                                  "webhook", "alertmanager", "ebpf"};
+                                                  "webhook", "alertmanager", "ebpf", "performance"};
 
 // Parses `file` over the embedded defaults. Throws core::ConfigError (file:line:col: what).
 AgentConfig load_agent_config(const std::optional<std::string>& file);

@@ -97,6 +97,8 @@ int mltap_stream_open(const char* name, const mltap_stream_options* options, mlt
       }
       so.artifacts.emplace_back(o.artifacts[i]);
     }
+    so.task = static_cast<mltap::format::Task>(o.task);
+    if (o.labels_stream) so.labels_stream = o.labels_stream;
     auto* s = new mltap_stream{mltap::Stream(name, std::move(so))};
     s->core = mltap::detail::Access::core(s->stream);
     *out = s;

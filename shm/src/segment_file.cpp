@@ -149,6 +149,7 @@ struct SegmentPlan {
   std::uint64_t strings_bytes = 0;   // feature names, concatenated
   std::uint64_t artifacts_at = 0;    // offset of the artifact list in the schema region
   std::uint64_t artifacts_bytes = 0;
+  std::uint64_t labels_stream_at = 0;  // ABI 2.1: the labels stream's name, after the artifacts
 };
 
 SegmentPlan plan_segment(const StreamCore& c) noexcept {
@@ -158,7 +159,9 @@ SegmentPlan plan_segment(const StreamCore& c) noexcept {
   for (const auto& f : c.feature_names) p.strings_bytes += f.size();
   for (const auto& a : c.options.artifacts) p.artifacts_bytes += a.size() + 1;
   p.artifacts_at = sizeof(SchemaHeader) + c.feature_names.size() * sizeof(NameRef) + p.strings_bytes;
-  p.layout = compute_layout(p.artifacts_at + p.artifacts_bytes, c.options.lanes, p.index_entries,
+  p.labels_stream_at = p.artifacts_at + p.artifacts_bytes;
+  p.layout = compute_layout(p.labels_stream_at + c.options.labels_stream.size(), c.options.lanes,
+                            p.index_entries,
                             p.data_bytes);
   return p;
 }
@@ -302,6 +305,13 @@ void write_schema(StreamCore& c, const SegmentPlan& p) {
     c.header->artifacts_offset = static_cast<std::uint32_t>(p.artifacts_at);
     c.header->artifacts_bytes = static_cast<std::uint32_t>(p.artifacts_bytes);
   }
+  const std::string& labels = c.options.labels_stream;
+  if (!labels.empty()) {
+    std::memcpy(region + p.labels_stream_at, labels.data(), labels.size());
+    c.header->labels_stream_offset = static_cast<std::uint32_t>(p.labels_stream_at);
+    c.header->labels_stream_bytes = static_cast<std::uint32_t>(labels.size());
+  }
+  c.header->task = static_cast<std::uint32_t>(c.options.task);
 }
 
 void init_writers(StreamCore& c, const SegmentPlan& p) {

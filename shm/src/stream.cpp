@@ -104,6 +104,16 @@ void check_options(std::string_view name, StreamOptions& options) {
                                   "': absolute, printable ASCII, no . or .. components, < 1024 bytes");
     }
   }
+  if (static_cast<std::uint32_t>(options.task) > kTaskMax) {
+    throw std::invalid_argument("mltap: invalid task");
+  }
+  if ((options.task != Task::none || !options.labels_stream.empty()) &&
+      options.kind != StreamKind::predictions) {
+    throw std::invalid_argument("mltap: task and labels_stream apply to kind predictions only");
+  }
+  if (!options.labels_stream.empty() && !naming::valid_stream_name(options.labels_stream)) {
+    throw std::invalid_argument("mltap: invalid labels_stream '" + options.labels_stream + "'");
+  }
   if (options.row_shape.size() > kMaxRowDims) {
     throw std::invalid_argument("mltap: row_shape has more than 6 dimensions");
   }

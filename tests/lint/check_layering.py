@@ -35,6 +35,7 @@ COMPONENTS = [
     ("agent/detectors/", "detectors"),
     ("agent/correlator/", "correlator"),
     ("agent/reactions/", "reactions"),
+    ("agent/performance/", "performance"),
     ("bpf/", "bpf"),
     ("exporters/metrics/", "metrics"),
     ("exporters/alertmanager/", "alertmanager"),
@@ -51,11 +52,11 @@ COMPONENTS = [
 LAYER = {
     "shm": "L0 shm", "core": "L1 core",
     "ingest": "L2 domain", "detectors": "L2 domain", "correlator": "L2 domain", "reactions": "L2 domain",
-    "bpf": "L2 domain", "metrics": "L3 adapter", "alertmanager": "L3 adapter", "webhook": "L3 adapter",
+    "performance": "L2 domain", "bpf": "L2 domain", "metrics": "L3 adapter", "alertmanager": "L3 adapter", "webhook": "L3 adapter",
     "api": "L4 api", "mltapd": "L5 root", "cli": "L5 root", "python": "L5 root",
     "tests": "tests", "bench": "benchmarks", "examples": "examples",
 }
-_DOMAIN = {"ingest", "detectors", "correlator", "reactions", "bpf"}
+_DOMAIN = {"ingest", "detectors", "correlator", "reactions", "performance", "bpf"}
 _ADAPTERS = {"metrics", "alertmanager", "webhook"}
 _LIBRARIES = {"shm", "core"} | _DOMAIN | _ADAPTERS | {"api"}
 ALLOWED = {
@@ -87,7 +88,7 @@ EXTERNAL = [
 ]
 # Components whose quoted includes must be relative to the project root (or "mltap/..." for the
 # SDK's public headers). shm builds standalone; the BPF kernel side is compiled with -I bpf/.
-ROOT_RELATIVE = {"core", "ingest", "detectors", "correlator", "reactions", "metrics", "alertmanager",
+ROOT_RELATIVE = {"core", "ingest", "detectors", "correlator", "reactions", "performance", "metrics", "alertmanager",
                  "webhook", "api", "mltapd", "cli", "python"}
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]')

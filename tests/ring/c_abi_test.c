@@ -1,5 +1,6 @@
 /* The C ABI compiled as C: open, write every way, read stats, close. Exit code = failures. */
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,35 @@ int main(int argc, char** argv) {
   wrong.struct_size = 3;
   CHECK(mltap_stream_open("c/x", &wrong, &bad, err, sizeof err) == MLTAP_ERR_INVALID);
   CHECK(mltap_stream_open(NULL, &o, &bad, err, sizeof err) == MLTAP_ERR_INVALID);
+
+  /* Since 0.2 (ABI 2.1): a predictions stream names its labels stream and task; refused on
+   * another kind. A caller built before the fields (smaller struct_size) still opens. */
+  mltap_stream_options p;
+  mltap_stream_options_init(&p);
+  p.shm_dir = dir;
+  p.ns = "cabi";
+  p.ring_bytes = 1 << 16;
+  p.kind = MLTAP_KIND_PREDICTIONS;
+  p.task = MLTAP_TASK_BINARY;
+  p.labels_stream = "c/labels";
+  mltap_stream* ps = NULL;
+  CHECK(mltap_stream_open("c/predictions", &p, &ps, err, sizeof err) == 0);
+  mltap_stream_close(ps);
+  p.kind = MLTAP_KIND_FEATURES;
+  CHECK(mltap_stream_open("c/predictions2", &p, &bad, err, sizeof err) == MLTAP_ERR_INVALID);
+  p.kind = MLTAP_KIND_PREDICTIONS;
+  p.task = (mltap_task)7;
+  CHECK(mltap_stream_open("c/predictions3", &p, &bad, err, sizeof err) == MLTAP_ERR_INVALID);
+  mltap_stream_options old;
+  mltap_stream_options_init(&old);
+  old.struct_size = (uint32_t)offsetof(mltap_stream_options, task);
+  old.shm_dir = dir;
+  old.ns = "cabi";
+  old.ring_bytes = 1 << 16;
+  old.task = MLTAP_TASK_REGRESSION; /* beyond the old size: ignored */
+  mltap_stream* os = NULL;
+  CHECK(mltap_stream_open("c/old", &old, &os, err, sizeof err) == 0);
+  mltap_stream_close(os);
 
   mltap_stream_close(s);
   mltap_stream_close(NULL);

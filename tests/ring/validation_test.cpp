@@ -148,6 +148,17 @@ TEST_F(Validation, EveryHeaderFieldIsChecked) {
          s.header().artifacts_offset = 2048;
          s.header().artifacts_bytes = 9;
        }, RejectReason::bad_schema},
+      {"task", [](RawSegment& s) { s.header().task = format::kTaskMax + 1; }, RejectReason::bad_identity},
+      {"labels stream out of bounds", [](RawSegment& s) {
+         s.header().labels_stream_offset = 16;
+         s.header().labels_stream_bytes = 1u << 20;
+       }, RejectReason::bad_schema},
+      {"labels stream name", [](RawSegment& s) {
+         char* at = reinterpret_cast<char*>(s.base() + s.header().schema_offset + 2048);
+         std::memcpy(at, "a b", 3);
+         s.header().labels_stream_offset = 2048;
+         s.header().labels_stream_bytes = 3;
+       }, RejectReason::bad_schema},
       {"artifact not terminated", [](RawSegment& s) {
          char* at = reinterpret_cast<char*>(s.base() + s.header().schema_offset + 2048);
          std::memcpy(at, "/abc", 4);
@@ -164,6 +175,29 @@ TEST_F(Validation, EveryHeaderFieldIsChecked) {
     }
     EXPECT_EQ(open_fails(p), c.expected) << c.what;
   }
+}
+
+// ABI 2.1: a predictions stream's task and labels stream reach the reader as declared.
+TEST(Performance, TaskAndLabelsStreamRoundTrip) {
+  TempShmDir dir;
+  auto o = small_options(dir.path(), 1);
+  o.kind = format::StreamKind::predictions;
+  o.task = format::Task::multiclass;
+  o.labels_stream = "shop/labels";
+  o.artifacts = {"/srv/model.pt"};
+  Stream s("shop/predictions", o);
+  const float v[1] = {1};
+  s.write(std::span<const float>(v));
+  RejectReason reason{};
+  std::string detail;
+  auto r = ingest::SegmentReader::open(s.segment_path(), ingest::ReaderLimits{}, reason, detail);
+  ASSERT_TRUE(r) << detail;
+  EXPECT_EQ(r->identity().task, format::Task::multiclass);
+  EXPECT_EQ(r->identity().labels_stream, "shop/labels");
+  EXPECT_EQ(r->identity().artifacts, std::vector<std::string>{"/srv/model.pt"});
+  auto bad = small_options(dir.path(), 1);
+  bad.labels_stream = "shop/labels";  // kind features
+  EXPECT_THROW(Stream("shop/features", bad), std::invalid_argument);
 }
 
 TEST_F(Validation, FileSizeMismatchIsRefused) {

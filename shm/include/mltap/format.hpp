@@ -19,7 +19,7 @@ inline constexpr std::uint64_t kSegmentMagic = 0x474E5250'41544C4DULL;  // "MLTA
 // separate cache lines (the reader polls the reservation per record; the writer stores the
 // commit per record), and reservations are announced ahead (FORMAT.md, "Write protocol").
 inline constexpr std::uint32_t kAbiMajor = 2;
-inline constexpr std::uint32_t kAbiMinor = 0;  // additive changes only
+inline constexpr std::uint32_t kAbiMinor = 1;  // additive changes only; 2.1: task, labels stream
 inline constexpr std::uint32_t kEndianMarker = 0x01020304;
 inline constexpr std::uint32_t kPageSize = 4096;
 inline constexpr std::uint32_t kRecordAlign = 64;
@@ -107,6 +107,25 @@ constexpr std::string_view stream_kind_name(StreamKind k) noexcept {
   return "raw";
 }
 
+// What a predictions stream predicts (ABI 2.1): how the agent scores it against its labels.
+enum class Task : std::uint32_t {
+  none = 0,        // not declared (the agent's configuration may say)
+  binary = 1,      // one score per row (P(positive)), or two (the second is P(positive))
+  multiclass = 2,  // one value per class (the predicted class is the largest), or the class index
+  regression = 3,  // one value per row
+};
+inline constexpr std::uint32_t kTaskMax = 3;
+
+constexpr std::string_view task_name(Task t) noexcept {
+  switch (t) {
+    case Task::binary: return "binary";
+    case Task::multiclass: return "multiclass";
+    case Task::regression: return "regression";
+    case Task::none: return "none";
+  }
+  return "none";
+}
+
 enum class SegmentState : std::uint32_t {
   creating = 0,  // header not complete; readers wait
   ready = 1,
@@ -168,7 +187,14 @@ struct SegmentHeader {
   // The agent watches them for changes and relates the changes to the stream's findings.
   std::uint32_t artifacts_offset;
   std::uint32_t artifacts_bytes;
-  std::uint64_t reserved[31];          // zero; room for later minor versions
+  // ABI 2.1: a predictions stream's task (Task) and the name of the stream that carries its
+  // labels (kind labels, joined by trace id): labels_stream_bytes characters, no NUL, at
+  // labels_stream_offset of the schema region (0 bytes = none). Zero in 2.0 segments.
+  std::uint32_t task;
+  std::uint32_t labels_stream_offset;
+  std::uint32_t labels_stream_bytes;
+  std::uint32_t reserved1;
+  std::uint64_t reserved[29];          // zero; room for later minor versions
 };
 static_assert(std::is_standard_layout_v<SegmentHeader>);
 static_assert(sizeof(SegmentHeader) <= kPageSize);

@@ -53,6 +53,14 @@ enum {
                                 errbuf names it. No stream falls back to another namespace. */
 };
 
+/* What a predictions stream predicts (since 0.2, ABI 2.1). */
+typedef enum mltap_task {
+  MLTAP_TASK_NONE = 0,
+  MLTAP_TASK_BINARY = 1,     /* one score per row, P(positive); or two, the second P(positive) */
+  MLTAP_TASK_MULTICLASS = 2, /* one value per class (argmax), or the class index */
+  MLTAP_TASK_REGRESSION = 3
+} mltap_task;
+
 typedef struct mltap_stream_options {
   uint32_t struct_size;            /* sizeof(mltap_stream_options); set by _init */
   const char* component;           /* NULL: program name */
@@ -72,6 +80,10 @@ typedef struct mltap_stream_options {
   /* Since 0.1 (ABI 1.1): files the stream's output depends on (absolute paths, at most 16). */
   const char* const* artifacts;
   uint32_t artifact_count;
+  /* Since 0.2 (ABI 2.1), kind MLTAP_KIND_PREDICTIONS only: the task, and the stream (kind
+   * labels) whose rows, joined by trace id, are these predictions' labels (NULL: none). */
+  mltap_task task;
+  const char* labels_stream;
 } mltap_stream_options;
 
 typedef struct mltap_stats {

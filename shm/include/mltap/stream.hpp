@@ -62,6 +62,11 @@ struct StreamOptions {
   // Files this stream's output depends on (the model it serves, a vocabulary...): absolute
   // paths, at most 16. mltapd watches them and relates their changes to the stream's findings.
   std::vector<std::string> artifacts;
+  // Model performance (kind predictions only; ABI 2.1): what the predictions are, and the stream
+  // (kind labels) whose rows, joined by trace id, say what they should have been. mltapd then
+  // reports realized accuracy, AUC, MAE... per prediction-time window (agent/performance).
+  format::Task task = format::Task::none;
+  std::string labels_stream;
 };
 
 enum class WriteResult : std::uint8_t {

@@ -170,7 +170,8 @@ std::unique_ptr<PyStream> make_stream(py::object name, py::object component, py:
                                       py::object kind, py::object dtype, py::object row_shape,
                                       py::object sampling_budget, py::object ring_bytes,
                                       py::object lanes, py::object ns, py::object shm_dir,
-                                      py::object clock, py::object shm_group, py::object artifacts) {
+                                      py::object clock, py::object shm_group, py::object artifacts,
+                                      py::object labels_stream, py::object task) {
   StreamOptions o;
   const std::string stream_name = str_arg(name, "name");
   if (!component.is_none()) o.component = str_arg(component, "component");
@@ -193,6 +194,14 @@ std::unique_ptr<PyStream> make_stream(py::object name, py::object component, py:
       // os.PathLike is accepted too.
       o.artifacts.push_back(str_arg(py::module_::import("os").attr("fspath")(a), "artifacts[i]"));
     }
+  }
+  if (!labels_stream.is_none()) o.labels_stream = str_arg(labels_stream, "labels_stream");
+  if (!task.is_none()) {
+    const std::string t = str_arg(task, "task");
+    if (t == "binary") o.task = format::Task::binary;
+    else if (t == "multiclass") o.task = format::Task::multiclass;
+    else if (t == "regression") o.task = format::Task::regression;
+    else throw py::value_error("mltap.Stream: task must be one of binary, multiclass, regression, got '" + t + "'");
   }
   const std::string c = str_arg(clock, "clock");
   if (c == "coarse") {
@@ -304,7 +313,7 @@ PYBIND11_MODULE(_mltap, m) {
 
 Stream(name, *, component=None, features=None, kind="features", dtype=None, row_shape=None,
        sampling_budget=20000, ring_bytes=4 MiB, lanes=16, namespace=None, shm_dir=None,
-       clock="coarse", shm_group=None, artifacts=None)
+       clock="coarse", shm_group=None, artifacts=None, labels_stream=None, task=None)
 
 name: "shop/features"-style stream name; component: this program's role (default: its name);
 features: feature names (declares a row of len(features) values); kind: features, predictions,
@@ -313,7 +322,9 @@ sampling_budget: rows per second kept in full, sampled above (0 = keep all); rin
 size per writing thread (power of two, 64 KiB..1 GiB); lanes: max threads writing at once;
 namespace: defaults to $MLTAP_NAMESPACE or "default"; shm_dir: $MLTAP_SHM_DIR or /dev/shm;
 artifacts: absolute paths of files the output depends on (the served model...): mltapd watches
-them and relates their changes to this stream's findings.)doc");
+them and relates their changes to this stream's findings; labels_stream, task (kind="predictions"
+only): the stream (kind="labels") whose rows, joined by trace id, label these predictions, and
+"binary", "multiclass" or "regression": mltapd reports the realized performance per window.)doc");
   cls.def(py::init(&make_stream), py::arg("name"), py::kw_only(),
           py::arg("component") = py::none(), py::arg("features") = py::none(),
           py::arg("kind") = "features", py::arg("dtype") = py::none(),
@@ -321,7 +332,8 @@ them and relates their changes to this stream's findings.)doc");
           py::arg("ring_bytes") = 4 << 20, py::arg("lanes") = 16,
           py::arg("namespace") = py::none(), py::arg("shm_dir") = py::none(),
           py::arg("clock") = "coarse", py::arg("shm_group") = py::none(),
-          py::arg("artifacts") = py::none());
+          py::arg("artifacts") = py::none(), py::arg("labels_stream") = py::none(),
+          py::arg("task") = py::none());
   cls.def("flag", &PyStream::flag, py::arg("name"),
           "flag(name) -> bool: whether the agent set the named flag (non-zero) on this stream");
   cls.def("flag_value", &PyStream::flag_value, py::arg("name"),

@@ -1,0 +1,120 @@
+#include "agent/api/performance_json.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include "core/config_reader.hpp"
+#include "core/time.hpp"
+
+namespace mltap::api {
+
+using nlohmann::json;
+
+namespace {
+
+json opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
+
+json counters_json(const core::PerformanceStreamState& s) {
+  const auto& c = s.counters;
+  json evicted = json::object();
+  for (std::size_t i = 0; i < core::kEvictionCauses; ++i) {
+    evicted[std::string(core::eviction_cause_name(static_cast<core::EvictionCause>(i)))] = c.evicted[i];
+  }
+  return json{{"predictions", c.predictions},
+              {"predictions_duplicate", c.predictions_duplicate},
+              {"predictions_no_trace_id", c.predictions_no_trace_id},
+              {"predictions_bad", c.predictions_bad},
+              {"labels", c.labels},
+              {"labels_no_trace_id", c.labels_no_trace_id},
+              {"labels_bad", c.labels_bad},
+              {"joined", c.joined},
+              {"unmatched", c.unmatched},
+              {"duplicate", c.duplicate},
+              {"late", c.late},
+              {"expired_unlabelled", c.expired_unlabelled},
+              {"evicted", evicted}};
+}
+
+json stream_summary(const core::PerformanceStreamState& s) {
+  return json{{"stream", s.stream},
+              {"labels_stream", s.labels_stream},
+              {"task", std::string(format::task_name(s.task))},
+              {"window_seconds", static_cast<double>(s.window_ns) / 1e9},
+              {"label_ttl_seconds", static_cast<double>(s.label_ttl_ns) / 1e9},
+              {"counters", counters_json(s)},
+              {"pending", {{"predictions", s.pending}, {"waiting_labels", s.waiting_labels},
+                           {"joined_markers", s.joined_markers}, {"capacity", s.capacity},
+                           {"table_bytes", s.table_bytes}, {"durable", s.durable}}}};
+}
+
+void reply_error(HttpResponse& res, int status, const std::string& what) {
+  res.status = status;
+  res.set_content(json{{"error", what}}.dump(), "application/json");
+}
+
+}  // namespace
+
+json to_json(const core::PerformanceStreamState& s, std::int64_t since) {
+  json j = stream_summary(s);
+  json bounds = json::array();
+  for (double b : core::kLabelLagBucketsSeconds) bounds.push_back(b);
+  j["label_lag_bucket_bounds_seconds"] = bounds;  // a last bucket holds the rest
+  json windows = json::array();
+  for (const auto& w : s.windows) {
+    if (w.start_unix_ns + s.window_ns <= since) continue;
+    const auto& m = w.metrics;
+    windows.push_back(json{{"start_unix_ns", w.start_unix_ns},
+                           {"start", core::format_utc(static_cast<std::uint64_t>(w.start_unix_ns))},
+                           {"predictions", w.predictions},
+                           {"labelled", w.labelled},
+                           {"evicted", w.evicted},
+                           {"coverage", w.coverage()},
+                           {"label_lag_buckets", w.lag_buckets},
+                           {"metrics",
+                            {{"accuracy", opt(m.accuracy)},
+                             {"precision", opt(m.precision)},
+                             {"recall", opt(m.recall)},
+                             {"f1", opt(m.f1)},
+                             {"roc_auc", opt(m.roc_auc)},
+                             {"log_loss", opt(m.log_loss)},
+                             {"calibration_error", opt(m.calibration_error)},
+                             {"mae", opt(m.mae)},
+                             {"rmse", opt(m.rmse)}}}});
+  }
+  j["windows"] = windows;
+  return j;
+}
+
+void register_performance_routes(HttpServer& server, PerformanceSource source) {
+  server.get("/api/v1/performance", [source](const HttpRequest& req, HttpResponse& res) {
+    const auto snap = source ? source() : nullptr;
+    if (!snap) return reply_error(res, 503, "the performance component is disabled (performance.enabled)");
+    if (!req.has_param("stream")) {
+      json streams = json::array();
+      for (const auto& s : snap->streams) streams.push_back(stream_summary(s));
+      res.set_content(json{{"streams", streams},
+                           {"labels_without_predictions_stream", snap->labels_without_predictions_stream}}
+                          .dump(),
+                      "application/json");
+      return;
+    }
+    const std::string stream = req.param("stream");
+    std::chrono::nanoseconds since = std::chrono::hours(24 * 7);
+    if (req.has_param("since")) {
+      auto d = core::parse_duration(req.param("since"));
+      if (!d || d->count() <= 0 || *d > std::chrono::hours(24 * 400)) {
+        return reply_error(res, 400, "parameter 'since' must be a duration such as 6h or 7d, at most 400d");
+      }
+      since = *d;
+    }
+    for (const auto& s : snap->streams) {
+      if (s.stream != stream) continue;
+      const auto now = static_cast<std::int64_t>(core::unix_now_ns());
+      res.set_content(to_json(s, now - since.count()).dump(), "application/json");
+      return;
+    }
+    reply_error(res, 404, "no performance for stream '" + stream +
+                              "': not a predictions stream with a task and a labels stream");
+  }, RouteOptions{Access::read_api, 0, {}, {}});
+}
+
+}  // namespace mltap::api

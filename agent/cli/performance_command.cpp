@@ -1,0 +1,111 @@
+#include "agent/cli/performance_command.hpp"
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+#include "agent/cli/agent_client.hpp"
+#include "core/config_reader.hpp"
+
+namespace mltap::cli {
+namespace {
+
+struct PerformanceArgs {
+  std::string stream;
+  std::string agent = default_agent_url();
+  bool json = false;
+  std::string since = "7d";
+};
+
+std::string cell(const nlohmann::json& v) {
+  if (!v.is_number()) return "-";
+  char b[32];
+  std::snprintf(b, sizeof b, "%.4f", v.get<double>());
+  return b;
+}
+
+}  // namespace
+
+void print_performance(const nlohmann::json& doc, std::ostream& out) {
+  const auto& c = doc.at("counters");
+  const auto& p = doc.at("pending");
+  char line[512];
+  std::snprintf(line, sizeof line, "%s  [%s, labels from %s]  window %.0fs  label TTL %.0fs\n",
+                doc.value("stream", "?").c_str(), doc.value("task", "?").c_str(),
+                doc.value("labels_stream", "?").c_str(), doc.value("window_seconds", 0.0),
+                doc.value("label_ttl_seconds", 0.0));
+  out << line;
+  std::snprintf(line, sizeof line,
+                "labels: joined %llu  unmatched %llu  duplicate %llu  late %llu  | pending %llu of %llu  "
+                "waiting labels %llu  expired unlabelled %llu  evicted %llu/%llu/%llu (joined/waiting/prediction)\n",
+                (unsigned long long)c.value("joined", 0ull), (unsigned long long)c.value("unmatched", 0ull),
+                (unsigned long long)c.value("duplicate", 0ull), (unsigned long long)c.value("late", 0ull),
+                (unsigned long long)p.value("predictions", 0ull), (unsigned long long)p.value("capacity", 0ull),
+                (unsigned long long)p.value("waiting_labels", 0ull),
+                (unsigned long long)c.value("expired_unlabelled", 0ull),
+                (unsigned long long)c["evicted"].value("joined_marker", 0ull),
+                (unsigned long long)c["evicted"].value("waiting_label", 0ull),
+                (unsigned long long)c["evicted"].value("prediction", 0ull));
+  out << line;
+  const std::string task = doc.value("task", "");
+  std::vector<std::string> names;
+  if (task == "binary") names = {"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss", "calibration_error"};
+  else if (task == "multiclass") names = {"accuracy"};
+  else names = {"mae", "rmse"};
+  std::snprintf(line, sizeof line, "%-25s %11s %10s %9s", "WINDOW (UTC)", "PREDICTIONS", "LABELLED", "COVERAGE");
+  out << line;
+  for (const auto& n : names) {
+    std::snprintf(line, sizeof line, " %17s", n.c_str());
+    out << line;
+  }
+  out << "\n";
+  for (const auto& w : doc.at("windows")) {
+    std::snprintf(line, sizeof line, "%-25s %11llu %10llu %9s", w.value("start", "?").c_str(),
+                  (unsigned long long)w.value("predictions", 0ull), (unsigned long long)w.value("labelled", 0ull),
+                  cell(w["coverage"]).c_str());
+    out << line;
+    for (const auto& n : names) {
+      std::snprintf(line, sizeof line, " %17s", cell(w["metrics"][n]).c_str());
+      out << line;
+    }
+    out << "\n";
+  }
+}
+
+void add_performance_command(CLI::App& app, int& exit_code) {
+  auto* cmd = app.add_subcommand(
+      "performance", "Realized model performance of a predictions stream per prediction-time window");
+  auto args = std::make_shared<PerformanceArgs>();
+  cmd->add_option("stream", args->stream, "The predictions stream")->required();
+  cmd->add_option("--agent", args->agent, "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
+  cmd->add_flag("--json", args->json, "Print the agent's JSON");
+  cmd->add_option("--since", args->since, "Windows of this long ago and later, e.g. 6h, 7d (default 7d)");
+  cmd->callback([args, &exit_code] {
+    const auto since = core::parse_duration(args->since);
+    if (!since || since->count() <= 0) {
+      std::fprintf(stderr, "mltap performance: --since must be a duration such as 6h or 7d (got '%s')\n",
+                   args->since.c_str());
+      exit_code = 2;
+      return;
+    }
+    std::string error;
+    auto doc = get_json(args->agent, "/api/v1/performance?stream=" + percent_encode(args->stream) +
+                                         "&since=" + percent_encode(args->since),
+                        error);
+    if (!doc) {
+      std::fprintf(stderr, "mltap performance: %s\n", error.c_str());
+      exit_code = 2;
+      return;
+    }
+    try {
+      if (args->json) std::cout << doc->dump(2) << "\n";
+      else print_performance(*doc, std::cout);
+      exit_code = 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "mltap performance: unexpected answer from mltapd: %s\n", e.what());
+      exit_code = 2;
+    }
+  });
+}
+
+}  // namespace mltap::cli

@@ -1,0 +1,45 @@
+#include "agent/performance/config.hpp"
+
+#include "mltap/naming.hpp"
+
+namespace mltap::performance {
+
+std::optional<format::Task> parse_task(std::string_view t) noexcept {
+  if (t == "binary") return format::Task::binary;
+  if (t == "multiclass") return format::Task::multiclass;
+  if (t == "regression") return format::Task::regression;
+  return std::nullopt;
+}
+
+PerformanceConfig parse_performance_config(core::ConfigSection s) {
+  PerformanceConfig c;
+  if (s.is_null()) return c;
+  using namespace std::chrono;
+  if (auto v = s.get_bool("enabled")) c.enabled = *v;
+  if (auto v = s.get_duration("label_ttl", seconds(1), hours(24 * 366))) c.label_ttl = *v;
+  if (auto v = s.get_duration("grace", milliseconds(0), hours(24 * 7))) c.grace = *v;
+  if (auto v = s.get_duration("window", seconds(1), hours(24 * 31))) c.window = *v;
+  if (auto v = s.get_duration("retention", seconds(0), hours(24 * 366))) c.retention = *v;
+  if (auto v = s.get_int("max_pending", 1024, 1'000'000'000)) c.max_pending = static_cast<std::uint64_t>(*v);
+  if (auto v = s.get_bytes("max_pending_bytes", 64ull << 10, 1ull << 40)) c.max_pending_bytes = *v;
+  if (auto v = s.get_double("threshold", 0.0, 1.0)) c.threshold = *v;
+  if (auto v = s.get_int("calibration_bins", 2, 1000)) c.calibration_bins = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_int("max_streams", 1, 4096)) c.max_streams = static_cast<std::uint32_t>(*v);
+  for (auto& [name, sub] : s.child_map("streams")) {
+    if (!naming::valid_stream_name(name)) s.fail("streams", "'" + name + "' is not a valid stream name");
+    StreamSettings st;
+    if (auto v = sub.get_string("labels_stream")) {
+      if (!naming::valid_stream_name(*v)) sub.fail("labels_stream", "'" + *v + "' is not a valid stream name");
+      st.labels_stream = *v;
+    }
+    if (auto v = sub.get_enum("task", {"binary", "multiclass", "regression"})) st.task = *parse_task(*v);
+    sub.finish();
+    if (st.labels_stream.empty()) sub.fail("", "labels_stream is required");
+    if (st.task == format::Task::none) sub.fail("", "task is required (binary, multiclass or regression)");
+    c.streams[name] = st;
+  }
+  s.finish();
+  return c;
+}
+
+}  // namespace mltap::performance

@@ -1,0 +1,108 @@
+// What the performance component (agent/performance) publishes: per predictions stream, the
+// label join's counters and the realized metrics of each prediction-time window. Built on the
+// ingest thread, read by any thread (the metrics exporter, the HTTP API). Plain data, so adapters
+// can be tested with fixture snapshots.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "mltap/format.hpp"
+
+namespace mltap::core {
+
+// Upper bounds (seconds) of the label-lag histogram buckets; a last bucket holds the rest.
+inline constexpr std::array<double, 9> kLabelLagBucketsSeconds = {1,    10,    60,     600,    3600,
+                                                                  21600, 86400, 604800, 2592000};
+inline constexpr std::size_t kLabelLagBuckets = kLabelLagBucketsSeconds.size() + 1;
+
+// Why an entry left the pending table before its time (docs/performance.md, "Eviction order").
+enum class EvictionCause : std::uint8_t {
+  joined_marker = 0,  // a joined prediction kept for duplicate detection
+  waiting_label = 1,  // a label waiting for its prediction
+  prediction = 2,     // a prediction still waiting for its label
+};
+inline constexpr std::size_t kEvictionCauses = 3;
+
+constexpr std::string_view eviction_cause_name(EvictionCause c) noexcept {
+  switch (c) {
+    case EvictionCause::joined_marker: return "joined_marker";
+    case EvictionCause::waiting_label: return "waiting_label";
+    case EvictionCause::prediction: return "prediction";
+  }
+  return "prediction";
+}
+
+// The realized metrics of one window; a metric that is undefined on the window's labels (no
+// positive label for recall, one class only for AUC, no label at all) is nullopt.
+struct RealizedMetrics {
+  std::optional<double> accuracy;
+  std::optional<double> precision;
+  std::optional<double> recall;
+  std::optional<double> f1;
+  std::optional<double> roc_auc;
+  std::optional<double> log_loss;
+  std::optional<double> calibration_error;  // binned (expected calibration error)
+  std::optional<double> mae;
+  std::optional<double> rmse;
+};
+
+struct PerformanceWindow {
+  std::int64_t start_unix_ns = 0;  // prediction-time window [start, start + window)
+  std::uint64_t predictions = 0;   // with a trace id, first arrival of each id
+  std::uint64_t labelled = 0;      // joined to a label within the TTL
+  std::uint64_t evicted = 0;       // predictions evicted before a label could join
+  std::array<std::uint64_t, kLabelLagBuckets> lag_buckets{};  // joined labels by lag
+  RealizedMetrics metrics;
+  double coverage() const noexcept {
+    return predictions == 0 ? 0.0 : static_cast<double>(labelled) / static_cast<double>(predictions);
+  }
+};
+
+// Monotonic since the table was created (kept with it in the state directory).
+struct JoinCounters {
+  std::uint64_t predictions = 0;          // inserted (first arrival of each trace id)
+  std::uint64_t predictions_duplicate = 0;  // a trace id already pending or joined
+  std::uint64_t predictions_no_trace_id = 0;
+  std::uint64_t predictions_bad = 0;      // shape the task cannot score, NaN
+  std::uint64_t labels = 0;               // label rows seen (with a trace id)
+  std::uint64_t labels_no_trace_id = 0;
+  std::uint64_t labels_bad = 0;           // NaN or Inf label
+  std::uint64_t joined = 0;
+  std::uint64_t unmatched = 0;            // no prediction within the grace period
+  std::uint64_t duplicate = 0;            // a label for an id already labelled (or waiting)
+  std::uint64_t late = 0;                 // label time - prediction time > TTL
+  std::uint64_t expired_unlabelled = 0;   // predictions whose TTL (+ grace) ended without label
+  std::array<std::uint64_t, kEvictionCauses> evicted{};  // by EvictionCause
+};
+
+struct PerformanceStreamState {
+  std::string stream;         // the predictions stream
+  std::string labels_stream;
+  format::Task task = format::Task::none;
+  std::int64_t window_ns = 0;
+  std::int64_t label_ttl_ns = 0;
+  JoinCounters counters;
+  std::uint64_t pending = 0;          // predictions waiting for a label
+  std::uint64_t waiting_labels = 0;   // labels waiting for their prediction
+  std::uint64_t joined_markers = 0;
+  std::uint64_t capacity = 0;         // entries the table holds at most
+  std::uint64_t table_bytes = 0;      // the table's size (file or memory)
+  bool durable = false;               // kept in the state directory
+  std::array<std::uint64_t, kLabelLagBuckets> lag_buckets{};  // every joined label
+  double lag_seconds_sum = 0;
+  std::vector<PerformanceWindow> windows;  // oldest first
+};
+
+struct PerformanceSnapshot {
+  std::uint64_t taken_unix_ns = 0;
+  std::vector<PerformanceStreamState> streams;
+  std::uint64_t labels_without_predictions_stream = 0;  // label rows no predictions stream names
+};
+
+}  // namespace mltap::core
