@@ -50,6 +50,10 @@ namespace {
 // retired segment of the same uid retries them at once.
 constexpr std::uint64_t kWaitRetryMaxNs = 60'000'000'000ull;
 constexpr std::uint64_t kIdleAfterNs = 1'000'000'000ull;  // no new record for this long: idle
+// An idle segment's producer counters and state are read this often, not at every scan and
+// snapshot: each read of another process's ring is a cache and TLB miss, and thousands of idle
+// rings made those misses most of the agent's cost.
+constexpr std::uint64_t kIdleRefreshNs = 2'000'000'000ull;
 }  // namespace
 
 void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
@@ -130,6 +134,8 @@ struct Ingest::Segment {
   ProcessCredentials credentials;
   bool backlog = false;             // its producer ended before this agent started (DecodedBatch)
   bool idle = false;                // in idle_ (no new record for a while), else in hot_
+  std::uint64_t last_refresh = 0;   // agent time its counters were last read
+  std::uint64_t last_state = 0;     // agent time its state was last read
   PositionKey position_key;         // the saved read position's key
 };
 
@@ -332,8 +338,15 @@ void Ingest::loop() {
       for (BatchSink* s : sinks_) s->on_tick(now);
       last_tick_ = now;
     }
+    // Nothing hot and nothing found or retired since the last snapshot: a snapshot a second is
+    // enough (building one per producer every 250 ms was a good part of the cost of thousands of
+    // idle rings); a fresh one is still taken on request (fresh_snapshot).
+    const bool quiet = hot_.empty() && !publish_soon_;
+    const auto interval = static_cast<std::uint64_t>(
+        quiet ? std::max<std::int64_t>(config_.snapshot_interval.count(), 1'000'000'000)
+              : config_.snapshot_interval.count());
     if (snapshot_wanted_.load(std::memory_order_relaxed) || now < last_publish_ ||
-        now - last_publish_ >= static_cast<std::uint64_t>(config_.snapshot_interval.count())) {
+        now - last_publish_ >= interval) {
       publish(now);
     }
     if (!more) std::this_thread::sleep_for(config_.poll_interval);
@@ -536,6 +549,7 @@ void Ingest::reap_refused(std::uint64_t now) {
     }
   }
   if (removed > 0) {
+    publish_soon_ = true;
     // One line per scan, not per file: the number of refused files is the refusers' choice.
     spdlog::info("removed {} refused or waiting segment(s) whose producer is dead (e.g. {}; "
                  "mltap_segments_removed_total)", removed, example);
@@ -744,6 +758,7 @@ void Ingest::scan(std::uint64_t now) {
   std::sort(names.begin(), names.end());
   names.erase(std::unique(names.begin(), names.end()), names.end());
   for (const auto& n : names) consider(n, now);
+  if (!names.empty()) publish_soon_ = true;
   reap_refused(now);
   for (auto& seg : segments_) refresh_segment(*seg, *seg->stream, now);
   retire_segments(now);
@@ -974,6 +989,8 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
 // record counts are read together.
 void Ingest::refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now) {
   SegmentReader& r = *seg.reader;
+  if (seg.idle && now >= seg.last_refresh && now - seg.last_refresh < kIdleRefreshNs) return;
+  seg.last_refresh = now;
   if (auto pc = r.producer_counters()) {
     auto add = [](std::uint64_t& total, std::uint64_t now_v, std::uint64_t old_v) {
       if (now_v > old_v) total += now_v - old_v;  // a counter going backwards is ignored
@@ -1007,18 +1024,24 @@ void Ingest::refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now)
 // Liveness (pid + start time, or the closed state) and the heartbeat; once per scan.
 void Ingest::refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now) {
   SegmentReader& r = *seg.reader;
+  const bool due = !seg.idle || now < seg.last_state || now - seg.last_state >= kIdleRefreshNs;
+  if (due) seg.last_state = now;
   refresh_counters(seg, st, now);
   if (seg.state == ProducerState::alive || seg.state == ProducerState::unknown) {
     const auto& id = r.identity();
-    auto state = r.state();
+    // An idle ring's closed state is read every kIdleRefreshNs; its producer's liveness (no read
+    // of the ring) at every scan.
+    auto state = due ? r.state() : std::optional<format::SegmentState>(format::SegmentState::ready);
     if (state && *state == format::SegmentState::closed) {
       seg.state = ProducerState::closed;
+      publish_soon_ = true;
       seg.gone_since = now;
       spdlog::info("producer pid {} of stream '{}' closed its stream", id.producer.pid, id.stream);
       if (observer_) observer_->on_producer_gone(id, seg.state);
     } else if (!r.healthy()) {
       seg.state = ProducerState::dead;
       seg.gone_since = now;
+      publish_soon_ = true;
     } else if (id.pid_ns_inode != 0 && id.pid_ns_inode == pid_ns_inode_) {
       // One /proc read per producer and scan, however many segments it has.
       auto [tit, fresh] = ticks_cache_.try_emplace(id.producer.pid);
@@ -1027,6 +1050,7 @@ void Ingest::refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now) 
       if (!ticks || *ticks != id.producer.start_ticks) {
         seg.state = ProducerState::dead;
         seg.gone_since = now;
+        publish_soon_ = true;
         st.pending_deaths++;
         spdlog::info("producer pid {} of stream '{}' is gone", id.producer.pid, id.stream);
         if (observer_) observer_->on_producer_gone(id, seg.state);
@@ -1076,6 +1100,7 @@ void Ingest::retire_segments(std::uint64_t now) {
     it = segments_.erase(it);
   }
   if (!retired.empty()) {
+    publish_soon_ = true;
     auto gone = [&](Segment* p) { return retired.count(p) > 0; };
     hot_.erase(std::remove_if(hot_.begin(), hot_.end(), gone), hot_.end());
     idle_.erase(std::remove_if(idle_.begin(), idle_.end(), gone), idle_.end());
@@ -1085,7 +1110,7 @@ void Ingest::retire_segments(std::uint64_t now) {
 }
 
 // Segments with recent records are polled every loop; idle ones (no record for kIdleAfterNs) in
-// slices, so that each is looked at about every idle_poll_interval: 5,000 idle rings cost 50,000
+// slices, so that each is looked at about every idle_poll_interval: 5,000 idle rings cost 20,000
 // word reads a second, not a million. One that has new records is hot again at once.
 void Ingest::poll_all(std::uint64_t now, bool& more, bool everything) {
   polls_++;
@@ -1243,6 +1268,7 @@ void Ingest::publish(std::uint64_t now) {
     snapshot_ = std::move(snap);
   }
   last_publish_ = now;
+  publish_soon_ = false;
   snapshot_wanted_.store(false, std::memory_order_release);
 }
 

@@ -45,8 +45,9 @@ struct IngestConfig {
   std::chrono::nanoseconds scan_interval = std::chrono::milliseconds(250);
   std::chrono::nanoseconds rescan_interval = std::chrono::seconds(30);
   // A segment with no new record for a second is polled every idle_poll_interval instead of
-  // every poll_interval (its ring must hold that long of writes when it wakes up).
-  std::chrono::nanoseconds idle_poll_interval = std::chrono::milliseconds(100);
+  // every poll_interval (its ring must hold that long of writes when it wakes up); its producer
+  // counters and closed state are then read every 2 s.
+  std::chrono::nanoseconds idle_poll_interval = std::chrono::milliseconds(250);
   std::chrono::nanoseconds stats_window = std::chrono::seconds(10);
   std::chrono::nanoseconds dead_producer_grace = std::chrono::seconds(30);
   std::chrono::nanoseconds closed_segment_grace = std::chrono::seconds(2);
@@ -261,6 +262,7 @@ class Ingest : public core::ControlPlane, public core::Checkpointable {
   };
   std::map<std::string, SavedStream> saved_totals_;  // until the stream is seen again
   bool state_dirty_ = true;
+  bool publish_soon_ = true;  // something changed that the next snapshot must show
   std::map<std::string, std::uint64_t> rejected_total_;
   std::map<std::string, std::uint64_t> removed_total_;
   std::uint64_t streams_cut_ = 0;
