@@ -1061,7 +1061,9 @@ void Ingest::refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now) 
       seg.state = ProducerState::unknown;  // another pid namespace: we cannot judge liveness
     }
   }
-  if (now - last_heartbeat_ >= 1'000'000'000ull && r.healthy()) r.heartbeat(now);
+  // Every second; an idle ring's with its state, every kIdleRefreshNs (nothing reads it in a hurry).
+  const bool beat = seg.idle ? due : now - last_heartbeat_ >= 1'000'000'000ull;
+  if (beat && r.healthy()) r.heartbeat(now);
 }
 
 void Ingest::retire_segments(std::uint64_t now) {
