@@ -1112,7 +1112,7 @@ void Ingest::retire_segments(std::uint64_t now) {
 }
 
 // Segments with recent records are polled every loop; idle ones (no record for kIdleAfterNs) in
-// slices, so that each is looked at about every idle_poll_interval: 5,000 idle rings cost 20,000
+// slices, so that each is looked at about every idle_poll_interval: 5,000 idle rings cost 10,000
 // word reads a second, not a million. One that has new records is hot again at once.
 void Ingest::poll_all(std::uint64_t now, bool& more, bool everything) {
   polls_++;

@@ -47,7 +47,7 @@ struct IngestConfig {
   // A segment with no new record for a second is polled every idle_poll_interval instead of
   // every poll_interval (its ring must hold that long of writes when it wakes up); its producer
   // counters and closed state are then read every 2 s.
-  std::chrono::nanoseconds idle_poll_interval = std::chrono::milliseconds(250);
+  std::chrono::nanoseconds idle_poll_interval = std::chrono::milliseconds(500);
   std::chrono::nanoseconds stats_window = std::chrono::seconds(10);
   std::chrono::nanoseconds dead_producer_grace = std::chrono::seconds(30);
   std::chrono::nanoseconds closed_segment_grace = std::chrono::seconds(2);
