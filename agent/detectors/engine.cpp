@@ -212,13 +212,6 @@ void DetectorEngine::on_batch(const core::DecodedBatch& b) {
     e.counters.records_cut += b.rows;
     return;
   }
-  if (s->replay_until_ns != 0) {
-    if (e.now_ns >= s->replay_deadline_ns) {
-      s->replay_until_ns = 0;
-    } else if (b.timestamp_ns != 0 && b.timestamp_ns <= s->replay_until_ns) {
-      return;  // analyzed before the restart (engine_checkpoint.cpp)
-    }
-  }
   s->last_record_ns = std::max(s->last_record_ns, b.timestamp_ns);
   const std::uint64_t arrival =
       e.ticked ? e.now_ns : (b.timestamp_ns ? b.timestamp_ns : core::unix_now_ns());

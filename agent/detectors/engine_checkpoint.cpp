@@ -31,9 +31,6 @@ constexpr std::uint32_t kStateVersion = 1;
 constexpr const char* kEngineDoc = "detectors.engine";
 constexpr const char* kReferencePrefix = "detectors.reference-";
 constexpr const char* kStreamPrefix = "detectors.stream-";
-// How long after a restore records older than the checkpoint are taken for replayed ones: the
-// rings' backlog is drained within this; afterwards a producer clock stepped back is believed.
-constexpr std::uint64_t kReplayWindowNs = 30'000'000'000ULL;
 
 // Stream names are free text (slashes, capitals): documents are named by a hash of the name, the
 // name itself is inside and checked on restore.
@@ -171,8 +168,8 @@ std::vector<core::StateDocument> DetectorEngine::checkpoint() {
   std::vector<core::StateDocument> docs;
   for (auto& sp : e.streams) {
     StreamState& s = *sp;
-    // While a finding is open, the newest record analyzed too (see replay_until_ns), so that
-    // a restart does not replay pre-incident records into it; otherwise only real changes.
+    // While a finding is open, the newest record analyzed too (last_record_unix_ns); otherwise
+    // only real changes.
     bool open = false;
     for (const auto& slot : s.findings) open = open || slot.open;
     if (s.ref_source == ReferenceSource::pinned && !s.pinned_json.empty() && !s.pinned_saved) {
@@ -283,10 +280,9 @@ std::vector<std::string> DetectorEngine::restore(
         next_id = std::max(next_id, slot.f.id + 1);
         s->findings[static_cast<std::size_t>(slot.f.kind)] = std::move(slot);
       }
-      // Records the restored state already holds: skipped when the ring gives them again.
+      // Records analyzed before the restart are not given again: ingest resumes each ring at its
+      // saved read position, checkpointed at the same instant as this document.
       s->last_record_ns = s->saved_record_ns = j.value("last_record_unix_ns", std::uint64_t{0});
-      s->replay_until_ns = s->last_record_ns;
-      s->replay_deadline_ns = core::unix_now_ns() + kReplayWindowNs;
       // What was restored is what is stored: nothing to write until it changes.
       s->state_saved = s->state_changes;
     } catch (const std::exception& ex) {

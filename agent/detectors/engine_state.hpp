@@ -140,12 +140,10 @@ struct StreamState {
   bool pinned_saved = false;  // pinned_json handed to a checkpoint (written once, not per change)
   // checkpoints: state_changes counts changes of what is kept (reference, open findings)
   std::uint64_t state_changes = 1, state_saved = 0;
-  // Newest producer timestamp analyzed, and as last checkpointed. A restarted agent reads the
-  // rings from their oldest record again: batches up to replay_until_ns (the checkpointed value)
-  // were analyzed before the restart and are skipped until replay_deadline_ns (agent clock), so
-  // that pre-incident records replayed from the ring do not close a restored finding.
+  // Newest producer timestamp analyzed, and as last checkpointed (in the stream document). A
+  // restarted agent does not replay what was analyzed: ingest resumes each ring at its saved read
+  // position (agent/ingest, "ingest.positions").
   std::uint64_t last_record_ns = 0, saved_record_ns = 0;
-  std::uint64_t replay_until_ns = 0, replay_deadline_ns = 0;
   // schema
   format::DType expected_dtype = format::DType::invalid;
   std::vector<std::uint32_t> expected_shape;

@@ -1,6 +1,8 @@
 #include "agent/ingest/ingest.hpp"
 
 #include <dirent.h>
+#include <malloc.h>
+#include <sys/inotify.h>
 #include <fnmatch.h>
 #include <limits.h>
 #include <signal.h>
@@ -14,6 +16,7 @@
 #include <limits>
 #include <cmath>
 
+#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
 
 #include "agent/ingest/decode.hpp"
@@ -42,6 +45,17 @@ using core::unix_now_ns;
 
 using namespace std::chrono_literals;
 
+namespace {
+// Segments waiting for a slot are retried at most this often by time; a slot freed by a
+// retired segment of the same uid retries them at once.
+constexpr std::uint64_t kWaitRetryMaxNs = 60'000'000'000ull;
+constexpr std::uint64_t kIdleAfterNs = 1'000'000'000ull;  // no new record for this long: idle
+// An idle segment's producer counters and state are read this often, not at every scan and
+// snapshot: each read of another process's ring is a cache and TLB miss, and thousands of idle
+// rings made those misses most of the agent's cost.
+constexpr std::uint64_t kIdleRefreshNs = 2'000'000'000ull;
+}  // namespace
+
 void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
   using std::chrono::nanoseconds;
   if (auto v = s.get_string("namespace")) {
@@ -58,6 +72,8 @@ void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
   }
   if (auto v = s.get_duration("poll_interval", 100us, 1s)) c.poll_interval = *v;
   if (auto v = s.get_duration("scan_interval", 10ms, 60s)) c.scan_interval = *v;
+  if (auto v = s.get_duration("rescan_interval", 1s, std::chrono::hours(1))) c.rescan_interval = *v;
+  if (auto v = s.get_duration("idle_poll_interval", 1ms, 1s)) c.idle_poll_interval = *v;
   if (auto v = s.get_duration("stats_window", 1s, std::chrono::hours(24))) c.stats_window = *v;
   if (auto v = s.get_duration("dead_producer_grace", 0s, std::chrono::hours(24))) c.dead_producer_grace = *v;
   if (auto v = s.get_duration("closed_segment_grace", 0s, std::chrono::hours(1))) c.closed_segment_grace = *v;
@@ -118,6 +134,10 @@ struct Ingest::Segment {
   UniqueFd pidfd;                   // taken when the producer was verified; signals go through it
   ProcessCredentials credentials;
   bool backlog = false;             // its producer ended before this agent started (DecodedBatch)
+  bool idle = false;                // in idle_ (no new record for a while), else in hot_
+  std::uint64_t last_refresh = 0;   // agent time its counters were last read
+  std::uint64_t last_state = 0;     // agent time its state was last read
+  PositionKey position_key;         // the saved read position's key
 };
 
 // A stream as the agent sees it: the producers writing one stream name merged, with their totals.
@@ -211,6 +231,8 @@ Ingest::Ingest(IngestConfig config) : config_(std::move(config)) {
 
 Ingest::~Ingest() {
   stop();
+  if (inotify_fd_ >= 0) ::close(inotify_fd_);
+  if (dir_fd_ >= 0) ::close(dir_fd_);
   if (presence_fd_ >= 0) {
     // Only the file we created: someone may have replaced the name since (root).
     struct stat st {};
@@ -311,14 +333,21 @@ void Ingest::loop() {
       scan(now);
       last_scan_ = now;
     }
-    poll_all(now, more);
+    poll_all(now, more, false);
     if (now - last_tick_ >= 100'000'000ull || now < last_tick_) {
       for (auto& [name, st] : streams_) st->stats.tick(now);
       for (BatchSink* s : sinks_) s->on_tick(now);
       last_tick_ = now;
     }
+    // Nothing hot and nothing found or retired since the last snapshot: a snapshot a second is
+    // enough (building one per producer every 250 ms was a good part of the cost of thousands of
+    // idle rings); a fresh one is still taken on request (fresh_snapshot).
+    const bool quiet = hot_.empty() && !publish_soon_;
+    const auto interval = static_cast<std::uint64_t>(
+        quiet ? std::max<std::int64_t>(config_.snapshot_interval.count(), 1'000'000'000)
+              : config_.snapshot_interval.count());
     if (snapshot_wanted_.load(std::memory_order_relaxed) || now < last_publish_ ||
-        now - last_publish_ >= static_cast<std::uint64_t>(config_.snapshot_interval.count())) {
+        now - last_publish_ >= interval) {
       publish(now);
     }
     if (!more) std::this_thread::sleep_for(config_.poll_interval);
@@ -332,7 +361,7 @@ void Ingest::run_once() {
   scan(now);
   do {
     more = false;
-    poll_all(now, more);
+    poll_all(now, more, true);
   } while (more);
   for (auto& [name, st] : streams_) st->stats.tick(now);
   for (BatchSink* s : sinks_) s->on_tick(now);
@@ -368,9 +397,13 @@ Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint32_
   st->info.declared_dtype = id.declared_dtype;
   st->info.row_shape = id.declared_shape;
   st->info.feature_names = id.feature_names;
-  st->info.task = id.task;
-  st->info.labels_stream = id.labels_stream;
   st->rate_base_time = now;
+  if (auto saved = saved_totals_.find(id.stream); saved != saved_totals_.end()) {
+    // Counted by the previous agent (state directory): the counters continue from there.
+    static_cast<core::StreamTotals&>(*st) = saved->second.totals;
+    st->rate_base_records = st->records_total;
+    saved_totals_.erase(saved);
+  }
   MergedStream* raw = st.get();
   streams_.emplace(id.stream, std::move(st));
   spdlog::info("stream '{}' (component '{}', {}) discovered, owned by uid {}", id.stream,
@@ -387,13 +420,18 @@ bool Ingest::stream_accepts(const std::string& stream, std::uint32_t uid) const 
   }
   if (configured) return false;
   auto it = streams_.find(stream);
-  return it == streams_.end() || it->second->owner_uid == uid;
+  if (it == streams_.end()) {
+    // A stream the previous agent knew keeps its owner across the restart.
+    auto saved = saved_totals_.find(stream);
+    return saved == saved_totals_.end() || saved->second.owner_uid == uid;
+  }
+  return it->second->owner_uid == uid;
 }
 
 bool Ingest::refuse_unverified(const std::string& path, const FileKey& key, TrustFailure cause,
                                const std::string& detail, const SegmentIdentity& id,
                                std::uint64_t now) {
-  auto [it, first] = unverified_.try_emplace(path, Unverified{key, cause, 0, 0});
+  auto [it, first] = unverified_.try_emplace(path, Unverified{key, cause, 0, 0, Claim{}});
   Unverified& u = it->second;
   const bool changed = !first && !(u.key == key);
   if (first || changed) {
@@ -432,21 +470,97 @@ const char* Ingest::quota_exceeded(std::uint32_t uid, const std::string& stream)
 void Ingest::remove_waiting(const std::string& path, std::uint64_t dev, std::uint64_t ino, const char* reason) {
   quota_waiting_.erase(path);
   if (!config_.remove_dead_segments) return;
+  if (unlink_same_file(path, dev, ino, -1)) {
+    removed_total_[reason]++;
+    spdlog::info("removed waiting segment {} ({}, never attached)", path, reason);
+  }
+}
+
+bool Ingest::unlink_same_file(const std::string& path, std::uint64_t dev, std::uint64_t ino, std::int64_t uid) {
+  const std::size_t prefix = config_.shm_dir.size() + 1;
+  if (path.size() <= prefix || path.compare(0, prefix - 1, config_.shm_dir) != 0) return false;
+  const std::string name = path.substr(prefix);
+  if (name.find('/') != std::string::npos) return false;  // only files directly in shm_dir
+  if (dir_fd_ < 0) dir_fd_ = ::open(config_.shm_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd_ < 0) return false;
+  // The name must still be the regular file we judged (not a symlink, not another inode, the
+  // owner we judged) when it goes; unlinkat on the directory's descriptor, never a path walk.
   struct stat st {};
-  if (::lstat(path.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_ino) == ino &&
-      static_cast<std::uint64_t>(st.st_dev) == dev) {
-    if (::unlink(path.c_str()) == 0) {
-      removed_total_[reason]++;
-      spdlog::info("removed waiting segment {} ({}, never attached)", path, reason);
-    } else {
-      spdlog::warn("cannot remove segment {}: {}", path, std::strerror(errno));
+  if (::fstatat(dir_fd_, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode) ||
+      static_cast<std::uint64_t>(st.st_dev) != dev || static_cast<std::uint64_t>(st.st_ino) != ino ||
+      (uid >= 0 && static_cast<std::int64_t>(st.st_uid) != uid)) {
+    return false;
+  }
+  if (::unlinkat(dir_fd_, name.c_str(), 0) != 0) {
+    spdlog::warn("cannot remove segment {}: {}", path, std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+// A refused or waiting file is removed when all of these hold: the producer its header names is
+// in our pid namespace and no longer runs (pid and start time), it has been so for
+// dead_producer_grace, the file's owner is the uid the header names (the producer's own file,
+// not someone's forgery naming it), and at unlink time the name is still that regular file.
+// Files of another pid namespace, or whose owner and header disagree, stay: counted in
+// mltap_segments{state="rejected"} while they exist (docs/security.md).
+void Ingest::reap_refused(std::uint64_t now) {
+  if (!config_.remove_dead_segments) return;
+  std::size_t removed = 0;
+  std::string example;
+  auto judge = [&](const std::string& path, Claim& c) -> bool {
+    if (c.pid_ns == 0 || c.pid_ns != pid_ns_inode_ || c.header_uid != c.file_uid || c.producer.pid == 0) {
+      return false;
     }
+    if (now >= c.check_at) {
+      auto [it, fresh] = ticks_cache_.try_emplace(c.producer.pid);
+      if (fresh) it->second = naming::process_start_ticks(c.producer.pid, config_.proc_dir);
+      const bool alive = it->second && *it->second == c.producer.start_ticks;
+      if (alive) {
+        c.dead_since = 0;
+        c.check_backoff = std::min<std::uint64_t>(c.check_backoff == 0 ? 1'000'000'000ull : c.check_backoff * 2,
+                                                  30'000'000'000ull);
+        c.check_at = now + c.check_backoff;
+      } else if (c.dead_since == 0) {
+        c.dead_since = now;
+      }
+    }
+    (void)path;
+    return c.dead_since != 0 &&
+           now - c.dead_since >= static_cast<std::uint64_t>(config_.dead_producer_grace.count());
+  };
+  for (auto it = unverified_.begin(); it != unverified_.end();) {
+    if (judge(it->first, it->second.claim) &&
+        unlink_same_file(it->first, it->second.key.dev, it->second.key.ino, it->second.claim.file_uid)) {
+      removed_total_["refused_dead"]++;
+      if (removed++ == 0) example = it->first;
+      it = unverified_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (auto it = quota_waiting_.begin(); it != quota_waiting_.end();) {
+    if (judge(it->first, it->second.claim) &&
+        unlink_same_file(it->first, it->second.key.dev, it->second.key.ino, it->second.claim.file_uid)) {
+      removed_total_["producer_dead"]++;
+      if (removed++ == 0) example = it->first;
+      it = quota_waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (removed > 0) {
+    publish_soon_ = true;
+    // One line per scan, not per file: the number of refused files is the refusers' choice.
+    spdlog::info("removed {} refused or waiting segment(s) whose producer is dead (e.g. {}; "
+                 "mltap_segments_removed_total)", removed, example);
+    compact(removed);
   }
 }
 
 void Ingest::refuse_quota(const std::string& path, const FileKey& key, std::uint32_t uid, const char* which,
                           const std::string& stream, std::uint64_t now) {
-  auto [it, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0});
+  auto [it, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0, false, Claim{}});
   QuotaWait& w = it->second;
   if (first || w.key.dev != key.dev || w.key.ino != key.ino) {
     const std::string uid_text = std::to_string(uid);
@@ -468,7 +582,7 @@ void Ingest::refuse_quota(const std::string& path, const FileKey& key, std::uint
   else spdlog::debug("{}", text);
   w.key = key;
   // 1 s doubling to 10 s: a slot frees when one of the uid's producers is retired.
-  w.backoff = std::min<std::uint64_t>(w.backoff == 0 ? 1'000'000'000ull : w.backoff * 2, 10'000'000'000ull);
+  w.backoff = std::min<std::uint64_t>(w.backoff == 0 ? 1'000'000'000ull : w.backoff * 2, kWaitRetryMaxNs);
   w.retry_at = now + w.backoff;
 }
 
@@ -508,230 +622,391 @@ std::vector<std::string> Ingest::watchable_artifacts(const SegmentIdentity& id,
   return out;
 }
 
-void Ingest::scan(std::uint64_t now) {
-  touch_presence(now);
+bool Ingest::arm_watch() {
+  if (watch_ >= 0) return true;
+  if (dir_fd_ < 0) dir_fd_ = ::open(config_.shm_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (inotify_fd_ < 0) inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd_ < 0) return false;
+  // Creations and renames in (a new ring), removals and renames out (forget it), and writes
+  // through write(2) or a mode change (a refused file may have changed). Writes through a
+  // mapping raise no event: a ring being set up is retried as pending, and the full rescan
+  // catches the rest.
+  watch_ = ::inotify_add_watch(inotify_fd_, config_.shm_dir.c_str(),
+                               IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM | IN_CLOSE_WRITE |
+                                   IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK);
+  if (watch_ < 0) {
+    if (!watch_warned_) {
+      spdlog::warn("cannot watch {} with inotify ({}): listing it every {} ms instead", config_.shm_dir,
+                   std::strerror(errno), config_.scan_interval.count() / 1000000);
+    }
+    watch_warned_ = true;
+    return false;
+  }
+  need_full_scan_ = true;  // what was created before the watch existed
+  return true;
+}
+
+void Ingest::drain_events(std::vector<std::string>& names, bool& full) {
+  if (inotify_fd_ < 0 || watch_ < 0) return;
+  alignas(struct inotify_event) char buf[16384];
+  for (;;) {
+    const ssize_t n = ::read(inotify_fd_, buf, sizeof buf);
+    if (n <= 0) break;
+    for (ssize_t off = 0; off < n;) {
+      const auto* ev = reinterpret_cast<const struct inotify_event*>(buf + off);
+      off += static_cast<ssize_t>(sizeof(struct inotify_event) + ev->len);
+      if (ev->mask & IN_Q_OVERFLOW) {
+        full = true;  // events were lost: list the directory
+        continue;
+      }
+      if (ev->mask & (IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF | IN_UNMOUNT)) {
+        // The directory itself went away or moved: watch it again, by name, next scan.
+        if (watch_ >= 0) ::inotify_rm_watch(inotify_fd_, watch_);
+        watch_ = -1;
+        if (dir_fd_ >= 0) ::close(dir_fd_);
+        dir_fd_ = -1;
+        full = true;
+        continue;
+      }
+      if (ev->len == 0 || !naming::is_segment_file_name(config_.ns, ev->name)) continue;
+      if (ev->mask & (IN_DELETE | IN_MOVED_FROM)) forget_file(config_.shm_dir + "/" + ev->name);
+      else names.emplace_back(ev->name);
+    }
+  }
+}
+
+void Ingest::forget_file(const std::string& path) {
+  const std::size_t freed = rejected_files_.erase(path) + pending_since_.erase(path) +
+                            unverified_.erase(path) + quota_waiting_.erase(path);
+  if (freed > 0) compact(freed);
+}
+
+void Ingest::compact(std::size_t freed) {
+  // An emptied hash table keeps its buckets: give them back.
+  auto shrink = [](auto& m) {
+    if (m.empty() && m.bucket_count() > 64) std::decay_t<decltype(m)>().swap(m);
+  };
+  shrink(rejected_files_);
+  shrink(pending_since_);
+  shrink(unverified_);
+  shrink(quota_waiting_);
+  shrink(by_path_);
+  // glibc keeps freed heap for reuse; after many entries or segments went, give it back.
+  freed_since_trim_ += freed;
+  if (freed_since_trim_ >= 256) {
+    freed_since_trim_ = 0;
+    ::malloc_trim(0);
+  }
+}
+
+void Ingest::list_directory(std::vector<std::string>& names) {
   DIR* dir = ::opendir(config_.shm_dir.c_str());
   if (!dir) {
-    static bool warned = false;
-    if (!warned) spdlog::warn("cannot list {}: {}", config_.shm_dir, std::strerror(errno));
-    warned = true;
-  } else {
-    std::vector<std::string> names;
-    while (dirent* de = ::readdir(dir)) {
-      if (naming::is_segment_file_name(config_.ns, de->d_name)) names.emplace_back(de->d_name);
-    }
-    ::closedir(dir);
-    for (const auto& n : names) {
-      const std::string path = config_.shm_dir + "/" + n;
-      struct stat st {};
-      if (::lstat(path.c_str(), &st) != 0) continue;
-      const bool known = std::any_of(segments_.begin(), segments_.end(), [&](const auto& s) {
-        return s->dev == st.st_dev && s->ino == st.st_ino;
-      });
-      if (known) continue;
-      const FileKey key{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
-                        static_cast<std::uint64_t>(st.st_size),
-                        static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000ll + st.st_mtim.tv_nsec};
-      auto rej = rejected_files_.find(path);
-      if (rej != rejected_files_.end()) {
-        if (rej->second == key) continue;  // unchanged since we refused it
-        rejected_files_.erase(rej);
-      }
-      if (auto q = quota_waiting_.find(path); q != quota_waiting_.end()) {
-        // Same inode (a live producer changes size and mtime as it writes): wait for the retry.
-        const bool same = q->second.key.dev == key.dev && q->second.key.ino == key.ino;
-        if (same && now < q->second.retry_at) continue;
-      }
-      if (auto un = unverified_.find(path); un != unverified_.end()) {
-        const bool retry = trust_failure_transient(un->second.cause) && now >= un->second.retry_at;
-        if (un->second.key == key && !retry) continue;
-      }
-      RejectReason reason{};
-      std::string detail;
-      auto reader = SegmentReader::open(path, config_.reader, reason, detail);
-      if (!reader) {
-        // A producer creating its segment right now: give it pending_grace before refusing.
-        const bool maybe_creating = reason == RejectReason::too_small ||
-                                    reason == RejectReason::bad_magic ||
-                                    reason == RejectReason::bad_layout;
-        auto [pit, inserted] = pending_since_.try_emplace(path, now);
-        if (maybe_creating && now - pit->second < static_cast<std::uint64_t>(config_.pending_grace.count())) {
-          continue;
-        }
-        pending_since_.erase(pit);
-        rejected_files_[path] = key;
-        rejected_total_[std::string(reject_reason_name(reason))]++;
-        spdlog::warn("segment {} refused ({}): {}", path, reject_reason_name(reason), detail);
-        continue;
-      }
-      // The kernel vouches for the producer the header names, or the segment is not read.
-      Verification trust;
-      bool history = false;
-      if (config_.verify_producers) {
-        trust = verify_producer(reader->file(), reader->identity(), pid_ns_inode_, config_.proc_dir);
-        // A ring whose producer already ended (a short batch job, a producer that closed its
-        // stream or was killed before the next scan) cannot be verified any more, but its records
-        // are the file owner's: read them as that uid's history, with no process identity, so
-        // nothing is ever signalled, traced or watched for it, then remove it like any ended
-        // producer's (docs/security.md, "history"). Refusing it would leave its file in the ring
-        // directory for good and its rows uncounted.
-        const auto state = reader->state();
-        const bool ended = (state && *state == format::SegmentState::closed) ||
-                           trust.failure == TrustFailure::process_gone;
-        history = !trust.ok() && ended && reader->file().uid == reader->identity().uid;
-        if (history) {
-          spdlog::info("segment {} read as history of uid {}: producer ended, not verifiable ({}: {})",
-                       path, reader->file().uid, trust_failure_name(trust.failure), trust.detail);
-          reader->forget_producer();
-          trust = Verification{};
-          trust.credentials.uid = reader->file().uid;
-        }
-        if (auto w = quota_waiting_.find(path); !trust.ok() && trust.failure == TrustFailure::process_gone &&
-                                                w != quota_waiting_.end() && w->second.key.ino == key.ino &&
-                                                w->second.key.dev == key.dev) {
-          // Verified while it waited for a slot; its producer was killed since: nobody will ever
-          // read it.
-          remove_waiting(path, key.dev, key.ino, "producer_dead");
-          continue;
-        }
-        if (!trust.ok()) {
-          // A producer maps its file before it writes the magic, so not_mapped is not expected
-          // from a live SDK producer; a half-set-up one still gets pending_grace.
-          auto [pit, inserted] = pending_since_.try_emplace(path, now);
-          if (trust_failure_transient(trust.failure) && !unverified_.count(path) &&
-              now - pit->second < static_cast<std::uint64_t>(config_.pending_grace.count())) {
-            continue;
-          }
-          pending_since_.erase(pit);
-          refuse_unverified(path, key, trust.failure, trust.detail, reader->identity(), now);
-          continue;
-        }
+    if (!list_warned_) spdlog::warn("cannot list {}: {}", config_.shm_dir, std::strerror(errno));
+    list_warned_ = true;
+    return;
+  }
+  std::unordered_set<std::string> present;
+  while (dirent* de = ::readdir(dir)) {
+    if (!naming::is_segment_file_name(config_.ns, de->d_name)) continue;
+    std::string path = config_.shm_dir + "/" + de->d_name;
+    if (!by_path_.count(path)) names.emplace_back(de->d_name);  // attached ones are known
+    present.insert(std::move(path));
+  }
+  ::closedir(dir);
+  std::size_t freed = 0;
+  auto prune = [&](auto& m) {
+    for (auto it = m.begin(); it != m.end();) {
+      if (!present.count(it->first)) {
+        it = m.erase(it);
+        ++freed;
       } else {
-        // INSECURE mode: still signal through a pidfd of the process that has the header's start
-        // time, so a reused pid is never signalled.
-        const auto& p = reader->identity().producer;
-        if (p.pid != 0) take_pidfd(p.pid, p.start_ticks, config_.proc_dir, trust);
-        UniqueFd pidfd = std::move(trust.pidfd);  // none if that process is gone or was reused
-        trust = Verification{};                   // accepted whatever the pidfd step said
-        trust.pidfd = std::move(pidfd);
-        trust.credentials.uid = reader->file().uid;
-        trust.credentials.gid = static_cast<std::uint32_t>(-1);
+        ++it;
       }
-      pending_since_.erase(path);
-      const std::uint32_t uid = reader->file().uid;
-      if (!stream_accepts(reader->identity().stream, uid)) {
-        const std::string label =
-            stream_owner_refused_.count(std::to_string(uid)) || stream_owner_refused_.size() < core::kMaxUidLabels
-                ? std::to_string(uid)
-                : "other";
-        const bool counted = refuse_unverified(
-            path, key, TrustFailure::stream_owner,
-            "stream '" + reader->identity().stream + "' belongs to another uid, segment uid " +
-                std::to_string(uid),
-            reader->identity(), now);
-        if (counted) stream_owner_refused_[label]++;
-        continue;
-      }
-      if (const char* which = quota_exceeded(uid, reader->identity().stream)) {
-        // Its producer ended while it waited (closed or killed) and still over the quota: it will
-        // never be read.
-        if (history && quota_waiting_.count(path)) {
-          const auto st = reader->state();
-          const bool closed = st && *st == format::SegmentState::closed;
-          remove_waiting(path, key.dev, key.ino, closed ? "closed" : "producer_dead");
-        } else {
-          refuse_quota(path, key, uid, which, reader->identity().stream, now);
-        }
-        continue;
-      }
-      if (quota_waiting_.erase(path) > 0) spdlog::info("segment {} of uid {} attached: within its quota now", path, uid);
-      if (unverified_.erase(path) > 0) {
-        spdlog::info("segment {} verified on retry", path);
-      }
-      if (!history) reader->set_artifacts(watchable_artifacts(reader->identity(), trust.credentials));
-      MergedStream* st_ptr = stream_for(reader->identity(), uid, now);
-      if (!st_ptr && history && quota_waiting_.count(path)) {
-        const auto st_now = reader->state();
-        const bool closed = st_now && *st_now == format::SegmentState::closed;
-        remove_waiting(path, key.dev, key.ino, closed ? "closed" : "producer_dead");
-        continue;
-      }
-      if (!st_ptr) {
-        // Over the stream cap: waits like a quota refusal (retried with backoff, removed once its
-        // producer is gone), so that an ignored stream's files do not stay forever.
-        auto [wit, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0, true});
-        if (first) {
-          streams_cut_++;
-          spdlog::warn("segment {} of stream '{}' ignored: ingest.max_streams ({}) reached", path,
-                       reader->identity().stream, config_.max_streams);
-        }
-        wit->second.key = key;
-        wit->second.over_max_streams = true;
-        wit->second.backoff = std::min<std::uint64_t>(
-            wit->second.backoff == 0 ? 1'000'000'000ull : wit->second.backoff * 2, 10'000'000'000ull);
-        wit->second.retry_at = now + wit->second.backoff;
-        continue;
-      }
-      auto seg = std::make_unique<Segment>();
-      seg->path = path;
-      seg->dev = st.st_dev;
-      seg->ino = st.st_ino;
-      seg->stream = st_ptr;
-      seg->last_new_data = now;
-      seg->rate_base_time = now;
-      seg->pidfd = std::move(trust.pidfd);
-      seg->credentials = std::move(trust.credentials);
-      // Found at the first scan, closed, its producer gone: a previous run's leftovers. Read and
-      // counted (nothing is lost), but never analyzed: pinned as a reference, yesterday's data
-      // would make today's healthy run look drifted (issue 11's demo-twice report).
-      seg->backlog = history && !first_scan_done_;
-      if (seg->backlog) {
-        spdlog::info("segment {} of stream '{}' is backlog: its producer ended before this agent "
-                     "started; its records are counted (mltap_stream_backlog_records_total) but "
-                     "not analyzed, and never become the stream's reference",
-                     path, reader->identity().stream);
-      }
-      const auto& id = reader->identity();
-      spdlog::info("producer pid {} ({}) of stream '{}' attached: {}", id.producer.pid,
-                   id.component, id.stream, path);
-      if (st_ptr->pending_deaths > 0) {
-        st_ptr->pending_deaths--;
-        st_ptr->restarts_total++;
-      }
-      seg->reader = std::move(reader);
-      if (observer_ && !history) observer_->on_producer_attached(seg->reader->identity());
-      segments_.push_back(std::move(seg));
     }
+  };
+  prune(rejected_files_);
+  prune(pending_since_);
+  prune(unverified_);
+  prune(quota_waiting_);
+  compact(freed);
+}
+
+void Ingest::scan(std::uint64_t now) {
+  touch_presence(now);
+  const bool watching = arm_watch();
+  std::vector<std::string> names;
+  bool full = need_full_scan_ || !watching || now < last_full_scan_ ||
+              now - last_full_scan_ >= static_cast<std::uint64_t>(config_.rescan_interval.count());
+  drain_events(names, full);
+  if (full) {
+    names.clear();
+    list_directory(names);
+    last_full_scan_ = now;
+    need_full_scan_ = false;
+    full_scans_++;
   }
-  // Forget pending and refused entries whose file disappeared (the gauges count files that exist).
-  for (auto it = pending_since_.begin(); it != pending_since_.end();) {
-    struct stat st {};
-    if (::lstat(it->first.c_str(), &st) != 0) it = pending_since_.erase(it);
-    else ++it;
+  // Files waiting for something that may change without an event: rings being set up (writes
+  // through a mapping raise none), transient trust failures and quota waits that are due.
+  const std::size_t prefix = config_.shm_dir.size() + 1;
+  for (const auto& [path, since] : pending_since_) names.push_back(path.substr(prefix));
+  for (const auto& [path, u] : unverified_) {
+    if (trust_failure_transient(u.cause) && now >= u.retry_at) names.push_back(path.substr(prefix));
   }
-  for (auto it = unverified_.begin(); it != unverified_.end();) {
-    struct stat st {};
-    if (::lstat(it->first.c_str(), &st) != 0) it = unverified_.erase(it);
-    else ++it;
+  for (const auto& [path, w] : quota_waiting_) {
+    if (now >= w.retry_at) names.push_back(path.substr(prefix));
   }
-  for (auto it = quota_waiting_.begin(); it != quota_waiting_.end();) {
-    struct stat st {};
-    if (::lstat(it->first.c_str(), &st) != 0) it = quota_waiting_.erase(it);
-    else ++it;
-  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  for (const auto& n : names) consider(n, now);
+  if (!names.empty()) publish_soon_ = true;
+  reap_refused(now);
   for (auto& seg : segments_) refresh_segment(*seg, *seg->stream, now);
   retire_segments(now);
+  ticks_cache_.clear();
+  if (!first_scan_done_) saved_positions_.clear();  // of segments that are no longer there
   first_scan_done_ = true;
+}
+
+void Ingest::consider(const std::string& name, std::uint64_t now) {
+  const std::string path = config_.shm_dir + "/" + name;
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) {
+    forget_file(path);
+    return;
+  }
+  if (auto known = by_path_.find(path); known != by_path_.end() &&
+                                        known->second->dev == static_cast<std::uint64_t>(st.st_dev) &&
+                                        known->second->ino == static_cast<std::uint64_t>(st.st_ino)) {
+    return;
+  }
+  const FileKey key{static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                    static_cast<std::uint64_t>(st.st_size),
+                    static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1000000000ll + st.st_mtim.tv_nsec};
+  auto rej = rejected_files_.find(path);
+  if (rej != rejected_files_.end()) {
+    if (rej->second == key) return;  // unchanged since we refused it
+    rejected_files_.erase(rej);
+  }
+  if (auto q = quota_waiting_.find(path); q != quota_waiting_.end()) {
+    // Same inode (a live producer changes size and mtime as it writes): wait for the retry.
+    const bool same = q->second.key.dev == key.dev && q->second.key.ino == key.ino;
+    if (same && now < q->second.retry_at) return;
+  }
+  if (auto un = unverified_.find(path); un != unverified_.end()) {
+    const bool retry = trust_failure_transient(un->second.cause) && now >= un->second.retry_at;
+    if (un->second.key == key && !retry) return;
+  }
+  RejectReason reason{};
+  std::string detail;
+  auto reader = SegmentReader::open(path, config_.reader, reason, detail);
+  if (!reader) {
+    if (unverified_.erase(path) + quota_waiting_.erase(path) > 0) compact(1);  // it changed
+    // A producer creating its segment right now: give it pending_grace before refusing.
+    const bool maybe_creating = reason == RejectReason::too_small ||
+                                reason == RejectReason::bad_magic ||
+                                reason == RejectReason::bad_layout;
+    auto [pit, inserted] = pending_since_.try_emplace(path, now);
+    if (maybe_creating && now - pit->second < static_cast<std::uint64_t>(config_.pending_grace.count())) {
+      return;
+    }
+    pending_since_.erase(pit);
+    rejected_files_[path] = key;
+    rejected_total_[std::string(reject_reason_name(reason))]++;
+    spdlog::warn("segment {} refused ({}): {}", path, reject_reason_name(reason), detail);
+    return;
+  }
+  // What the header claims, before anything is verified or forgotten: kept with a refusal (to
+  // remove the file once that producer is dead) and as the key of a saved read position.
+  Claim claim;
+  claim.producer = reader->identity().producer;
+  claim.pid_ns = reader->identity().pid_ns_inode;
+  claim.header_uid = reader->identity().uid;
+  claim.file_uid = reader->file().uid;
+  const PositionKey position_key{key.dev, key.ino, claim.producer.pid, claim.producer.start_ticks,
+                                 reader->identity().created_unix_ns};
+  auto keep_claim = [&claim](Claim& c) {
+    if (c.producer.pid != claim.producer.pid || c.producer.start_ticks != claim.producer.start_ticks ||
+        c.file_uid != claim.file_uid) {
+      c = claim;
+    }
+  };
+  // The kernel vouches for the producer the header names, or the segment is not read.
+  Verification trust;
+  bool history = false;
+  if (config_.verify_producers) {
+    trust = verify_producer(reader->file(), reader->identity(), pid_ns_inode_, config_.proc_dir);
+    // A ring whose producer already ended (a short batch job, a producer that closed its
+    // stream or was killed before the next scan) cannot be verified any more, but its records
+    // are the file owner's: read them as that uid's history, with no process identity, so
+    // nothing is ever signalled, traced or watched for it, then remove it like any ended
+    // producer's (docs/security.md, "history"). Refusing it would leave its rows uncounted.
+    const auto state = reader->state();
+    const bool ended = (state && *state == format::SegmentState::closed) ||
+                       trust.failure == TrustFailure::process_gone;
+    history = !trust.ok() && ended && reader->file().uid == reader->identity().uid;
+    if (history) {
+      spdlog::info("segment {} read as history of uid {}: producer ended, not verifiable ({}: {})",
+                   path, reader->file().uid, trust_failure_name(trust.failure), trust.detail);
+      reader->forget_producer();
+      trust = Verification{};
+      trust.credentials.uid = reader->file().uid;
+    }
+    if (auto w = quota_waiting_.find(path); !trust.ok() && trust.failure == TrustFailure::process_gone &&
+                                            w != quota_waiting_.end() && w->second.key.ino == key.ino &&
+                                            w->second.key.dev == key.dev) {
+      // Verified while it waited for a slot; its producer was killed since: nobody will ever
+      // read it.
+      remove_waiting(path, key.dev, key.ino, "producer_dead");
+      return;
+    }
+    if (!trust.ok()) {
+      // A producer maps its file before it writes the magic, so not_mapped is not expected
+      // from a live SDK producer; a half-set-up one still gets pending_grace.
+      auto [pit, inserted] = pending_since_.try_emplace(path, now);
+      if (trust_failure_transient(trust.failure) && !unverified_.count(path) &&
+          now - pit->second < static_cast<std::uint64_t>(config_.pending_grace.count())) {
+        return;
+      }
+      pending_since_.erase(pit);
+      refuse_unverified(path, key, trust.failure, trust.detail, reader->identity(), now);
+      keep_claim(unverified_[path].claim);
+      return;
+    }
+  } else {
+    // INSECURE mode: still signal through a pidfd of the process that has the header's start
+    // time, so a reused pid is never signalled.
+    const auto& p = reader->identity().producer;
+    if (p.pid != 0) take_pidfd(p.pid, p.start_ticks, config_.proc_dir, trust);
+    UniqueFd pidfd = std::move(trust.pidfd);  // none if that process is gone or was reused
+    trust = Verification{};                   // accepted whatever the pidfd step said
+    trust.pidfd = std::move(pidfd);
+    trust.credentials.uid = reader->file().uid;
+    trust.credentials.gid = static_cast<std::uint32_t>(-1);
+  }
+  pending_since_.erase(path);
+  const std::uint32_t uid = reader->file().uid;
+  if (!stream_accepts(reader->identity().stream, uid)) {
+    const std::string label =
+        stream_owner_refused_.count(std::to_string(uid)) || stream_owner_refused_.size() < core::kMaxUidLabels
+            ? std::to_string(uid)
+            : "other";
+    const bool counted = refuse_unverified(
+        path, key, TrustFailure::stream_owner,
+        "stream '" + reader->identity().stream + "' belongs to another uid, segment uid " +
+            std::to_string(uid),
+        reader->identity(), now);
+    if (counted) stream_owner_refused_[label]++;
+    keep_claim(unverified_[path].claim);
+    return;
+  }
+  if (const char* which = quota_exceeded(uid, reader->identity().stream)) {
+    // Its producer ended while it waited (closed or killed) and still over the quota: it will
+    // never be read.
+    if (history && quota_waiting_.count(path)) {
+      const auto st = reader->state();
+      const bool closed = st && *st == format::SegmentState::closed;
+      remove_waiting(path, key.dev, key.ino, closed ? "closed" : "producer_dead");
+    } else {
+      refuse_quota(path, key, uid, which, reader->identity().stream, now);
+      keep_claim(quota_waiting_[path].claim);
+    }
+    return;
+  }
+  if (quota_waiting_.erase(path) > 0) spdlog::info("segment {} of uid {} attached: within its quota now", path, uid);
+  if (unverified_.erase(path) > 0) {
+    spdlog::info("segment {} verified on retry", path);
+  }
+  if (!history) reader->set_artifacts(watchable_artifacts(reader->identity(), trust.credentials));
+  MergedStream* st_ptr = stream_for(reader->identity(), uid, now);
+  if (!st_ptr && history && quota_waiting_.count(path)) {
+    const auto st_now = reader->state();
+    const bool closed = st_now && *st_now == format::SegmentState::closed;
+    remove_waiting(path, key.dev, key.ino, closed ? "closed" : "producer_dead");
+    return;
+  }
+  if (!st_ptr) {
+    // Over the stream cap: waits like a quota refusal (retried with backoff, removed once its
+    // producer is gone), so that an ignored stream's files do not stay forever.
+    auto [wit, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0, true, Claim{}});
+    if (first) {
+      streams_cut_++;
+      spdlog::warn("segment {} of stream '{}' ignored: ingest.max_streams ({}) reached", path,
+                   reader->identity().stream, config_.max_streams);
+    }
+    wit->second.key = key;
+    wit->second.over_max_streams = true;
+    wit->second.backoff = std::min<std::uint64_t>(
+        wit->second.backoff == 0 ? 1'000'000'000ull : wit->second.backoff * 2, kWaitRetryMaxNs);
+    wit->second.retry_at = now + wit->second.backoff;
+    keep_claim(wit->second.claim);
+    return;
+  }
+  auto seg = std::make_unique<Segment>();
+  seg->path = path;
+  seg->dev = st.st_dev;
+  seg->ino = st.st_ino;
+  seg->stream = st_ptr;
+  seg->last_new_data = now;
+  seg->rate_base_time = now;
+  seg->pidfd = std::move(trust.pidfd);
+  seg->credentials = std::move(trust.credentials);
+  // Found at the first scan, closed, its producer gone: a previous run's leftovers. Read and
+  // counted (nothing is lost), but never analyzed: pinned as a reference, yesterday's data
+  // would make today's healthy run look drifted (issue 11's demo-twice report).
+  seg->backlog = history && !first_scan_done_;
+  if (seg->backlog) {
+    spdlog::info("segment {} of stream '{}' is backlog: its producer ended before this agent "
+                 "started; its records are counted (mltap_stream_backlog_records_total) but "
+                 "not analyzed, and never become the stream's reference",
+                 path, reader->identity().stream);
+  }
+  const auto& id = reader->identity();
+  spdlog::info("producer pid {} ({}) of stream '{}' attached: {}", id.producer.pid,
+               id.component, id.stream, path);
+  if (st_ptr->pending_deaths > 0) {
+    st_ptr->pending_deaths--;
+    st_ptr->restarts_total++;
+  }
+  seg->reader = std::move(reader);
+  seg->position_key = position_key;
+  if (auto saved = saved_positions_.find(position_key); saved != saved_positions_.end()) {
+    // The previous agent read this very ring up to here: resume, and take its counters as the
+    // base, so that nothing it counted is counted again.
+    if (seg->reader->restore_positions(saved->second.lanes)) {
+      seg->rows_read = saved->second.rows_read;
+      seg->rows_overwritten = saved->second.rows_overwritten;
+      seg->counters = saved->second.counters;
+      seg->rate_base_rows = seg->counters.rows_written;
+      spdlog::info("segment {}: resuming at the read position saved by the previous agent "
+                   "({} rows read before)", path, seg->rows_read);
+    } else {
+      spdlog::warn("segment {}: the saved read position does not fit the ring; reading it from "
+                   "its start", path);
+    }
+    saved_positions_.erase(saved);
+  }
+  if (observer_ && !history) observer_->on_producer_attached(seg->reader->identity());
+  by_path_[path] = seg.get();
+  hot_.push_back(seg.get());
+  state_dirty_ = true;
+  segments_.push_back(std::move(seg));
 }
 
 // Producer counters and write rate; before every snapshot, so that a snapshot's counters and
 // record counts are read together.
 void Ingest::refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now) {
   SegmentReader& r = *seg.reader;
+  if (seg.idle && now >= seg.last_refresh && now - seg.last_refresh < kIdleRefreshNs) return;
+  seg.last_refresh = now;
   if (auto pc = r.producer_counters()) {
     auto add = [](std::uint64_t& total, std::uint64_t now_v, std::uint64_t old_v) {
       if (now_v > old_v) total += now_v - old_v;  // a counter going backwards is ignored
     };
+    if (pc->rows_written != seg.counters.rows_written || pc->rows_bad_input != seg.counters.rows_bad_input ||
+        pc->rows_too_large != seg.counters.rows_too_large || pc->rows_no_lane != seg.counters.rows_no_lane) {
+      state_dirty_ = true;
+    }
     add(st.writes_total, pc->rows_written, seg.counters.rows_written);
     add(st.sampled_out_total, pc->rows_sampled_out, seg.counters.rows_sampled_out);
     add(st.dropped[static_cast<std::size_t>(DropReason::too_large)], pc->rows_too_large, seg.counters.rows_too_large);
@@ -757,23 +1032,33 @@ void Ingest::refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now)
 // Liveness (pid + start time, or the closed state) and the heartbeat; once per scan.
 void Ingest::refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now) {
   SegmentReader& r = *seg.reader;
+  const bool due = !seg.idle || now < seg.last_state || now - seg.last_state >= kIdleRefreshNs;
+  if (due) seg.last_state = now;
   refresh_counters(seg, st, now);
   if (seg.state == ProducerState::alive || seg.state == ProducerState::unknown) {
     const auto& id = r.identity();
-    auto state = r.state();
+    // An idle ring's closed state is read every kIdleRefreshNs; its producer's liveness (no read
+    // of the ring) at every scan.
+    auto state = due ? r.state() : std::optional<format::SegmentState>(format::SegmentState::ready);
     if (state && *state == format::SegmentState::closed) {
       seg.state = ProducerState::closed;
+      publish_soon_ = true;
       seg.gone_since = now;
       spdlog::info("producer pid {} of stream '{}' closed its stream", id.producer.pid, id.stream);
       if (observer_) observer_->on_producer_gone(id, seg.state);
     } else if (!r.healthy()) {
       seg.state = ProducerState::dead;
       seg.gone_since = now;
+      publish_soon_ = true;
     } else if (id.pid_ns_inode != 0 && id.pid_ns_inode == pid_ns_inode_) {
-      auto ticks = naming::process_start_ticks(id.producer.pid, config_.proc_dir);
+      // One /proc read per producer and scan, however many segments it has.
+      auto [tit, fresh] = ticks_cache_.try_emplace(id.producer.pid);
+      if (fresh) tit->second = naming::process_start_ticks(id.producer.pid, config_.proc_dir);
+      const auto& ticks = tit->second;
       if (!ticks || *ticks != id.producer.start_ticks) {
         seg.state = ProducerState::dead;
         seg.gone_since = now;
+        publish_soon_ = true;
         st.pending_deaths++;
         spdlog::info("producer pid {} of stream '{}' is gone", id.producer.pid, id.stream);
         if (observer_) observer_->on_producer_gone(id, seg.state);
@@ -784,11 +1069,14 @@ void Ingest::refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now) 
       seg.state = ProducerState::unknown;  // another pid namespace: we cannot judge liveness
     }
   }
-  if (now - last_heartbeat_ >= 1'000'000'000ull && r.healthy()) r.heartbeat(now);
+  // Every second; an idle ring's with its state, every kIdleRefreshNs (nothing reads it in a hurry).
+  const bool beat = seg.idle ? due : now - last_heartbeat_ >= 1'000'000'000ull;
+  if (beat && r.healthy()) r.heartbeat(now);
 }
 
 void Ingest::retire_segments(std::uint64_t now) {
   if (now - last_heartbeat_ >= 1'000'000'000ull) last_heartbeat_ = now;
+  std::unordered_set<Segment*> retired;
   for (auto it = segments_.begin(); it != segments_.end();) {
     Segment& seg = **it;
     const bool gone = seg.state == ProducerState::dead || seg.state == ProducerState::closed;
@@ -822,40 +1110,99 @@ void Ingest::retire_segments(std::uint64_t now) {
       }
     }
     const char* reason = seg.state == ProducerState::closed ? "closed" : "producer_dead";
-    if (config_.remove_dead_segments) {
-      struct stat st {};
-      if (::lstat(seg.path.c_str(), &st) == 0 && static_cast<std::uint64_t>(st.st_ino) == seg.ino &&
-          static_cast<std::uint64_t>(st.st_dev) == seg.dev) {
-        if (::unlink(seg.path.c_str()) == 0) {
-          removed_total_[reason]++;
-          spdlog::info("removed segment {} ({})", seg.path, reason);
-        } else {
-          spdlog::warn("cannot remove segment {}: {}", seg.path, std::strerror(errno));
-        }
-      }
+    if (config_.remove_dead_segments && unlink_same_file(seg.path, seg.dev, seg.ino, -1)) {
+      removed_total_[reason]++;
+      spdlog::info("removed segment {} ({})", seg.path, reason);
     }
+    // Its uid has a free slot now: segments of that uid (and any over max_streams) waiting
+    // for one are retried at the next scan.
+    const std::uint32_t uid = seg.reader->file().uid;
+    for (auto& [path, w] : quota_waiting_) {
+      if (w.over_max_streams || w.claim.file_uid == uid) w.retry_at = 0;
+    }
+    retired.insert(&seg);
+    if (auto bp = by_path_.find(seg.path); bp != by_path_.end() && bp->second == &seg) by_path_.erase(bp);
     it = segments_.erase(it);
+  }
+  if (!retired.empty()) {
+    publish_soon_ = true;
+    auto gone = [&](Segment* p) { return retired.count(p) > 0; };
+    hot_.erase(std::remove_if(hot_.begin(), hot_.end(), gone), hot_.end());
+    idle_.erase(std::remove_if(idle_.begin(), idle_.end(), gone), idle_.end());
+    state_dirty_ = true;
+    compact(retired.size());
   }
 }
 
-void Ingest::poll_all(std::uint64_t now, bool& more) {
+// Segments with recent records are polled every loop; idle ones (no record for kIdleAfterNs) in
+// slices, so that each is looked at about every idle_poll_interval: 5,000 idle rings cost 10,000
+// word reads a second, not a million. One that has new records is hot again at once.
+void Ingest::poll_all(std::uint64_t now, bool& more, bool everything) {
   polls_++;
-  for (auto& segp : segments_) {
-    Segment& seg = *segp;
-    if (!seg.reader->healthy()) continue;
+  auto poll_one = [&](Segment& seg) -> bool {
+    if (!seg.reader->healthy()) return false;
     Visitor v(*this, seg);
     const PollCounts c = seg.reader->poll(v);
     MergedStream& st = *seg.stream;
-    if (c.records > 0 || c.rows_overwritten > 0) seg.last_new_data = now;
-    else if (!c.more) seg.last_empty_poll = now;
+    bool invalid = false;
+    for (std::size_t i = 0; i < kInvalidReasonCount; ++i) {
+      st.invalid[i] += c.records_invalid[i];
+      invalid = invalid || c.records_invalid[i] > 0;
+    }
+    const bool news = c.records > 0 || c.rows_overwritten > 0 || invalid;
+    if (news) {
+      seg.last_new_data = now;
+      state_dirty_ = true;
+    } else if (!c.more) {
+      seg.last_empty_poll = now;
+    }
     seg.rows_overwritten += c.rows_overwritten;
     st.dropped[static_cast<std::size_t>(DropReason::overwritten)] += c.rows_overwritten;
-    for (std::size_t i = 0; i < kInvalidReasonCount; ++i) st.invalid[i] += c.records_invalid[i];
     if (c.more) more = true;
     if (!seg.reader->healthy()) {
       rejected_total_[std::string(reject_reason_name(RejectReason::truncated))]++;
       spdlog::warn("segment {} of stream '{}' faulted (file truncated?); closing it", seg.path,
                    st.info.name);
+    }
+    return news;
+  };
+  for (std::size_t i = 0; i < hot_.size();) {
+    Segment& seg = *hot_[i];
+    const bool news = poll_one(seg);
+    if (!news && now > seg.last_new_data && now - seg.last_new_data >= kIdleAfterNs) {
+      seg.idle = true;
+      idle_.push_back(&seg);
+      hot_[i] = hot_.back();
+      hot_.pop_back();
+      continue;
+    }
+    ++i;
+  }
+  if (idle_.empty()) {
+    idle_credit_ = 0;
+    last_idle_poll_ = now;
+    return;
+  }
+  std::size_t budget = idle_.size();
+  if (!everything) {
+    const double elapsed = now > last_idle_poll_ ? static_cast<double>(now - last_idle_poll_) : 0.0;
+    idle_credit_ += static_cast<double>(idle_.size()) * elapsed /
+                    static_cast<double>(std::max<std::int64_t>(1, config_.idle_poll_interval.count()));
+    idle_credit_ = std::min(idle_credit_, static_cast<double>(idle_.size()));
+    budget = static_cast<std::size_t>(idle_credit_);
+    idle_credit_ -= static_cast<double>(budget);
+  }
+  last_idle_poll_ = now;
+  for (std::size_t n = 0; n < budget && !idle_.empty(); ++n) {
+    if (idle_cursor_ >= idle_.size()) idle_cursor_ = 0;
+    Segment& seg = *idle_[idle_cursor_];
+    if (poll_one(seg)) {
+      seg.idle = false;
+      hot_.push_back(&seg);
+      idle_[idle_cursor_] = idle_.back();
+      idle_.pop_back();
+    } else {
+      ++idle_cursor_;
     }
   }
 }
@@ -911,13 +1258,18 @@ void Ingest::publish(std::uint64_t now) {
     }
     snap->streams.push_back(std::move(s));
   }
+  std::unordered_map<const MergedStream*, std::size_t> position;  // stream -> index in snap
+  {
+    std::size_t i = 0;
+    for (auto& [name, stp] : streams_) position.emplace(stp.get(), i++);
+  }
   for (auto& segp : segments_) {
     Segment& seg = *segp;
     const bool gone = seg.state == ProducerState::dead || seg.state == ProducerState::closed;
     (gone ? snap->segments_draining : snap->segments_active)++;
-    auto it = std::find_if(snap->streams.begin(), snap->streams.end(),
-                           [&](const StreamSnapshot& s) { return s.info.name == seg.stream->info.name; });
-    if (it == snap->streams.end()) continue;
+    const auto pos = position.find(seg.stream);
+    if (pos == position.end()) continue;
+    auto it = snap->streams.begin() + static_cast<std::ptrdiff_t>(pos->second);
     const auto& id = seg.reader->identity();
     ProducerSnapshot p;
     p.id = id.producer;
@@ -943,6 +1295,7 @@ void Ingest::publish(std::uint64_t now) {
     snapshot_ = std::move(snap);
   }
   last_publish_ = now;
+  publish_soon_ = false;
   snapshot_wanted_.store(false, std::memory_order_release);
 }
 
@@ -1132,6 +1485,127 @@ std::vector<core::RetainedRecord> Ingest::recent_records(const std::string& stre
       5000ms);
   if (!ran) return {};  // the command may still run later; never read `out` concurrently
   return std::move(*out);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read positions and stream counters in the state directory. Version 1 document "ingest.positions":
+// {"streams": [{"name", "owner_uid", "records", "writes", "sampled_out", "dropped": [4],
+//   "invalid": [6], "schema_mismatch", "backlog", "restarts", "last_record_unix_ns"}],
+//  "segments": [{"dev", "ino", "pid", "start_ticks", "created_unix_ns",
+//   "lanes": [[next_seq, rows_accounted]...], "rows_read", "rows_overwritten",
+//   "counters": [rows_written, sampled_out, committed, too_large, bad_input, no_lane]}]}
+// Both are taken on the ingest thread at one instant, so positions and counters agree: after a
+// restart the records past the positions are read (and counted) exactly once.
+
+namespace {
+constexpr const char* kPositionsDoc = "ingest.positions";
+
+nlohmann::json totals_json(const std::string& name, std::uint32_t owner, const core::StreamTotals& t) {
+  return {{"name", name},
+          {"owner_uid", owner},
+          {"records", t.records_total},
+          {"writes", t.writes_total},
+          {"sampled_out", t.sampled_out_total},
+          {"dropped", t.dropped},
+          {"invalid", t.invalid},
+          {"schema_mismatch", t.schema_mismatch_total},
+          {"backlog", t.backlog_total},
+          {"restarts", t.restarts_total},
+          {"last_record_unix_ns", t.last_record_unix_ns}};
+}
+}  // namespace
+
+std::vector<core::StateDocument> Ingest::checkpoint() {
+  if (!state_dirty_) return {};
+  state_dirty_ = false;
+  nlohmann::json streams = nlohmann::json::array();
+  for (const auto& [name, st] : streams_) streams.push_back(totals_json(name, st->owner_uid, *st));
+  // Streams restored but not seen again yet keep their counters for a later restart too.
+  for (const auto& [name, saved] : saved_totals_) streams.push_back(totals_json(name, saved.owner_uid, saved.totals));
+  nlohmann::json segments = nlohmann::json::array();
+  for (const auto& seg : segments_) {
+    nlohmann::json lanes = nlohmann::json::array();
+    for (const auto& p : seg->reader->positions()) lanes.push_back({p.next_seq, p.rows_accounted});
+    const auto& k = seg->position_key;
+    const auto& c = seg->counters;
+    segments.push_back({{"dev", k.dev},
+                        {"ino", k.ino},
+                        {"pid", k.pid},
+                        {"start_ticks", k.start_ticks},
+                        {"created_unix_ns", k.created_unix_ns},
+                        {"lanes", std::move(lanes)},
+                        {"rows_read", seg->rows_read},
+                        {"rows_overwritten", seg->rows_overwritten},
+                        {"counters", {c.rows_written, c.rows_sampled_out, c.rows_committed, c.rows_too_large,
+                                      c.rows_bad_input, c.rows_no_lane}}});
+  }
+  nlohmann::json doc{{"streams", std::move(streams)}, {"segments", std::move(segments)}};
+  return {core::StateDocument{kPositionsDoc, state_version(), doc.dump()}};
+}
+
+std::vector<std::string> Ingest::restore(
+    const std::vector<std::pair<std::string, core::StateReadResult>>& stored) {
+  std::vector<std::string> problems;
+  for (const auto& [name, r] : stored) {
+    if (r.status != core::StateReadResult::Status::ok) {
+      problems.push_back("ingest: document '" + name + "' unusable (" + r.detail +
+                         "); rings are read from their start and stream counters start at 0");
+      continue;
+    }
+    if (name != kPositionsDoc) {
+      problems.push_back("ingest: unknown document '" + name + "' ignored");
+      continue;
+    }
+    try {
+      const auto doc = nlohmann::json::parse(r.data);
+      std::map<std::string, SavedStream> totals;
+      for (const auto& j : doc.at("streams")) {
+        SavedStream s;
+        const auto name_text = j.at("name").get<std::string>();
+        if (!naming::valid_stream_name(name_text)) throw std::runtime_error("invalid stream name");
+        s.owner_uid = j.at("owner_uid").get<std::uint32_t>();
+        s.totals.records_total = j.at("records").get<std::uint64_t>();
+        s.totals.writes_total = j.at("writes").get<std::uint64_t>();
+        s.totals.sampled_out_total = j.at("sampled_out").get<std::uint64_t>();
+        s.totals.dropped = j.at("dropped").get<decltype(s.totals.dropped)>();
+        s.totals.invalid = j.at("invalid").get<decltype(s.totals.invalid)>();
+        s.totals.schema_mismatch_total = j.at("schema_mismatch").get<std::uint64_t>();
+        s.totals.backlog_total = j.at("backlog").get<std::uint64_t>();
+        s.totals.restarts_total = j.at("restarts").get<std::uint64_t>();
+        s.totals.last_record_unix_ns = j.at("last_record_unix_ns").get<std::uint64_t>();
+        totals[name_text] = s;
+      }
+      std::map<PositionKey, SavedSegment> positions;
+      for (const auto& j : doc.at("segments")) {
+        PositionKey k{j.at("dev").get<std::uint64_t>(), j.at("ino").get<std::uint64_t>(),
+                      j.at("pid").get<std::uint64_t>(), j.at("start_ticks").get<std::uint64_t>(),
+                      j.at("created_unix_ns").get<std::uint64_t>()};
+        SavedSegment s;
+        for (const auto& l : j.at("lanes")) {
+          s.lanes.push_back({l.at(0).get<std::uint64_t>(), l.at(1).get<std::uint64_t>()});
+        }
+        if (s.lanes.empty() || s.lanes.size() > format::kMaxLanes) throw std::runtime_error("bad lane count");
+        s.rows_read = j.at("rows_read").get<std::uint64_t>();
+        s.rows_overwritten = j.at("rows_overwritten").get<std::uint64_t>();
+        const auto c = j.at("counters").get<std::array<std::uint64_t, 6>>();
+        s.counters.rows_written = c[0];
+        s.counters.rows_sampled_out = c[1];
+        s.counters.rows_committed = c[2];
+        s.counters.rows_too_large = c[3];
+        s.counters.rows_bad_input = c[4];
+        s.counters.rows_no_lane = c[5];
+        positions[k] = std::move(s);
+      }
+      saved_totals_ = std::move(totals);
+      saved_positions_ = std::move(positions);
+      spdlog::info("ingest: restored the counters of {} stream(s) and the read positions of {} "
+                   "segment(s)", saved_totals_.size(), saved_positions_.size());
+    } catch (const std::exception& ex) {
+      problems.push_back("ingest: document '" + name + "' cannot be used (" + ex.what() +
+                         "); rings are read from their start and stream counters start at 0");
+    }
+  }
+  return problems;
 }
 
 }  // namespace mltap::ingest

@@ -15,14 +15,18 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "agent/ingest/segment.hpp"
 #include "core/batch.hpp"
 #include "core/control_plane.hpp"
 #include "core/ingest_state.hpp"
+#include "core/state_store.hpp"
 
 namespace mltap::core {
 class ConfigSection;
@@ -35,7 +39,15 @@ struct IngestConfig {
   std::string shm_dir = "/dev/shm";
   std::string proc_dir = "/proc";
   std::chrono::nanoseconds poll_interval = std::chrono::milliseconds(5);
+  // Discovery: new, changed and removed files are learnt from inotify on shm_dir, handled every
+  // scan_interval; the whole directory is listed again every rescan_interval (a safety net, and
+  // after an inotify queue overflow), or every scan_interval when inotify is unavailable.
   std::chrono::nanoseconds scan_interval = std::chrono::milliseconds(250);
+  std::chrono::nanoseconds rescan_interval = std::chrono::seconds(30);
+  // A segment with no new record for a second is polled every idle_poll_interval instead of
+  // every poll_interval (its ring must hold that long of writes when it wakes up); its producer
+  // counters and closed state are then read every 2 s.
+  std::chrono::nanoseconds idle_poll_interval = std::chrono::milliseconds(500);
   std::chrono::nanoseconds stats_window = std::chrono::seconds(10);
   std::chrono::nanoseconds dead_producer_grace = std::chrono::seconds(30);
   std::chrono::nanoseconds closed_segment_grace = std::chrono::seconds(2);
@@ -74,7 +86,7 @@ class ProducerObserver {
   virtual void on_producer_gone(const core::SegmentIdentity& producer, core::ProducerState state) = 0;
 };
 
-class Ingest : public core::ControlPlane {
+class Ingest : public core::ControlPlane, public core::Checkpointable {
  public:
   explicit Ingest(IngestConfig config);
   ~Ingest() override;
@@ -107,6 +119,15 @@ class Ingest : public core::ControlPlane {
                                                     std::size_t max_records,
                                                     std::size_t max_bytes) const override;
 
+  // Checkpointable (ingest thread, or before start()): read positions per segment and the
+  // streams' counters, so that a restarted agent resumes where it stopped and
+  // mltap_stream_records_total continues without counting a record twice.
+  std::vector<core::StateDocument> checkpoint() override;
+  std::string state_prefix() const override { return "ingest."; }
+  std::uint32_t state_version() const override { return 1; }
+  std::vector<std::string> restore(
+      const std::vector<std::pair<std::string, core::StateReadResult>>& stored) override;
+
  private:
   struct Segment;
   struct MergedStream;
@@ -120,7 +141,25 @@ class Ingest : public core::ControlPlane {
 
   void loop();
   void scan(std::uint64_t now);
-  void poll_all(std::uint64_t now, bool& more);
+  // inotify on shm_dir (re)armed; false when unavailable (then every scan lists the directory).
+  bool arm_watch();
+  // Names inotify reported since the last call; removed names are forgotten here. Sets `full`
+  // when events were lost (queue overflow, watch gone).
+  void drain_events(std::vector<std::string>& names, bool& full);
+  // Lists shm_dir: every name is a candidate; entries of files that no longer exist are dropped.
+  void list_directory(std::vector<std::string>& names);
+  // Forgets every record of a file that is gone (the gauges count files that exist).
+  void forget_file(const std::string& path);
+  // Looks at one segment file: attach, refuse, or leave it waiting.
+  void consider(const std::string& name, std::uint64_t now);
+  // Refused segments (trust check, stream owner, quota, max_streams) whose producer is dead:
+  // removed once dead_producer_grace passed (docs/security.md, "Removing refused segments").
+  void reap_refused(std::uint64_t now);
+  // Unlinks `name` in shm_dir if it is still the regular file `dev`/`ino` owned by `uid`.
+  bool unlink_same_file(const std::string& name, std::uint64_t dev, std::uint64_t ino, std::int64_t uid);
+  // Releases memory of maps that emptied and returns free heap to the system after many removals.
+  void compact(std::size_t freed);
+  void poll_all(std::uint64_t now, bool& more, bool everything);
   void refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now);
   void refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now);
   void retire_segments(std::uint64_t now);
@@ -150,20 +189,48 @@ class Ingest : public core::ControlPlane {
   // Runs `fn` on the ingest thread (or inline when not started) and waits up to `timeout`.
   bool execute(std::function<void()> fn, std::chrono::milliseconds timeout) const;
 
+  // A segment's identity for its saved read position: same inode, same producer, same creation.
+  struct PositionKey {
+    std::uint64_t dev = 0, ino = 0, pid = 0, start_ticks = 0, created_unix_ns = 0;
+    auto operator<=>(const PositionKey&) const = default;
+  };
+  struct SavedSegment {
+    std::vector<SegmentReader::LanePosition> lanes;
+    std::uint64_t rows_read = 0, rows_overwritten = 0;
+    ProducerCounters counters;
+  };
+
   IngestConfig config_;
   std::uint64_t pid_ns_inode_ = 0;
   std::vector<core::BatchSink*> sinks_;
   ProducerObserver* observer_ = nullptr;
   std::map<std::string, std::unique_ptr<MergedStream>> streams_;
   std::vector<std::unique_ptr<Segment>> segments_;
-  std::map<std::string, FileKey> rejected_files_;  // not retried until they change
+  std::unordered_map<std::string, Segment*> by_path_;  // attached segments by file path
+  std::vector<Segment*> hot_;                           // polled every loop
+  std::vector<Segment*> idle_;                          // polled in slices (idle_poll_interval)
+  std::size_t idle_cursor_ = 0;
+  double idle_credit_ = 0;               // idle segments due for a poll, fractional
+  std::uint64_t last_idle_poll_ = 0;
+  std::unordered_map<std::string, FileKey> rejected_files_;  // not retried until they change
+  // What a refused file's header claims about its producer, to remove it once that is dead.
+  struct Claim {
+    core::ProducerId producer;
+    std::uint64_t pid_ns = 0;
+    std::uint32_t header_uid = 0;
+    std::uint32_t file_uid = 0;
+    std::uint64_t check_at = 0;    // next liveness check (agent time)
+    std::uint64_t check_backoff = 0;
+    std::uint64_t dead_since = 0;  // agent time the producer was first seen dead; 0 alive/unknown
+  };
   struct Unverified {
     FileKey key;
     TrustFailure cause;
     std::uint64_t retry_at = 0;  // agent time; transient causes only
     std::uint64_t backoff = 0;
+    Claim claim;
   };
-  std::map<std::string, Unverified> unverified_;
+  std::unordered_map<std::string, Unverified> unverified_;
   std::map<std::string, std::uint64_t> unverified_total_;
   std::map<std::string, std::uint64_t> stream_owner_refused_;
   struct QuotaWait {
@@ -171,14 +238,31 @@ class Ingest : public core::ControlPlane {
     std::uint64_t retry_at = 0;
     std::uint64_t backoff = 0;
     bool over_max_streams = false;  // ingest.max_streams, not a per-uid quota
+    Claim claim;
   };
   // Verified segments waiting for a slot (per-uid quota or max_streams), by path, while the file
   // exists; removed by the agent once their producer is gone (they were verified once).
-  std::map<std::string, QuotaWait> quota_waiting_;         // by path, while the file exists
+  std::unordered_map<std::string, QuotaWait> quota_waiting_;  // by path, while the file exists
   std::map<std::string, std::uint64_t> quota_refused_;     // by uid label (capped)
   std::map<std::uint32_t, bool> quota_logged_;             // uids already warned about
   std::uint64_t artifacts_refused_ = 0;
-  std::map<std::string, std::uint64_t> pending_since_;
+  std::unordered_map<std::string, std::uint64_t> pending_since_;
+  int inotify_fd_ = -1, watch_ = -1, dir_fd_ = -1;
+  bool need_full_scan_ = true, watch_warned_ = false, list_warned_ = false;
+  std::size_t freed_since_trim_ = 0;
+  std::uint64_t full_scans_ = 0;
+  std::uint64_t last_full_scan_ = 0;
+  // Liveness of producers named by refused files, per scan: one /proc read per pid.
+  std::unordered_map<std::uint32_t, std::optional<std::uint64_t>> ticks_cache_;
+  // Restored from the state directory; positions are used once, when their segment is attached.
+  std::map<PositionKey, SavedSegment> saved_positions_;
+  struct SavedStream {
+    core::StreamTotals totals;
+    std::uint32_t owner_uid = 0;
+  };
+  std::map<std::string, SavedStream> saved_totals_;  // until the stream is seen again
+  bool state_dirty_ = true;
+  bool publish_soon_ = true;  // something changed that the next snapshot must show
   std::map<std::string, std::uint64_t> rejected_total_;
   std::map<std::string, std::uint64_t> removed_total_;
   std::uint64_t streams_cut_ = 0;

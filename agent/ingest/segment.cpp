@@ -285,7 +285,6 @@ std::unique_ptr<SegmentReader> SegmentReader::open(const std::string& path, cons
     r->lanes_[i].index = lane + h.index_offset;
     r->lanes_[i].data = lane + h.data_offset;
   }
-  r->buf_.reserve(64 << 10);
   return r;
 }
 
@@ -533,6 +532,32 @@ std::uint64_t SegmentReader::interrupted_rows() {
     if (lh.rows_written > settled) interrupted += lh.rows_written - settled;
   }
   return interrupted;
+}
+
+std::vector<SegmentReader::LanePosition> SegmentReader::positions() const {
+  std::vector<LanePosition> out;
+  out.reserve(lanes_.size());
+  for (const auto& lane : lanes_) out.push_back({lane.next_seq, lane.rows_accounted});
+  return out;
+}
+
+bool SegmentReader::restore_positions(const std::vector<LanePosition>& saved) {
+  if (!healthy_ || saved.size() != lanes_.size()) return false;
+  for (std::size_t i = 0; i < lanes_.size(); ++i) {
+    std::uint64_t commit = 0, committed_rows = 0;
+    if (!guarded_load(lane_word(lanes_[i].header, offsetof(LaneHeader, commit_seq)), commit) ||
+        !guarded_load(lane_word(lanes_[i].header, offsetof(LaneHeader, rows_committed)), committed_rows,
+                      std::memory_order_relaxed)) {
+      healthy_ = false;
+      return false;
+    }
+    if (saved[i].next_seq > commit || saved[i].rows_accounted > committed_rows) return false;
+  }
+  for (std::size_t i = 0; i < lanes_.size(); ++i) {
+    lanes_[i].next_seq = saved[i].next_seq;
+    lanes_[i].rows_accounted = saved[i].rows_accounted;
+  }
+  return true;
 }
 
 bool SegmentReader::heartbeat(std::uint64_t now_unix_ns) {

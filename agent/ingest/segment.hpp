@@ -131,6 +131,18 @@ class SegmentReader {
   // a write, between counting the rows and committing them).
   std::uint64_t interrupted_rows();
 
+  // Where the reader is in each lane: kept in the state directory so that a restarted agent
+  // resumes there instead of reading (and counting) the ring again (issue 11).
+  struct LanePosition {
+    std::uint64_t next_seq = 0;
+    std::uint64_t rows_accounted = 0;
+  };
+  std::vector<LanePosition> positions() const;
+  // Resumes at `saved` (one per lane). Refused (false, nothing changed) when the lane count
+  // differs or a position lies beyond what the producer has committed: then it is not this
+  // ring's past and the ring is read from its start as usual.
+  bool restore_positions(const std::vector<LanePosition>& saved);
+
   // Control block (agent -> producer). All return false when the mapping faulted or no slot.
   bool heartbeat(std::uint64_t now_unix_ns);
   bool set_flag(const std::string& name, std::uint32_t value);
@@ -170,7 +182,7 @@ class SegmentReader {
   core::SegmentIdentity identity_;
   ReaderLimits limits_;
   std::vector<Lane> lanes_;
-  std::vector<std::uint8_t> buf_;
+  std::vector<std::uint8_t> buf_;  // grows to the largest record read; not reserved per segment
   std::uint32_t dims_[format::kMaxRowDims] = {};
   bool healthy_ = true;
 };

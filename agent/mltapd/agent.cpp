@@ -101,18 +101,20 @@ void Agent::build_pipeline() {
   if (config_.detectors.enabled) {
     detectors_ = std::make_unique<detectors::DetectorEngine>(config_.detectors);
     ingest_->add_sink(detectors_.get());
-    // Restored before the first batch, so that a stream that was being watched gets its
-    // reference back instead of pinning one from what it sends now.
-    if (!config_.agent.state_dir.empty()) {
-      state_ = std::make_unique<StateKeeper>(config_.agent.state_dir,
-                                             config_.agent.checkpoint_interval,
-                                             std::vector<core::Checkpointable*>{detectors_.get()});
-      state_->restore();
-      ingest_->add_sink(state_.get());  // after the detectors: checkpoints what they just did
-    } else {
-      spdlog::info("no state directory (agent.state_dir, --state-dir): references and open "
-                   "findings are not kept across restarts");
-    }
+  }
+  // Restored before the first batch: ingest resumes at its saved read positions with its stream
+  // counters, and a stream that was being watched gets its reference back instead of pinning one
+  // from what it sends now.
+  if (!config_.agent.state_dir.empty()) {
+    std::vector<core::Checkpointable*> parts{ingest_.get()};
+    if (detectors_) parts.push_back(detectors_.get());
+    state_ = std::make_unique<StateKeeper>(config_.agent.state_dir, config_.agent.checkpoint_interval,
+                                           std::move(parts));
+    state_->restore();
+    ingest_->add_sink(state_.get());  // after the detectors: checkpoints what they just did
+  } else {
+    spdlog::info("no state directory (agent.state_dir, --state-dir): read positions, counters, "
+                 "references and open findings are not kept across restarts");
   }
   if (config_.performance.enabled) {
     // Its pending tables are files of the state directory that it maps itself (a JSON document

@@ -15,7 +15,7 @@ import time
 import pytest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "harness"))
-from mltap_harness import Agent, http_json, wait_until  # noqa: E402
+from mltap_harness import Agent, Producer, http_json, wait_until  # noqa: E402
 
 STREAM = "it/state"
 PRODUCER = os.path.join(os.path.dirname(__file__), "drift_producer.py")
@@ -205,3 +205,59 @@ def test_unwritable_state_dir_is_logged_and_the_agent_keeps_running(setup):
     assert f"cannot create state directory {target}: mkdir: Not a directory" in agent.logs()
     assert agent.alive()
     assert http_json(agent.url + "/api/v1/findings")["open"] == []
+
+
+def test_records_are_counted_exactly_once_across_kill_and_clean_restarts():
+    """Issue 11: read positions and stream counters in the state directory. The ring holds about
+    4 s of writes and has wrapped before the agent is killed, so an agent that read it again from
+    its start would count the records still in it twice (or, its counter reset, lose the ones
+    already overwritten): records_total must equal the rows written, exactly."""
+    state_dir = tempfile.mkdtemp(prefix="mltap-state-it-")
+    agent = Agent("agent:\n  checkpoint_interval: 200ms\nebpf:\n  enabled: false\n",
+                  extra_args=["--state-dir", state_dir])
+    producer = None
+    try:
+        agent.start()
+        rows = 6000
+        # 1 lane, 256 KiB: 2048 records of one row (128 B each), about 4 s at 500 rows/s.
+        producer = Producer(agent, name="it/exact", rows=rows, rate=500, lanes=1, ring=262144,
+                            budget=0, features=4, hold=True).start()
+
+        def records():
+            st = agent.stream("it/exact")
+            return st["records"] if st else 0
+
+        wait_until(lambda: records() >= 2600, timeout=30, what="the ring wrapped (2048 records)")
+        wait_until(lambda: any(n.startswith("ingest.positions") for n in os.listdir(state_dir)),
+                   timeout=10, what="positions checkpointed")
+        before = records()
+        agent.proc.kill()  # SIGKILL: no last checkpoint
+        agent.proc.wait(timeout=10)
+        agent.process.stop()
+        agent.start()
+        assert "resuming at the read position" in agent.logs(), agent.logs()
+        after = records()
+        # The counter continues: restored, never reset (it may be a checkpoint interval behind).
+        assert after >= before - 200, (before, after)
+        written = producer.result()
+        assert written["rows_written"] == rows, written
+        wait_until(lambda: records() >= rows, timeout=30, what="every row read")
+        time.sleep(0.5)
+        st = agent.stream("it/exact")
+        assert st["records"] == rows, st
+        assert st["writes"] == rows, st
+        assert sum(st["dropped"].values()) == 0, st
+
+        # A clean restart while the producer still holds its ring: nothing counted again.
+        agent.process.stop()
+        agent.start()
+        time.sleep(1.0)
+        st = agent.stream("it/exact")
+        assert st["records"] == rows and st["writes"] == rows, st
+        m = agent.metrics()
+        assert m.get("mltap_stream_records_total", stream="it/exact") == rows
+    finally:
+        if producer and producer.proc and producer.proc.poll() is None:
+            producer.kill()
+        agent.stop()
+        subprocess.run(["rm", "-rf", state_dir], check=False)
