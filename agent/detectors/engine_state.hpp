@@ -61,7 +61,10 @@ struct Feature {
   CategoricalWindow ccur, cprev;
   bool has_prev = false;
   double ref_values = 0, ref_finite = 0;
-  Cusum cusum;
+  // CUSUM charts, one per sequential.shifts, on u = (clamp(x, seq_lo, seq_hi) - seq_center) *
+  // seq_inv (engine_sequential.cpp: init_sequential says how these are set).
+  std::vector<Cusum> cusum;
+  double seq_lo = 0, seq_hi = 0, seq_center = 0, seq_inv = 0, seq_inv_ref = 0;
   PageHinkley ph;
   double seq_ratio = 0;
   FleetMap fleet;  // fleet bins (file references only; fleet_bins.hpp)
@@ -70,7 +73,7 @@ struct Feature {
     std::size_t b = sizeof(*this) + name.capacity() + fleet.memory_bytes();
     if (pin) b += pin->memory_bytes();
     b += num.memory_bytes() + cat.memory_bytes() + ncur.memory_bytes() + nprev.memory_bytes() +
-         ccur.memory_bytes() + cprev.memory_bytes();
+         ccur.memory_bytes() + cprev.memory_bytes() + cusum.capacity() * sizeof(Cusum);
     return b;
   }
 };
@@ -125,6 +128,8 @@ struct StreamState {
   std::size_t chunk = kChunk;  // rows per column-wise block; fewer for very wide rows
   // windows
   std::uint64_t window_rows = 0, window_start_ns = 0, windows_closed = 0, block_rows = 0;
+  // Index of the next record through the intake (pinning included): CUSUM's alarm and onset records.
+  std::uint64_t record_index = 0;
   std::uint64_t last_window_records = 0, last_window_end_ns = 0;
   // embeddings
   std::size_t mean_dims = 0;
@@ -208,6 +213,12 @@ void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b);
 void flush_staging(EngineState& e, StreamState& s);
 
 // ---- sequential detectors (engine_sequential.cpp) -------------------------------------------
+// Sets up a numeric feature's CUSUM charts from its compiled reference; `detectors`: the stream's
+// sequential detectors in all (numeric features x (shifts + Page-Hinkley)), sharing arl_records.
+void init_sequential(const SequentialSettings& sq, Feature& f, double detectors);
+// CUSUM on each record of a chunk (m: n rows at stride ms, analyzed columns); raises on alarm.
+void run_cusum(EngineState& e, StreamState& s, const double* m, std::size_t n, std::size_t ms);
+// Page-Hinkley on the block means, at the end of each block of block_records.
 void end_block(EngineState& e, StreamState& s);
 
 // ---- windows (engine_window.cpp) ------------------------------------------------------------

@@ -191,3 +191,60 @@ double cusum_threshold(double arl_blocks, double k) noexcept {
 }
 
 }  // namespace mltap::detectors
+
+namespace mltap::detectors {
+
+double cusum_tilt(std::span<const double> u, std::span<const double> w, double k) noexcept {
+  const double fallback = 2 * k;
+  if (u.empty() || u.size() != w.size() || !(k > 0)) return fallback;
+  double top = -INFINITY;
+  for (double x : u) top = std::max(top, x);
+  if (!(top > k)) return fallback;  // the chart cannot rise: no false alarm at all
+  // g(t) = log E[exp(t (u - k))] is convex with g(0) = 0 and g'(0) = E[u] - k < 0: one root > 0.
+  // Values are shifted by the largest exponent so that nothing overflows.
+  auto eval = [&](double t, double& g, double& dg) {
+    const double m = t * (top - k);
+    double s = 0, s1 = 0;
+    for (std::size_t i = 0; i < u.size(); ++i) {
+      const double e = w[i] * std::exp(t * (u[i] - k) - m);
+      s += e;
+      s1 += e * (u[i] - k);
+    }
+    g = m + std::log(s);
+    dg = s1 / s;
+  };
+  double hi = fallback, g = 0, dg = 0;
+  eval(hi, g, dg);
+  for (int i = 0; i < 60 && !(g > 0); ++i) {
+    hi *= 2;
+    eval(hi, g, dg);
+  }
+  if (!(g > 0)) return fallback;
+  // Newton from the right of the root of a convex function converges monotonically.
+  double t = hi;
+  for (int i = 0; i < 100; ++i) {
+    const double next = t - g / dg;
+    if (!(next > 0) || !(next < t)) break;
+    t = next;
+    eval(t, g, dg);
+    if (!(g > 1e-13)) break;
+  }
+  return t > 0 && std::isfinite(t) ? t : fallback;
+}
+
+double cusum_arl_one_sided_tilted(double theta, double k, double h) noexcept {
+  const double a = theta * (h + 1.166);
+  return (std::exp(a) - a - 1) / (theta * k);
+}
+
+double cusum_threshold_tilted(double arl, double theta, double k) noexcept {
+  double lo = 0, hi = 1;
+  while (cusum_arl_one_sided_tilted(theta, k, hi) < arl && hi < 1e9) hi *= 2;
+  for (int i = 0; i < 200; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (cusum_arl_one_sided_tilted(theta, k, mid) < arl ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+}  // namespace mltap::detectors
