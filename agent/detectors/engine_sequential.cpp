@@ -118,11 +118,24 @@ void run_cusum(EngineState& e, StreamState& s, const double* m, std::size_t n, s
     if (f.kind != FeatureKind::numeric || !f.enabled || f.cusum.empty()) continue;
     const double* v = m + f.column;
     const double lo = f.seq_lo, hi = f.seq_hi, center = f.seq_center, inv = f.seq_inv;
-    for (std::size_t r = 0; r < n; ++r) {
+    // The chunk's finite values as the charts see them (NaN and Inf are the quality detectors'
+    // business), then all charts at once; record by record only when one of them alarms.
+    double us[kChunk];
+    std::uint64_t recs[kChunk];
+    std::size_t count = 0;
+    for (std::size_t r = 0; r < n && r < kChunk; ++r) {
       const double x = v[r * ms];
-      if (!(x - x == 0)) continue;  // NaN and Inf are the quality detectors' business
-      const double u = (std::clamp(x, lo, hi) - center) * inv;
-      const std::uint64_t record = s.record_index + r;
+      us[count] = (std::clamp(x, lo, hi) - center) * inv;
+      recs[count] = s.record_index + r;
+      count += x - x == 0;
+    }
+    if (Cusum::advance_all(f.cusum, us, recs, count)) {
+      for (const auto& ch : f.cusum) f.seq_ratio = std::max(f.seq_ratio, ch.ratio());
+      continue;
+    }
+    for (std::size_t i = 0; i < count; ++i) {
+      const double u = us[i];
+      const std::uint64_t record = recs[i];
       std::size_t best = f.cusum.size();
       for (std::size_t j = 0; j < f.cusum.size(); ++j) {
         if (f.cusum[j].update(u, record) &&

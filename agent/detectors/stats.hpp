@@ -76,8 +76,10 @@ class Cusum {
   bool update(double z, std::uint64_t record = 0) noexcept {
     if (hi_ == 0) hi_start_ = record;
     if (lo_ == 0) lo_start_ = record;
-    hi_ = hi_ + z - k_ > 0 ? hi_ + z - k_ : 0;
-    lo_ = lo_ - z - k_ > 0 ? lo_ - z - k_ : 0;
+    // Same operations as advance_all, so that both paths round alike.
+    const double up = hi_ + (z - k_), down = lo_ - (z + k_);
+    hi_ = up > 0 ? up : 0;
+    lo_ = down > 0 ? down : 0;
     if (hi_ > h_up_ || lo_ > h_dn_) {
       last_up_ = hi_ / h_up_ >= lo_ / h_dn_;
       alarm_score_ = last_up_ ? hi_ : lo_;
@@ -107,7 +109,17 @@ class Cusum {
   std::uint64_t current_onset_record() const noexcept { return hi_ / h_up_ >= lo_ / h_dn_ ? hi_start_ : lo_start_; }
   void reset() noexcept { hi_ = lo_ = 0; }
 
+  // The engine's fast path: advances every chart over u[0..n) (records rec[i]) and returns true
+  // when none of them alarms on any of these values; otherwise leaves every chart as it was and
+  // returns false (step with update() then). Branch-free: whether S+ or S- sits at zero is a coin
+  // flip under no change, which a branch per value would mispredict.
+  static bool advance_all(std::span<Cusum> charts, const double* u, const std::uint64_t* rec,
+                          std::size_t n) noexcept;
+
  private:
+  template <std::size_t M>
+  static bool advance_fixed(Cusum* charts, const double* u, const std::uint64_t* rec, std::size_t n) noexcept;
+
   double k_ = 0.5, h_up_ = 5, h_dn_ = 5;
   double hi_ = 0, lo_ = 0, alarm_score_ = 0, alarm_threshold_ = 0;
   std::uint64_t hi_start_ = 0, lo_start_ = 0, alarm_record_ = 0, onset_record_ = 0;

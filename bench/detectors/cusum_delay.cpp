@@ -171,13 +171,10 @@ double quantile(std::vector<double> v, double q) {
   return i + 1 < v.size() ? v[i] * (1 - frac) + v[i + 1] * frac : v[i];
 }
 
-// P(X <= x) for X ~ Poisson(lambda).
+// P(X <= x) for X ~ Poisson(lambda), each term in log space (no underflow for large lambda).
 double poisson_cdf(int x, double lambda) {
-  double term = std::exp(-lambda), sum = term;
-  for (int i = 1; i <= x; ++i) {
-    term *= lambda / i;
-    sum += term;
-  }
+  double sum = 0;
+  for (int i = 0; i <= x; ++i) sum += std::exp(-lambda + i * std::log(lambda) - std::lgamma(i + 1.0));
   return sum;
 }
 
