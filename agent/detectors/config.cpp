@@ -217,7 +217,7 @@ std::string default_config_yaml() {
   quality: {nan_rate: 0.005, inf_rate: 0.005, out_of_range_rate: 0.01, unseen_rate: 0.01,
             missing_share: 0.01, z: 5, constant_min_values: 100}
   sequential: {enabled: true, method: both, shifts: [0.25, 0.5, 1], clip: 4, block_records: 512,
-               arl_records: 1e9, k: 0.5, reference_sigmas: 3}
+               arl_records: 1e9, k: 0.5, reference_sigmas: 3}  # shifts in sd (CUSUM); k, blocks: Page-Hinkley
   staleness: {enabled: true, factor: 5, min_silence: 30s, min_batches: 10}
   throughput: {enabled: true, period: 60s, factor: 4, warmup_periods: 5, min_expected: 20, alpha: 0.1}
   embedding: {min_width: 256, projections: 16, seed: 469971001712, mean_dims: 4096,
