@@ -59,6 +59,11 @@ struct FeatureEffect {
   double p_value = NAN;     // only where n makes it meaningful
   std::string detail;       // short human text: "mean 3.1 -> 4.0"
   double min_detectable = NAN;  // drift: smallest effect the reference and window can decide
+  // Sequential detectors (CUSUM) only, else 0: indices of records in the stream (0 = its first
+  // record, reference pinning included) at which the detector alarmed, and where it estimates the
+  // change started (the record after the alarming statistic's last reset at zero).
+  std::uint64_t alarm_record = 0;
+  std::uint64_t onset_record = 0;
 };
 
 struct Finding {

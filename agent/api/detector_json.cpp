@@ -40,9 +40,14 @@ json scores(const std::vector<MethodScore>& v) {
 }  // namespace
 
 json to_json(const FeatureEffect& e) {
-  return {{"feature", e.feature}, {"method", e.method},   {"score", num(e.score)},
-          {"threshold", num(e.threshold)}, {"p_value", num(e.p_value)}, {"detail", e.detail},
-          {"min_detectable_effect", num(e.min_detectable)}};
+  json j = {{"feature", e.feature}, {"method", e.method},   {"score", num(e.score)},
+            {"threshold", num(e.threshold)}, {"p_value", num(e.p_value)}, {"detail", e.detail},
+            {"min_detectable_effect", num(e.min_detectable)}};
+  if (e.alarm_record > 0) {
+    j["alarm_record"] = e.alarm_record;
+    j["onset_record"] = e.onset_record;
+  }
+  return j;
 }
 
 json to_json(const Finding& f) {

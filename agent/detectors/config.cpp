@@ -1,6 +1,7 @@
 #include "agent/detectors/config.hpp"
 
 #include <cmath>
+#include <cstdlib>
 
 #include <algorithm>
 #include <set>
@@ -115,6 +116,21 @@ StreamSettings parse_stream(ConfigSection& s, const StreamSettings& base, bool t
                           : *m == "page_hinkley" ? SequentialMethod::page_hinkley
                                                  : SequentialMethod::both;
   }
+  if (auto v = sq.get_string_list("shifts")) {
+    if (v->empty() || v->size() > 8) sq.fail("shifts", "needs 1 to 8 shifts");
+    std::vector<double> shifts;
+    for (const auto& t : *v) {
+      char* end = nullptr;
+      const double d = std::strtod(t.c_str(), &end);
+      if (t.empty() || end != t.c_str() + t.size() || !(d >= 0.01 && d <= 100)) {
+        sq.fail("shifts", "'" + t + "' is not a shift in (0.01, 100) standard deviations");
+      }
+      if (std::find(shifts.begin(), shifts.end(), d) != shifts.end()) sq.fail("shifts", "shift " + t + " listed twice");
+      shifts.push_back(d);
+    }
+    o.sequential.shifts = std::move(shifts);
+  }
+  set(sq.get_double("clip", 1, 1e6), o.sequential.clip);
   set<std::uint64_t>(sq.get_int("block_records", 16, 10'000'000), o.sequential.block_records);
   set(sq.get_double("arl_records", 1e3, 1e18), o.sequential.arl_records);
   set(sq.get_double("k", 0.05, 10), o.sequential.k);
@@ -206,8 +222,8 @@ std::string default_config_yaml() {
     noise_replicates: 64        # bootstrap replicates when the engine estimates a reference's noise
   quality: {nan_rate: 0.005, inf_rate: 0.005, out_of_range_rate: 0.01, unseen_rate: 0.01,
             missing_share: 0.01, z: 5, constant_min_values: 100}
-  sequential: {enabled: true, method: both, block_records: 512, arl_records: 1e9, k: 0.5,
-               reference_sigmas: 3}
+  sequential: {enabled: true, method: both, shifts: [0.25, 0.5, 1], clip: 4, block_records: 512,
+               arl_records: 1e9, k: 0.5, reference_sigmas: 3}  # shifts in sd (CUSUM); k, blocks: Page-Hinkley
   staleness: {enabled: true, factor: 5, min_silence: 30s, min_batches: 10}
   throughput: {enabled: true, period: 60s, factor: 4, warmup_periods: 5, min_expected: 20, alpha: 0.1}
   embedding: {min_width: 256, projections: 16, seed: 469971001712, mean_dims: 4096,

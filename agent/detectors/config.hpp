@@ -61,9 +61,14 @@ enum class SequentialMethod { cusum, page_hinkley, both };
 struct SequentialSettings {
   bool enabled = true;
   SequentialMethod method = SequentialMethod::both;
-  std::uint64_t block_records = 512;  // CUSUM/PH step on means of this many records
+  // CUSUM: one two-sided chart per feature and target shift, on every record (standardized by
+  // the reference, clipped at +-clip sd); each chart is the optimal (likelihood-ratio) CUSUM for
+  // its shift, and together they stay near the optimum for shifts in between.
+  std::vector<double> shifts{0.25, 0.5, 1.0};  // target mean shifts, in reference sd
+  double clip = 4;                    // standardized values are clipped at +-clip (outliers)
+  std::uint64_t block_records = 512;  // Page-Hinkley steps on means of this many records
   double arl_records = 1e9;           // records between false alarms, per stream
-  double k = 0.5;                     // reference value, in standard errors of a block mean
+  double k = 0.5;                     // Page-Hinkley's drift allowance, in standard errors of a block mean
   double reference_sigmas = 3;        // widen k by this many standard errors of the reference mean
 
   bool operator==(const SequentialSettings&) const = default;  // reload: what changed

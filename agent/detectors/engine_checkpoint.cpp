@@ -51,9 +51,14 @@ json finding_to_json(const FindingSlot& slot) {
   const Finding& f = slot.f;
   json top = json::array();
   for (const auto& t : f.top) {
-    top.push_back({{"feature", t.feature}, {"method", t.method}, {"score", number_or_null(t.score)},
-                   {"threshold", number_or_null(t.threshold)}, {"p_value", number_or_null(t.p_value)},
-                   {"detail", t.detail}});
+    json e = {{"feature", t.feature}, {"method", t.method}, {"score", number_or_null(t.score)},
+              {"threshold", number_or_null(t.threshold)}, {"p_value", number_or_null(t.p_value)},
+              {"detail", t.detail}};
+    if (t.alarm_record > 0) {
+      e["alarm_record"] = t.alarm_record;
+      e["onset_record"] = t.onset_record;
+    }
+    top.push_back(std::move(e));
   }
   return {{"id", f.id},
           {"kind", std::string(core::finding_kind_name(f.kind))},
@@ -118,6 +123,8 @@ FindingSlot finding_from_json(const json& j, const std::string& stream, const st
     e.threshold = double_or_nan(t, "threshold");
     e.p_value = double_or_nan(t, "p_value");
     e.detail = t.at("detail").get<std::string>();
+    e.alarm_record = t.value("alarm_record", std::uint64_t{0});  // absent in documents written before CUSUM records
+    e.onset_record = t.value("onset_record", std::uint64_t{0});
     f.top.push_back(std::move(e));
   }
   slot.hits = j.value("hits", 0U);

@@ -70,11 +70,20 @@ Onset window_onset(const StreamState& s, const std::string& feature) {
     // first alarm in that span and where its larger side was last 0.
     const std::uint64_t floor = s.prev_window_first_ns ? s.prev_window_first_ns : s.window_first_ns;
     std::uint64_t best = f.alarm_onset_ns >= floor ? f.alarm_onset_ns : 0;
-    const bool up = f.cusum.upper() >= f.cusum.lower();
-    const double side = up ? f.cusum.upper() : f.cusum.lower();
-    const std::uint64_t since = f.cusum_since[up ? 0 : 1];
-    if (side > 0 && since >= floor && since != 0) best = best ? std::min(best, since) : since;
-    if (best != 0) o = {best, "cusum", 2 * s.block_ns};
+    std::uint64_t resolution = 2 * s.block_ns;
+    // The chart nearest to alarming, while its run is in progress: where its larger side left 0.
+    const Cusum* near = nullptr;
+    for (const auto& ch : f.cusum) {
+      if (ch.score() > 0 && (!near || ch.ratio() > near->ratio())) near = &ch;
+    }
+    if (near) {
+      const Onset c = s.clock.at(near->current_onset_record(), s.rec_ns, "cusum");
+      if (c.unix_ns != 0 && c.unix_ns >= floor && (best == 0 || c.unix_ns < best)) {
+        best = c.unix_ns;
+        resolution = c.resolution_ns;
+      }
+    }
+    if (best != 0) o = {best, "cusum", resolution};
     break;
   }
   return o;

@@ -53,8 +53,10 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
     numeric_enabled += fp.enabled && fp.kind == FeatureKind::numeric;
   }
   const auto& sq = s.st.sequential;
-  const double detectors = static_cast<double>(std::max<std::size_t>(1, numeric_enabled)) *
-                           (sq.method == SequentialMethod::both ? 2 : 1);
+  const double per_feature =
+      (sq.method != SequentialMethod::page_hinkley ? static_cast<double>(sq.shifts.size()) : 0.0) +
+      (sq.method != SequentialMethod::cusum ? 1.0 : 0.0);
+  const double detectors = static_cast<double>(std::max<std::size_t>(1, numeric_enabled)) * per_feature;
   const double arl_blocks = sq.arl_records / static_cast<double>(sq.block_records) * detectors;
   for (std::size_t i = 0; i < s.feats.size(); ++i) {
     auto& f = s.feats[i];
@@ -73,9 +75,8 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
       f.nprev.reset(f.num.lookup.bins());
       const double k = sq.k + sq.reference_sigmas *
                                   std::sqrt(static_cast<double>(sq.block_records) / std::max(1.0, f.ref_finite));
-      const double h = cusum_threshold(arl_blocks, k);
-      f.cusum = Cusum(k, h);
-      f.ph = PageHinkley(k, h);
+      f.ph = PageHinkley(k, cusum_threshold(arl_blocks, k));
+      init_sequential(sq, f, detectors);
     } else {
       f.cat = compile_categorical(fp);
       f.fleet = source == ReferenceSource::file && fp.enabled

@@ -33,7 +33,7 @@ void accumulate_vectors(StreamState& s, const double* base, std::size_t n, std::
   }
 }
 
-void process_chunk(StreamState& s, const double* base, std::size_t n, std::size_t stride) {
+void process_chunk(EngineState& e, StreamState& s, const double* base, std::size_t n, std::size_t stride) {
   const double* m = base;
   std::size_t ms = stride;
   if (s.layout != ProfileLayout::features) {
@@ -47,15 +47,19 @@ void process_chunk(StreamState& s, const double* base, std::size_t n, std::size_
   if (!s.ready) {
     for (auto& f : s.feats) f.pin->add(m + f.column, n, ms);
     s.pinned += n;
+    s.record_index += n;
     return;
   }
   if (s.window_rows == 0) s.window_first_ns = s.rec_ns;
   if (s.block_rows == 0) s.block_first_ns = s.rec_ns;
+  s.clock.note(s.record_index, s.rec_ns);
   for (auto& f : s.feats) {
     if (!f.enabled) continue;
     if (f.kind == FeatureKind::numeric) add_numeric(f.num, f.ncur, m + f.column, n, ms);
     else add_categorical(f.cat, f.ccur, m + f.column, n, ms);
   }
+  run_cusum(e, s, m, n, ms);
+  s.record_index += n;
   s.window_rows += n;
   s.block_rows += n;
 }
@@ -63,7 +67,7 @@ void process_chunk(StreamState& s, const double* base, std::size_t n, std::size_
 void process_rows(EngineState& e, StreamState& s, const double* base, std::size_t rows, std::size_t stride) {
   while (rows > 0) {
     const std::size_t take = std::min({rows, s.chunk, room(s)});
-    process_chunk(s, base, take, stride);
+    process_chunk(e, s, base, take, stride);
     base += take * stride;
     rows -= take;
     if (!s.ready) {

@@ -67,12 +67,16 @@ struct Feature {
   CategoricalWindow ccur, cprev;
   bool has_prev = false;
   double ref_values = 0, ref_finite = 0;
-  Cusum cusum;
+  // CUSUM charts, one per sequential.shifts, on u = (clamp(x, seq_lo, seq_hi) - seq_center) *
+  // seq_inv (engine_sequential.cpp: init_sequential says how these are set).
+  std::vector<Cusum> cusum;
+  double seq_lo = 0, seq_hi = 0, seq_center = 0, seq_inv = 0, seq_inv_ref = 0;
   PageHinkley ph;
   double seq_ratio = 0;
-  // Start time of the block after which each one-sided statistic was last 0 ([0] up, [1] down):
-  // the change-point estimate (onset) when it alarms, or when a window drifts.
-  std::uint64_t cusum_since[2] = {0, 0}, ph_since[2] = {0, 0};
+  // Page-Hinkley: start time of the block after which each one-sided statistic was last 0
+  // ([0] up, [1] down), its change-point estimate (onset) when it alarms. CUSUM charts keep
+  // their onset as a record index (Cusum::onset_record), timed by StreamState::clock.
+  std::uint64_t ph_since[2] = {0, 0};
   // Onset of the first CUSUM alarm of the current run (replaced only once older than the
   // previous window): an alarm resets the statistic, so `cusum_since` alone would date a window
   // drift after it.
@@ -84,7 +88,7 @@ struct Feature {
     std::size_t b = sizeof(*this) + name.capacity() + fleet.memory_bytes();
     if (pin) b += pin->memory_bytes();
     b += num.memory_bytes() + cat.memory_bytes() + ncur.memory_bytes() + nprev.memory_bytes() +
-         ccur.memory_bytes() + cprev.memory_bytes();
+         ccur.memory_bytes() + cprev.memory_bytes() + cusum.capacity() * sizeof(Cusum);
     return b;
   }
 };
@@ -112,6 +116,42 @@ struct Onset {
   std::uint64_t unix_ns = 0;  // 0: the opening time
   const char* basis = "opened";
   std::uint64_t resolution_ns = 0;  // Finding::onset_resolution_ns
+};
+
+// Times of a stream's records, sparse: a (record index, time) note every 32 records or every
+// second, whichever comes later, in a ring of 64; turns a CUSUM onset record into an onset time
+// and says how much later the change may have begun (the span to the next note).
+struct RecordClock {
+  static constexpr std::size_t kSize = 64;
+  std::array<std::uint64_t, kSize> rec{}, ns{};
+  std::size_t head = 0, count = 0;
+
+  void note(std::uint64_t record, std::uint64_t t) noexcept {
+    if (count > 0) {
+      const std::size_t last = (head + kSize - 1) % kSize;
+      if (record == rec[last] || (record - rec[last] < 32 && t >= ns[last] && t - ns[last] < 1'000'000'000ull)) return;
+    }
+    rec[head] = record;
+    ns[head] = t;
+    head = (head + 1) % kSize;
+    count = count < kSize ? count + 1 : kSize;
+  }
+  // Time of `record`: the newest note at or before it (the oldest note if it is older than all).
+  Onset at(std::uint64_t record, std::uint64_t now_ns, const char* basis) const noexcept {
+    if (count == 0) return Onset{};
+    std::size_t pick = (head + kSize - count) % kSize;  // oldest
+    std::uint64_t next_ns = now_ns;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t k = (head + kSize - 1 - i) % kSize;
+      if (rec[k] <= record) {
+        pick = k;
+        break;
+      }
+      next_ns = ns[k];
+    }
+    if (count > 0 && rec[pick] > record) next_ns = ns[pick];  // older than every note
+    return Onset{ns[pick], basis, next_ns > ns[pick] ? next_ns - ns[pick] : 0};
+  }
 };
 
 // Everything the engine keeps about one stream.
@@ -155,6 +195,8 @@ struct StreamState {
   std::size_t chunk = kChunk;  // rows per column-wise block; fewer for very wide rows
   // windows
   std::uint64_t window_rows = 0, window_start_ns = 0, windows_closed = 0, block_rows = 0;
+  // Index of the next record through the intake (pinning included): CUSUM's alarm and onset records.
+  std::uint64_t record_index = 0;
   std::uint64_t last_window_records = 0, last_window_end_ns = 0;
   // Onset estimation: time of the records being analyzed (the batch's producer timestamp when
   // plausible, else its arrival), of the current block's and window's first record, and of the
@@ -162,6 +204,7 @@ struct StreamState {
   std::uint64_t rec_ns = 0, block_first_ns = 0, window_first_ns = 0, prev_window_first_ns = 0;
   std::uint64_t block_ns = 0;  // duration of the last block (CUSUM onset resolution: two of them)
   Onset seq_onset;  // earliest sequential alarm since the last window close
+  RecordClock clock;  // record index -> time, for CUSUM onsets
   // embeddings
   std::size_t mean_dims = 0;
   std::vector<double> ref_mean, win_sum, pin_sum, pin_sumsq;
@@ -274,6 +317,12 @@ void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b);
 void flush_staging(EngineState& e, StreamState& s);
 
 // ---- sequential detectors (engine_sequential.cpp) -------------------------------------------
+// Sets up a numeric feature's CUSUM charts from its compiled reference; `detectors`: the stream's
+// sequential detectors in all (numeric features x (shifts + Page-Hinkley)), sharing arl_records.
+void init_sequential(const SequentialSettings& sq, Feature& f, double detectors);
+// CUSUM on each record of a chunk (m: n rows at stride ms, analyzed columns); raises on alarm.
+void run_cusum(EngineState& e, StreamState& s, const double* m, std::size_t n, std::size_t ms);
+// Page-Hinkley on the block means, at the end of each block of block_records.
 void end_block(EngineState& e, StreamState& s);
 
 // ---- windows (engine_window.cpp) ------------------------------------------------------------

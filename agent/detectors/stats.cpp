@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <numeric>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace mltap::detectors {
 
@@ -186,6 +189,155 @@ double cusum_threshold(double arl_blocks, double k) noexcept {
   for (int i = 0; i < 200; ++i) {
     const double mid = 0.5 * (lo + hi);
     (cusum_arl_one_sided(k, mid) < target ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+}  // namespace mltap::detectors
+
+namespace mltap::detectors {
+
+double cusum_tilt(std::span<const double> u, std::span<const double> w, double k) noexcept {
+  const double fallback = 2 * k;
+  if (u.empty() || u.size() != w.size() || !(k > 0)) return fallback;
+  double top = -INFINITY;
+  for (double x : u) top = std::max(top, x);
+  if (!(top > k)) return fallback;  // the chart cannot rise: no false alarm at all
+  // g(t) = log E[exp(t (u - k))] is convex with g(0) = 0 and g'(0) = E[u] - k < 0: one root > 0.
+  // Values are shifted by the largest exponent so that nothing overflows.
+  auto eval = [&](double t, double& g, double& dg) {
+    const double m = t * (top - k);
+    double s = 0, s1 = 0;
+    for (std::size_t i = 0; i < u.size(); ++i) {
+      const double e = w[i] * std::exp(t * (u[i] - k) - m);
+      s += e;
+      s1 += e * (u[i] - k);
+    }
+    g = m + std::log(s);
+    dg = s1 / s;
+  };
+  double hi = fallback, g = 0, dg = 0;
+  eval(hi, g, dg);
+  for (int i = 0; i < 60 && !(g > 0); ++i) {
+    hi *= 2;
+    eval(hi, g, dg);
+  }
+  if (!(g > 0)) return fallback;
+  // Newton from the right of the root of a convex function converges monotonically.
+  double t = hi;
+  for (int i = 0; i < 100; ++i) {
+    const double next = t - g / dg;
+    if (!(next > 0) || !(next < t)) break;
+    t = next;
+    eval(t, g, dg);
+    if (!(g > 1e-13)) break;
+  }
+  return t > 0 && std::isfinite(t) ? t : fallback;
+}
+
+// M charts interleaved: independent dependency chains per value, in registers (M is a
+// compile-time constant so the arrays unroll). With SSE2 one register holds a chart's two sides
+// {S+, S-}, stepped by {x - k, -x - k}: the same roundings as update().
+template <std::size_t M>
+bool Cusum::advance_fixed(Cusum* charts, const double* u, const std::uint64_t* rec, std::size_t n) noexcept {
+#if defined(__SSE2__)
+  __m128d S[M], K[M], H[M];
+  __m128i T[M];
+  const __m128d zero = _mm_setzero_pd();
+#pragma GCC unroll 8
+  for (std::size_t j = 0; j < M; ++j) {
+    S[j] = _mm_set_pd(charts[j].lo_, charts[j].hi_);
+    K[j] = _mm_set1_pd(charts[j].k_);
+    H[j] = _mm_set_pd(charts[j].h_dn_, charts[j].h_up_);
+    T[j] = _mm_set_epi64x(static_cast<long long>(charts[j].lo_start_), static_cast<long long>(charts[j].hi_start_));
+  }
+  __m128d alarm = zero;
+  for (std::size_t i = 0; i < n; ++i) {
+    const __m128d sx = _mm_set_pd(-u[i], u[i]);
+    const __m128i r = _mm_set1_epi64x(static_cast<long long>(rec[i]));
+#pragma GCC unroll 8
+    for (std::size_t j = 0; j < M; ++j) {
+      const __m128i at_zero = _mm_castpd_si128(_mm_cmpeq_pd(S[j], zero));
+      T[j] = _mm_or_si128(_mm_and_si128(at_zero, r), _mm_andnot_si128(at_zero, T[j]));
+      S[j] = _mm_max_pd(_mm_add_pd(S[j], _mm_sub_pd(sx, K[j])), zero);
+      alarm = _mm_or_pd(alarm, _mm_cmpgt_pd(S[j], H[j]));
+    }
+  }
+  if (_mm_movemask_pd(alarm) != 0) return false;
+#pragma GCC unroll 8
+  for (std::size_t j = 0; j < M; ++j) {
+    alignas(16) double sv[2];
+    alignas(16) std::uint64_t tv[2];
+    _mm_store_pd(sv, S[j]);
+    _mm_store_si128(reinterpret_cast<__m128i*>(tv), T[j]);
+    charts[j].hi_ = sv[0];
+    charts[j].lo_ = sv[1];
+    charts[j].hi_start_ = tv[0];
+    charts[j].lo_start_ = tv[1];
+  }
+  return true;
+#else
+  double hi[M], lo[M], k[M], hu[M], hd[M];
+  std::uint64_t hs[M], ls[M];
+  for (std::size_t j = 0; j < M; ++j) {
+    hi[j] = charts[j].hi_;
+    lo[j] = charts[j].lo_;
+    k[j] = charts[j].k_;
+    hu[j] = charts[j].h_up_;
+    hd[j] = charts[j].h_dn_;
+    hs[j] = charts[j].hi_start_;
+    ls[j] = charts[j].lo_start_;
+  }
+  bool alarm = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double x = u[i];
+    const std::uint64_t r = rec[i];
+    for (std::size_t j = 0; j < M; ++j) {
+      hs[j] = hi[j] == 0 ? r : hs[j];
+      ls[j] = lo[j] == 0 ? r : ls[j];
+      const double up = hi[j] + (x - k[j]), down = lo[j] - (x + k[j]);
+      hi[j] = up > 0 ? up : 0;
+      lo[j] = down > 0 ? down : 0;
+      alarm |= (hi[j] > hu[j]) | (lo[j] > hd[j]);
+    }
+  }
+  if (alarm) return false;
+  for (std::size_t j = 0; j < M; ++j) {
+    charts[j].hi_ = hi[j];
+    charts[j].lo_ = lo[j];
+    charts[j].hi_start_ = hs[j];
+    charts[j].lo_start_ = ls[j];
+  }
+  return true;
+#endif
+}
+
+bool Cusum::advance_all(std::span<Cusum> charts, const double* u, const std::uint64_t* rec,
+                        std::size_t n) noexcept {
+  switch (charts.size()) {
+    case 1: return advance_fixed<1>(charts.data(), u, rec, n);
+    case 2: return advance_fixed<2>(charts.data(), u, rec, n);
+    case 3: return advance_fixed<3>(charts.data(), u, rec, n);
+    case 4: return advance_fixed<4>(charts.data(), u, rec, n);
+    case 5: return advance_fixed<5>(charts.data(), u, rec, n);
+    case 6: return advance_fixed<6>(charts.data(), u, rec, n);
+    case 7: return advance_fixed<7>(charts.data(), u, rec, n);
+    case 8: return advance_fixed<8>(charts.data(), u, rec, n);
+    default: return false;
+  }
+}
+
+double cusum_arl_one_sided_tilted(double theta, double k, double h) noexcept {
+  const double a = theta * (h + 1.166);
+  return (std::exp(a) - a - 1) / (theta * k);
+}
+
+double cusum_threshold_tilted(double arl, double theta, double k) noexcept {
+  double lo = 0, hi = 1;
+  while (cusum_arl_one_sided_tilted(theta, k, hi) < arl && hi < 1e9) hi *= 2;
+  for (int i = 0; i < 200; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (cusum_arl_one_sided_tilted(theta, k, mid) < arl ? lo : hi) = mid;
   }
   return hi;
 }

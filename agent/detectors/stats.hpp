@@ -52,35 +52,77 @@ double cusum_threshold(double arl_blocks, double k) noexcept;
 // Siegmund's ARL of a one-sided CUSUM (k, h) on N(0,1) increments.
 double cusum_arl_one_sided(double k, double h) noexcept;
 
+// The same for increments u - k where u has mean 0 and variance 1 but any distribution, given as
+// weighted points (weights summing to 1): theta is the root > 0 of E[exp(theta (u - k))] = 1
+// (the exponential tilt; 2k for N(0,1)), and ARL ~ (e^{theta b} - theta b - 1) / (theta k) with
+// b = h + 1.166, which is Siegmund's formula when theta = 2k. Returns 2k when no root is found
+// (u bounded above by k, or the points are empty).
+double cusum_tilt(std::span<const double> u, std::span<const double> w, double k) noexcept;
+double cusum_arl_one_sided_tilted(double theta, double k, double h) noexcept;
+// Smallest h with cusum_arl_one_sided_tilted(theta, k, h) >= arl.
+double cusum_threshold_tilted(double arl, double theta, double k) noexcept;
+
+// A two-sided CUSUM chart on standardized values (mean 0, sd 1 without change): S+ and S- with
+// reference value k, alarm when S+ > h_up or S- > h_down, then restart at zero. It remembers the
+// record at which the alarming side last left zero: the maximum-likelihood change point of a
+// CUSUM (Page), i.e. the onset estimate of the change it alarmed on.
 class Cusum {
  public:
   Cusum() = default;
-  Cusum(double k, double h) : k_(k), h_(h) {}
-  // Returns true on alarm (statistics restart at zero after an alarm).
-  bool update(double z) noexcept {
-    hi_ = hi_ + z - k_ > 0 ? hi_ + z - k_ : 0;
-    lo_ = lo_ - z - k_ > 0 ? lo_ - z - k_ : 0;
-    if (hi_ > h_ || lo_ > h_) {
-      last_up_ = hi_ > h_;
-      alarm_score_ = hi_ > lo_ ? hi_ : lo_;
+  Cusum(double k, double h) : k_(k), h_up_(h), h_dn_(h) {}
+  Cusum(double k, double h_up, double h_down) : k_(k), h_up_(h_up), h_dn_(h_down) {}
+  // Returns true on alarm (statistics restart at zero after an alarm). `record`: the index of the
+  // value in its stream, kept for the onset and alarm records.
+  bool update(double z, std::uint64_t record = 0) noexcept {
+    if (hi_ == 0) hi_start_ = record;
+    if (lo_ == 0) lo_start_ = record;
+    // Same operations as advance_all, so that both paths round alike.
+    const double up = hi_ + (z - k_), down = lo_ - (z + k_);
+    hi_ = up > 0 ? up : 0;
+    lo_ = down > 0 ? down : 0;
+    if (hi_ > h_up_ || lo_ > h_dn_) {
+      last_up_ = hi_ / h_up_ >= lo_ / h_dn_;
+      alarm_score_ = last_up_ ? hi_ : lo_;
+      alarm_threshold_ = last_up_ ? h_up_ : h_dn_;
+      alarm_record_ = record;
+      onset_record_ = last_up_ ? hi_start_ : lo_start_;
       hi_ = lo_ = 0;
       return true;
     }
     return false;
   }
   double score() const noexcept { return hi_ > lo_ ? hi_ : lo_; }  // compare with threshold()
-  // The one-sided statistics (0 right after a reset): the change-point estimate of an alarm is
-  // the last time its side was 0 (findings' onset, engine_sequential.cpp).
-  double upper() const noexcept { return hi_; }
-  double lower() const noexcept { return lo_; }
-  double threshold() const noexcept { return h_; }
+  double threshold() const noexcept { return h_up_ > h_dn_ ? h_up_ : h_dn_; }
+  // max(S+/h_up, S-/h_down): 1 at the alarm.
+  double ratio() const noexcept { return hi_ / h_up_ > lo_ / h_dn_ ? hi_ / h_up_ : lo_ / h_dn_; }
+  double k() const noexcept { return k_; }
+  double threshold_up() const noexcept { return h_up_; }
+  double threshold_down() const noexcept { return h_dn_; }
   bool last_alarm_up() const noexcept { return last_up_; }
   double alarm_score() const noexcept { return alarm_score_; }  // statistic when it last alarmed
+  double alarm_threshold() const noexcept { return alarm_threshold_; }
+  std::uint64_t alarm_record() const noexcept { return alarm_record_; }
+  // The record at which the alarming side last left zero (its last reset): the change-point
+  // estimate of the last alarm.
+  std::uint64_t onset_record() const noexcept { return onset_record_; }
+  // The same for the run in progress (the larger side), valid while score() > 0.
+  std::uint64_t current_onset_record() const noexcept { return hi_ / h_up_ >= lo_ / h_dn_ ? hi_start_ : lo_start_; }
   void reset() noexcept { hi_ = lo_ = 0; }
 
+  // The engine's fast path: advances every chart over u[0..n) (records rec[i]) and returns true
+  // when none of them alarms on any of these values; otherwise leaves every chart as it was and
+  // returns false (step with update() then). Branch-free: whether S+ or S- sits at zero is a coin
+  // flip under no change, which a branch per value would mispredict.
+  static bool advance_all(std::span<Cusum> charts, const double* u, const std::uint64_t* rec,
+                          std::size_t n) noexcept;
+
  private:
-  double k_ = 0.5, h_ = 5;
-  double hi_ = 0, lo_ = 0, alarm_score_ = 0;
+  template <std::size_t M>
+  static bool advance_fixed(Cusum* charts, const double* u, const std::uint64_t* rec, std::size_t n) noexcept;
+
+  double k_ = 0.5, h_up_ = 5, h_dn_ = 5;
+  double hi_ = 0, lo_ = 0, alarm_score_ = 0, alarm_threshold_ = 0;
+  std::uint64_t hi_start_ = 0, lo_start_ = 0, alarm_record_ = 0, onset_record_ = 0;
   bool last_up_ = false;
 };
 

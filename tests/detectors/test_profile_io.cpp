@@ -411,6 +411,8 @@ TEST(Config, DefaultsOverridesAndErrorsWithLineAndColumn) {
   EXPECT_EQ(e.defaults.window_records, d.defaults.window_records);
   EXPECT_EQ(e.defaults.embedding.seed, d.defaults.embedding.seed);
   EXPECT_EQ(e.defaults.sequential.arl_records, d.defaults.sequential.arl_records);
+  EXPECT_EQ(e.defaults.sequential.shifts, d.defaults.sequential.shifts);
+  EXPECT_EQ(e.defaults.sequential.clip, d.defaults.sequential.clip);
   EXPECT_EQ(e.snapshot_interval, d.snapshot_interval);
 
   const auto c = parse(R"(detectors:
@@ -450,6 +452,10 @@ TEST(Config, DefaultsOverridesAndErrorsWithLineAndColumn) {
   expect("detectors:\n  window_records: many\n", "expected an integer", 2, 19);
   expect("detectors:\n  window_records: 100\n  min_window_records: 200\n", "must not exceed", 3, 23);
   expect("detectors:\n  sequential: {method: adwin}\n", "must be one of", 2, 24);
+  expect("detectors:\n  sequential: {shifts: [0.5, big]}\n", "'big' is not a shift", 2, 24);
+  expect("detectors:\n  sequential: {shifts: [0.5, 0.5]}\n", "listed twice", 2, 24);
+  expect("detectors:\n  sequential: {shifts: []}\n", "1 to 8 shifts", 2, 24);
+  expect("detectors:\n  sequential: {clip: 0.5}\n", "clip", 2, 22);
 }
 
 // A version-1 profile (written before noise estimates existed; tests/detectors/fixtures) still

@@ -91,6 +91,58 @@ TEST(Sequential, CusumRunLengthMatchesTheCalibration) {
   }
 }
 
+// The exponential tilt is 2k for N(0,1) and smaller for a right-skewed distribution's upper side,
+// and the tilted threshold keeps the run length of a skewed stream near its target, where the
+// Gaussian threshold would alarm several times too often.
+TEST(Sequential, TiltedThresholdCalibratesSkewedData) {
+  // N(0,1) and standardized Exp(1) (mean 1, sd 1) at 4,000 quantile midpoints.
+  std::vector<double> normal, expo, w(4000, 1.0 / 4000);
+  for (int i = 0; i < 4000; ++i) {
+    const double p = (i + 0.5) / 4000;
+    expo.push_back(-std::log(1 - p) - 1);
+    double lo = -10, hi = 10;  // the normal quantile by bisection (no inverse in <cmath>)
+    for (int it = 0; it < 100; ++it) {
+      const double mid = 0.5 * (lo + hi);
+      (0.5 * std::erfc(-mid / std::sqrt(2.0)) < p ? lo : hi) = mid;
+    }
+    normal.push_back(0.5 * (lo + hi));
+  }
+  for (double k : {0.125, 0.25, 0.5}) {
+    EXPECT_NEAR(cusum_tilt(normal, w, k), 2 * k, 0.01 * k) << k;
+    EXPECT_LT(cusum_tilt(expo, w, k), 1.8 * k) << k;
+    // A Gaussian tilt gives Siegmund's ARL.
+    EXPECT_NEAR(cusum_arl_one_sided_tilted(2 * k, k, 7) / cusum_arl_one_sided(k, 7), 1, 1e-12);
+  }
+  // Bounded above by k: the chart never rises; the fallback is the Gaussian tilt.
+  const std::vector<double> flat{-0.1, 0.1}, half{0.5, 0.5};
+  EXPECT_EQ(cusum_tilt(flat, half, 0.5), 1.0);
+
+  const double k = 0.5, target = 2000;
+  const double h = cusum_threshold_tilted(target, cusum_tilt(expo, w, k), k);
+  const double h_gauss = cusum_threshold(target / 2, k);  // one side: half of a two-sided target
+  EXPECT_GT(h, 1.2 * h_gauss);
+  std::mt19937_64 g(5);
+  std::exponential_distribution<double> e;
+  auto run_length = [&](double thr) {
+    double total = 0;
+    const int runs = 400;
+    for (int r = 0; r < runs; ++r) {
+      double s = 0;
+      std::uint64_t t = 0;
+      do {
+        s = std::max(0.0, s + e(g) - 1 - k);
+        ++t;
+      } while (s <= thr);
+      total += static_cast<double>(t);
+    }
+    return total / runs;
+  };
+  const double arl = run_length(h);
+  EXPECT_GT(arl, 0.7 * target) << "h=" << h;
+  EXPECT_LT(arl, 1.5 * target) << "h=" << h;
+  EXPECT_LT(run_length(h_gauss), 0.5 * target) << "the Gaussian threshold is too low for skewed data";
+}
+
 TEST(Sequential, PageHinkleyIsConservativeAndBothDetectShifts) {
   const double target = 500, k = 0.5, h = cusum_threshold(target, k);
   std::mt19937_64 g(7);

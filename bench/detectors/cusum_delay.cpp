@@ -1,0 +1,279 @@
+// Detection delay of the real detector engine against Lorden's bound, and its false-alarm rate.
+//
+// Each run: a stream of `features` N(0,1) features; the engine pins its reference from the first
+// pin_records records (the default configuration, except arl_records and what --mode changes);
+// after a random number of further records (1,000..6,000: a random offset inside a window), one
+// feature's mean moves by d sd. The delay is the number of records from the first changed record
+// to the one at which the detector alarmed, inclusive (CUSUM: the finding's alarm_record; window
+// drift: the record that closed the window that opened the finding). Lorden's bound for the
+// optimal CUSUM knowing d and which of k features: log(k * ARL0) / (d^2 / 2).
+//
+// The false-alarm run: one long same-population stream; CUSUM alarms are counted from the
+// sequential finding's alarm records (polled every 4,096 records), window drift from the drift
+// findings opened; records per false alarm with an exact Poisson 95% interval.
+//
+//   cusum_delay [--mode cusum|window] [--runs 50] [--features 30] [--arl 1e6] [--shifts 0.25,0.5,1]
+//               [--window-records 5000] [--false-alarm-records 2e7] [--seed 1]
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "agent/detectors/engine.hpp"
+
+using namespace mltap;
+using namespace mltap::detectors;
+
+namespace {
+
+struct Options {
+  std::string mode = "cusum";
+  int runs = 50;
+  std::size_t features = 30;
+  double arl = 1e6;
+  std::vector<double> shifts{0.25, 0.5, 1.0};
+  std::uint64_t window_records = 5000;
+  double false_alarm_records = 2e7;
+  std::uint64_t seed = 1;
+};
+
+[[noreturn]] void usage(const char* why) {
+  std::fprintf(stderr, "cusum_delay: %s\n", why);
+  std::exit(2);
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (i + 1 >= argc) usage(("missing value after " + a).c_str());
+    const char* v = argv[++i];
+    char* end = nullptr;
+    if (a == "--mode") {
+      o.mode = v;
+      if (o.mode != "cusum" && o.mode != "window") usage("--mode is cusum or window");
+    } else if (a == "--runs") {
+      o.runs = std::atoi(v);
+    } else if (a == "--features") {
+      o.features = static_cast<std::size_t>(std::atoi(v));
+    } else if (a == "--arl") {
+      o.arl = std::strtod(v, &end);
+    } else if (a == "--window-records") {
+      o.window_records = static_cast<std::uint64_t>(std::strtod(v, &end));
+    } else if (a == "--false-alarm-records") {
+      o.false_alarm_records = std::strtod(v, &end);
+    } else if (a == "--seed") {
+      o.seed = static_cast<std::uint64_t>(std::strtod(v, &end));
+    } else if (a == "--shifts") {
+      o.shifts.clear();
+      for (const char* p = v; *p;) {
+        o.shifts.push_back(std::strtod(p, &end));
+        if (end == p) usage("--shifts: numbers separated by commas");
+        p = *end == ',' ? end + 1 : end;
+      }
+    } else {
+      usage(("unknown option " + a).c_str());
+    }
+  }
+  if (o.runs < 1 || o.features < 1 || !(o.arl >= 1e3) || o.window_records < 10) usage("bad value");
+  return o;
+}
+
+EngineConfig config_for(const Options& o) {
+  EngineConfig c;
+  auto& st = c.defaults;
+  st.window_time = std::chrono::nanoseconds(0);  // by records only: no clock in this bench
+  st.staleness.enabled = false;
+  st.throughput.enabled = false;
+  st.sequential.arl_records = o.arl;
+  if (o.mode == "window") {
+    st.sequential.enabled = false;
+    st.window_records = o.window_records;
+    st.min_window_records = std::min(st.min_window_records, o.window_records);
+  }
+  return c;
+}
+
+// Feeds rows of N(0,1) features (feature `changed` shifted by `d` when `d` != 0).
+class Stream {
+ public:
+  Stream(const Options& o, std::uint64_t seed) : engine_(config_for(o)), g_(seed), cols_(o.features) {
+    info_.name = "bench";
+    info_.component = "bench";
+  }
+  void feed(std::size_t rows, std::size_t changed, double d) {
+    buf_.resize(rows * cols_);
+    for (std::size_t r = 0; r < rows; ++r) {
+      for (std::size_t j = 0; j < cols_; ++j) buf_[r * cols_ + j] = z_(g_);
+      buf_[r * cols_ + changed] += d;
+    }
+    core::DecodedBatch b;
+    b.stream = &info_;
+    b.timestamp_ns = now_;
+    b.dtype = format::DType::float64;
+    const std::uint32_t shape[1] = {static_cast<std::uint32_t>(cols_)};
+    b.row_shape = shape;
+    b.rows = rows;
+    b.cols = cols_;
+    b.values = std::span<const double>(buf_.data(), buf_.size());
+    engine_.on_batch(b);
+    now_ += rows * 1000000ULL;  // 1,000 records/s (only for the findings' timestamps)
+    fed_ += rows;
+  }
+  std::shared_ptr<const core::DetectorSnapshot> snapshot() {
+    engine_.publish_now();
+    return engine_.snapshot();
+  }
+  std::uint64_t fed() const noexcept { return fed_; }
+
+ private:
+  DetectorEngine engine_;
+  core::StreamInfo info_;
+  std::mt19937_64 g_;
+  std::normal_distribution<double> z_;
+  std::size_t cols_;
+  std::vector<double> buf_;
+  std::uint64_t now_ = 1700000000ULL * 1000000000ULL;
+  std::uint64_t fed_ = 0;
+};
+
+// Earliest CUSUM alarm record >= from in the open sequential finding, or max().
+std::uint64_t first_alarm(const core::DetectorSnapshot& s, std::uint64_t from) {
+  std::uint64_t best = std::numeric_limits<std::uint64_t>::max();
+  for (const auto& f : s.open_findings) {
+    if (f.kind != core::FindingKind::sequential_change) continue;
+    for (const auto& t : f.top) {
+      if (t.alarm_record >= from) best = std::min(best, t.alarm_record);
+    }
+  }
+  return best;
+}
+
+bool has_open(const core::DetectorSnapshot& s, core::FindingKind k) {
+  for (const auto& f : s.open_findings) {
+    if (f.kind == k) return true;
+  }
+  return false;
+}
+
+double quantile(std::vector<double> v, double q) {
+  std::sort(v.begin(), v.end());
+  const double pos = q * static_cast<double>(v.size() - 1);
+  const auto i = static_cast<std::size_t>(pos);
+  const double frac = pos - static_cast<double>(i);
+  return i + 1 < v.size() ? v[i] * (1 - frac) + v[i + 1] * frac : v[i];
+}
+
+// P(X <= x) for X ~ Poisson(lambda), each term in log space (no underflow for large lambda).
+double poisson_cdf(int x, double lambda) {
+  double sum = 0;
+  for (int i = 0; i <= x; ++i) sum += std::exp(-lambda + i * std::log(lambda) - std::lgamma(i + 1.0));
+  return sum;
+}
+
+// Exact (Garwood) 95% interval for a Poisson mean given x events.
+std::pair<double, double> poisson_interval(int x) {
+  auto solve = [](auto f) {  // f decreasing in lambda from >0 to <0
+    double lo = 0, hi = 1;
+    while (f(hi) > 0) hi *= 2;
+    for (int i = 0; i < 100; ++i) {
+      const double mid = 0.5 * (lo + hi);
+      (f(mid) > 0 ? lo : hi) = mid;
+    }
+    return 0.5 * (lo + hi);
+  };
+  const double upper = solve([&](double l) { return poisson_cdf(x, l) - 0.025; });
+  const double lower = x == 0 ? 0 : solve([&](double l) { return 0.025 - (1 - poisson_cdf(x - 1, l)); });
+  return {lower, upper};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Options o = parse(argc, argv);
+  const std::uint64_t pin = config_for(o).defaults.pin_records;
+  std::printf("mode %s, %zu N(0,1) features, ARL0 %.3g records, %d runs per shift, pinned reference of %llu records",
+              o.mode.c_str(), o.features, o.arl, o.runs, static_cast<unsigned long long>(pin));
+  if (o.mode == "window") std::printf(", window_records %llu", static_cast<unsigned long long>(o.window_records));
+  std::printf("\n\n| shift d (sd) | median delay | quartiles | Lorden bound | median / bound | not found | alarms before the change |\n");
+  std::printf("|---|---|---|---|---|---|---|\n");
+  std::mt19937_64 seeds(o.seed);
+  for (double d : o.shifts) {
+    const double bound = std::log(static_cast<double>(o.features) * o.arl) / (d * d / 2);
+    const std::uint64_t limit = static_cast<std::uint64_t>(std::max(50.0 * bound, 4.0 * static_cast<double>(o.window_records)));
+    std::vector<double> delays;
+    int missed = 0, early = 0;
+    for (int run = 0; run < o.runs; ++run) {
+      Stream s(o, seeds());
+      std::mt19937_64 g(seeds());
+      const std::size_t changed = g() % o.features;
+      const std::uint64_t start = pin + 1000 + g() % 5000;  // first changed record
+      while (s.fed() < start) s.feed(std::min<std::uint64_t>(1000, start - s.fed()), changed, 0);
+      const auto before = s.snapshot();
+      if (has_open(*before, o.mode == "cusum" ? core::FindingKind::sequential_change : core::FindingKind::drift)) ++early;
+      double delay = -1;
+      const std::size_t batch = 10;
+      while (s.fed() - start < limit) {
+        s.feed(batch, changed, d);
+        const auto snap = s.snapshot();
+        if (o.mode == "cusum") {
+          const std::uint64_t a = first_alarm(*snap, start);
+          if (a != std::numeric_limits<std::uint64_t>::max()) {
+            delay = static_cast<double>(a - start + 1);
+            break;
+          }
+        } else if (snap->counters.findings_opened > before->counters.findings_opened && has_open(*snap, core::FindingKind::drift)) {
+          // Windows close on a record count that batches of 10 hit exactly.
+          delay = static_cast<double>(s.fed() - start);
+          break;
+        }
+      }
+      if (delay < 0) ++missed;
+      else delays.push_back(delay);
+    }
+    if (delays.empty()) {
+      std::printf("| %g | - | - | %.0f | - | %d | %d |\n", d, bound, missed, early);
+      continue;
+    }
+    const double med = quantile(delays, 0.5);
+    std::printf("| %g | %.0f | %.0f-%.0f | %.0f | %.2f | %d | %d |\n", d, med, quantile(delays, 0.25), quantile(delays, 0.75),
+                bound, med / bound, missed, early);
+    std::fflush(stdout);
+  }
+
+  if (o.false_alarm_records > 0) {
+    Stream s(o, seeds());
+    const std::uint64_t total = pin + static_cast<std::uint64_t>(o.false_alarm_records);
+    // An alarm is one (feature, method, alarm record) for CUSUM; Page-Hinkley alarms carry no
+    // record: its statistic at the alarm tells them apart.
+    std::set<std::tuple<std::string, std::uint64_t, double>> alarms;
+    std::uint64_t opened = 0;
+    while (s.fed() < total) {
+      s.feed(std::min<std::uint64_t>(4096, total - s.fed()), 0, 0);
+      if (s.fed() <= pin) continue;
+      const auto snap = s.snapshot();
+      for (const auto& f : snap->open_findings) {
+        if (f.kind != core::FindingKind::sequential_change) continue;
+        for (const auto& t : f.top) alarms.emplace(t.feature + "/" + t.method, t.alarm_record, t.alarm_record ? 0.0 : t.score);
+      }
+      opened = snap->counters.findings_opened;
+    }
+    const double n = o.false_alarm_records;
+    const int count = o.mode == "cusum" ? static_cast<int>(alarms.size()) : static_cast<int>(opened);
+    const auto [lo, hi] = poisson_interval(count);
+    std::printf("\nfalse alarms on %.3g same-population records after the reference: %d %s (findings opened: %llu); "
+                "records per false alarm: %s (95%% interval %.3g-%s; target %.3g)\n",
+                n, count, o.mode == "cusum" ? "sequential alarms" : "drift findings",
+                static_cast<unsigned long long>(opened),
+                count ? std::to_string(static_cast<long long>(n / count)).c_str() : "> run",
+                n / hi, lo > 0 ? std::to_string(static_cast<long long>(n / lo)).c_str() : "inf", o.arl);
+  }
+  return 0;
+}
