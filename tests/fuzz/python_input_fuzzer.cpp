@@ -41,7 +41,9 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   Py_DECREF(dir);
   PyObject* driver = PyImport_ImportModule("python_input_driver");
   if (!driver) python_failed("cannot import python_input_driver");
-  g_dir = new mltap::fuzz::TempDir("python");  // leaked on purpose: streams write there until exit
+  // Removed at exit (the streams stay mapped until then; their files may go first).
+  static mltap::fuzz::TempDir shm_dir("python");
+  g_dir = &shm_dir;
   PyObject* r = PyObject_CallMethod(driver, "setup", "s", g_dir->path().c_str());
   if (!r) python_failed("setup failed");
   Py_DECREF(r);
