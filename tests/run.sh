@@ -4,8 +4,10 @@
 #
 #   tests/run.sh            all builds and all tests
 #   tests/run.sh quick      the main build's tests only (no sanitizer builds)
+#   tests/run.sh fuzz       the libFuzzer stage only (4. below)
 #
-# Where the time goes (2 cores, cold cache): three compilations (main, ASan+UBSan, TSan) and the
+# Where the time goes (2 cores, cold cache): four compilations (main, ASan+UBSan, TSan, clang
+# libFuzzer) and the
 # main build's end-to-end tests (real Prometheus, Alertmanager, systemd in a Debian root). So:
 # the sanitizer builds compile only the C++ test executables (targets mltap_cxx_tests and
 # mltap_tsan_tests) and run only them; tests run in parallel (ctest -j) except those marked
@@ -39,6 +41,26 @@ summary() {
   step "done"
   printf '%s\n  %-28s %5d s\n' "$times" "total" $(($(date +%s) - t_start))
 }
+
+# 4. libFuzzer (clang, ASan+UBSan): each target of tests/fuzz runs MLTAP_FUZZ_SECONDS (60) from
+#    the corpus kept in the repository, $jobs targets at a time; only the fuzz targets and the
+#    libraries they call are compiled. A crash fails the stage (its input is left in
+#    build-fuzz/fuzz-artifacts/). tests/fuzz/README.md.
+fuzz_stage() {
+  step "build (clang libFuzzer)"
+  # shellcheck disable=SC2086
+  cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_CXX_COMPILER=clang++ -DMLTAP_FUZZ=ON -DMLTAP_BUILD_BPF=OFF -DMLTAP_BUILD_BENCH=OFF \
+    $launcher >/dev/null
+  cmake --build build-fuzz -j "$jobs" --target mltap_fuzzers
+  step "fuzz (libFuzzer)"
+  MLTAP_FUZZ_PARALLEL=$jobs "$root/tests/fuzz/run.sh" build-fuzz "${MLTAP_FUZZ_SECONDS:-60}"
+}
+if [ "$mode" = fuzz ]; then
+  fuzz_stage
+  summary
+  exit 0
+fi
 
 # 1. The main build: every test, real processes, real kernel, real servers.
 step "build (RelWithDebInfo)"
@@ -75,5 +97,7 @@ step "tests (TSan)"
 # refuses by default; the child's behaviour is still asserted.
 TSAN_OPTIONS="halt_on_error=1 die_after_fork=0 suppressions=$root/tests/tsan.supp" \
   ctest --test-dir build-tsan --output-on-failure --timeout 900 -L tsan -j "$test_jobs" --no-tests=error
+
+fuzz_stage
 summary
 echo "all tests passed"

@@ -381,7 +381,14 @@ bool SegmentReader::validate_record(const IndexEntry& e, std::span<const std::ui
   }
   const bool has_ids = (rh.flags & kRecordHasTraceIds) != 0;
   const std::uint64_t ids_bytes = has_ids ? std::uint64_t{rh.rows} * 8 : 0;
-  const std::uint64_t payload = std::uint64_t{rh.rows} * elems * dtype_size(static_cast<DType>(rh.dtype));
+  // rows x row bytes can pass 2^64 (2^31 rows of 2^30 float64 in a 1 GiB ring) and wrap to a
+  // size that matches a short record: bound it by the record size before multiplying.
+  const std::uint64_t row_bytes = elems * dtype_size(static_cast<DType>(rh.dtype));  // <= 2^33
+  if (rh.rows > header_.max_record_bytes / row_bytes) {
+    why = InvalidReason::bad_size;
+    return false;
+  }
+  const std::uint64_t payload = std::uint64_t{rh.rows} * row_bytes;
   if (rh.payload_bytes != payload || rh.payload_offset != sizeof(RecordHeader) + ids_bytes ||
       std::uint64_t{rh.payload_offset} + payload != e.size || e.size != bytes.size()) {
     why = InvalidReason::bad_size;

@@ -186,7 +186,9 @@ ParseResult parse_webhook_payload(std::string_view body, const PayloadLimits& li
   json doc;
   try {
     doc = json::parse(body.begin(), body.end());
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {
+    // Not only parse_error: a number beyond double's range ("1e400") is out_of_range (406),
+    // which used to escape as a 500 "internal error" instead of this 400.
     result.error = PayloadError::syntax;
     result.message = std::string("malformed JSON: ") + e.what();
     return result;

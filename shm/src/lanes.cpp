@@ -182,7 +182,9 @@ LaneWriter* StreamCore::claim_lane() noexcept {
     // Continue the lane where its previous owner stopped.
     LaneHeader& h = *w.header;
     w.seq = aref(h.commit_seq).load(std::memory_order_relaxed);
-    w.pos = aref(h.next_pos).load(std::memory_order_relaxed);
+    // The lane header is in the shared file: anyone who can write the file can set next_pos. Records
+    // start 64-aligned (a record header then never wraps the ring's end); our own values already are.
+    w.pos = format::align_up(aref(h.next_pos).load(std::memory_order_relaxed), format::kRecordAlign);
     w.reserved_seq = aref(h.reserve_seq).load(std::memory_order_relaxed);
     w.reserved_pos = aref(h.reserve_pos).load(std::memory_order_relaxed);
     w.rows_written = aref(h.rows_written).load(std::memory_order_relaxed);
