@@ -19,7 +19,7 @@ void reference_points(const NumericReference& r, std::vector<double>& z, std::ve
   const std::uint32_t bins = r.lookup.bins();
   double total = 0;
   for (std::uint32_t b = 0; b < bins; ++b) {
-    const double p = r.cum[b + 1] - r.cum[b];
+    const double p = r.cum(b + 1) - r.cum(b);
     if (!(p > 0)) continue;
     const double lo = r.lookup.edge(b), hi = r.lookup.edge(b + 1);
     if (r.atoms[b] || !(hi > lo)) {
