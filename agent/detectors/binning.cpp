@@ -316,6 +316,35 @@ NumericScores compare_numeric_windows(const NumericReference& ref, const Numeric
   return s;
 }
 
+NumericScores compare_fine_windows(const NumericReference& ref, const NumericWindow& a,
+                                   const NumericWindow& b) {
+  NumericScores s;
+  if (!ref.has_bins || b.finite == 0 || a.finite == 0) return s;
+  const std::uint32_t bins = ref.lookup.bins();
+  const double n = static_cast<double>(b.finite), m = static_cast<double>(a.finite);
+  double bc = b.counts[0], bp = a.counts[0];
+  double d_prev = bc / n - bp / m;
+  double ks = std::fabs(d_prev);
+  double w1 = std::fabs(b.under_sum / n - a.under_sum / m) + std::fabs(b.over_sum / n - a.over_sum / m);
+  for (std::uint32_t i = 0; i < bins; ++i) {
+    bc += b.counts[i + 1];
+    bp += a.counts[i + 1];
+    const double d_next = bc / n - bp / m;
+    const double w = ref.lookup.edge(i + 1) - ref.lookup.edge(i);
+    w1 += ref.atoms[i] ? w * std::fabs(d_next) : trapezoid_abs(d_prev, d_next, w);
+    ks = std::max(ks, std::fabs(d_next));
+    d_prev = d_next;
+  }
+  s.ks = ks;
+  s.wasserstein = w1 / spread(ref);
+  s.n_eff = n * m / (n + m);
+  std::vector<double> cb, ca;
+  coarse_counts(ref, b, cb);
+  coarse_counts(ref, a, ca);
+  fill_coarse_scores(ca, cb, s);
+  return s;
+}
+
 // ---- categorical ---------------------------------------------------------------------------
 
 std::size_t CategoricalReference::memory_bytes() const noexcept {

@@ -173,6 +173,11 @@ void roll_numeric_window(const NumericReference& ref, NumericWindow& cur, Numeri
 NumericScores compare_numeric_windows(const NumericReference& ref, const NumericWindow& prev,
                                       const NumericWindow& cur);
 
+// Two windows both on the fine bins (a bootstrap's reference draw against a window draw:
+// noise.cpp): KS and W1 on the fine grid, PSI/JS/Hellinger on the coarse bins.
+NumericScores compare_fine_windows(const NumericReference& ref, const NumericWindow& a,
+                                   const NumericWindow& b);
+
 // ---- categorical ---------------------------------------------------------------------------
 
 struct CategoricalReference {

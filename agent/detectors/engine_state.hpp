@@ -88,7 +88,8 @@ struct Feature {
     std::size_t b = sizeof(*this) + name.capacity() + fleet.memory_bytes();
     if (pin) b += pin->memory_bytes();
     b += num.memory_bytes() + cat.memory_bytes() + ncur.memory_bytes() + nprev.memory_bytes() +
-         ccur.memory_bytes() + cprev.memory_bytes() + cusum.capacity() * sizeof(Cusum);
+         ccur.memory_bytes() + cprev.memory_bytes() + cusum.capacity() * sizeof(Cusum) +
+         noise.memory_bytes();
     return b;
   }
 };
@@ -118,11 +119,13 @@ struct Onset {
   std::uint64_t resolution_ns = 0;  // Finding::onset_resolution_ns
 };
 
-// Times of a stream's records, sparse: a (record index, time) note every 32 records or every
-// second, whichever comes later, in a ring of 64; turns a CUSUM onset record into an onset time
-// and says how much later the change may have begun (the span to the next note).
+// Times of a stream's records, sparse: a (record index, time) note once 32 records or a second
+// passed since the last one, in a ring of 32 (at least the last 1,024 records, about a CUSUM run
+// at 0.25 sd); turns a CUSUM onset record into an onset time and says how much later the change
+// may have begun (the span to the next note). An onset older than every note is dated at the
+// oldest one.
 struct RecordClock {
-  static constexpr std::size_t kSize = 64;
+  static constexpr std::size_t kSize = 32;
   std::array<std::uint64_t, kSize> rec{}, ns{};
   std::size_t head = 0, count = 0;
 

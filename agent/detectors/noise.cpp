@@ -179,7 +179,7 @@ NoiseEstimate numeric_noise(const FeatureProfile& f, const NoiseOptions& o, Rng&
       ws.over_sum = ws.counts[bins + 1] * excess_hi;
       ws.finite += ws.counts[0] + ws.counts[bins + 1];
       if (ws.finite == 0) continue;
-      const NumericScores s = compare_numeric_windows(ref, rs, ws);
+      const NumericScores s = compare_fine_windows(ref, rs, ws);
       acc[0][k].add(s.wasserstein);
       acc[1][k].add(std::sqrt(std::max(0.0, s.psi)));
       acc[2][k].add(s.ks);

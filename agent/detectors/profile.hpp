@@ -59,6 +59,12 @@ struct NoiseEstimate {
   std::vector<std::uint64_t> windows;
   std::vector<NoiseMethod> methods;
   bool empty() const noexcept { return windows.empty(); }
+  // Heap bytes (method names fit the strings' own storage).
+  std::size_t memory_bytes() const noexcept {
+    std::size_t b = windows.capacity() * sizeof(std::uint64_t) + methods.capacity() * sizeof(NoiseMethod);
+    for (const auto& m : methods) b += (m.mean.capacity() + m.sd.capacity()) * sizeof(double);
+    return b;
+  }
   const NoiseMethod* find(std::string_view m) const noexcept {
     for (const auto& x : methods) {
       if (x.method == m) return &x;

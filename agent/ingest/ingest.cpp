@@ -397,6 +397,8 @@ Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint32_
   st->info.declared_dtype = id.declared_dtype;
   st->info.row_shape = id.declared_shape;
   st->info.feature_names = id.feature_names;
+  st->info.task = id.task;
+  st->info.labels_stream = id.labels_stream;
   st->rate_base_time = now;
   if (auto saved = saved_totals_.find(id.stream); saved != saved_totals_.end()) {
     // Counted by the previous agent (state directory): the counters continue from there.

@@ -70,10 +70,11 @@ TEST(Onset, WindowDriftAndSequentialChangeDateTheChange) {
   EXPECT_EQ(drift->top.front().feature, "f1");
   EXPECT_EQ(drift->onset_basis, "cusum");
   EXPECT_LE(drift->onset_unix_ns, drift->opened_unix_ns);
-  // Two blocks of 512 rows at 1000/s (a block: its first to its last batch of 50 rows, up to 0.55 s).
-  EXPECT_GT(drift->onset_resolution_ns, 9 * kSec / 10);
+  // The record clock's span around the onset record: a batch of 50 rows at 1000/s here.
+  EXPECT_GT(drift->onset_resolution_ns, 0u);
   EXPECT_LE(drift->onset_resolution_ns, 1100 * kSec / 1000);
-  EXPECT_GE(drift->opened_unix_ns, change + 2 * kSec) << "opened when the window ended";
+  // Opened when the window ended: in its last batch (stamped when the batch began).
+  EXPECT_GE(drift->opened_unix_ns, change + 2 * kSec - 100 * kSec / 1000) << "opened when the window ended";
   EXPECT_LT(std::abs(seconds_between(drift->onset_unix_ns, change)), 0.6)
       << "onset " << seconds_between(drift->onset_unix_ns, change) << " s from the change";
   EXPECT_GT(drift->onset_unix_ns, window_first + kSec);
