@@ -320,14 +320,18 @@ def test_agent_sigkilled_and_restarted_under_load(tmp_path):
         for p in prods:
             p.kill()
         # No double counting across restarts, as Prometheus counts (increase() over the scrapes,
-        # each restart a reset): the documented contract. Known gap on main: a restarted agent reads
-        # the rings from their oldest record again (read positions are not persisted yet: branch
-        # `ingest`), so what the previous agent counted is counted again. Set
+        # a decrease taken as a reset): the documented contract. Known gap: read positions and
+        # stream counters are kept in the state directory now (a restarted agent resumes where its
+        # last checkpoint left it, and the final counts are exact), but the scraped series still
+        # dips after each kill -9: 113,946 counted for 40,000 written over 20 restarts
+        # (2026-12-02; 370,952 before positions were kept). Likely cause, not yet verified: a
+        # scrape between the restart and the re-read of the records after the checkpoint sees the
+        # checkpoint's smaller value, which Prometheus takes for a reset. Set
         # MLTAP_STRICT_RESTART_COUNTS=1 to make this an error.
         over = {s: report[s]["counted_across_restarts"] - rows for s in streams}
         slack = rows // 100
         if any(o > slack for o in over.values()):
-            msg = f"rows counted again after restarts (read positions not persisted): {over}"
+            msg = f"rows counted again across restarts, as Prometheus would count them: {over}"
             if os.environ.get("MLTAP_STRICT_RESTART_COUNTS") == "1":
                 pytest.fail(msg)
             pytest.xfail(msg)
