@@ -1,5 +1,5 @@
 """The cascade of issue 12, with real processes, mltapd's eBPF tracer and fanotify (root): two
-replicas serve predictions from a declared model file; a deployment (`mv`, another process)
+replicas serve predictions from a declared model file; a deployment (a script, another process)
 replaces the file, the replicas reload it and a prediction-drift finding opens; seconds later one
 replica is killed with SIGKILL. `mltap explain` must rank the deployment first, among the events
 before the finding's onset, and list the kill (the signal and the exit) after the onset.
@@ -73,7 +73,12 @@ def test_deployment_ranks_first_and_the_kill_is_listed_after_the_onset():
             with open(staged, "w") as f:
                 json.dump({"bias": 1.5}, f)
             deployed = time.time_ns()
-            subprocess.run(["mv", staged, model], check=True)
+            # A deploy script that renames and lives on a moment: fanotify reports only a pid, and
+            # the actor's name is read from /proc while it lives (a bare `mv` is often gone by
+            # then, and the event shows no name; the ranking does not depend on it).
+            deployer = subprocess.Popen(
+                ["/usr/bin/python3", "-c",
+                 "import os, sys, time; os.rename(sys.argv[1], sys.argv[2]); time.sleep(3)", staged, model])
 
             def drift():
                 fs = json.loads(agent.get("/api/v1/findings"))
@@ -105,7 +110,8 @@ def test_deployment_ranks_first_and_the_kill_is_listed_after_the_onset():
             assert first["kind"] == "file_change", related
             assert first["path"] == model, first
             assert first["file_op"] == "renamed_onto", first
-            assert first["subject"]["comm"] == "mv", first
+            assert first["subject"]["comm"] == "python3", first
+            deployer.wait()
             assert not first["after_onset"], first
             # Candidate causes first, then everything after the onset; the kill is among the latter.
             flags = [e["after_onset"] for e in related]
