@@ -2,6 +2,7 @@
 // SDK's fast path (write_path.hpp) into themselves: a C write costs what a C++ write costs.
 #include "mltap/mltap.h"
 
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -16,6 +17,16 @@ struct mltap_stream {
 };
 
 namespace {
+
+// A C caller may store any number in an enum field (tests do: a task of 7 must be refused, not
+// be undefined behaviour): read the field's bits as an integer, never as the C++ enum.
+template <class E>
+std::uint32_t enum_bits(const E& field) noexcept {
+  static_assert(sizeof(E) == sizeof(std::uint32_t));
+  std::uint32_t v = 0;
+  std::memcpy(&v, &field, sizeof v);
+  return v;
+}
 void set_error(char* buf, size_t len, const char* msg) {
   if (buf && len > 0) std::snprintf(buf, len, "%s", msg);
 }
@@ -58,7 +69,7 @@ int mltap_stream_open(const char* name, const mltap_stream_options* options, mlt
   try {
     mltap::StreamOptions so;
     if (o.component) so.component = o.component;
-    so.kind = static_cast<mltap::StreamKind>(o.kind);
+    so.kind = static_cast<mltap::StreamKind>(enum_bits(o.kind));
     if (o.feature_count > 0 && !o.feature_names) {
       set_error(errbuf, errbuf_len, "mltap_stream_open: feature_count > 0 but feature_names is NULL");
       return MLTAP_ERR_INVALID;
@@ -97,7 +108,7 @@ int mltap_stream_open(const char* name, const mltap_stream_options* options, mlt
       }
       so.artifacts.emplace_back(o.artifacts[i]);
     }
-    so.task = static_cast<mltap::format::Task>(o.task);
+    so.task = static_cast<mltap::format::Task>(enum_bits(o.task));
     if (o.labels_stream) so.labels_stream = o.labels_stream;
     auto* s = new mltap_stream{mltap::Stream(name, std::move(so))};
     s->core = mltap::detail::Access::core(s->stream);
