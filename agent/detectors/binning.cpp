@@ -276,6 +276,37 @@ void roll_numeric_window(const NumericReference& ref, NumericWindow& cur, Numeri
   cur.block_n = block_n;
 }
 
+namespace {
+
+// KS and W1 between two windows counted on one grid of `cells` cells (slot 0 below the reference
+// range, 1..cells inside; x's counts x(g), y's y(g)), the grid cell g being width(g) wide and a
+// point mass when atom(g): linear CDFs inside a cell (trapezoid), a point mass as a step, the
+// parts beyond the reference range from the windows' own distance sums. Sets ks, wasserstein
+// (over the reference's spread) and n_eff.
+template <class X, class Y, class Width, class Atom>
+void cdf_distances(const NumericReference& ref, const NumericWindow& xw, const NumericWindow& yw,
+                   std::uint32_t cells, X x, Y y, Width width, Atom atom, NumericScores& s) {
+  const double n = static_cast<double>(xw.finite), m = static_cast<double>(yw.finite);
+  double bx = x(0), by = y(0);
+  double d_prev = bx / n - by / m;
+  double ks = std::fabs(d_prev);
+  double w1 = std::fabs(xw.under_sum / n - yw.under_sum / m) + std::fabs(xw.over_sum / n - yw.over_sum / m);
+  for (std::uint32_t g = 1; g <= cells; ++g) {
+    bx += x(g);
+    by += y(g);
+    const double d_next = bx / n - by / m;
+    const double w = width(g);
+    w1 += atom(g) ? w * std::fabs(d_next) : trapezoid_abs(d_prev, d_next, w);
+    ks = std::max(ks, std::fabs(d_next));
+    d_prev = d_next;
+  }
+  s.ks = ks;
+  s.wasserstein = w1 / spread(ref);
+  s.n_eff = n * m / (n + m);
+}
+
+}  // namespace
+
 NumericScores compare_numeric_windows(const NumericReference& ref, const NumericWindow& prev,
                                       const NumericWindow& cur) {
   NumericScores s;
@@ -293,24 +324,11 @@ NumericScores compare_numeric_windows(const NumericReference& ref, const Numeric
     }
     last[g] = i;
   });
-  const double n = static_cast<double>(cur.finite), m = static_cast<double>(prev.finite);
-  double bc = cc[0], bp = prev.counts[0];
-  double d_prev = bc / n - bp / m;
-  double ks = std::fabs(d_prev);
-  double w1 = std::fabs(cur.under_sum / n - prev.under_sum / m) + std::fabs(cur.over_sum / n - prev.over_sum / m);
-  for (std::uint32_t g = 1; g <= ref.coarse; ++g) {
-    bc += cc[g];
-    bp += prev.counts[g];
-    const double d_next = bc / n - bp / m;
-    const double w = ref.lookup.edge(last[g] + 1) - ref.lookup.edge(first[g]);
-    const bool atom = first[g] == last[g] && ref.atoms[first[g]];
-    w1 += atom ? w * std::fabs(d_next) : trapezoid_abs(d_prev, d_next, w);
-    ks = std::max(ks, std::fabs(d_next));
-    d_prev = d_next;
-  }
-  s.ks = ks;
-  s.wasserstein = w1 / spread(ref);
-  s.n_eff = n * m / (n + m);
+  cdf_distances(
+      ref, cur, prev, ref.coarse, [&](std::uint32_t g) { return cc[g]; },
+      [&](std::uint32_t g) { return static_cast<double>(prev.counts[g]); },
+      [&](std::uint32_t g) { return ref.lookup.edge(last[g] + 1) - ref.lookup.edge(first[g]); },
+      [&](std::uint32_t g) { return first[g] == last[g] && ref.atoms[first[g]]; }, s);
   std::vector<double> pc(prev.counts.begin(), prev.counts.end());
   fill_coarse_scores(pc, cc, s);
   return s;
@@ -320,24 +338,11 @@ NumericScores compare_fine_windows(const NumericReference& ref, const NumericWin
                                    const NumericWindow& b) {
   NumericScores s;
   if (!ref.has_bins || b.finite == 0 || a.finite == 0) return s;
-  const std::uint32_t bins = ref.lookup.bins();
-  const double n = static_cast<double>(b.finite), m = static_cast<double>(a.finite);
-  double bc = b.counts[0], bp = a.counts[0];
-  double d_prev = bc / n - bp / m;
-  double ks = std::fabs(d_prev);
-  double w1 = std::fabs(b.under_sum / n - a.under_sum / m) + std::fabs(b.over_sum / n - a.over_sum / m);
-  for (std::uint32_t i = 0; i < bins; ++i) {
-    bc += b.counts[i + 1];
-    bp += a.counts[i + 1];
-    const double d_next = bc / n - bp / m;
-    const double w = ref.lookup.edge(i + 1) - ref.lookup.edge(i);
-    w1 += ref.atoms[i] ? w * std::fabs(d_next) : trapezoid_abs(d_prev, d_next, w);
-    ks = std::max(ks, std::fabs(d_next));
-    d_prev = d_next;
-  }
-  s.ks = ks;
-  s.wasserstein = w1 / spread(ref);
-  s.n_eff = n * m / (n + m);
+  cdf_distances(
+      ref, b, a, ref.lookup.bins(), [&](std::uint32_t g) { return static_cast<double>(b.counts[g]); },
+      [&](std::uint32_t g) { return static_cast<double>(a.counts[g]); },
+      [&](std::uint32_t g) { return ref.lookup.edge(g) - ref.lookup.edge(g - 1); },
+      [&](std::uint32_t g) { return ref.atoms[g - 1] != 0; }, s);
   std::vector<double> cb, ca;
   coarse_counts(ref, b, cb);
   coarse_counts(ref, a, ca);

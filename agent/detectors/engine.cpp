@@ -307,7 +307,7 @@ void refresh_fleet(StreamState& s) {
     b.edges_id = f.fleet.edges_id;
     b.reference_share = f.fleet.reference_share;
     b.counts = f.fleet.closed;
-    fleet_add(f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur.counts, b.counts);
+    fleet_add(f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur().counts, b.counts);
     out->push_back(std::move(b));
   }
   if (out->empty()) {

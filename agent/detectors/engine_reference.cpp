@@ -57,7 +57,6 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
       (sq.method != SequentialMethod::page_hinkley ? static_cast<double>(sq.shifts.size()) : 0.0) +
       (sq.method != SequentialMethod::cusum ? 1.0 : 0.0);
   const double detectors = static_cast<double>(std::max<std::size_t>(1, numeric_enabled)) * per_feature;
-  const double arl_blocks = sq.arl_records / static_cast<double>(sq.block_records) * detectors;
   for (std::size_t i = 0; i < s.feats.size(); ++i) {
     auto& f = s.feats[i];
     const auto& fp = p.features[i];
@@ -73,23 +72,22 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
                     : FleetMap{};
       f.ncur.reset(f.num.lookup.bins());
       f.nprev.reset(f.num.lookup.bins());
-      const double k = sq.k + sq.reference_sigmas *
-                                  std::sqrt(static_cast<double>(sq.block_records) / std::max(1.0, f.ref_finite));
-      f.ph = PageHinkley(k, cusum_threshold(arl_blocks, k));
+      f.categorical.reset();
       init_sequential(sq, f, detectors);
     } else {
-      f.cat = compile_categorical(fp);
+      f.categorical = std::make_unique<Feature::Categorical>();
+      f.cat() = compile_categorical(fp);
       f.fleet = source == ReferenceSource::file && fp.enabled
-                    ? compile_fleet_categorical(f.cat, s.st.fleet_bins)
+                    ? compile_fleet_categorical(f.cat(), s.st.fleet_bins)
                     : FleetMap{};
-      f.ccur.reset(f.cat.categories.size());
-      f.cprev.reset(f.cat.categories.size());
+      f.ccur().reset(f.cat().categories.size());
+      f.cprev().reset(f.cat().categories.size());
     }
     // The profile's noise estimate, or the engine's own when it has none (a version-1 profile) or
     // was estimated for other coarse bins than this stream's.
-    f.noise = fp.noise.empty() || fp.noise.coarse_bins != s.st.drift.coarse_bins
-                  ? (fp.enabled ? estimate_noise(fp, noise_options(s.st)) : NoiseEstimate{})
-                  : fp.noise;
+    f.noise = NoiseTable(fp.noise.empty() || fp.noise.coarse_bins != s.st.drift.coarse_bins
+                             ? (fp.enabled ? estimate_noise(fp, noise_options(s.st)) : NoiseEstimate{})
+                             : fp.noise);
     f.has_prev = false;
   }
   if (p.embedding) {

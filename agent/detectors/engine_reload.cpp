@@ -51,21 +51,27 @@ std::string misfit(const StreamState& s, const ReferenceProfile& p) {
   return {};
 }
 
-// Settings compiled into a stream's reference state (engine_reference.cpp init_from_profile):
-// changing them needs the reference recompiled.
+// The settings compiled into a stream's reference state (engine_reference.cpp init_from_profile;
+// changing them needs the reference recompiled): bins, CUSUM tuning, fleet bins, embedding
+// projections, the class threshold. One list for comparing and for keeping them: fn(a's, b's).
+template <class A, class B, class Fn>
+void for_each_compiled(A& a, B& b, Fn&& fn) {
+  fn(a.drift.bins, b.drift.bins);
+  fn(a.drift.coarse_bins, b.drift.coarse_bins);
+  fn(a.sequential, b.sequential);
+  fn(a.fleet_bins, b.fleet_bins);
+  fn(a.embedding, b.embedding);
+  fn(a.class_threshold, b.class_threshold);
+}
+
 bool compiled_differ(const StreamSettings& a, const StreamSettings& b) {
-  return a.drift.bins != b.drift.bins || a.drift.coarse_bins != b.drift.coarse_bins ||
-         !(a.sequential == b.sequential) || a.fleet_bins != b.fleet_bins || !(a.embedding == b.embedding) ||
-         a.class_threshold != b.class_threshold;
+  bool differ = false;
+  for_each_compiled(a, b, [&](const auto& x, const auto& y) { differ = differ || !(x == y); });
+  return differ;
 }
 
 void keep_compiled(const StreamSettings& from, StreamSettings& to) {
-  to.drift.bins = from.drift.bins;
-  to.drift.coarse_bins = from.drift.coarse_bins;
-  to.sequential = from.sequential;
-  to.fleet_bins = from.fleet_bins;
-  to.embedding = from.embedding;
-  to.class_threshold = from.class_threshold;
+  for_each_compiled(from, to, [](const auto& x, auto& y) { y = x; });
 }
 
 void reload_stream(EngineState& e, StreamState& s, const Profiles& before,

@@ -56,7 +56,7 @@ void process_chunk(EngineState& e, StreamState& s, const double* base, std::size
   for (auto& f : s.feats) {
     if (!f.enabled) continue;
     if (f.kind == FeatureKind::numeric) add_numeric(f.num, f.ncur, m + f.column, n, ms);
-    else add_categorical(f.cat, f.ccur, m + f.column, n, ms);
+    else add_categorical(f.cat(), f.ccur(), m + f.column, n, ms);
   }
   run_cusum(e, s, m, n, ms);
   s.record_index += n;

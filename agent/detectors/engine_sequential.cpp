@@ -68,6 +68,23 @@ void keep_alarm(StreamState& s, FeatureEffect fe) {
 void init_sequential(const SequentialSettings& sq, Feature& f, double detectors) {
   f.cusum.clear();
   const NumericReference& r = f.num;
+  const double n_ref = std::max(1.0, f.ref_finite);
+  // The reference's mean and sd are estimates from n_ref values, and every record is compared
+  // with the same estimates: their errors act as a permanent shift (mean) and scale (sd) of
+  // every chart's input. Each chart therefore runs at a reference value widened by
+  // reference_sigmas standard errors of the mean, while its threshold is solved for the nominal
+  // reference value and raised by reference_sigmas standard errors of the variance: as long as
+  // the errors stay within those bounds, the chart sees no more drift towards its threshold, and
+  // no larger steps, than the nominal chart calibrated for arl_records (a chart's run length
+  // grows with its reference value). The price is paid by small references (for 500 rows the
+  // 0.25 sd chart needs a shift of 0.4 sd to move); at 20,000 rows it is a few percent of delay.
+  const double arl_blocks = sq.arl_records / static_cast<double>(sq.block_records) * detectors;
+  const auto variance_factor = [&](double kurtosis) {
+    return 1 + sq.reference_sigmas * std::sqrt(std::max(0.0, kurtosis - 1) / n_ref);
+  };
+  // Page-Hinkley on block means: Gaussian (block means), so the kurtosis of a mean is ~3.
+  const double ph_widen = sq.reference_sigmas * std::sqrt(static_cast<double>(sq.block_records) / n_ref);
+  f.ph = PageHinkley(sq.k + ph_widen, variance_factor(3) * cusum_threshold(arl_blocks, sq.k));
   if (!r.has_bins || !(r.sd > 0) || !std::isfinite(r.sd) || sq.shifts.empty() || sq.method == SequentialMethod::page_hinkley) return;
   std::vector<double> z, w;
   reference_points(r, z, w);
@@ -91,22 +108,24 @@ void init_sequential(const SequentialSettings& sq, Feature& f, double detectors)
   f.seq_center = r.mean + r.sd * mu_c;
   f.seq_inv_ref = 1 / (r.sd * sd_c);
   f.seq_inv = f.seq_inv_ref;
-  // u as the charts see it, and its mirror for the downward side.
+  // u as the charts see it, and its mirror for the downward side; u's kurtosis (variance 1) sets
+  // the standard error of the reference's variance, sqrt((kurtosis - 1) / n_ref).
   std::vector<double> up(z.size()), down(z.size());
+  double kurtosis = 0;
   for (std::size_t i = 0; i < z.size(); ++i) {
     up[i] = (std::clamp(z[i], -c, c) - mu_c) / sd_c;
     down[i] = -up[i];
+    kurtosis += w[i] * up[i] * up[i] * up[i] * up[i];
   }
-  // The reference mean is an estimate: its error acts as a permanent small shift, which the
-  // reference value absorbs (reference_sigmas standard errors of it).
-  const double widen = sq.reference_sigmas / std::sqrt(std::max(1.0, f.ref_finite)) / sd_c;
+  const double widen = sq.reference_sigmas / std::sqrt(n_ref) / sd_c;
+  const double scale = variance_factor(kurtosis);
   // Each side of each chart gets twice the per-detector run length: sides alarm independently.
   const double arl_side = 2 * std::max(sq.arl_records, 2.0) * detectors;
   for (double d : sq.shifts) {
-    const double k = d / 2 + widen;
-    const double h_up = cusum_threshold_tilted(arl_side, cusum_tilt(up, w, k), k);
-    const double h_dn = cusum_threshold_tilted(arl_side, cusum_tilt(down, w, k), k);
-    f.cusum.emplace_back(k, h_up, h_dn);
+    const double k = d / 2;
+    const double h_up = scale * cusum_threshold_tilted(arl_side, cusum_tilt(up, w, k), k);
+    const double h_dn = scale * cusum_threshold_tilted(arl_side, cusum_tilt(down, w, k), k);
+    f.cusum.emplace_back(k + widen, h_up, h_dn);
   }
 }
 

@@ -62,9 +62,20 @@ struct Feature {
   std::uint32_t column = 0;
   std::unique_ptr<PinnedFeatureBuilder> pin;
   NumericReference num;
-  CategoricalReference cat;
   NumericWindow ncur, nprev;
-  CategoricalWindow ccur, cprev;
+  // Categorical features only (allocated when the reference makes the feature categorical): a
+  // numeric feature does not carry ~450 bytes of empty categorical state (issue 12).
+  struct Categorical {
+    CategoricalReference ref;
+    CategoricalWindow cur, prev;
+  };
+  std::unique_ptr<Categorical> categorical;
+  CategoricalReference& cat() noexcept { return categorical->ref; }
+  const CategoricalReference& cat() const noexcept { return categorical->ref; }
+  CategoricalWindow& ccur() noexcept { return categorical->cur; }
+  const CategoricalWindow& ccur() const noexcept { return categorical->cur; }
+  CategoricalWindow& cprev() noexcept { return categorical->prev; }
+  const CategoricalWindow& cprev() const noexcept { return categorical->prev; }
   bool has_prev = false;
   double ref_values = 0, ref_finite = 0;
   // CUSUM charts, one per sequential.shifts, on u = (clamp(x, seq_lo, seq_hi) - seq_center) *
@@ -82,14 +93,16 @@ struct Feature {
   // drift after it.
   std::uint64_t alarm_onset_ns = 0;
   FleetMap fleet;  // fleet bins (file references only; fleet_bins.hpp)
-  NoiseEstimate noise;  // the reference's sampling noise per decision method (noise.hpp)
+  NoiseTable noise;  // the reference's sampling noise per decision method (noise.hpp), inline
 
   std::size_t memory_bytes() const noexcept {
     std::size_t b = sizeof(*this) + name.capacity() + fleet.memory_bytes();
     if (pin) b += pin->memory_bytes();
-    b += num.memory_bytes() + cat.memory_bytes() + ncur.memory_bytes() + nprev.memory_bytes() +
-         ccur.memory_bytes() + cprev.memory_bytes() + cusum.capacity() * sizeof(Cusum) +
-         noise.memory_bytes();
+    b += num.memory_bytes() + ncur.memory_bytes() + nprev.memory_bytes() + cusum.capacity() * sizeof(Cusum);
+    if (categorical) {
+      b += sizeof(Categorical) + categorical->ref.memory_bytes() + categorical->cur.memory_bytes() +
+           categorical->prev.memory_bytes();
+    }
     return b;
   }
 };

@@ -52,7 +52,7 @@ void apply_noise(const Feature& f, const DriftSettings& d, double n_ref, double 
     if (!(ms.threshold > 0)) continue;
     ms.decision_level = ms.threshold;
     NoiseMoments nm;
-    if (n_window > 0 && noise_moments(f.noise, ms.method, n_ref, n_window, nm)) {
+    if (n_window > 0 && f.noise.moments(ms.method, n_ref, n_window, nm)) {
       ms.noise_floor = noise_floor(nm, ms.method, d.noise_z);
       ms.decision_level = std::max(ms.threshold, ms.noise_floor);
       ms.powered = ms.noise_floor <= d.max_floor_ratio * ms.threshold;
@@ -161,20 +161,20 @@ double score_numeric(const Feature& f, const StreamSettings& st, FeatureResult& 
 // categories. Returns the chi-squared p-value.
 double score_categorical(const Feature& f, const StreamSettings& st, FeatureResult& r,
                          ValueCounts& n, QualityIssues& quality) {
-  const auto& w = f.ccur;
+  const auto& w = f.ccur();
   n = counts_of(w);
-  r.ref_mean = f.cat.mean;
-  r.ref_sd = f.cat.sd;
+  r.ref_mean = f.cat().mean;
+  r.ref_sd = f.cat().sd;
   if (n.finite) {
     const double cnt = static_cast<double>(n.finite);
-    r.mean = f.cat.mean + w.sum / cnt;
+    r.mean = f.cat().mean + w.sum / cnt;
     r.sd = std::sqrt(std::max(0.0, w.sumsq / cnt - (w.sum / cnt) * (w.sum / cnt)));
     r.min = w.min;
     r.max = w.max;
   }
   const auto& d = st.drift;
   const auto& q = st.quality;
-  const auto sc = compare_categorical(f.cat, w, d.p_value_max_n);
+  const auto sc = compare_categorical(f.cat(), w, d.p_value_max_n);
   const auto& dm = d.categorical_methods;
   add_score(r.scores, "linf", sc.linf, d, dm);
   add_score(r.scores, "js", sc.js, d, dm);
@@ -182,16 +182,16 @@ double score_categorical(const Feature& f, const StreamSettings& st, FeatureResu
   add_score(r.scores, "chi2", sc.chi2, d, dm, sc.chi2_p_value);
   add_score(r.scores, "cramers_v", sc.cramers_v, d, dm);
   add_score(r.scores, "ks", sc.ks, d, dm, NAN, sc.ks_bound);
-  apply_noise(f, d, f.cat.n, static_cast<double>(w.finite), r);
+  apply_noise(f, d, f.cat().n, static_cast<double>(w.finite), r);
   if (f.has_prev) {
-    const auto pv = compare_categorical_windows(f.cat, f.cprev, w);
+    const auto pv = compare_categorical_windows(f.cat(), f.cprev(), w);
     add_score(r.previous, "linf", pv.linf, d, {});
     add_score(r.previous, "js", pv.js, d, {});
     add_score(r.previous, "psi", pv.psi, d, {});
   }
   r.unseen_ratio = sc.unseen_share;
   if (n.finite > 0) {
-    const double base = f.cat.exhaustive ? 1.0 / (f.ref_finite + 1) : sc.ref_other_share;
+    const double base = f.cat().exhaustive ? 1.0 / (f.ref_finite + 1) : sc.ref_other_share;
     if (sc.unseen_share - base >= q.unseen_rate &&
         rate_z(sc.unseen_share, static_cast<double>(n.finite), base, f.ref_finite) >= q.z) {
       std::string top_new;
@@ -219,8 +219,8 @@ void check_nonfinite(const Feature& f, const QualitySettings& q, const ValueCoun
   const double nv = static_cast<double>(n.values);
   r.nan_ratio = static_cast<double>(n.nan) / nv;
   r.inf_ratio = static_cast<double>(n.inf) / nv;
-  const double ref_nan = f.kind == FeatureKind::numeric ? f.num.nan_rate : f.cat.nan_rate;
-  const double ref_inf = f.kind == FeatureKind::numeric ? f.num.inf_rate : f.cat.inf_rate;
+  const double ref_nan = f.kind == FeatureKind::numeric ? f.num.nan_rate : f.cat().nan_rate;
+  const double ref_inf = f.kind == FeatureKind::numeric ? f.num.inf_rate : f.cat().inf_rate;
   if (r.nan_ratio - ref_nan >= q.nan_rate &&
       rate_z(r.nan_ratio, nv, ref_nan, f.ref_values) >= q.z) {
     quality.flag(r, f, "nan_rate", r.nan_ratio, ref_nan, q.nan_rate,
@@ -294,12 +294,12 @@ std::string drift_detail(const StreamState& s, std::size_t i, const FeatureResul
            fmt(r.sd);
   }
   const auto& f = s.feats[i];
-  const auto sc = compare_categorical(f.cat, f.ccur, 0);
+  const auto sc = compare_categorical(f.cat(), f.ccur(), 0);
   const std::size_t c = sc.largest_change;
-  const double refp = f.cat.counts[c] / std::max(1.0, f.cat.n);
-  const double curp = f.ccur.finite ? f.ccur.counts[c] / static_cast<double>(f.ccur.finite) : 0;
+  const double refp = f.cat().counts[c] / std::max(1.0, f.cat().n);
+  const double curp = f.ccur().finite ? f.ccur().counts[c] / static_cast<double>(f.ccur().finite) : 0;
   const std::string label =
-      c < f.cat.categories.size() ? fmt(f.cat.categories[c]) : std::string("other");
+      c < f.cat().categories.size() ? fmt(f.cat().categories[c]) : std::string("other");
   return "share of " + label + ": " + fmt(refp) + " -> " + fmt(curp);
 }
 
@@ -461,12 +461,12 @@ void settle_per_batch_findings(EngineState& e, StreamState& s) {
 // Stage 5: the current window becomes the previous one (a sequential block may span windows).
 void roll_windows(StreamState& s) {
   for (auto& f : s.feats) {
-    fleet_add(f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur.counts, f.fleet.closed);
+    fleet_add(f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur().counts, f.fleet.closed);
     if (f.kind == FeatureKind::numeric) {
       roll_numeric_window(f.num, f.ncur, f.nprev);
     } else {
-      std::swap(f.cprev, f.ccur);
-      f.ccur.reset(f.cat.categories.size());
+      std::swap(f.cprev(), f.ccur());
+      f.ccur().reset(f.cat().categories.size());
     }
     f.has_prev = true;
   }

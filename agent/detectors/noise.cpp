@@ -256,30 +256,78 @@ void estimate_profile_noise(ReferenceProfile& p, const NoiseOptions& options) {
   }
 }
 
-bool noise_moments(const NoiseEstimate& e, std::string_view method, double n_ref, double n_window,
-                   NoiseMoments& out) noexcept {
-  const NoiseMethod* m = e.find(method);
-  if (!m || e.windows.empty() || m->mean.size() != e.windows.size() || !(n_ref > 0) || !(n_window > 0)) {
-    return false;
-  }
-  const std::size_t last = e.windows.size() - 1;
+namespace {
+
+// Interpolation shared by NoiseEstimate and NoiseTable: `count` window sizes window(k) with the
+// method's mean(k) and sd(k).
+template <class Window, class Mean, class Sd>
+bool interpolate(std::size_t count, Window window, Mean mean, Sd sd, double n_ref, double n_window,
+                 NoiseMoments& out) noexcept {
+  if (count == 0 || !(n_ref > 0) || !(n_window > 0)) return false;
+  const std::size_t last = count - 1;
   const double x = inv_sqrt_neff(n_ref, n_window);
-  const auto xk = [&](std::size_t k) { return inv_sqrt_neff(n_ref, static_cast<double>(e.windows[k])); };
-  if (n_window <= static_cast<double>(e.windows[0])) {
+  const auto xk = [&](std::size_t k) { return inv_sqrt_neff(n_ref, window(k)); };
+  if (n_window <= window(0)) {
     const double r = x / xk(0);
-    out = {m->mean[0] * r, m->sd[0] * r};
+    out = {mean(0) * r, sd(0) * r};
     return true;
   }
-  if (n_window >= static_cast<double>(e.windows[last])) {
-    out = {m->mean[last], m->sd[last]};
+  if (n_window >= window(last)) {
+    out = {mean(last), sd(last)};
     return true;
   }
   std::size_t k = 0;
-  while (k + 1 < last && static_cast<double>(e.windows[k + 1]) <= n_window) ++k;
+  while (k + 1 < last && window(k + 1) <= n_window) ++k;
   const double x0 = xk(k), x1 = xk(k + 1);
   const double t = x0 > x1 ? (x0 - x) / (x0 - x1) : 0;
-  out = {m->mean[k] + t * (m->mean[k + 1] - m->mean[k]), m->sd[k] + t * (m->sd[k + 1] - m->sd[k])};
+  out = {mean(k) + t * (mean(k + 1) - mean(k)), sd(k) + t * (sd(k + 1) - sd(k))};
   return true;
+}
+
+}  // namespace
+
+bool noise_moments(const NoiseEstimate& e, std::string_view method, double n_ref, double n_window,
+                   NoiseMoments& out) noexcept {
+  const NoiseMethod* m = e.find(method);
+  if (!m || m->mean.size() != e.windows.size() || m->sd.size() != e.windows.size()) return false;
+  return interpolate(
+      e.windows.size(), [&](std::size_t k) { return static_cast<double>(e.windows[k]); },
+      [&](std::size_t k) { return m->mean[k]; }, [&](std::size_t k) { return m->sd[k]; }, n_ref, n_window, out);
+}
+
+NoiseTable::NoiseTable(const NoiseEstimate& e) noexcept {
+  const std::size_t n = e.windows.size();
+  if (n == 0) return;
+  const std::size_t kept = std::min(n, kWindows);
+  // Which of the estimate's window sizes are kept: all, or kWindows spread evenly.
+  std::array<std::size_t, kWindows> from{};
+  for (std::size_t k = 0; k < kept; ++k) from[k] = kept == 1 ? 0 : k * (n - 1) / (kept - 1);
+  std::size_t row = 0;
+  for (const auto& m : e.methods) {
+    if (row == kMethods || m.mean.size() != n || m.sd.size() != n) continue;
+    std::size_t id = 0;
+    while (id < std::size(kNoiseMethodNames) && kNoiseMethodNames[id] != m.method) ++id;
+    if (id == std::size(kNoiseMethodNames)) continue;
+    method_[row] = static_cast<std::uint8_t>(id + 1);
+    for (std::size_t k = 0; k < kept; ++k) {
+      mean_[row][k] = static_cast<float>(m.mean[from[k]]);
+      sd_[row][k] = static_cast<float>(m.sd[from[k]]);
+    }
+    ++row;
+  }
+  for (std::size_t k = 0; k < kept; ++k) window_[k] = static_cast<float>(e.windows[from[k]]);
+  windows_ = static_cast<std::uint8_t>(kept);
+}
+
+bool NoiseTable::moments(std::string_view method, double n_ref, double n_window, NoiseMoments& out) const noexcept {
+  for (std::size_t r = 0; r < kMethods && method_[r] != 0; ++r) {
+    if (kNoiseMethodNames[method_[r] - 1] != method) continue;
+    return interpolate(
+        windows_, [&](std::size_t k) { return static_cast<double>(window_[k]); },
+        [&](std::size_t k) { return static_cast<double>(mean_[r][k]); },
+        [&](std::size_t k) { return static_cast<double>(sd_[r][k]); }, n_ref, n_window, out);
+  }
+  return false;
 }
 
 double noise_floor(const NoiseMoments& m, std::string_view method, double z) noexcept {

@@ -7,6 +7,7 @@
 // that offline builds, pinned references and version-1 profiles get the same estimate.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string_view>
 #include <vector>
@@ -26,6 +27,9 @@ struct NoiseOptions {
 inline constexpr std::string_view kNumericNoiseMethods[] = {"wasserstein", "psi", "ks", "js", "hellinger"};
 inline constexpr std::string_view kCategoricalNoiseMethods[] = {"linf", "js", "psi", "ks"};
 
+// Every method name either list holds (NoiseTable keeps an index into it).
+inline constexpr std::string_view kNoiseMethodNames[] = {"wasserstein", "psi", "ks", "js", "hellinger", "linf"};
+
 // Bootstrap estimate for one feature (numeric: its fine bins; categorical: its value counts). The
 // seed is mixed with the feature's name so that features get independent replicates. Returns an
 // empty estimate when the feature has no finite reference value.
@@ -42,6 +46,28 @@ struct NoiseMoments {
 };
 bool noise_moments(const NoiseEstimate& e, std::string_view method, double n_ref, double n_window,
                    NoiseMoments& out) noexcept;
+
+// The engine's per-feature copy of a NoiseEstimate (issue 12: per-stream state that does not
+// depend on the reference's source): a fixed table of floats held inline, about 190 bytes instead
+// of ~750 bytes of vectors and method names. Floats keep 7 significant digits of a floor that is
+// itself a bootstrap estimate (64 replicates: a few percent). A profile with more than kWindows
+// window sizes keeps kWindows of them spread evenly over its list, first and last included (the
+// interpolation between them stays linear in 1/sqrt(n_eff)); this engine's own estimates have 4.
+class NoiseTable {
+ public:
+  static constexpr std::size_t kWindows = 4;
+  static constexpr std::size_t kMethods = 5;  // per feature kind (kNumericNoiseMethods: 5)
+  NoiseTable() = default;
+  explicit NoiseTable(const NoiseEstimate& e) noexcept;
+  bool empty() const noexcept { return windows_ == 0; }
+  bool moments(std::string_view method, double n_ref, double n_window, NoiseMoments& out) const noexcept;
+
+ private:
+  std::array<float, kWindows> window_{};
+  std::array<std::array<float, kWindows>, kMethods> mean_{}, sd_{};
+  std::array<std::uint8_t, kMethods> method_{};  // index in kNoiseMethodNames + 1; 0 = unused
+  std::uint8_t windows_ = 0;
+};
 // The noise floor of a method: mean + z sd (squared for PSI).
 double noise_floor(const NoiseMoments& m, std::string_view method, double z) noexcept;
 

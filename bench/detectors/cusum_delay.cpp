@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "agent/detectors/engine.hpp"
+#include "tests/detectors/gaussian_stream.hpp"
 
 using namespace mltap;
 using namespace mltap::detectors;
@@ -101,47 +102,9 @@ EngineConfig config_for(const Options& o) {
   return c;
 }
 
-// Feeds rows of N(0,1) features (feature `changed` shifted by `d` when `d` != 0).
-class Stream {
- public:
-  Stream(const Options& o, std::uint64_t seed) : engine_(config_for(o)), g_(seed), cols_(o.features) {
-    info_.name = "bench";
-    info_.component = "bench";
-  }
-  void feed(std::size_t rows, std::size_t changed, double d) {
-    buf_.resize(rows * cols_);
-    for (std::size_t r = 0; r < rows; ++r) {
-      for (std::size_t j = 0; j < cols_; ++j) buf_[r * cols_ + j] = z_(g_);
-      buf_[r * cols_ + changed] += d;
-    }
-    core::DecodedBatch b;
-    b.stream = &info_;
-    b.timestamp_ns = now_;
-    b.dtype = format::DType::float64;
-    const std::uint32_t shape[1] = {static_cast<std::uint32_t>(cols_)};
-    b.row_shape = shape;
-    b.rows = rows;
-    b.cols = cols_;
-    b.values = std::span<const double>(buf_.data(), buf_.size());
-    engine_.on_batch(b);
-    now_ += rows * 1000000ULL;  // 1,000 records/s (only for the findings' timestamps)
-    fed_ += rows;
-  }
-  std::shared_ptr<const core::DetectorSnapshot> snapshot() {
-    engine_.publish_now();
-    return engine_.snapshot();
-  }
-  std::uint64_t fed() const noexcept { return fed_; }
-
- private:
-  DetectorEngine engine_;
-  core::StreamInfo info_;
-  std::mt19937_64 g_;
-  std::normal_distribution<double> z_;
-  std::size_t cols_;
-  std::vector<double> buf_;
-  std::uint64_t now_ = 1700000000ULL * 1000000000ULL;
-  std::uint64_t fed_ = 0;
+// Rows of N(0,1) features, the test's feeder (tests/detectors/gaussian_stream.hpp).
+struct Stream : detectors::test::GaussianStream {
+  Stream(const Options& o, std::uint64_t seed) : GaussianStream(config_for(o), seed, o.features, "bench") {}
 };
 
 // Earliest CUSUM alarm record >= from in the open sequential finding, or max().

@@ -4,8 +4,10 @@
 The engine runs one two-sided chart per configured shift on u = (x - reference mean) / reference
 sd (ddof 0), clipped at +-clip sd and recentred (docs/detectors.md, "Sequential change"). Here
 clip is large, so u is exactly the standardized value, and one shift (0.5 sd) gives one chart:
-S+ = max(0, S+ + u - k), S- = max(0, S- - u - k), k = 0.25 + reference_sigmas / sqrt(n_ref),
-alarm above h, restart. The oracle recomputes every alarm from the raw rows with the threshold
+S+ = max(0, S+ + u - k), S- = max(0, S- - u - k), k = 0.25 + reference_sigmas / sqrt(n_ref)
+(the reference mean's error), alarm above h, restart; h is solved for the nominal k = 0.25 and
+raised by reference_sigmas standard errors of the reference variance,
+x (1 + reference_sigmas sqrt((kurtosis - 1) / n_ref)). The oracle recomputes every alarm from the raw rows with the threshold
 the engine reports, and checks the strongest one against the engine's: alarm record, onset
 record (the record after the statistic's last zero) and statistic value. It also recomputes h
 independently from the raw reference sample (exponential tilt root and Siegmund's formula,
@@ -103,10 +105,13 @@ def main():
         x_ref = ref[:, j]
         mean, sd = x_ref.mean(), x_ref.std()
         k = SHIFT / 2 + REF_SIGMAS / math.sqrt(n_ref)
-        h_up, theta_up = oracle_threshold((x_ref - mean) / sd, k, arl_side)
-        h_dn, theta_dn = oracle_threshold(-(x_ref - mean) / sd, k, arl_side)
+        z_ref = (x_ref - mean) / sd
+        scale = 1 + REF_SIGMAS * math.sqrt((np.mean(z_ref ** 4) - 1) / n_ref)
+        h_up, theta_up = oracle_threshold(z_ref, SHIFT / 2, arl_side)
+        h_dn, theta_dn = oracle_threshold(-z_ref, SHIFT / 2, arl_side)
+        h_up, h_dn = scale * h_up, scale * h_dn
         print("%s: k=%.6f theta up %.4f down %.4f (normal: %.4f), h up %.3f down %.3f" %
-              (name, k, theta_up, theta_dn, 2 * k, h_up, h_dn))
+              (name, k, theta_up, theta_dn, SHIFT, h_up, h_dn))
         e = effects.get(name)
         if e is None:
             continue

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "agent/detectors/engine.hpp"
+#include "gaussian_stream.hpp"
 
 using namespace mltap;
 using namespace mltap::detectors;
@@ -19,43 +20,9 @@ namespace {
 
 constexpr std::size_t kFeatures = 30;
 
-class Stream {
- public:
-  explicit Stream(EngineConfig c, std::uint64_t seed) : engine_(std::move(c)), g_(seed) {
-    info_.name = "s";
-    info_.component = "test";
-  }
-  void feed(std::size_t rows, std::size_t changed, double d) {
-    buf_.resize(rows * kFeatures);
-    for (std::size_t r = 0; r < rows; ++r) {
-      for (std::size_t j = 0; j < kFeatures; ++j) buf_[r * kFeatures + j] = z_(g_);
-      buf_[r * kFeatures + changed] += d;
-    }
-    core::DecodedBatch b;
-    b.stream = &info_;
-    b.timestamp_ns = 1700000000000000000ULL + fed_ * 1000000ULL;
-    b.dtype = format::DType::float64;
-    const std::uint32_t shape[1] = {kFeatures};
-    b.row_shape = shape;
-    b.rows = rows;
-    b.cols = kFeatures;
-    b.values = std::span<const double>(buf_.data(), buf_.size());
-    engine_.on_batch(b);
-    fed_ += rows;
-  }
-  std::shared_ptr<const core::DetectorSnapshot> snapshot() {
-    engine_.publish_now();
-    return engine_.snapshot();
-  }
-  std::uint64_t fed() const noexcept { return fed_; }
-
- private:
-  DetectorEngine engine_;
-  core::StreamInfo info_;
-  std::mt19937_64 g_;
-  std::normal_distribution<double> z_;
-  std::vector<double> buf_;
-  std::uint64_t fed_ = 0;
+// The feeder shared with bench/detectors/cusum_delay.cpp.
+struct Stream : test::GaussianStream {
+  Stream(EngineConfig c, std::uint64_t seed) : GaussianStream(std::move(c), seed, kFeatures) {}
 };
 
 EngineConfig config(double arl) {
