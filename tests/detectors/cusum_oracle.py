@@ -93,11 +93,20 @@ def main():
     out = subprocess.run([a.mltap, "drift", "-r", prof, "-c", cp, "--json", "--features", ",".join(names),
                           "--config", cfg], check=True, capture_output=True, text=True).stdout
     doc = json.loads(out)
+    # One finding, or one superseded by another when the second feature alarms after a window
+    # closed (a material change): the strongest CUSUM entry per feature over them.
     seq = [f for f in doc["findings"] if f["kind"] == "sequential_change"]
-    check(len(seq) == 1, "one sequential_change finding (got %d)" % len(seq))
+    check(1 <= len(seq) <= 2, "one or two sequential_change findings (got %d)" % len(seq))
     if not seq:
         return
-    effects = {e["feature"]: e for e in seq[0]["top"] if e["method"] == "cusum"}
+    effects = {}
+    for f in seq:
+        for e in f["top"]:
+            if e["method"] != "cusum":
+                continue
+            old = effects.get(e["feature"])
+            if old is None or e["score"] / e["threshold"] > old["score"] / old["threshold"]:
+                effects[e["feature"]] = e
     check(set(effects) == {"normal", "counts"}, "CUSUM alarms on the shifted features only (got %s)" % sorted(effects))
     # Charts per stream: 3 numeric features x 1 shift; each side gets 2 x arl_records x 3.
     arl_side = 2 * ARL * 3

@@ -7,6 +7,7 @@
 #include <random>
 
 #include "agent/detectors/binning.hpp"
+#include "agent/detectors/noise.hpp"
 #include "agent/detectors/profile.hpp"
 #include "agent/detectors/stats.hpp"
 
@@ -231,5 +232,41 @@ TEST(BinnedStatistics, KsAndWassersteinWithinStatedBounds) {
     EXPECT_LE(ex.ks, s.ks + s.ks_bound + 1e-12) << c.name;
     EXPECT_LE(std::fabs(s.wasserstein * nr.sd - ex.w1), s.wasserstein_bound * nr.sd + 1e-9) << c.name;
     EXPECT_GE(s.ks_p_value, 0.0);
+  }
+}
+
+// The engine's inline noise table (floats) gives the moments of the estimate it was made from, to
+// float precision, at and between the estimated window sizes; a longer list of window sizes keeps
+// its first and last exactly.
+TEST(NoiseTable, GivesTheEstimatesMoments) {
+  NoiseEstimate e;
+  e.windows = {1000, 5000, 50000, 1000000};
+  e.methods.push_back({"wasserstein", {0.05, 0.03, 0.021, 0.02}, {0.011, 0.007, 0.0051, 0.005}});
+  e.methods.push_back({"psi", {0.09, 0.05, 0.04, 0.039}, {0.02, 0.012, 0.01, 0.0098}});
+  const NoiseTable t(e);
+  ASSERT_FALSE(t.empty());
+  for (const char* m : {"wasserstein", "psi"}) {
+    for (double n : {100.0, 1000.0, 2500.0, 5000.0, 20000.0, 1e6, 1e8}) {
+      NoiseMoments a, b;
+      ASSERT_TRUE(noise_moments(e, m, 2000, n, a));
+      ASSERT_TRUE(t.moments(m, 2000, n, b)) << m;
+      EXPECT_NEAR(b.mean, a.mean, 1e-6 * a.mean) << m << " n=" << n;
+      EXPECT_NEAR(b.sd, a.sd, 1e-6 * a.sd) << m << " n=" << n;
+    }
+  }
+  NoiseMoments x;
+  EXPECT_FALSE(t.moments("ks", 2000, 5000, x)) << "not estimated";
+  EXPECT_FALSE(NoiseTable().moments("psi", 2000, 5000, x));
+
+  NoiseEstimate longer;
+  longer.windows = {100, 1000, 5000, 20000, 50000, 1000000};
+  longer.methods.push_back({"linf", {0.2, 0.1, 0.06, 0.05, 0.045, 0.04}, {0.05, 0.02, 0.01, 0.008, 0.007, 0.006}});
+  const NoiseTable lt(longer);
+  for (double n : {100.0, 1000000.0}) {
+    NoiseMoments a, b;
+    ASSERT_TRUE(noise_moments(longer, "linf", 500, n, a));
+    ASSERT_TRUE(lt.moments("linf", 500, n, b));
+    EXPECT_NEAR(b.mean, a.mean, 1e-6 * a.mean) << n;
+    EXPECT_NEAR(b.sd, a.sd, 1e-6 * a.sd) << n;
   }
 }
