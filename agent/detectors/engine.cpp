@@ -301,13 +301,13 @@ void refresh_fleet(StreamState& s) {
   s.fleet_records = key;
   auto out = std::make_shared<std::vector<core::FleetFeatureBins>>();
   for (const auto& f : s.feats) {
-    if (!f.fleet.active()) continue;
+    if (!f.fleet) continue;
     core::FleetFeatureBins b;
     b.feature = f.name;
-    b.edges_id = f.fleet.edges_id;
-    b.reference_share = f.fleet.reference_share;
-    b.counts = f.fleet.closed;
-    fleet_add(f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur().counts, b.counts);
+    b.edges_id = f.fleet->edges_id;
+    b.reference_share = f.fleet->reference_share;
+    b.counts = f.fleet->closed;
+    fleet_add(*f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur().counts, b.counts);
     out->push_back(std::move(b));
   }
   if (out->empty()) {

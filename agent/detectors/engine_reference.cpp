@@ -15,6 +15,11 @@ ProfileOptions options_for(const StreamSettings& st, const ReferenceProfile* p) 
   return o;
 }
 
+// The fleet map a feature keeps: only an active one (file references with fleet_bins > 0).
+std::unique_ptr<FleetMap> active_fleet(FleetMap m) {
+  return m.active() ? std::make_unique<FleetMap>(std::move(m)) : nullptr;
+}
+
 NoiseOptions noise_options(const StreamSettings& st) {
   NoiseOptions o;
   o.coarse_bins = st.drift.coarse_bins;
@@ -67,9 +72,9 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
     f.ref_finite = static_cast<double>(fp.finite);
     if (fp.kind == FeatureKind::numeric) {
       f.num = compile_numeric(fp, s.st.drift.coarse_bins, p.rank_error);
-      f.fleet = source == ReferenceSource::file && fp.enabled
-                    ? compile_fleet_numeric(fp, f.num, s.st.fleet_bins)
-                    : FleetMap{};
+      f.fleet = active_fleet(source == ReferenceSource::file && fp.enabled
+                                 ? compile_fleet_numeric(fp, f.num, s.st.fleet_bins)
+                                 : FleetMap{});
       f.ncur.reset(f.num.lookup.bins());
       f.nprev.reset(f.num.lookup.bins());
       f.categorical.reset();
@@ -77,9 +82,9 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
     } else {
       f.categorical = std::make_unique<Feature::Categorical>();
       f.cat() = compile_categorical(fp);
-      f.fleet = source == ReferenceSource::file && fp.enabled
-                    ? compile_fleet_categorical(f.cat(), s.st.fleet_bins)
-                    : FleetMap{};
+      f.fleet = active_fleet(source == ReferenceSource::file && fp.enabled
+                                 ? compile_fleet_categorical(f.cat(), s.st.fleet_bins)
+                                 : FleetMap{});
       f.ccur().reset(f.cat().categories.size());
       f.cprev().reset(f.cat().categories.size());
     }

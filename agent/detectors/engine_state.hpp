@@ -92,11 +92,13 @@ struct Feature {
   // previous window): an alarm resets the statistic, so `cusum_since` alone would date a window
   // drift after it.
   std::uint64_t alarm_onset_ns = 0;
-  FleetMap fleet;  // fleet bins (file references only; fleet_bins.hpp)
+  // Fleet bins (file references only; fleet_bins.hpp): null when inactive, so that pinned
+  // references do not carry an empty map per feature.
+  std::unique_ptr<FleetMap> fleet;
   NoiseTable noise;  // the reference's sampling noise per decision method (noise.hpp), inline
 
   std::size_t memory_bytes() const noexcept {
-    std::size_t b = sizeof(*this) + name.capacity() + fleet.memory_bytes();
+    std::size_t b = sizeof(*this) + name.capacity() + (fleet ? sizeof(FleetMap) + fleet->memory_bytes() : 0);
     if (pin) b += pin->memory_bytes();
     b += num.memory_bytes() + ncur.memory_bytes() + nprev.memory_bytes() + cusum.capacity() * sizeof(Cusum);
     if (categorical) {

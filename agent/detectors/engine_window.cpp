@@ -461,7 +461,9 @@ void settle_per_batch_findings(EngineState& e, StreamState& s) {
 // Stage 5: the current window becomes the previous one (a sequential block may span windows).
 void roll_windows(StreamState& s) {
   for (auto& f : s.feats) {
-    fleet_add(f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur().counts, f.fleet.closed);
+    if (f.fleet) {
+      fleet_add(*f.fleet, f.kind == FeatureKind::numeric ? f.ncur.counts : f.ccur().counts, f.fleet->closed);
+    }
     if (f.kind == FeatureKind::numeric) {
       roll_numeric_window(f.num, f.ncur, f.nprev);
     } else {
