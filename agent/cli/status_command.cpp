@@ -101,6 +101,57 @@ void print_detectors(const nlohmann::json& doc, const std::string& only) {
   }
 }
 
+// Model performance of each predictions stream with a labels stream: per prediction-time window
+// (newest two), the predictions, label coverage and realized accuracy so far, and the label-free
+// estimate where the agent gives one (`mltap performance STREAM` has every metric and window).
+void print_performance_summary(const std::string& agent, const nlohmann::json& list, const std::string& only) {
+  if (!list.contains("streams") || !list["streams"].is_array()) return;
+  for (const auto& s : list["streams"]) {
+    const std::string name = s.value("stream", "?");
+    if (!only.empty() && name != only) continue;
+    std::string error;
+    auto doc = get_json(agent, "/api/v1/performance?stream=" + percent_encode(name) + "&since=1d", error);
+    if (!doc || !doc->contains("windows") || !(*doc)["windows"].is_array()) continue;
+    const auto& c = (*doc)["counters"];
+    std::printf("%s  performance [%s, labels from %s]: joined %llu, unmatched %llu, late %llu\n", name.c_str(),
+                doc->value("task", "?").c_str(), doc->value("labels_stream", "?").c_str(),
+                (unsigned long long)u64(c, "joined"), (unsigned long long)u64(c, "unmatched"),
+                (unsigned long long)u64(c, "late"));
+    const auto& windows = (*doc)["windows"];
+    const std::size_t first = windows.size() > 2 ? windows.size() - 2 : 0;
+    for (std::size_t i = first; i < windows.size(); ++i) {
+      const auto& w = windows[i];
+      const auto& m = w["metrics"];
+      std::string metric;
+      char b[160];
+      if (m.contains("accuracy") && m["accuracy"].is_number()) {
+        std::snprintf(b, sizeof b, "accuracy %.3f", m["accuracy"].get<double>());
+        metric = b;
+      } else if (m.contains("mae") && m["mae"].is_number()) {
+        std::snprintf(b, sizeof b, "MAE %.4g", m["mae"].get<double>());
+        metric = b;
+      } else {
+        metric = "no labels yet";
+      }
+      std::string estimate;
+      if (w.contains("estimate") && w["estimate"].is_object()) {
+        const auto& e = w["estimate"];
+        if (e.contains("accuracy") && e["accuracy"].is_object() && e["accuracy"]["value"].is_number()) {
+          const auto& a = e["accuracy"];
+          std::snprintf(b, sizeof b, "  estimated accuracy %.3f [%.3f, %.3f]", a["value"].get<double>(),
+                        a.value("lower", 0.0), a.value("upper", 0.0));
+          estimate = b;
+        } else if (e.contains("withheld") && e["withheld"].is_string()) {
+          estimate = "  estimate withheld: " + e["withheld"].get<std::string>();
+        }
+      }
+      const double coverage = w["coverage"].is_number() ? w["coverage"].get<double>() : 0.0;
+      std::printf("    window %s  predictions %llu  coverage %.1f%%  %s%s\n", w.value("start", "?").c_str(),
+                  (unsigned long long)u64(w, "predictions"), 100.0 * coverage, metric.c_str(), estimate.c_str());
+    }
+  }
+}
+
 }  // namespace
 
 void add_status_command(CLI::App& app, int& exit_code) {
@@ -124,6 +175,9 @@ void add_status_command(CLI::App& app, int& exit_code) {
         print_table(*doc, std::get<2>(*opts));
         std::string derr;
         if (auto det = get_json(std::get<0>(*opts), "/api/v1/detectors", derr)) print_detectors(*det, std::get<2>(*opts));
+        if (auto perf = get_json(std::get<0>(*opts), "/api/v1/performance", derr)) {
+          print_performance_summary(std::get<0>(*opts), *perf, std::get<2>(*opts));
+        }
       }
       exit_code = 0;
     } catch (const std::exception& e) {

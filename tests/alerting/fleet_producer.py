@@ -5,7 +5,10 @@
 Otherwise writes two streams at fixed rates, rows [amount, score, segment]:
   fleet/weak   at --weak-rate rows/s, amount shifted by --weak-shift reference sds
   fleet/local  at --local-rate rows/s, amount shifted by --local-shift reference sds
-score and segment never shift. Prints READY, then runs for --duration seconds."""
+score and segment never shift. Also a model's predictions and their labels (the dashboard's
+model-performance row): fleet/predictions (P(positive), binary, labels from fleet/labels) at
+--local-rate rows/s, each labelled 2 s later, one in five never.
+Prints READY, then runs for --duration seconds."""
 import argparse
 import signal
 import subprocess
@@ -45,6 +48,12 @@ def main():
         return
     weak = mltap.Stream("fleet/weak", component="scorer", features=FEATURES)
     local = mltap.Stream("fleet/local", component="scorer", features=FEATURES)
+    preds = mltap.Stream("fleet/predictions", component="scorer", kind="predictions", features=["p"],
+                         labels_stream="fleet/labels", task="binary", sampling_budget=0)
+    labels = mltap.Stream("fleet/labels", component="feedback", kind="labels", features=["y"],
+                          sampling_budget=0)
+    pending = []  # (due, trace id, label)
+    next_id = 0
     logs = {n: open(f"{a.log}.{n}.csv", "w") for n in ("weak", "local")} if a.log else {}
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -62,6 +71,19 @@ def main():
                     if logs:
                         logs[name].write(",".join(repr(float(v)) for v in r) + "\n")
                 written[name] += due
+        due = int(t * a.local_rate) + 1 - next_id
+        if due > 0:
+            y = (rng.random(due) < 0.3).astype(np.float32)
+            p = np.clip(0.3 + 0.4 * (y - 0.3) + rng.normal(0, 0.2, due), 0, 1).astype(np.float32)
+            ids = np.arange(next_id, next_id + due, dtype=np.uint64)
+            preds.write(p, trace_ids=ids)
+            pending += [(t + 2.0, i, v) for i, v, keep in zip(ids, y, rng.random(due) >= 0.2) if keep]
+            next_id += due
+        ready = [e for e in pending if e[0] <= t]
+        if ready:
+            pending = pending[len(ready):]
+            labels.write(np.array([e[2] for e in ready], dtype=np.float32),
+                         trace_ids=np.array([e[1] for e in ready], dtype=np.uint64))
         if t >= next_child:
             subprocess.run(["/bin/true"], check=False)
             next_child = t + 5
