@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "exporters/metrics/family.hpp"
+#include "exporters/metrics/performance_slice_metrics.hpp"
 
 namespace mltap::metrics {
 
@@ -104,6 +105,7 @@ std::vector<prometheus::MetricFamily> PerformanceCollector::Collect() const {
                   &start, &win_predictions, &win_labelled, &coverage, &realized, &orphan}) {
     f->move_into(out);
   }
+  collect_performance_slices(*snap, out);
   return out;
 }
 
