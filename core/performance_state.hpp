@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/finding.hpp"
@@ -52,6 +53,13 @@ struct RealizedMetrics {
   std::optional<double> mae;
   std::optional<double> rmse;
 };
+
+// The metrics by name (the `metric` label and JSON keys), in export order.
+inline std::array<std::pair<std::string_view, std::optional<double>>, 9> named_metrics(const RealizedMetrics& m) {
+  return {{{"accuracy", m.accuracy}, {"precision", m.precision}, {"recall", m.recall}, {"f1", m.f1},
+           {"roc_auc", m.roc_auc}, {"log_loss", m.log_loss}, {"calibration_error", m.calibration_error},
+           {"mae", m.mae}, {"rmse", m.rmse}}};
+}
 
 // One slice of a window (docs/performance.md, "Slices"): the predictions whose slice column held
 // `value` (or, past the configured number of values, "other").

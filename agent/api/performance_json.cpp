@@ -14,11 +14,9 @@ namespace {
 json opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
 json metrics_json(const core::RealizedMetrics& m) {
-  return json{{"accuracy", opt(m.accuracy)},   {"precision", opt(m.precision)},
-              {"recall", opt(m.recall)},       {"f1", opt(m.f1)},
-              {"roc_auc", opt(m.roc_auc)},     {"log_loss", opt(m.log_loss)},
-              {"calibration_error", opt(m.calibration_error)},
-              {"mae", opt(m.mae)},             {"rmse", opt(m.rmse)}};
+  json j = json::object();
+  for (const auto& [name, v] : core::named_metrics(m)) j[std::string(name)] = opt(v);
+  return j;
 }
 
 json counters_json(const core::PerformanceStreamState& s) {

@@ -52,18 +52,11 @@ void collect_performance_slices(const core::PerformanceSnapshot& snap, std::vect
       predictions.add(l, static_cast<double>(sl.predictions));
       labelled.add(l, static_cast<double>(sl.labelled));
       coverage.add(l, sl.coverage());
-      const auto& m = sl.metrics;
-      const std::pair<const char*, const std::optional<double>*> values[] = {
-          {"accuracy", &m.accuracy}, {"precision", &m.precision}, {"recall", &m.recall},
-          {"f1", &m.f1},             {"roc_auc", &m.roc_auc},     {"log_loss", &m.log_loss},
-          {"calibration_error", &m.calibration_error},          {"mae", &m.mae},
-          {"rmse", &m.rmse}};
-      for (const auto& [name, v] : values) {
-        if (v->has_value()) {
-          Labels x = l;
-          x.emplace_back("metric", name);
-          realized.add(x, **v);
-        }
+      for (const auto& [name, v] : core::named_metrics(sl.metrics)) {
+        if (!v) continue;
+        Labels x = l;
+        x.emplace_back("metric", std::string(name));
+        realized.add(x, *v);
       }
     }
   }

@@ -7,13 +7,21 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <sstream>
 
+#include <prometheus/text_serializer.h>
+
+#include "agent/api/performance_json.hpp"
+#include "agent/cli/performance_command.hpp"
 #include "agent/performance/engine.hpp"
 #include "agent/performance/findings.hpp"
 #include "agent/performance/stream_join.hpp"
 #include "core/config_reader.hpp"
 #include "core/time.hpp"
+#include "exporters/metrics/performance_metrics.hpp"
 
 using namespace mltap;
 using namespace mltap::performance;
@@ -375,4 +383,35 @@ TEST(Findings, FloorAndEstimatedEvidence) {
   e.upper = 0.89;  // within the tolerance of the baseline: no drop
   g.decide("m/pred", "m", {e}, {{"all", 0.9}}, kT0, {input(0)}, 6);
   EXPECT_TRUE(g.open().empty());
+}
+
+// The slices reach Prometheus (bounded `slice` label), the JSON and `mltap performance --slice`.
+TEST(Slices, ExportedAsMetricsJsonAndCliRows) {
+  StreamJoin j(id(), sliced_config(2), "");
+  feed(j, 1);
+  auto snap = std::make_shared<core::PerformanceSnapshot>();
+  snap->streams.push_back(j.state());
+  metrics::PerformanceCollector c([snap] { return snap; });
+  const auto families = c.Collect();
+  const std::string text = prometheus::TextSerializer().Serialize(families);
+  EXPECT_NE(text.find("mltap_performance_slice_realized{stream=\"t/pred\",slice=\"1\",metric=\"accuracy\"} 1"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("mltap_performance_slice_realized{stream=\"t/pred\",slice=\"2\",metric=\"accuracy\"} 0"),
+            std::string::npos);
+  EXPECT_NE(text.find("mltap_performance_slice_label_coverage_ratio{stream=\"t/pred\",slice=\"other\"} 0.5"),
+            std::string::npos);
+  EXPECT_NE(text.find("mltap_performance_slice_rows_total{stream=\"t/pred\",reason=\"over_cap\"} 4"), std::string::npos);
+  std::ifstream doc(MLTAP_METRICS_DOC);
+  const std::string documented((std::istreambuf_iterator<char>(doc)), std::istreambuf_iterator<char>());
+  for (const auto& f : families) {
+    EXPECT_NE(documented.find("`" + f.name + "`"), std::string::npos) << f.name << " not in docs/metrics.md";
+  }
+  const auto json = api::to_json(snap->streams[0], INT64_MIN);
+  ASSERT_EQ(json["windows"][0]["slices"].size(), 3u);
+  EXPECT_EQ(json["windows"][0]["slices"][0]["slice"], "1");
+  EXPECT_EQ(json["slices"]["rows_over_cap"], 4);
+  std::ostringstream out;
+  cli::print_performance(json, out, "2");
+  EXPECT_NE(out.str().find("region=2"), std::string::npos) << out.str();
+  EXPECT_EQ(out.str().find("region=1"), std::string::npos) << out.str();
 }
