@@ -23,6 +23,7 @@ enum class FindingKind {
   sequential_change,  // CUSUM / Page-Hinkley on means or scores
   prediction_drift,   // score distribution or class-share shift
   embedding_drift,    // norms, mean cosine distance, random projections
+  performance,        // model performance dropped (agent/performance: realized or estimated)
 };
 
 constexpr std::string_view finding_kind_name(FindingKind k) noexcept {
@@ -35,6 +36,7 @@ constexpr std::string_view finding_kind_name(FindingKind k) noexcept {
     case FindingKind::sequential_change: return "sequential_change";
     case FindingKind::prediction_drift: return "prediction_drift";
     case FindingKind::embedding_drift: return "embedding_drift";
+    case FindingKind::performance: return "performance";
   }
   return "unknown";
 }

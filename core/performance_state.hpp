@@ -10,8 +10,10 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
+#include "core/finding.hpp"
 #include "mltap/format.hpp"
 
 namespace mltap::core {
@@ -52,6 +54,25 @@ struct RealizedMetrics {
   std::optional<double> rmse;
 };
 
+// The metrics by name (the `metric` label and JSON keys), in export order.
+inline std::array<std::pair<std::string_view, std::optional<double>>, 9> named_metrics(const RealizedMetrics& m) {
+  return {{{"accuracy", m.accuracy}, {"precision", m.precision}, {"recall", m.recall}, {"f1", m.f1},
+           {"roc_auc", m.roc_auc}, {"log_loss", m.log_loss}, {"calibration_error", m.calibration_error},
+           {"mae", m.mae}, {"rmse", m.rmse}}};
+}
+
+// One slice of a window (docs/performance.md, "Slices"): the predictions whose slice column held
+// `value` (or, past the configured number of values, "other").
+struct PerformanceSlice {
+  std::string value;
+  std::uint64_t predictions = 0;
+  std::uint64_t labelled = 0;
+  RealizedMetrics metrics;
+  double coverage() const noexcept {
+    return predictions == 0 ? 0.0 : static_cast<double>(labelled) / static_cast<double>(predictions);
+  }
+};
+
 struct PerformanceWindow {
   std::int64_t start_unix_ns = 0;  // prediction-time window [start, start + window)
   std::uint64_t predictions = 0;   // with a trace id, first arrival of each id
@@ -59,9 +80,23 @@ struct PerformanceWindow {
   std::uint64_t evicted = 0;       // predictions evicted before a label could join
   std::array<std::uint64_t, kLabelLagBuckets> lag_buckets{};  // joined labels by lag
   RealizedMetrics metrics;
+  std::vector<PerformanceSlice> slices;  // sliced streams only: by slice value, "other" last
   double coverage() const noexcept {
     return predictions == 0 ? 0.0 : static_cast<double>(labelled) / static_cast<double>(predictions);
   }
+};
+
+// Rows of a pre-joined stream (prediction, label, prediction time), by outcome; monotonic, kept
+// in the table's header (docs/performance.md, "Pre-joined streams").
+struct PrejoinedCounters {
+  std::uint64_t rows = 0;            // rows seen
+  std::uint64_t accepted = 0;        // attributed to their prediction-time window
+  std::uint64_t bad_shape = 0;       // not 3 columns (4 with a slice column)
+  std::uint64_t bad_prediction = 0;  // NaN/Inf, or what the task cannot score
+  std::uint64_t bad_label = 0;       // NaN/Inf
+  std::uint64_t bad_time = 0;        // NaN/Inf/negative prediction time
+  std::uint64_t future = 0;          // prediction time after the agent's clock + grace
+  std::uint64_t too_old = 0;         // its window is already past retention
 };
 
 // Monotonic since the table was created (kept with it in the state directory).
@@ -97,12 +132,26 @@ struct PerformanceStreamState {
   std::array<std::uint64_t, kLabelLagBuckets> lag_buckets{};  // every joined label
   double lag_seconds_sum = 0;
   std::vector<PerformanceWindow> windows;  // oldest first
+  // Slices (docs/performance.md, "Slices"): the declared column, the cap on distinct values, and
+  // rows that went to "other" past the cap, whose slice value was NaN/Inf (also "other"), or whose
+  // record lacked the column (not sliced).
+  std::string slice_column;
+  std::uint32_t slice_max_values = 0;
+  std::uint64_t slice_other_rows = 0;
+  std::uint64_t slice_invalid_rows = 0;
+  std::uint64_t slice_missing_rows = 0;
+  bool prejoined = false;  // a stream of (prediction, label, prediction time) rows
+  PrejoinedCounters prejoined_counters;
 };
 
 struct PerformanceSnapshot {
   std::uint64_t taken_unix_ns = 0;
   std::vector<PerformanceStreamState> streams;
   std::uint64_t labels_without_predictions_stream = 0;  // label rows no predictions stream names
+  // Performance findings (kind performance, agent/performance/findings.hpp): merged with the
+  // detectors' by the composition root for export.
+  std::vector<Finding> open_findings;
+  std::vector<Finding> closed_findings;  // most recent first, bounded
 };
 
 }  // namespace mltap::core

@@ -92,6 +92,7 @@ need /etc/mltap/mltapd.yaml
 need /lib/systemd/system/mltapd.service
 need /usr/share/mltap/prometheus/mltap.rules.yml
 need /usr/share/mltap/prometheus/mltap.fleet.rules.yml
+need /usr/share/mltap/prometheus/mltap.performance.rules.yml
 need /usr/share/mltap/grafana/mltap.json
 need /usr/share/doc/mltap/copyright
 need /usr/share/doc/mltap/changelog.gz

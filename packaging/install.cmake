@@ -85,6 +85,7 @@ install(FILES ${pkg}/mltapd.yaml DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR}/ml
 install(FILES ${pkg}/systemd/mltapd.service DESTINATION ${MLTAP_SYSTEMD_UNIT_DIR})
 install(FILES ${pkg}/prometheus/mltap.rules.yml ${pkg}/prometheus/mltap.rules.test.yml
               ${pkg}/prometheus/mltap.fleet.rules.yml ${pkg}/prometheus/mltap.fleet.rules.test.yml
+              ${pkg}/prometheus/mltap.performance.rules.yml ${pkg}/prometheus/mltap.performance.rules.test.yml
         DESTINATION ${CMAKE_INSTALL_DATADIR}/mltap/prometheus)
 install(FILES ${pkg}/grafana/mltap.json DESTINATION ${CMAKE_INSTALL_DATADIR}/mltap/grafana)
 

@@ -13,6 +13,12 @@ namespace {
 
 json opt(const std::optional<double>& v) { return v ? json(*v) : json(nullptr); }
 
+json metrics_json(const core::RealizedMetrics& m) {
+  json j = json::object();
+  for (const auto& [name, v] : core::named_metrics(m)) j[std::string(name)] = opt(v);
+  return j;
+}
+
 json counters_json(const core::PerformanceStreamState& s) {
   const auto& c = s.counters;
   json evicted = json::object();
@@ -35,7 +41,7 @@ json counters_json(const core::PerformanceStreamState& s) {
 }
 
 json stream_summary(const core::PerformanceStreamState& s) {
-  return json{{"stream", s.stream},
+  json j{{"stream", s.stream},
               {"labels_stream", s.labels_stream},
               {"task", std::string(format::task_name(s.task))},
               {"window_seconds", static_cast<double>(s.window_ns) / 1e9},
@@ -44,6 +50,18 @@ json stream_summary(const core::PerformanceStreamState& s) {
               {"pending", {{"predictions", s.pending}, {"waiting_labels", s.waiting_labels},
                            {"joined_markers", s.joined_markers}, {"capacity", s.capacity},
                            {"table_bytes", s.table_bytes}, {"durable", s.durable}}}};
+  if (!s.slice_column.empty()) {
+    j["slices"] = json{{"column", s.slice_column}, {"max_values", s.slice_max_values},
+                       {"rows_over_cap", s.slice_other_rows}, {"rows_invalid", s.slice_invalid_rows},
+                       {"rows_missing_column", s.slice_missing_rows}};
+  }
+  if (s.prejoined) {
+    const auto& p = s.prejoined_counters;
+    j["prejoined"] = json{{"rows", p.rows},           {"accepted", p.accepted},   {"bad_shape", p.bad_shape},
+                          {"bad_prediction", p.bad_prediction}, {"bad_label", p.bad_label},
+                          {"bad_time", p.bad_time},   {"future", p.future},       {"too_old", p.too_old}};
+  }
+  return j;
 }
 
 void reply_error(HttpResponse& res, int status, const std::string& what) {
@@ -69,16 +87,15 @@ json to_json(const core::PerformanceStreamState& s, std::int64_t since) {
                            {"evicted", w.evicted},
                            {"coverage", w.coverage()},
                            {"label_lag_buckets", w.lag_buckets},
-                           {"metrics",
-                            {{"accuracy", opt(m.accuracy)},
-                             {"precision", opt(m.precision)},
-                             {"recall", opt(m.recall)},
-                             {"f1", opt(m.f1)},
-                             {"roc_auc", opt(m.roc_auc)},
-                             {"log_loss", opt(m.log_loss)},
-                             {"calibration_error", opt(m.calibration_error)},
-                             {"mae", opt(m.mae)},
-                             {"rmse", opt(m.rmse)}}}});
+                           {"metrics", metrics_json(m)}});
+    if (!s.slice_column.empty()) {
+      json slices = json::array();
+      for (const auto& sl : w.slices) {
+        slices.push_back(json{{"slice", sl.value}, {"predictions", sl.predictions}, {"labelled", sl.labelled},
+                              {"coverage", sl.coverage()}, {"metrics", metrics_json(sl.metrics)}});
+      }
+      windows.back()["slices"] = slices;
+    }
   }
   j["windows"] = windows;
   return j;

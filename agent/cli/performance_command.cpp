@@ -15,6 +15,7 @@ struct PerformanceArgs {
   std::string agent = default_agent_url();
   bool json = false;
   std::string since = "7d";
+  std::string slice;  // only this slice's rows under each window ("" = every slice)
 };
 
 std::string cell(const nlohmann::json& v) {
@@ -26,7 +27,7 @@ std::string cell(const nlohmann::json& v) {
 
 }  // namespace
 
-void print_performance(const nlohmann::json& doc, std::ostream& out) {
+void print_performance(const nlohmann::json& doc, std::ostream& out, const std::string& slice) {
   const auto& c = doc.at("counters");
   const auto& p = doc.at("pending");
   char line[512];
@@ -69,6 +70,21 @@ void print_performance(const nlohmann::json& doc, std::ostream& out) {
       out << line;
     }
     out << "\n";
+    // Sliced streams: a row per slice under its window.
+    if (!w.contains("slices")) continue;
+    for (const auto& sl : w["slices"]) {
+      const std::string value = sl.value("slice", "?");
+      if (!slice.empty() && value != slice) continue;
+      std::snprintf(line, sizeof line, "  %-23s %11llu %10llu %9s", (doc["slices"].value("column", "slice") + "=" + value).c_str(),
+                    (unsigned long long)sl.value("predictions", 0ull), (unsigned long long)sl.value("labelled", 0ull),
+                    cell(sl["coverage"]).c_str());
+      out << line;
+      for (const auto& n : names) {
+        std::snprintf(line, sizeof line, " %17s", cell(sl["metrics"][n]).c_str());
+        out << line;
+      }
+      out << "\n";
+    }
   }
 }
 
@@ -80,6 +96,7 @@ void add_performance_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--agent", args->agent, "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
   cmd->add_flag("--json", args->json, "Print the agent's JSON");
   cmd->add_option("--since", args->since, "Windows of this long ago and later, e.g. 6h, 7d (default 7d)");
+  cmd->add_option("--slice", args->slice, "Only this slice's rows under each window (sliced streams)");
   cmd->callback([args, &exit_code] {
     const auto since = core::parse_duration(args->since);
     if (!since || since->count() <= 0) {
@@ -99,7 +116,7 @@ void add_performance_command(CLI::App& app, int& exit_code) {
     }
     try {
       if (args->json) std::cout << doc->dump(2) << "\n";
-      else print_performance(*doc, std::cout);
+      else print_performance(*doc, std::cout, args->slice);
       exit_code = 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mltap performance: unexpected answer from mltapd: %s\n", e.what());

@@ -11,5 +11,5 @@
 namespace mltap::cli {
 void add_performance_command(CLI::App& app, int& exit_code);
 // The table printed for the agent's JSON of one stream (tests).
-void print_performance(const nlohmann::json& doc, std::ostream& out);
+void print_performance(const nlohmann::json& doc, std::ostream& out, const std::string& slice = "");
 }  // namespace mltap::cli

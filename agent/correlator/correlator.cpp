@@ -28,7 +28,8 @@ FindingClass classify(FindingKind k) {
     case FindingKind::schema_change:
     case FindingKind::sequential_change:
     case FindingKind::prediction_drift:
-    case FindingKind::embedding_drift: return FindingClass::drift_like;
+    case FindingKind::embedding_drift:
+    case FindingKind::performance: return FindingClass::drift_like;
   }
   return FindingClass::drift_like;
 }

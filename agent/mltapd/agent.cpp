@@ -122,6 +122,10 @@ void Agent::build_pipeline() {
     performance_ = std::make_unique<performance::PerformanceEngine>(config_.performance,
                                                                      config_.agent.state_dir);
     ingest_->add_sink(performance_.get());
+    performance_->set_input_drift_source(
+        [this](const std::string& predictions, const std::vector<std::string>& inputs) {
+          return input_drift(predictions, inputs);
+        });
   }
   ingest_->set_producer_observer(this);
 }
@@ -182,7 +186,7 @@ reactions::SnapshotProviders Agent::snapshot_providers() {
   providers.finding = [this](const std::string& stream, const core::AlertEvent&) {
     nlohmann::json out = nlohmann::json::array();
     if (!detectors_) return out;
-    for (const auto& f : detectors_->snapshot()->open_findings) {
+    for (const auto& f : findings_view()->open_findings) {
       if (f.stream == stream) out.push_back(api::to_json(f));
     }
     return out;
@@ -199,7 +203,7 @@ void Agent::register_metrics() {
   }
   if (detectors_) {
     http_->add_collectable(
-        std::make_shared<metrics::DetectorCollector>([this] { return detectors_->snapshot(); }));
+        std::make_shared<metrics::DetectorCollector>([this] { return findings_view(); }));
   }
   http_->add_collectable(std::make_shared<metrics::EbpfCollector>([this] {
 #ifdef MLTAP_HAVE_BPF
@@ -226,7 +230,7 @@ void Agent::register_routes() {
   routes.streams = [this](bool fresh) {
     return fresh ? ingest_->fresh_snapshot(std::chrono::milliseconds(2000)) : ingest_->snapshot();
   };
-  if (detectors_) routes.detectors = [this] { return detectors_->snapshot(); };
+  if (detectors_) routes.detectors = [this] { return findings_view(); };
   routes.related = [this](const core::Finding& f) {
     return correlator_->related(f, producers_of(f.stream));
   };
@@ -284,13 +288,61 @@ void Agent::stop() {
 std::vector<alertmanager::PushableFinding> Agent::pushable_findings() const {
   std::vector<alertmanager::PushableFinding> out;
   if (!detectors_) return out;
-  for (const auto& f : detectors_->snapshot()->open_findings) {
+  for (const auto& f : findings_view()->open_findings) {
     alertmanager::PushableFinding p{f, {}, {}};
     for (const auto& r : correlator_->related(f, producers_of(f.stream))) {
       auto& list = r.after_onset ? p.after_onset_events : p.related_events;
       if (list.size() < 3) list.push_back(r.why);
     }
     out.push_back(std::move(p));
+  }
+  return out;
+}
+
+// The detectors' snapshot with the performance component's findings added: one view of every
+// finding for the metrics, the API, Alertmanager and `mltap explain`. Performance finding ids
+// start at 2^48 (agent/performance/findings.hpp), apart from the detectors'.
+std::shared_ptr<const core::DetectorSnapshot> Agent::findings_view() const {
+  auto d = detectors_->snapshot();
+  if (!performance_ || !d) return d;
+  const auto p = performance_->snapshot();
+  if (!p || (p->open_findings.empty() && p->closed_findings.empty())) return d;
+  auto merged = std::make_shared<core::DetectorSnapshot>(*d);
+  merged->open_findings.insert(merged->open_findings.end(), p->open_findings.begin(), p->open_findings.end());
+  merged->closed_findings.insert(merged->closed_findings.end(), p->closed_findings.begin(), p->closed_findings.end());
+  return merged;
+}
+
+// The drift state of a predictions stream's inputs (docs/performance.md, "Findings"): the
+// configured input streams, or the features and embeddings streams of its component.
+std::vector<core::InputDrift> Agent::input_drift(const std::string& predictions,
+                                                 const std::vector<std::string>& inputs) const {
+  std::vector<core::InputDrift> out;
+  if (!detectors_) return out;
+  const auto snap = detectors_->snapshot();
+  if (!snap) return out;
+  std::string component;
+  for (const auto& st : snap->streams) {
+    if (st->name == predictions) component = st->component;
+  }
+  for (const auto& st : snap->streams) {
+    const bool wanted = inputs.empty()
+                            ? !component.empty() && st->component == component && st->name != predictions &&
+                                  (st->layout == "features" || st->layout == "embeddings")
+                            : std::find(inputs.begin(), inputs.end(), st->name) != inputs.end();
+    if (!wanted) continue;
+    core::InputDrift in;
+    in.stream = st->name;
+    in.analyzed = st->reference != core::ReferenceSource::pending && st->windows_closed > 0;
+    in.features_analyzed = st->features_analyzed;
+    in.drifted_features = st->drifted_features;
+    for (const auto& f : *st->features) {
+      if (f.drifted && in.drifted.size() < 8) in.drifted.push_back(f.name);
+    }
+    for (const auto& f : snap->open_findings) {
+      if (f.stream == st->name && f.kind == core::FindingKind::embedding_drift) in.multivariate_drift = true;
+    }
+    out.push_back(std::move(in));
   }
   return out;
 }
@@ -311,7 +363,7 @@ std::optional<std::vector<core::Finding>> Agent::findings_of(const std::string& 
   bool known = false;
   for (const auto& st : ingest_->snapshot()->streams) known = known || st.info.name == stream;
   if (detectors_) {
-    const auto snap = detectors_->snapshot();
+    const auto snap = findings_view();
     for (const auto* list : {&snap->open_findings, &snap->closed_findings}) {
       for (const auto& f : *list) {
         if (f.stream == stream) out.push_back(f);
@@ -401,7 +453,7 @@ void Agent::watch_findings() {
     watcher_cv_.wait_for(lock, std::chrono::milliseconds(250));
     if (stopping_ || !detectors_) continue;
     std::vector<std::uint64_t> ids;
-    for (const auto& f : detectors_->snapshot()->open_findings) ids.push_back(f.id);
+    for (const auto& f : findings_view()->open_findings) ids.push_back(f.id);
     std::sort(ids.begin(), ids.end());
     if (ids != last) {
       last = std::move(ids);
@@ -464,7 +516,7 @@ std::string Agent::status_line() const {
     for (const auto& st : snap->streams) producers += st.live_producers;
   }
   if (detectors_) {
-    if (const auto snap = detectors_->snapshot()) findings = snap->open_findings.size();
+    if (const auto snap = findings_view()) findings = snap->open_findings.size();
   }
   return std::to_string(streams) + (streams == 1 ? " stream, " : " streams, ") +
          std::to_string(producers) + (producers == 1 ? " live producer, " : " live producers, ") +

@@ -79,6 +79,9 @@ class Agent : private ingest::ProducerObserver {
   void watch_artifacts(const core::SegmentIdentity& producer);
 
   std::vector<core::ProducerId> producers_of(const std::string& stream) const;
+  std::shared_ptr<const core::DetectorSnapshot> findings_view() const;
+  std::vector<core::InputDrift> input_drift(const std::string& predictions,
+                                            const std::vector<std::string>& inputs) const;
   std::optional<std::vector<core::Finding>> findings_of(const std::string& stream) const;
   reactions::SnapshotProviders snapshot_providers();
   void drop_capabilities();

@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "core/config_reader.hpp"
 #include "mltap/format.hpp"
@@ -13,10 +15,36 @@ namespace mltap::performance {
 
 // What the agent's configuration says about one predictions stream; it takes precedence over
 // what the stream's producer declared (StreamOptions::labels_stream, task).
+// At most this many distinct values of a slice column get their own slice (docs/performance.md,
+// "Slices"); the rest go to "other".
+inline constexpr std::uint32_t kMaxSliceValues = 32;
+
 struct StreamSettings {
   std::string labels_stream;
   format::Task task = format::Task::none;
+  // Slices: the predictions row's column (by feature name) whose value names the slice; empty:
+  // not sliced. Values past `slice_max_values` distinct ones go to "other".
+  std::string slice_column;
+  std::uint32_t slice_max_values = 16;
+  // A stream of (prediction, label, prediction time) rows joined elsewhere ("Pre-joined streams").
+  bool prejoined = false;
+  // The streams whose drift says how abnormal a drop is; empty: the features and embeddings
+  // streams of the predictions stream's component ("Findings").
+  std::vector<std::string> inputs;
+  std::optional<double> floor;  // the metric's baseline, instead of the reference windows'
   bool operator==(const StreamSettings&) const = default;
+};
+
+// Performance findings (docs/performance.md, "Findings").
+struct FindingsConfig {
+  bool enabled = true;
+  std::uint64_t min_labels = 200;     // labelled pairs a window (or slice) needs to be judged
+  double confidence = 0.95;           // one-sided, of the metric's upper bound
+  double tolerance = 0.02;            // a drop: upper bound < baseline - tolerance
+  std::uint32_t reference_windows = 3;  // the first windows with enough labels: the baseline
+  std::optional<double> floor;        // a fixed baseline for every stream (per stream wins)
+  std::uint32_t many_features = 2;    // drifted features from which "the inputs moved"
+  bool operator==(const FindingsConfig&) const = default;
 };
 
 struct PerformanceConfig {
@@ -38,6 +66,7 @@ struct PerformanceConfig {
   std::uint32_t calibration_bins = 10;
   std::uint32_t max_streams = 64;  // predictions streams joined at once
   std::map<std::string, StreamSettings> streams;  // by predictions stream name
+  FindingsConfig findings;
   bool operator==(const PerformanceConfig&) const = default;
 };
 

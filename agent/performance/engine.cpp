@@ -14,7 +14,8 @@
 namespace mltap::performance {
 
 PerformanceEngine::PerformanceEngine(PerformanceConfig config, std::string state_dir)
-    : config_(std::move(config)), snapshot_(std::make_shared<core::PerformanceSnapshot>()) {
+    : config_(std::move(config)), findings_(config_.findings),
+      snapshot_(std::make_shared<core::PerformanceSnapshot>()) {
   now_ = static_cast<std::int64_t>(core::unix_now_ns());
   if (!state_dir.empty()) {
     dir_ = state_dir + "/performance";
@@ -45,6 +46,11 @@ PerformanceEngine::PerformanceEngine(PerformanceConfig config, std::string state
           continue;
         }
         if (id->task == format::Task::none || id->labels_stream.empty()) continue;
+        // A pre-joined stream's table (labels stream = itself) is reopened only while configured so.
+        if (id->labels_stream == id->stream) {
+          const auto c = config_.streams.find(id->stream);
+          if (c == config_.streams.end() || !c->second.prejoined) continue;
+        }
         if (open_join(*id)) spdlog::info("performance: pending table of '{}' reopened", id->stream);
       }
     }
@@ -74,7 +80,7 @@ StreamJoin* PerformanceEngine::open_join(const PendingTable::Identity& id) {
     return nullptr;
   }
   StreamJoin* raw = j.get();
-  by_labels_[id.labels_stream].push_back(raw);
+  if (!raw->is_prejoined()) by_labels_[id.labels_stream].push_back(raw);
   joins_[id.stream] = std::move(j);
   spdlog::info("performance: joining '{}' ({}) with labels from '{}'", id.stream,
                format::task_name(id.task), id.labels_stream);
@@ -97,7 +103,13 @@ void PerformanceEngine::on_batch(const core::DecodedBatch& b) {
   // Left by producers that ended before this agent started: possibly read before (docs/deploy.md,
   // "Backlog"); joining it again would count its labels twice.
   if (!b.stream || b.backlog) return;
+  if (auto it = joins_.find(b.stream->name); it != joins_.end() && it->second->is_prejoined()) {
+    components_.try_emplace(b.stream->name, b.stream->component);
+    it->second->add_prejoined(b, now_);
+    return;
+  }
   if (b.stream->kind == format::StreamKind::predictions) {
+    components_.try_emplace(b.stream->name, b.stream->component);
     if (StreamJoin* j = join_for(*b.stream)) j->add_predictions(b, now_);
   } else if (b.stream->kind == format::StreamKind::labels) {
     const auto it = by_labels_.find(b.stream->name);
@@ -123,6 +135,17 @@ void PerformanceEngine::publish_now() {
   snap->taken_unix_ns = static_cast<std::uint64_t>(now_);
   snap->labels_without_predictions_stream = labels_without_predictions_stream_;
   for (auto& [name, j] : joins_) snap->streams.push_back(j->state());
+  for (const auto& st : snap->streams) {
+    const auto c = config_.streams.find(st.stream);
+    const StreamSettings* settings = c == config_.streams.end() ? nullptr : &c->second;
+    std::vector<core::InputDrift> inputs;
+    if (drift_source_) inputs = drift_source_(st.stream, settings ? settings->inputs : std::vector<std::string>{});
+    const auto comp = components_.find(st.stream);
+    findings_.evaluate(st, comp == components_.end() ? std::string() : comp->second, settings, inputs,
+                       static_cast<std::uint64_t>(now_));
+  }
+  snap->open_findings = findings_.open();
+  snap->closed_findings = findings_.closed();
   std::lock_guard<std::mutex> lock(snapshot_mutex_);
   snapshot_ = std::move(snap);
 }

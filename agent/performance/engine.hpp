@@ -12,8 +12,10 @@
 #include <vector>
 
 #include "agent/performance/config.hpp"
+#include "agent/performance/findings.hpp"
 #include "agent/performance/stream_join.hpp"
 #include "core/batch.hpp"
+#include "core/input_drift.hpp"
 #include "core/performance_state.hpp"
 
 namespace mltap::performance {
@@ -30,6 +32,9 @@ class PerformanceEngine : public core::BatchSink {
   void on_batch(const core::DecodedBatch& batch) override;
   void on_tick(std::uint64_t now_unix_ns) override;
   void publish_now();
+  // The drift state of each predictions stream's inputs, for the findings' abnormality level
+  // (set by the composition root before the ingest thread starts; unset: level "inputs_unknown").
+  void set_input_drift_source(core::InputDriftSource source) { drift_source_ = std::move(source); }
   std::shared_ptr<const core::PerformanceSnapshot> snapshot() const {
     std::lock_guard<std::mutex> lock(snapshot_mutex_);
     return snapshot_;
@@ -46,6 +51,9 @@ class PerformanceEngine : public core::BatchSink {
   std::uint64_t labels_without_predictions_stream_ = 0;
   std::uint64_t streams_refused_ = 0;
   std::int64_t now_ = 0;
+  std::map<std::string, std::string> components_;  // predictions stream -> component, as seen
+  PerformanceFindings findings_;
+  core::InputDriftSource drift_source_;
   std::uint64_t last_publish_ = 0;
   mutable std::mutex snapshot_mutex_;
   std::shared_ptr<const core::PerformanceSnapshot> snapshot_;

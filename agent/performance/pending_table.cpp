@@ -24,6 +24,7 @@ constexpr std::uint32_t kVersion = 1;
 constexpr std::uint64_t kHeaderBytes = 4096;
 constexpr std::uint64_t kWindowsBytes = sizeof(WindowCounter) * kWindowCounterSlots;
 static_assert(sizeof(TableHeader) <= kHeaderBytes);
+static_assert(sizeof(core::PrejoinedCounters) % 8 == 0 && sizeof(core::PrejoinedCounters) / 8 <= 16);
 
 std::uint64_t mix(std::uint64_t x) noexcept {  // splitmix64: trace ids are often sequential
   x += 0x9E3779B97F4A7C15ULL;
@@ -174,6 +175,7 @@ std::unique_ptr<PendingTable> PendingTable::open(const std::string& path, const 
     // Counters carry over; entries move while they fit (oldest first would need a sort: the
     // capacity only changes with the configuration, and what does not fit is counted).
     h.counters = old->h_->counters;
+    h.prejoined = old->h_->prejoined;
     if (old->h_->window_ns == id.window_ns) {
       for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) t->windows_[i] = old->windows_[i];
     }
@@ -188,7 +190,7 @@ std::unique_ptr<PendingTable> PendingTable::open(const std::string& path, const 
         ++h.counters.evicted[static_cast<std::size_t>(cause)];
         continue;
       }
-      t->insert(s.trace_id, s.ts_ns, s.value, st);
+      t->insert(s.trace_id, s.ts_ns, s.value, st, s.slice);
     }
   }
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -220,7 +222,7 @@ Slot* PendingTable::find(std::uint64_t trace_id) noexcept {
 }
 
 Slot* PendingTable::insert(std::uint64_t trace_id, std::int64_t ts_ns, double value,
-                           SlotState state) noexcept {
+                           SlotState state, std::uint32_t slice) noexcept {
   const std::uint64_t cap = h_->capacity;
   std::uint64_t i = home(trace_id);
   while (slots_[i].state != static_cast<std::uint32_t>(SlotState::empty)) i = i + 1 == cap ? 0 : i + 1;
@@ -228,7 +230,7 @@ Slot* PendingTable::insert(std::uint64_t trace_id, std::int64_t ts_ns, double va
   s.trace_id = trace_id;
   s.ts_ns = ts_ns;
   s.value = value;
-  s.reserved = 0;
+  s.slice = slice;
   s.state = static_cast<std::uint32_t>(state);  // the slot is whole before it counts
   ++h_->count;
   ++h_->by_state[static_cast<std::uint32_t>(state)];

@@ -34,7 +34,9 @@ struct Slot {
   std::int64_t ts_ns;
   double value;        // the prediction (score, class or value) or, waiting, the label
   std::uint32_t state;  // SlotState
-  std::uint32_t reserved;
+  // A prediction's slice index (slice_table.hpp; 0 = not sliced). Tables of earlier versions had
+  // zero here: their entries are unsliced.
+  std::uint32_t slice;
 };
 static_assert(sizeof(Slot) == 32);
 
@@ -64,7 +66,8 @@ struct TableHeader {
   char labels_stream[format::kStreamNameMax];
   core::JoinCounters counters;
   std::uint64_t sweep_cursor;
-  std::uint64_t reserved[32];
+  core::PrejoinedCounters prejoined;  // pre-joined streams only (was reserved: zero in old files)
+  std::uint64_t reserved[32 - sizeof(core::PrejoinedCounters) / 8];
 };
 
 class PendingTable {
@@ -91,7 +94,8 @@ class PendingTable {
   // The slot holding `trace_id`, or nullptr.
   Slot* find(std::uint64_t trace_id) noexcept;
   // Inserts (the id must be absent and the table below max_entries: see full()).
-  Slot* insert(std::uint64_t trace_id, std::int64_t ts_ns, double value, SlotState state) noexcept;
+  Slot* insert(std::uint64_t trace_id, std::int64_t ts_ns, double value, SlotState state,
+               std::uint32_t slice = 0) noexcept;
   void set_state(Slot* s, SlotState state) noexcept;
   // Removes the slot (backward shift: later slots of the cluster may move).
   void erase(Slot* s) noexcept;

@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
+#include <string_view>
 
 #include <spdlog/spdlog.h>
 
@@ -76,6 +78,13 @@ StreamJoin::StreamJoin(const PendingTable::Identity& id, const PerformanceConfig
   const std::uint64_t max_entries = std::max<std::uint64_t>(16, std::min(config.max_pending, by_bytes));
   table_ = PendingTable::open(dir_.empty() ? std::string() : dir_ + "/" + file_stem(id_.stream) + ".table",
                               id_, max_entries);
+  if (auto it = config.streams.find(id_.stream); it != config.streams.end()) {
+    prejoined_ = it->second.prejoined;
+    if (!it->second.slice_column.empty()) {
+      slices_ = SliceTable::open(dir_.empty() ? std::string() : dir_ + "/" + file_stem(id_.stream) + ".slices",
+                                 it->second.slice_column, it->second.slice_max_values, window_);
+    }
+  }
   if (!dir_.empty()) replay_logs();
 }
 
@@ -102,13 +111,18 @@ void StreamJoin::retire(Slot* s) {
 }
 
 std::string StreamJoin::log_path(std::int64_t window_start) const {
-  return dir_ + "/" + file_stem(id_.stream) + "." + std::to_string(window_start) + ".joined";
+  return dir_ + "/" + file_stem(id_.stream) + "." + std::to_string(window_start) + ".pairs";
 }
 
 void StreamJoin::record_joined(const LogRecord& r, bool to_log) {
   const std::int64_t w = window_of(r.prediction_ns);
   Window& win = windows_[w];
   win.pairs.push_back(JoinedPair{r.prediction, r.label});
+  if (slices_ && r.slice != kSliceNone && r.slice_generation == slices_->generation() && slices_->valid(r.slice)) {
+    SliceAcc& acc = win.slices[r.slice];
+    acc.pairs.push_back(JoinedPair{r.prediction, r.label});
+    acc.dirty = true;
+  }
   const std::size_t b = lag_bucket(r.lag_ns);
   ++win.lag_buckets[b];
   win.dirty = true;
@@ -121,15 +135,19 @@ void StreamJoin::record_joined(const LogRecord& r, bool to_log) {
 // page cache when it returns). A kill -9 between the two leaves a pending slot with a logged
 // join, which replay_logs() reconciles.
 void StreamJoin::join(Slot* s, std::uint64_t trace_id, std::int64_t pred_ts, double pred,
-                      std::int64_t label_ts, double label) {
-  record_joined(LogRecord{trace_id, pred_ts, label_ts - pred_ts, pred, label}, true);
+                      std::int64_t label_ts, double label, std::uint32_t slice) {
+  record_joined(LogRecord{trace_id, pred_ts, label_ts - pred_ts, pred, label, slice,
+                          slices_ ? slices_->generation() : 0},
+                true);
   ++table_->header().counters.joined;
   s->ts_ns = pred_ts;
   s->value = pred;
+  s->slice = slice;
   table_->set_state(s, SlotState::joined);
 }
 
-void StreamJoin::prediction(std::uint64_t id, std::int64_t ts, double value, std::int64_t now) {
+void StreamJoin::prediction(std::uint64_t id, std::int64_t ts, double value, std::int64_t now,
+                            std::uint32_t slice) {
   auto& c = table_->header().counters;
   Slot* s = table_->find(id);
   if (s && ((s->state == kWaiting && label_expired(*s, now)) ||
@@ -143,21 +161,23 @@ void StreamJoin::prediction(std::uint64_t id, std::int64_t ts, double value, std
   }
   ++c.predictions;
   ++table_->window_counter(window_of(ts)).predictions;
+  if (slices_) slices_->count_prediction(window_of(ts), slice);
   if (s) {  // a label was waiting for this prediction
     const std::int64_t label_ts = s->ts_ns;
     const double label = s->value;
     if (label_ts - ts <= ttl_) {
-      join(s, id, ts, value, label_ts, label);
+      join(s, id, ts, value, label_ts, label, slice);
     } else {
       ++c.late;
       s->ts_ns = ts;
       s->value = value;
+      s->slice = slice;
       table_->set_state(s, SlotState::pending);
     }
     return;
   }
   if (table_->full() && !make_room(now)) return;
-  table_->insert(id, ts, value, SlotState::pending);
+  table_->insert(id, ts, value, SlotState::pending, slice);
 }
 
 void StreamJoin::label(std::uint64_t id, std::int64_t ts, double value, std::int64_t now) {
@@ -171,7 +191,7 @@ void StreamJoin::label(std::uint64_t id, std::int64_t ts, double value, std::int
   }
   if (s) {
     if (s->state == kPending) {
-      if (ts - s->ts_ns <= ttl_) join(s, id, s->ts_ns, s->value, ts, value);
+      if (ts - s->ts_ns <= ttl_) join(s, id, s->ts_ns, s->value, ts, value, s->slice);
       else ++c.late;
     } else {
       ++c.duplicate;
@@ -248,13 +268,35 @@ void StreamJoin::add_predictions(const core::DecodedBatch& b, std::int64_t now) 
     return;
   }
   const auto ts = static_cast<std::int64_t>(b.timestamp_ns);
+  // The slice column (by feature name) is not part of the prediction: the row is scored without it.
+  std::size_t slice_col = b.cols;
+  if (slices_) {
+    if (b.stream) {
+      const auto& names = b.stream->feature_names;
+      for (std::size_t i = 0; i < names.size() && i < b.cols; ++i) {
+        if (names[i] == slices_->column()) slice_col = i;
+      }
+    }
+    if (slice_col == b.cols) slices_->count_missing(b.rows);
+  }
+  thread_local std::vector<double> row;
   for (std::size_t r = 0; r < b.rows; ++r) {
-    const double v = prediction_value(id_.task, b.values.data() + r * b.cols, b.cols);
+    const double* values = b.values.data() + r * b.cols;
+    std::size_t cols = b.cols;
+    std::uint32_t slice = kSliceNone;
+    if (slice_col < b.cols) {
+      row.assign(values, values + b.cols);
+      row.erase(row.begin() + static_cast<std::ptrdiff_t>(slice_col));
+      values = row.data();
+      cols = b.cols - 1;
+    }
+    const double v = prediction_value(id_.task, values, cols);
     if (!std::isfinite(v)) {
       ++c.predictions_bad;
       continue;
     }
-    prediction(b.trace_ids[r], ts, v, now);
+    if (slice_col < b.cols) slice = slices_->code_for(b.values[r * b.cols + slice_col]);
+    prediction(b.trace_ids[r], ts, v, now, slice);
   }
   flush();
 }
@@ -273,6 +315,69 @@ void StreamJoin::add_labels(const core::DecodedBatch& b, std::int64_t now) {
       continue;
     }
     label(b.trace_ids[r], ts, y, now);
+  }
+  flush();
+}
+
+// Pre-joined rows are trusted no more than any ring: every value is checked, and a row the window
+// attribution cannot use (NaN, a prediction time in the future or past retention) is counted by
+// reason and dropped.
+bool StreamJoin::prejoined(double prediction, double label, double prediction_time_s,
+                           std::int64_t label_ts, std::int64_t now, std::optional<double> slice_value) {
+  core::PrejoinedCounters& p = table_->header().prejoined;
+  ++p.rows;
+  const bool score_ok = std::isfinite(prediction) &&
+                        (id_.task != format::Task::binary || (prediction >= 0 && prediction <= 1)) &&
+                        (id_.task != format::Task::multiclass ||
+                         (prediction >= 0 && prediction < 2147483648.0 && prediction == std::floor(prediction)));
+  if (!score_ok) {
+    ++p.bad_prediction;
+    return false;
+  }
+  if (!std::isfinite(label)) {
+    ++p.bad_label;
+    return false;
+  }
+  // Up to year 2262 (int64 ns); negative times are not prediction times.
+  if (!std::isfinite(prediction_time_s) || prediction_time_s < 0 || prediction_time_s >= 9.2e9) {
+    ++p.bad_time;
+    return false;
+  }
+  const auto ts = static_cast<std::int64_t>(std::llround(prediction_time_s * 1e9));
+  if (ts > now + grace_) {
+    ++p.future;
+    return false;
+  }
+  const std::int64_t w = window_of(ts);
+  if (w + window_ + ttl_ + grace_ + retention_ < now) {
+    ++p.too_old;
+    return false;
+  }
+  ++p.accepted;
+  const std::uint32_t slice = slices_ && slice_value ? slices_->code_for(*slice_value) : kSliceNone;
+  auto& c = table_->header().counters;
+  ++c.predictions;
+  ++c.labels;
+  ++c.joined;
+  ++table_->window_counter(w).predictions;
+  if (slices_) slices_->count_prediction(w, slice);
+  record_joined(LogRecord{0, ts, label_ts - ts, prediction, label, slice, slices_ ? slices_->generation() : 0}, true);
+  return true;
+}
+
+void StreamJoin::add_prejoined(const core::DecodedBatch& b, std::int64_t now) {
+  // Columns: prediction, label, prediction time (unix seconds)[, slice value].
+  const bool with_slice = slices_ && b.cols == 4;
+  if (b.cols != 3 && !with_slice) {
+    table_->header().prejoined.rows += b.rows;
+    table_->header().prejoined.bad_shape += b.rows;
+    return;
+  }
+  if (slices_ && !with_slice) slices_->count_missing(b.rows);
+  const auto label_ts = static_cast<std::int64_t>(b.timestamp_ns);
+  for (std::size_t r = 0; r < b.rows; ++r) {
+    const double* row = b.values.data() + r * b.cols;
+    prejoined(row[0], row[1], row[2], label_ts, now, with_slice ? std::optional<double>(row[3]) : std::nullopt);
   }
   flush();
 }
@@ -312,33 +417,47 @@ void StreamJoin::replay_logs() {
   const std::string prefix = file_stem(id_.stream) + ".";
   DIR* d = ::opendir(dir_.c_str());
   if (!d) return;
-  std::vector<std::string> files;
+  std::vector<std::pair<std::string, std::size_t>> files;
+  auto ends = [](const std::string& n, std::string_view suffix) {
+    return n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
   while (dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
-    if (name.rfind(prefix, 0) == 0 && name.size() > 7 && name.compare(name.size() - 7, 7, ".joined") == 0)
-      files.push_back(name);
+    if (name.rfind(prefix, 0) != 0) continue;
+    if (ends(name, ".pairs")) files.emplace_back(name, sizeof(LogRecord));
+    else if (ends(name, ".joined")) files.emplace_back(name, kLegacyRecordBytes);  // before slices
   }
   ::closedir(d);
-  for (const auto& name : files) {
-    const int fd = ::open((dir_ + "/" + name).c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) continue;
-    std::vector<LogRecord> buf(4096);
-    for (;;) {
-      const ssize_t n = ::read(fd, buf.data(), buf.size() * sizeof(LogRecord));
+  for (const auto& [name, bytes] : files) replay_log(dir_ + "/" + name, bytes);
+}
+
+void StreamJoin::replay_log(const std::string& path, std::size_t record_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return;
+  std::vector<char> buf(4096 * record_bytes);
+  for (;;) {
+    // Reads whole multiples of the record size except at the end of the file, where a torn last
+    // record (a crash mid-write) is ignored.
+    std::size_t got = 0;
+    while (got < buf.size()) {
+      const ssize_t n = ::read(fd, buf.data() + got, buf.size() - got);
+      if (n < 0 && errno == EINTR) continue;
       if (n <= 0) break;
-      // A torn last record (a crash mid-write) is ignored.
-      for (std::size_t i = 0; i < static_cast<std::size_t>(n) / sizeof(LogRecord); ++i) {
-        const LogRecord& r = buf[i];
-        if (!std::isfinite(r.prediction) || !std::isfinite(r.label)) continue;
-        record_joined(r, false);
-        if (Slot* s = table_->find(r.trace_id); s && s->state == kPending && s->ts_ns == r.prediction_ns) {
-          ++table_->header().counters.joined;
-          table_->set_state(s, SlotState::joined);
-        }
+      got += static_cast<std::size_t>(n);
+    }
+    for (std::size_t i = 0; i + record_bytes <= got; i += record_bytes) {
+      LogRecord r{};
+      std::memcpy(&r, buf.data() + i, record_bytes);
+      if (!std::isfinite(r.prediction) || !std::isfinite(r.label)) continue;
+      record_joined(r, false);
+      if (Slot* s = table_->find(r.trace_id); s && s->state == kPending && s->ts_ns == r.prediction_ns) {
+        ++table_->header().counters.joined;
+        table_->set_state(s, SlotState::joined);
       }
     }
-    ::close(fd);
+    if (got < buf.size()) break;
   }
+  ::close(fd);
 }
 
 void StreamJoin::tick(std::int64_t now, bool full) {
@@ -371,7 +490,11 @@ void StreamJoin::tick(std::int64_t now, bool full) {
 void StreamJoin::prune_windows(std::int64_t now) {
   const std::int64_t horizon = window_ + ttl_ + grace_ + retention_;
   while (!windows_.empty() && windows_.begin()->first + horizon < now) {
-    if (!dir_.empty()) ::unlink(log_path(windows_.begin()->first).c_str());
+    if (!dir_.empty()) {
+      const std::string path = log_path(windows_.begin()->first);
+      ::unlink(path.c_str());
+      ::unlink((path.substr(0, path.size() - 6) + ".joined").c_str());  // an earlier version's
+    }
     windows_.erase(windows_.begin());
   }
 }
@@ -407,6 +530,12 @@ core::PerformanceStreamState StreamJoin::state() {
     pw.labelled = w.pairs.size();
     pw.lag_buckets = w.lag_buckets;
     pw.metrics = w.metrics;
+    for (auto& [code, acc] : w.slices) {
+      if (acc.dirty) {
+        acc.metrics = compute_metrics(id_.task, acc.pairs, opts);
+        acc.dirty = false;
+      }
+    }
   }
   const WindowCounter* counters = table_->window_counters();
   for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) {
@@ -418,6 +547,36 @@ core::PerformanceStreamState StreamJoin::state() {
     pw.predictions = wc.predictions;
     pw.evicted = wc.evicted;
   }
+  if (slices_) {
+    st.slice_column = slices_->column();
+    st.slice_max_values = slices_->max_values();
+    st.slice_other_rows = slices_->other_rows();
+    st.slice_invalid_rows = slices_->invalid_rows();
+    st.slice_missing_rows = slices_->missing_rows();
+    for (auto& [start, pw] : out) {
+      // Every slice with predictions or joins in the window, values in index order, "other" last.
+      const auto wit = windows_.find(start);
+      for (std::uint32_t code = 1; code < kSliceCodes; ++code) {
+        if (code > slices_->values() && code != kSliceOther) continue;
+        const SliceAcc* acc = nullptr;
+        if (wit != windows_.end()) {
+          if (auto a = wit->second.slices.find(code); a != wit->second.slices.end()) acc = &a->second;
+        }
+        const std::uint64_t predictions = slices_->predictions(start, code);
+        if (predictions == 0 && !acc) continue;
+        core::PerformanceSlice ps;
+        ps.value = slices_->name(code);
+        ps.predictions = predictions;
+        if (acc) {
+          ps.labelled = acc->pairs.size();
+          ps.metrics = acc->metrics;
+        }
+        pw.slices.push_back(std::move(ps));
+      }
+    }
+  }
+  st.prejoined = prejoined_;
+  st.prejoined_counters = h.prejoined;
   for (auto& [start, pw] : out) st.windows.push_back(std::move(pw));
   return st;
 }

@@ -105,6 +105,7 @@ std::string alert_name_for(core::FindingKind kind) {
     case core::FindingKind::sequential_change: return "MltapStreamSequentialChange";
     case core::FindingKind::prediction_drift: return "MltapPredictionDrift";
     case core::FindingKind::embedding_drift: return "MltapEmbeddingDrift";
+    case core::FindingKind::performance: return "MltapModelPerformanceDrop";
   }
   return "MltapFinding" + camel(core::finding_kind_name(kind));
 }

@@ -16,7 +16,8 @@ namespace {
 
 constexpr FindingKind kKinds[] = {FindingKind::drift,      FindingKind::data_quality,     FindingKind::schema_change,
                                   FindingKind::staleness,  FindingKind::throughput,       FindingKind::sequential_change,
-                                  FindingKind::prediction_drift, FindingKind::embedding_drift};
+                                  FindingKind::prediction_drift, FindingKind::embedding_drift,
+                                  FindingKind::performance};
 constexpr const char* kOther = "_other";
 
 double quality_badness(const core::FeatureResult& r) {

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "exporters/metrics/family.hpp"
+#include "exporters/metrics/performance_slice_metrics.hpp"
 
 namespace mltap::metrics {
 
@@ -89,14 +90,8 @@ std::vector<prometheus::MetricFamily> PerformanceCollector::Collect() const {
     win_predictions.add(l, static_cast<double>(latest->predictions));
     win_labelled.add(l, static_cast<double>(latest->labelled));
     coverage.add(l, latest->coverage());
-    const auto& m = latest->metrics;
-    const std::pair<const char*, const std::optional<double>*> values[] = {
-        {"accuracy", &m.accuracy}, {"precision", &m.precision}, {"recall", &m.recall},
-        {"f1", &m.f1},             {"roc_auc", &m.roc_auc},     {"log_loss", &m.log_loss},
-        {"calibration_error", &m.calibration_error},          {"mae", &m.mae},
-        {"rmse", &m.rmse}};
-    for (const auto& [name, v] : values) {
-      if (v->has_value()) realized.add(with("metric", name), **v);
+    for (const auto& [name, v] : core::named_metrics(latest->metrics)) {
+      if (v) realized.add(with("metric", std::string(name)), *v);
     }
   }
   orphan.add({}, static_cast<double>(snap->labels_without_predictions_stream));
@@ -104,6 +99,7 @@ std::vector<prometheus::MetricFamily> PerformanceCollector::Collect() const {
                   &start, &win_predictions, &win_labelled, &coverage, &realized, &orphan}) {
     f->move_into(out);
   }
+  collect_performance_slices(*snap, out);
   return out;
 }
 

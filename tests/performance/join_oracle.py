@@ -6,7 +6,9 @@ duplicate labels and predictions, out-of-order arrival (jitter), labels read bef
 predictions, labels after the TTL (late, and later than TTL + grace), labels for unknown ids;
 replays them in arrival order through the agent's StreamJoin (perf_replay) and checks every
 count and every metric per prediction-time window against what pandas and scikit-learn compute
-from the same events (AUC to 1e-9).
+from the same events (AUC to 1e-9). The stream is sliced (8 slice values, 1% NaN, a cap of
+SLICE_CAP values: the rest go to "other"), and per window every slice's counts and metrics are
+checked against a pandas groupby of the same joined pairs.
 
 The rules the oracle encodes are docs/performance.md's ("The join"). Event times are drawn so that
 no outcome depends on when the agent's clock passes a deadline within the arrival jitter (lags
@@ -30,6 +32,8 @@ JITTER = 5 * S
 WINDOW = 600 * S
 SPAN = 6000 * S
 LAG_BOUNDS = [1, 10, 60, 600, 3600, 21600, 86400, 604800, 2592000]
+SLICE_VALUES = 8
+SLICE_CAP = 5
 
 
 def generate(rng, n, task):
@@ -45,11 +49,13 @@ def generate(rng, n, task):
     else:
         y = rng.normal(10, 3, n)
         score = y + rng.normal(0, 1, n)
-    preds = [pd.DataFrame({"id": ids, "ts": pts, "value": score})]
+    sl = rng.integers(0, SLICE_VALUES, n).astype(float)
+    sl[rng.random(n) < 0.01] = np.nan
+    preds = [pd.DataFrame({"id": ids, "ts": pts, "value": score, "slice": sl})]
     # 1% predicted twice, J..2J later (the first arrival wins).
     d = rng.random(n) < 0.01
     preds.append(pd.DataFrame({"id": ids[d], "ts": pts[d] + rng.integers(JITTER, 2 * JITTER, d.sum()),
-                               "value": score[d]}))
+                               "value": score[d], "slice": sl[d]}))
     labelled = rng.random(n) < 0.70
     kind = rng.random(n)
     lag = (rng.pareto(1.1, n) * 120 * S).astype(np.int64)            # heavy tail: some past TTL
@@ -78,11 +84,13 @@ def generate(rng, n, task):
 
 
 def write_events(ev, path):
-    rec = np.zeros(len(ev), dtype=[("kind", "u1"), ("pad", "u1", 7), ("id", "<u8"), ("ts", "<i8"), ("value", "<f8")])
+    rec = np.zeros(len(ev), dtype=[("kind", "u1"), ("pad", "u1", 7), ("id", "<u8"), ("ts", "<i8"), ("value", "<f8"),
+                                   ("slice", "<f8")])
     rec["kind"] = ev["kind"].to_numpy()
     rec["id"] = ev["id"].to_numpy()
     rec["ts"] = ev["ts"].to_numpy()
     rec["value"] = ev["value"].to_numpy()
+    rec["slice"] = ev["slice"].fillna(np.nan).to_numpy(float) if "slice" in ev else np.nan
     rec.tofile(path)
 
 
@@ -92,7 +100,8 @@ def oracle(ev, task):
     winners = preds.drop_duplicates("id", keep="first")                # arrival order
     first = labels.drop_duplicates("id", keep="first")
     later = labels[labels.duplicated("id", keep="first")]
-    m = first.merge(winners[["id", "ts", "value"]], on="id", how="left", suffixes=("_l", "_p"))
+    m = first.drop(columns=["slice"]).merge(winners[["id", "ts", "value", "slice"]], on="id", how="left",
+                                            suffixes=("_l", "_p"))
     m["lag"] = m["ts_l"] - m["ts_p"]
     has = m["ts_p"].notna()
     joined = m[has & (m.lag <= TTL)].copy()
@@ -114,11 +123,32 @@ def oracle(ev, task):
     joined["w"] = (joined.ts_p.astype(np.int64) // WINDOW) * WINDOW
     for w, g in winners.groupby("w"):
         windows[int(w)] = {"predictions": len(g), "labelled": 0, "metrics": {}, "label_lag_buckets": [0] * 10}
+    # Slices: values in arrival order of the prediction rows, the first SLICE_CAP get their own.
+    order = [v for v in preds["slice"].dropna().drop_duplicates().tolist()]
+    own = {v: str(int(v)) for v in order[:SLICE_CAP]}
+    name = lambda v: own.get(v, "other") if v == v else "other"
+    winners = winners.assign(s=winners["slice"].map(name))
+    joined["s"] = joined["slice"].map(name)
+    for w, g in winners.groupby("w"):
+        windows[int(w)]["slices"] = {k: {"predictions": len(gs), "labelled": 0, "metrics": {}}
+                                     for k, gs in g.groupby("s")}
+    for (w, k), g in joined.groupby(["w", "s"]):
+        sl = windows[int(w)]["slices"].setdefault(k, {"predictions": 0, "labelled": 0, "metrics": {}})
+        sl["labelled"] = len(g)
+        sl["metrics"] = metrics(task, g.value_p.to_numpy(float), g.value_l.to_numpy(float))
+    counts["slice_other_rows"] = int(preds["slice"].notna().sum() - preds["slice"].isin(order[:SLICE_CAP]).sum())
+    counts["slice_invalid_rows"] = int(preds["slice"].isna().sum())
     for w, g in joined.groupby("w"):
         p = g.value_p.to_numpy(float)
         y = g.value_l.to_numpy(float)
         lag_s = np.maximum(0, g.lag.to_numpy(np.int64)).astype(float) / 1e9
         buckets = np.bincount(np.searchsorted(LAG_BOUNDS, lag_s, side="left"), minlength=10)
+        met = metrics(task, p, y)
+        windows[int(w)].update({"labelled": len(g), "metrics": met, "label_lag_buckets": buckets.tolist()})
+    return counts, windows
+
+
+def metrics(task, p, y):
         met = {}
         if task == "binary":
             yb = y != 0
@@ -144,13 +174,18 @@ def oracle(ev, task):
         else:
             met["mae"] = float(np.mean(np.abs(p - y)))
             met["rmse"] = float(np.sqrt(np.mean((p - y) ** 2)))
-        windows[int(w)].update({"labelled": len(g), "metrics": met, "label_lag_buckets": buckets.tolist()})
-    return counts, windows
+        return met
 
 
 def compare(task, agent, counts, windows):
     errors = []
+    for k in ("slice_other_rows", "slice_invalid_rows"):
+        got_k = agent["slices"]["rows_over_cap" if k == "slice_other_rows" else "rows_invalid"]
+        if got_k != counts[k]:
+            errors.append(f"{task}: {k}: agent {got_k}, oracle {counts[k]}")
     for k, v in counts.items():
+        if k.startswith("slice_"):
+            continue
         if agent["counters"][k] != v:
             errors.append(f"{task}: counter {k}: agent {agent['counters'][k]}, oracle {v}")
     got = {w["start_unix_ns"]: w for w in agent["windows"]}
@@ -167,6 +202,20 @@ def compare(task, agent, counts, windows):
             av = a["metrics"][k]
             if (v is None) != (av is None) or (v is not None and abs(av - v) > 1e-9):
                 errors.append(f"{task}: window {w} {k}: agent {av}, oracle {v}")
+        got_slices = {x["slice"]: x for x in a.get("slices", [])}
+        if sorted(got_slices) != sorted(o["slices"]):
+            errors.append(f"{task}: window {w} slices: agent {sorted(got_slices)}, oracle {sorted(o['slices'])}")
+        for k, os_ in o["slices"].items():
+            ag = got_slices.get(k)
+            if ag is None:
+                continue
+            for f in ("predictions", "labelled"):
+                if ag[f] != os_[f]:
+                    errors.append(f"{task}: window {w} slice {k} {f}: agent {ag[f]}, oracle {os_[f]}")
+            for mk, v in os_["metrics"].items():
+                av = ag["metrics"][mk]
+                if (v is None) != (av is None) or (v is not None and abs(av - v) > 1e-9):
+                    errors.append(f"{task}: window {w} slice {k} {mk}: agent {av}, oracle {v}")
         if a["evicted"] != 0:
             errors.append(f"{task}: window {w}: evicted {a['evicted']} (the table was sized not to)")
     return errors
@@ -187,7 +236,8 @@ def main():
         ev = generate(rng, n, task)
         path = os.path.join(args.workdir, f"events-{task}.bin")
         write_events(ev, path)
-        out = subprocess.run([args.replay, path, task, str(TTL), str(GRACE), str(WINDOW), str(2 * n)],
+        out = subprocess.run([args.replay, path, task, str(TTL), str(GRACE), str(WINDOW), str(2 * n), "-",
+                              str(SLICE_CAP)],
                              check=True, capture_output=True, text=True)
         agent = json.loads(out.stdout)
         counts, windows = oracle(ev, task)

@@ -4,9 +4,10 @@
 // producers' clocks, which is what the agent's wall clock follows), and after the last event it
 // runs far past every TTL so that everything pending expires.
 //
-//   perf_replay EVENTS TASK TTL_NS GRACE_NS WINDOW_NS MAX_PENDING [STATE_DIR]
+//   perf_replay EVENTS TASK TTL_NS GRACE_NS WINDOW_NS MAX_PENDING [STATE_DIR|-] [SLICE_MAX_VALUES]
 // EVENTS: records of {uint8 kind (0 prediction, 1 label), 7 pad, uint64 trace_id, int64 ts_ns,
-// double value}, 32 bytes each.
+// double value, double slice}, 40 bytes each; with SLICE_MAX_VALUES > 0 the stream is sliced
+// (column "slice") and each prediction's slice value is `slice`.
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -24,12 +25,14 @@ struct Event {
   std::uint64_t trace_id;
   std::int64_t ts_ns;
   double value;
+  double slice;
 };
-static_assert(sizeof(Event) == 32);
+static_assert(sizeof(Event) == 40);
 
 int main(int argc, char** argv) {
   if (argc < 7) {
-    std::fprintf(stderr, "usage: perf_replay EVENTS TASK TTL_NS GRACE_NS WINDOW_NS MAX_PENDING [STATE_DIR]\n");
+    std::fprintf(stderr, "usage: perf_replay EVENTS TASK TTL_NS GRACE_NS WINDOW_NS MAX_PENDING [STATE_DIR|-] "
+                         "[SLICE_MAX_VALUES]\n");
     return 2;
   }
   std::ifstream in(argv[1], std::ios::binary);
@@ -49,13 +52,22 @@ int main(int argc, char** argv) {
   cfg.retention = std::chrono::hours(24 * 365 * 50);
   cfg.max_pending = std::strtoull(argv[6], nullptr, 10);
   cfg.max_pending_bytes = 1ull << 40;
-  const std::string dir = argc > 7 ? argv[7] : "";
+  const std::string dir = argc > 7 && std::string(argv[7]) != "-" ? argv[7] : "";
+  const long slice_max = argc > 8 ? std::atol(argv[8]) : 0;
+  if (slice_max > 0) {
+    mltap::performance::StreamSettings st;
+    st.labels_stream = "oracle/labels";
+    st.task = *task;
+    st.slice_column = "slice";
+    st.slice_max_values = static_cast<std::uint32_t>(slice_max);
+    cfg.streams["oracle/predictions"] = st;
+  }
   mltap::performance::StreamJoin join({"oracle/predictions", "oracle/labels", *task, 0}, cfg, dir);
   std::int64_t now = 0;
   std::int64_t next_tick = 0;
   for (const auto& ev : events) {
     now = std::max(now, ev.ts_ns);
-    if (ev.kind == 0) join.prediction(ev.trace_id, ev.ts_ns, ev.value, now);
+    if (ev.kind == 0) join.prediction(ev.trace_id, ev.ts_ns, ev.value, now, join.slice_code(ev.slice));
     else join.label(ev.trace_id, ev.ts_ns, ev.value, now);
     if (now >= next_tick) {  // the ingest loop's ticks, once a (replayed) second
       join.tick(now);
