@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "agent/performance/config.hpp"
+#include "agent/performance/estimate.hpp"
 #include "agent/performance/pending_table.hpp"
 #include "agent/performance/realized.hpp"
 #include "core/batch.hpp"
@@ -89,6 +90,7 @@ class StreamJoin {
   std::string dir_;
   std::int64_t ttl_, grace_, window_, retention_;
   std::unique_ptr<PendingTable> table_;
+  std::unique_ptr<Estimator> estimator_;  // binary streams with performance.reference_pairs > 0
   std::map<std::int64_t, Window> windows_;
   std::map<std::int64_t, std::vector<LogRecord>> unwritten_;  // per window, until flush()
   std::array<std::uint64_t, core::kLabelLagBuckets> lag_buckets_{};

@@ -5,12 +5,14 @@
 // runs far past every TTL so that everything pending expires.
 //
 //   perf_replay EVENTS TASK TTL_NS GRACE_NS WINDOW_NS MAX_PENDING [STATE_DIR]
+//               [--reference-pairs=N] [--min-bin-pairs=N] [--max-unsupported=X]  (estimates)
 // EVENTS: records of {uint8 kind (0 prediction, 1 label), 7 pad, uint64 trace_id, int64 ts_ns,
 // double value}, 32 bytes each.
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +30,15 @@ struct Event {
 static_assert(sizeof(Event) == 32);
 
 int main(int argc, char** argv) {
+  std::vector<std::string> flags;
+  {
+    int kept = 1;
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]).rfind("--", 0) == 0) flags.emplace_back(argv[i]);
+      else argv[kept++] = argv[i];
+    }
+    argc = kept;
+  }
   if (argc < 7) {
     std::fprintf(stderr, "usage: perf_replay EVENTS TASK TTL_NS GRACE_NS WINDOW_NS MAX_PENDING [STATE_DIR]\n");
     return 2;
@@ -49,6 +60,17 @@ int main(int argc, char** argv) {
   cfg.retention = std::chrono::hours(24 * 365 * 50);
   cfg.max_pending = std::strtoull(argv[6], nullptr, 10);
   cfg.max_pending_bytes = 1ull << 40;
+  for (const auto& f : flags) {
+    const auto eq = f.find('=');
+    const std::string key = f.substr(0, eq), value = eq == std::string::npos ? "" : f.substr(eq + 1);
+    if (key == "--reference-pairs") cfg.reference_pairs = std::strtoull(value.c_str(), nullptr, 10);
+    else if (key == "--min-bin-pairs") cfg.estimate_min_bin_pairs = static_cast<std::uint32_t>(std::atoi(value.c_str()));
+    else if (key == "--max-unsupported") cfg.estimate_max_unsupported = std::atof(value.c_str());
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", f.c_str());
+      return 2;
+    }
+  }
   const std::string dir = argc > 7 ? argv[7] : "";
   mltap::performance::StreamJoin join({"oracle/predictions", "oracle/labels", *task, 0}, cfg, dir);
   std::int64_t now = 0;
