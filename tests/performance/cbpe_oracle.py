@@ -153,7 +153,7 @@ def run(name, args, rng):
                           f"--reference-pairs={n_ref}", f"--min-bin-pairs={min_bin_pairs}",
                           f"--max-unsupported={MAX_UNSUPPORTED}"],
                          check=True, capture_output=True, text=True)
-    agent = json.loads(out.stdout)
+    agent = json.loads(out.stdout.strip().splitlines()[-1])  # after the log lines
     calibrate, use, e_raw, e_iso = oracle_calibration(score[ref], y[ref])
     errors = []
     r = agent.get("reference") or {}

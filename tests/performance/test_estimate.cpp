@@ -12,6 +12,7 @@
 
 #include "agent/performance/calibration.hpp"
 #include "agent/performance/estimate.hpp"
+#include "agent/performance/stream_join.hpp"
 
 namespace mltap::performance {
 namespace {
@@ -238,6 +239,49 @@ TEST(Estimate, ReferenceAndWindowSumsSurviveReopen) {
   Estimator changed(dir.path, stem, "t", kHour, other);
   EXPECT_TRUE(changed.fitted());
   EXPECT_EQ(changed.window_estimate(7 * kHour).withheld, core::EstimateWithheld::no_reference);
+}
+
+// Through the join, with a state directory: the estimates of a window with no labels are the same
+// after the join is reopened (a restart), and the reference is not collected again.
+TEST(Estimate, JoinReopenKeepsEstimates) {
+  TempDir dir;
+  auto cfg = small_reference();
+  cfg.reference_pairs = 50;
+  cfg.estimate_min_bin_pairs = 1;
+  const PendingTable::Identity id{"e/pred", "e/labels", format::Task::binary, 0};
+  const std::int64_t t0 = 1000 * kHour;
+  auto find = [](const core::PerformanceStreamState& st, std::int64_t start) {
+    for (const auto& w : st.windows) {
+      if (w.start_unix_ns == start) return w;
+    }
+    return core::PerformanceWindow{};
+  };
+  core::PerformanceWindow before;
+  {
+    StreamJoin j(id, cfg, dir.path);
+    for (int i = 0; i < 50; ++i) {
+      const double s = (i % 10) / 10.0 + 0.05;
+      j.prediction(1 + i, t0 + i, s, t0 + i);
+      j.label(1 + i, t0 + i + 1, (i % 3) == 0 || s > 0.7 ? 1 : 0, t0 + i + 1);
+    }
+    for (int i = 0; i < 100; ++i) j.prediction(1000 + i, t0 + kHour + i, (i % 20) / 20.0, t0 + kHour + i);
+    j.flush();
+    const auto st = j.state();
+    ASSERT_TRUE(st.reference && st.reference->fitted);
+    before = find(st, t0 + kHour);
+    ASSERT_TRUE(before.estimate && before.estimate->accuracy) << before.estimate->withheld_detail;
+    EXPECT_EQ(before.estimate->predictions, 100u);
+    EXPECT_EQ(find(st, t0).estimate->withheld, core::EstimateWithheld::no_reference);
+  }
+  StreamJoin again(id, cfg, dir.path);
+  const auto st = again.state();
+  ASSERT_TRUE(st.reference && st.reference->fitted);
+  EXPECT_EQ(st.reference->pairs, 50u);
+  const auto after = find(st, t0 + kHour);
+  ASSERT_TRUE(after.estimate && after.estimate->accuracy);
+  EXPECT_EQ(after.estimate->predictions, 100u);
+  EXPECT_DOUBLE_EQ(after.estimate->accuracy->value, before.estimate->accuracy->value);
+  EXPECT_DOUBLE_EQ(after.estimate->f1->lower, before.estimate->f1->lower);
 }
 
 }  // namespace
