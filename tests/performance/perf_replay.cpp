@@ -16,6 +16,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "agent/api/performance_json.hpp"
 #include "agent/performance/stream_join.hpp"
@@ -30,6 +32,8 @@ struct Event {
 static_assert(sizeof(Event) == 32);
 
 int main(int argc, char** argv) {
+  // stdout is the JSON document; the component's log (e.g. the estimates' reference fitted) is not.
+  spdlog::set_default_logger(spdlog::stderr_color_st("perf_replay"));
   std::vector<std::string> flags;
   {
     int kept = 1;

@@ -8,11 +8,19 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <sstream>
+
+#include <prometheus/text_serializer.h>
 
 #include "agent/performance/calibration.hpp"
 #include "agent/performance/estimate.hpp"
 #include "agent/performance/stream_join.hpp"
+#include "agent/api/performance_json.hpp"
+#include "agent/cli/performance_command.hpp"
+#include "exporters/metrics/performance_metrics.hpp"
 
 namespace mltap::performance {
 namespace {
@@ -282,6 +290,72 @@ TEST(Estimate, JoinReopenKeepsEstimates) {
   EXPECT_EQ(after.estimate->predictions, 100u);
   EXPECT_DOUBLE_EQ(after.estimate->accuracy->value, before.estimate->accuracy->value);
   EXPECT_DOUBLE_EQ(after.estimate->f1->lower, before.estimate->f1->lower);
+}
+
+// What users see: Prometheus (the latest window with predictions, bounded labels, documented
+// names), the JSON per window (estimate beside realized) and `mltap performance`'s table.
+TEST(Estimate, ExportedBesideRealized) {
+  auto snap = std::make_shared<core::PerformanceSnapshot>();
+  core::PerformanceStreamState s;
+  s.stream = "c/pred";
+  s.task = format::Task::binary;
+  s.window_ns = kHour;
+  s.reference = core::EstimateReference{"first_joined_pairs", 2000, 2000, true, 5 * kHour, true, 0.12, 0.02};
+  core::PerformanceWindow w1, w2;
+  w1.start_unix_ns = 7 * kHour;
+  w1.predictions = 400;
+  w1.labelled = 400;
+  w1.metrics.accuracy = 0.81;
+  w1.estimate = core::PerformanceEstimate{};
+  w1.estimate->predictions = 400;
+  w1.estimate->accuracy = core::EstimatedValue{0.8, 0.75, 0.85};
+  w2.start_unix_ns = 8 * kHour;
+  w2.predictions = 300;
+  w2.estimate = core::PerformanceEstimate{};
+  w2.estimate->predictions = 300;
+  w2.estimate->unsupported = 90;
+  w2.estimate->withheld = core::EstimateWithheld::outside_support;
+  w2.estimate->withheld_detail = "scores outside the reference's support";
+  s.windows = {w1, w2};
+  snap->streams.push_back(s);
+  const auto families = metrics::PerformanceCollector([snap] { return snap; }).Collect();
+  const std::string text = prometheus::TextSerializer().Serialize(families);
+  EXPECT_NE(text.find("mltap_performance_estimate_withheld{stream=\"c/pred\",reason=\"outside_support\"} 1"),
+            std::string::npos) << text;
+  EXPECT_NE(text.find("mltap_performance_estimate_withheld{stream=\"c/pred\",reason=\"no_reference\"} 0"),
+            std::string::npos);
+  EXPECT_EQ(text.find("mltap_performance_estimated{"), std::string::npos);  // the newest is withheld
+  EXPECT_NE(text.find("mltap_performance_estimate_reference_calibration_error{stream=\"c/pred\",scores=\"isotonic\"} 0.02"),
+            std::string::npos);
+  std::ifstream doc(MLTAP_METRICS_DOC);
+  const std::string documented((std::istreambuf_iterator<char>(doc)), std::istreambuf_iterator<char>());
+  ASSERT_FALSE(documented.empty());
+  for (const auto& f : families) {
+    EXPECT_NE(documented.find("`" + f.name + "`"), std::string::npos) << f.name << " not in docs/metrics.md";
+  }
+  // An estimate in the newest window: value and band as three series.
+  snap->streams[0].windows.pop_back();
+  const std::string text2 =
+      prometheus::TextSerializer().Serialize(metrics::PerformanceCollector([snap] { return snap; }).Collect());
+  EXPECT_NE(text2.find("mltap_performance_estimated{stream=\"c/pred\",metric=\"accuracy\",bound=\"lower\"} 0.75"),
+            std::string::npos) << text2;
+  EXPECT_EQ(text2.find("metric=\"f1\",bound"), std::string::npos);  // undefined: absent
+
+  s.windows = {w1, w2};
+  const auto j = api::to_json(s, INT64_MIN);
+  EXPECT_EQ(j["reference"]["calibration"], "isotonic");
+  EXPECT_DOUBLE_EQ(j["windows"][0]["estimate"]["metrics"]["accuracy"]["upper"].get<double>(), 0.85);
+  EXPECT_DOUBLE_EQ(j["windows"][0]["metrics"]["accuracy"].get<double>(), 0.81);
+  EXPECT_EQ(j["windows"][1]["estimate"]["withheld"], "outside_support");
+  std::ostringstream out;
+  cli::print_performance(j, out);
+  const std::string shown = out.str();
+  const auto band_at = shown.find("0.800 [0.750,0.850]");
+  ASSERT_NE(band_at, std::string::npos) << shown;
+  const auto realized_at = shown.find("0.8100", band_at);  // the realized value beside it
+  ASSERT_NE(realized_at, std::string::npos) << shown;
+  EXPECT_EQ(shown.find('\n', band_at), shown.find('\n', realized_at)) << shown;
+  EXPECT_NE(out.str().find("withheld (outside_support)"), std::string::npos) << out.str();
 }
 
 }  // namespace
