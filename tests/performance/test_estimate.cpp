@@ -18,6 +18,7 @@
 #include "agent/performance/calibration.hpp"
 #include "agent/performance/estimate.hpp"
 #include "agent/performance/stream_join.hpp"
+#include "core/config_reader.hpp"
 #include "agent/api/performance_json.hpp"
 #include "agent/cli/performance_command.hpp"
 #include "exporters/metrics/performance_metrics.hpp"
@@ -290,6 +291,28 @@ TEST(Estimate, JoinReopenKeepsEstimates) {
   EXPECT_EQ(after.estimate->predictions, 100u);
   EXPECT_DOUBLE_EQ(after.estimate->accuracy->value, before.estimate->accuracy->value);
   EXPECT_DOUBLE_EQ(after.estimate->f1->lower, before.estimate->f1->lower);
+}
+
+TEST(Estimate, ConfigKeysStrict) {
+  auto parse = [](const std::string& text) {
+    core::ConfigSection top(core::load_text(text, "t.yaml"), "t.yaml", "");
+    auto c = parse_performance_config(top.child("performance"));
+    top.finish();
+    return c;
+  };
+  const auto c = parse("performance:\n  reference_pairs: 500\n  estimate_min_bin_pairs: 3\n"
+                       "  estimate_max_unsupported: 0.2\n");
+  EXPECT_EQ(c.reference_pairs, 500u);
+  EXPECT_EQ(c.estimate_min_bin_pairs, 3u);
+  EXPECT_DOUBLE_EQ(c.estimate_max_unsupported, 0.2);
+  EXPECT_EQ(parse("performance:\n  reference_pairs: 0\n").reference_pairs, 0u);
+  try {
+    parse("performance:\n  window: 1h\n  reference_pairs: 7\n");
+    FAIL();
+  } catch (const core::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("t.yaml:3:"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse("performance:\n  estimate_max_unsupported: 1.5\n"), core::ConfigError);
 }
 
 // What users see: Prometheus (the latest window with predictions, bounded labels, documented
