@@ -128,7 +128,8 @@ void print_performance(const nlohmann::json& doc, std::ostream& out) {
 
 void add_performance_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
-      "performance", "Realized model performance of a predictions stream per prediction-time window");
+      "performance", "Realized model performance of a predictions stream per prediction-time window, and "
+      "label-free estimates beside it");
   auto args = std::make_shared<PerformanceArgs>();
   cmd->add_option("stream", args->stream, "The predictions stream")->required();
   cmd->add_option("--agent", args->agent, "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");

@@ -50,11 +50,11 @@ class Estimator {
   bool fitted() const noexcept { return fitted_; }
   // A prediction of the window starting at `window_start` (O(1); nothing before the fit).
   void on_prediction(std::int64_t window_start, double score) noexcept;
-  // A joined pair: collected into the reference until it is complete, then fitted (at agent
-  // time `now_ns`) and stored.
+  // A joined pair: collected into the reference until it is complete, then fitted (stamped
+  // `now_ns`: the caller passes the label time of the completing pair) and stored.
   void on_joined(double score, double label, std::int64_t now_ns);
   core::EstimateReference reference_state() const;
-  // The window's estimate (or why it is withheld); `predictions`: the window's count.
+  // The estimate of the window starting at `window_start`, or why it is withheld.
   core::PerformanceEstimate window_estimate(std::int64_t window_start) const;
   // The calibrated probability of a score (tests).
   double calibrated(double score) const noexcept { return calibration_.apply(score); }
