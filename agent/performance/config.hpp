@@ -38,7 +38,7 @@ struct PerformanceConfig {
   std::uint32_t calibration_bins = 10;
   // Label-free estimates (binary, docs/performance.md "Estimates"): the reference is the first
   // reference_pairs joined pairs of each stream (0: no estimates); a window's estimate is
-  // withheld when more than estimate_max_unsupported of its scores fall in calibration bins
+  // withheld when more than estimate_max_unsupported of its scores fall in score bins (10)
   // holding fewer than estimate_min_bin_pairs reference pairs.
   std::uint64_t reference_pairs = 2000;
   std::uint32_t estimate_min_bin_pairs = 10;

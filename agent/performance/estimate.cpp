@@ -33,7 +33,7 @@ struct Estimator::Header {
 namespace {
 
 constexpr std::uint64_t kMagic = 0x4554414D'49545345ULL;  // "ESTIMATE"
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;
 constexpr std::uint32_t kFolds = 5;
 constexpr double kBandSigmas = 3;
 constexpr std::int64_t kUnused = std::numeric_limits<std::int64_t>::min();
@@ -57,13 +57,15 @@ std::string percent(double share) {
 
 }  // namespace
 
-// The labels of the window's predictions, under the estimate's assumption (the calibrated p is
-// P(label = 1 | score), labels independent given the scores), are independent Bernoulli(p):
-// A = TP = sum of labels over predicted positives and B = FN = sum over predicted negatives are
-// independent with means tp, fn and variances var_pos, var_neg. Accuracy and precision are
-// linear in (A, B): their variance is exact; recall and F1 are ratios: first-order (delta
-// method) variance. The band is +- 3 sigma, clipped to [0, 1].
-core::PerformanceEstimate estimate_from_sums(const EstimateSums& s) {
+// Two sources of error. (1) Sampling: under the estimate's assumption (the calibrated p is
+// P(label = 1 | score), labels independent given the scores) the window's labels are independent
+// Bernoulli(p): A = TP = sum of labels over predicted positives and B = FN = sum over predicted
+// negatives are independent with means tp, fn and variances var_pos, var_neg. (2) The
+// reference's own: the calibrated mean of score bin b is off by d_b, independent across bins,
+// variance bin_var[b] (p_b (1 - p_b) / reference pairs in b), shifting A by pos_bin[b] d_b and
+// B by neg_bin[b] d_b. Accuracy and precision are linear in (A, B): exact variances; recall and
+// F1 are ratios: first order (delta method). The band is +- 3 sigma, clipped to [0, 1].
+core::PerformanceEstimate estimate_from_sums(const EstimateSums& s, std::span<const double> bin_var) {
   core::PerformanceEstimate e;
   e.predictions = s.n;
   e.unsupported = s.unsupported;
@@ -72,15 +74,23 @@ core::PerformanceEstimate estimate_from_sums(const EstimateSums& s) {
   const double npp = static_cast<double>(s.n_pos);
   const double npn = n - npp;
   const double a = s.tp, b = s.fn, va = std::max(0.0, s.var_pos), vb = std::max(0.0, s.var_neg);
-  e.accuracy = band((a + (npn - b)) / n, std::sqrt(va + vb) / n);
-  if (npp > 0) e.precision = band(a / npp, std::sqrt(va) / npp);
+  // Variance of a metric with partial derivatives ga (in A) and gb (in B).
+  auto variance = [&](double ga, double gb) {
+    double v = ga * ga * va + gb * gb * vb;
+    for (std::size_t i = 0; i < bin_var.size() && i < kEstimateBins; ++i) {
+      const double shift = ga * s.pos_bin[i] + gb * s.neg_bin[i];
+      v += shift * shift * bin_var[i];
+    }
+    return v;
+  };
+  e.accuracy = band((a + (npn - b)) / n, std::sqrt(variance(1 / n, -1 / n)));
+  if (npp > 0) e.precision = band(a / npp, std::sqrt(variance(1 / npp, 0)));
   if (a + b > 0) {
     const double p = a + b;
-    e.recall = band(a / p, std::sqrt(b * b * va + a * a * vb) / (p * p));
+    e.recall = band(a / p, std::sqrt(variance(b / (p * p), -a / (p * p))));
   }
   if (const double d = npp + a + b; d > 0) {
-    const double da = 2 * (npp + b) / (d * d), db = -2 * a / (d * d);
-    e.f1 = band(2 * a / d, std::sqrt(da * da * va + db * db * vb));
+    e.f1 = band(2 * a / d, std::sqrt(variance(2 * (npp + b) / (d * d), -2 * a / (d * d))));
   }
   return e;
 }
@@ -177,17 +187,26 @@ void Estimator::open_sums() {
   if (h.magic != kMagic || h.version != kVersion || h.slots != kWindowCounterSlots ||
       h.window_ns != window_ns_ || h.fingerprint != fingerprint_ || h.threshold != threshold_) {
     *header_ = Header{kMagic, kVersion, kWindowCounterSlots, window_ns_, fingerprint_, threshold_, {}};
-    for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) sums_[i] = EstimateSums{kUnused, 0, 0, 0, 0, 0, 0, 0};
+    for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) sums_[i] = EstimateSums{kUnused, 0, 0, 0, 0, 0, 0, 0, {}, {}};
   }
 }
 
 void Estimator::fit(std::int64_t now) {
   calibration_ = choose_calibration(pairs_, kFolds, bins_);
-  bin_counts_.assign(bins_, 0);
+  bin_counts_.assign(kEstimateBins, 0);
+  std::vector<double> mean(kEstimateBins, 0.0);
   for (const auto& p : pairs_) {
     if (p.prediction >= 0 && p.prediction <= 1) {
-      ++bin_counts_[std::min<std::uint32_t>(bins_ - 1, static_cast<std::uint32_t>(p.prediction * bins_))];
+      const auto b = std::min<std::uint32_t>(kEstimateBins - 1, static_cast<std::uint32_t>(p.prediction * kEstimateBins));
+      ++bin_counts_[b];
+      mean[b] += std::clamp(calibration_.apply(p.prediction), 0.0, 1.0);
     }
+  }
+  bin_var_.assign(kEstimateBins, 0.0);
+  for (std::uint32_t b = 0; b < kEstimateBins; ++b) {
+    // A bin without reference pairs: the map extrapolates there; the largest variance, 1/4.
+    const double m = bin_counts_[b] > 0 ? mean[b] / static_cast<double>(bin_counts_[b]) : 0.5;
+    bin_var_[b] = m * (1 - m) / static_cast<double>(std::max<std::uint64_t>(1, bin_counts_[b]));
   }
   fingerprint_ = fnv(pairs_.data(), pairs_.size() * sizeof(JoinedPair)) | 1;  // never 0
   fitted_ = true;
@@ -201,24 +220,30 @@ void Estimator::on_joined(double score, double label, std::int64_t now) {
   fit(now);
   store_reference();
   *header_ = Header{kMagic, kVersion, kWindowCounterSlots, window_ns_, fingerprint_, threshold_, {}};
-  for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) sums_[i] = EstimateSums{kUnused, 0, 0, 0, 0, 0, 0, 0};
+  for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) sums_[i] = EstimateSums{kUnused, 0, 0, 0, 0, 0, 0, 0, {}, {}};
   spdlog::info("performance: reference of '{}' fitted on {} joined pairs: {} (ECE raw {:.4f}, isotonic "
                "held-out {:.4f})",
                stream_, pairs_.size(), calibration_.calibrated ? "isotonic calibration" : "raw scores",
                calibration_.ece_raw, calibration_.ece_calibrated);
 }
 
+namespace {
+std::uint32_t score_bin(double score) noexcept {
+  const double c = std::clamp(score, 0.0, 1.0);
+  return std::min<std::uint32_t>(kEstimateBins - 1, static_cast<std::uint32_t>(c * kEstimateBins));
+}
+}  // namespace
+
 bool Estimator::supported(double score) const noexcept {
   if (!(score >= 0 && score <= 1)) return false;
-  const auto b = std::min<std::uint32_t>(bins_ - 1, static_cast<std::uint32_t>(score * bins_));
-  return bin_counts_[b] >= min_bin_pairs_;
+  return bin_counts_[score_bin(score)] >= min_bin_pairs_;
 }
 
 EstimateSums* Estimator::slot(std::int64_t start) noexcept {
   EstimateSums& s = sums_[static_cast<std::uint64_t>(start / window_ns_) % kWindowCounterSlots];
   if (s.start_ns == start) return &s;
   if (s.start_ns != kUnused && s.start_ns > start) return nullptr;  // beyond any retention
-  s = EstimateSums{start, 0, 0, 0, 0, 0, 0, 0};
+  s = EstimateSums{start, 0, 0, 0, 0, 0, 0, 0, {}, {}};
   return &s;
 }
 
@@ -229,11 +254,14 @@ void Estimator::on_prediction(std::int64_t window_start, double score) noexcept 
   const double p = std::clamp(calibration_.apply(score), 0.0, 1.0);
   ++s->n;
   if (!supported(score)) ++s->unsupported;
+  const std::uint32_t b = score_bin(score);
   if (score >= threshold_) {
+    ++s->pos_bin[b];
     ++s->n_pos;
     s->tp += p;
     s->var_pos += p * (1 - p);
   } else {
+    ++s->neg_bin[b];
     s->fn += p;
     s->var_neg += p * (1 - p);
   }
@@ -273,7 +301,7 @@ core::PerformanceEstimate Estimator::window_estimate(std::int64_t start) const {
                         percent(max_unsupported_) + " allowed)";
     return e;
   }
-  return estimate_from_sums(s);
+  return estimate_from_sums(s, bin_var_);
 }
 
 }  // namespace mltap::performance

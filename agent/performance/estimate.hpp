@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,10 @@
 
 namespace mltap::performance {
 
-// One window's sums (64 bytes, in the mapped file).
+// Equal-width score bins on [0, 1] for the support check and the reference's share of the band.
+inline constexpr std::uint32_t kEstimateBins = 10;
+
+// One window's sums (144 bytes, in the mapped file).
 struct EstimateSums {
   std::int64_t start_ns;     // INT64_MIN: unused
   std::uint64_t n;           // predictions scored
@@ -32,11 +36,14 @@ struct EstimateSums {
   double fn;                 // sum of p over predicted negatives (E[FN])
   double var_pos;            // sum of p (1 - p) over predicted positives
   double var_neg;            // sum of p (1 - p) over predicted negatives
+  std::uint32_t pos_bin[kEstimateBins];  // predicted positives per score bin
+  std::uint32_t neg_bin[kEstimateBins];  // predicted negatives per score bin
 };
-static_assert(sizeof(EstimateSums) == 64);
+static_assert(sizeof(EstimateSums) == 144);
 
-// The metrics and their bands from a window's sums (pure; what the oracle test checks).
-core::PerformanceEstimate estimate_from_sums(const EstimateSums& s);
+// The metrics and their bands from a window's sums (pure). `bin_var`: the variance of the
+// reference's calibrated mean in each score bin (kEstimateBins values; empty: sampling error only).
+core::PerformanceEstimate estimate_from_sums(const EstimateSums& s, std::span<const double> bin_var = {});
 
 class Estimator {
  public:
@@ -78,7 +85,8 @@ class Estimator {
   std::int64_t fitted_ns_ = 0;
   std::uint64_t fingerprint_ = 0;
   CalibrationChoice calibration_;
-  std::vector<std::uint64_t> bin_counts_;  // reference pairs per calibration bin
+  std::vector<std::uint64_t> bin_counts_;  // reference pairs per score bin (kEstimateBins)
+  std::vector<double> bin_var_;            // variance of the calibrated mean per score bin
   struct Header;
   Header* header_ = nullptr;
   EstimateSums* sums_ = nullptr;

@@ -118,19 +118,29 @@ TEST(Estimate, BandCoversDrawnLabels) {
   std::uniform_real_distribution<double> u(0, 1);
   std::vector<double> p(400);
   for (auto& v : p) v = std::pow(u(rng), 0.7);
-  EstimateSums s{0, 0, 0, 0, 0, 0, 0, 0};
+  EstimateSums s{};
   for (double v : p) {
     ++s.n;
+    const auto bin = std::min<std::uint32_t>(kEstimateBins - 1, static_cast<std::uint32_t>(v * kEstimateBins));
     if (v >= 0.5) {
+      ++s.pos_bin[bin];
       ++s.n_pos;
       s.tp += v;
       s.var_pos += v * (1 - v);
     } else {
+      ++s.neg_bin[bin];
       s.fn += v;
       s.var_neg += v * (1 - v);
     }
   }
   const auto e = estimate_from_sums(s);
+  // The reference's calibration error widens the band (a reference of 25 pairs per bin).
+  const std::vector<double> bin_var(kEstimateBins, 0.25 / 25);
+  const auto wide = estimate_from_sums(s, bin_var);
+  ASSERT_TRUE(wide.accuracy && wide.f1);
+  EXPECT_DOUBLE_EQ(wide.accuracy->value, e.accuracy->value);
+  EXPECT_GT(wide.accuracy->upper - wide.accuracy->value, 1.5 * (e.accuracy->upper - e.accuracy->value));
+  EXPECT_GT(wide.f1->value - wide.f1->lower, e.f1->value - e.f1->lower);
   ASSERT_TRUE(e.accuracy && e.f1 && e.precision && e.recall);
   int in_acc = 0, in_f1 = 0;
   const int draws = 4000;
@@ -160,7 +170,8 @@ TEST(Estimate, BandCoversDrawnLabels) {
 }
 
 TEST(Estimate, UndefinedMetricsAreAbsent) {
-  EstimateSums s{0, 10, 0, 0, 0, 0, 0, 0};  // all predicted negative, expected positives 0
+  EstimateSums s{};  // all predicted negative, expected positives 0
+  s.n = 10;
   const auto e = estimate_from_sums(s);
   ASSERT_TRUE(e.accuracy);
   EXPECT_DOUBLE_EQ(e.accuracy->value, 1.0);
