@@ -42,9 +42,18 @@ IsotonicMap IsotonicMap::fit(std::span<const JoinedPair> pairs) {
     }
     blocks.push_back(b);
   }
-  m.x_ = std::move(xs);
-  m.y_.reserve(m.x_.size());
-  for (const Block& b : blocks) m.y_.insert(m.y_.end(), b.count, b.mean);
+  std::vector<double> fitted;
+  fitted.reserve(xs.size());
+  for (const Block& b : blocks) fitted.insert(fitted.end(), b.count, b.mean);
+  // Only the first and last point of each constant run matter to the interpolation (as
+  // scikit-learn drops the others): a few dozen points, so a prediction's binary search stays in
+  // the cache.
+  for (std::size_t i = 0; i < xs.size(); ++i) {
+    if (i == 0 || i + 1 == xs.size() || fitted[i] != fitted[i - 1] || fitted[i] != fitted[i + 1]) {
+      m.x_.push_back(xs[i]);
+      m.y_.push_back(fitted[i]);
+    }
+  }
   return m;
 }
 

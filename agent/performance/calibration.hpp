@@ -26,7 +26,8 @@ class IsotonicMap {
   const std::vector<double>& ys() const noexcept { return y_; }
 
  private:
-  std::vector<double> x_, y_;  // unique predictions, ascending, and their fitted values
+  // Predictions, ascending, and their fitted values: the ends of each constant run.
+  std::vector<double> x_, y_;
 };
 
 // Binned expected calibration error: `bins` equal-width bins on [0, 1] (probabilities clipped),

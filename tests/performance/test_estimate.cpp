@@ -75,9 +75,9 @@ TEST(Isotonic, MatchesBruteForceWithTies) {
     }
     for (std::size_t i = 0; i < ys.size(); ++i) ys[i] /= ws[i];
     const auto want = brute_isotonic(ys, ws);
-    ASSERT_EQ(m.xs(), xs);
+    ASSERT_LE(m.xs().size(), xs.size());
     for (std::size_t i = 0; i < xs.size(); ++i) EXPECT_NEAR(m(xs[i]), want[i], 1e-12) << "trial " << trial;
-    for (std::size_t i = 1; i < xs.size(); ++i) EXPECT_LE(m.ys()[i - 1], m.ys()[i]);
+    for (std::size_t i = 1; i < m.ys().size(); ++i) EXPECT_LE(m.ys()[i - 1], m.ys()[i]);
   }
 }
 
