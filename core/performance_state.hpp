@@ -73,6 +73,55 @@ struct PerformanceSlice {
   }
 };
 
+// Label-free estimate of a binary window's performance (CBPE, docs/performance.md "Estimates").
+// A value with its sampling-error band [lower, upper] (the estimate +- 3 sigma, clipped to [0, 1]).
+struct EstimatedValue {
+  double value = 0;
+  double lower = 0;
+  double upper = 0;
+};
+
+// Why a window has no estimate (a bounded set: a Prometheus label).
+enum class EstimateWithheld : std::uint8_t {
+  none = 0,
+  no_reference = 1,     // none of the window's predictions arrived after the reference was fitted
+  outside_support = 2,  // too many of the window's scores fall where the reference has few pairs
+};
+inline constexpr std::size_t kEstimateWithheldReasons = 3;
+
+constexpr std::string_view estimate_withheld_name(EstimateWithheld r) noexcept {
+  switch (r) {
+    case EstimateWithheld::none: return "none";
+    case EstimateWithheld::no_reference: return "no_reference";
+    case EstimateWithheld::outside_support: return "outside_support";
+  }
+  return "none";
+}
+
+struct PerformanceEstimate {
+  std::uint64_t predictions = 0;  // of the window's predictions, those scored by the reference's map
+  std::uint64_t unsupported = 0;  // of those, scores in ranges with too few reference pairs
+  EstimateWithheld withheld = EstimateWithheld::none;
+  std::string withheld_detail;    // a sentence for people (empty when not withheld)
+  // Undefined as the realized ones are (precision with no expected predicted positive...).
+  std::optional<EstimatedValue> accuracy;
+  std::optional<EstimatedValue> precision;
+  std::optional<EstimatedValue> recall;
+  std::optional<EstimatedValue> f1;
+};
+
+// The labelled reference the estimates are calibrated on.
+struct EstimateReference {
+  std::string source;               // "first_joined_pairs"
+  std::uint64_t pairs = 0;          // collected so far (== target once fitted)
+  std::uint64_t target = 0;         // performance.reference_pairs
+  bool fitted = false;
+  std::int64_t fitted_unix_ns = 0;  // agent time of the fit
+  bool calibrated = false;          // isotonic map used (else raw scores)
+  double ece_raw = 0;               // reference ECE of the raw scores
+  double ece_calibrated = 0;        // held-out (5-fold) ECE of the isotonic map
+};
+
 struct PerformanceWindow {
   std::int64_t start_unix_ns = 0;  // prediction-time window [start, start + window)
   std::uint64_t predictions = 0;   // with a trace id, first arrival of each id
@@ -81,6 +130,7 @@ struct PerformanceWindow {
   std::array<std::uint64_t, kLabelLagBuckets> lag_buckets{};  // joined labels by lag
   RealizedMetrics metrics;
   std::vector<PerformanceSlice> slices;  // sliced streams only: by slice value, "other" last
+  std::optional<PerformanceEstimate> estimate;  // binary streams with estimates enabled
   double coverage() const noexcept {
     return predictions == 0 ? 0.0 : static_cast<double>(labelled) / static_cast<double>(predictions);
   }
@@ -142,6 +192,7 @@ struct PerformanceStreamState {
   std::uint64_t slice_missing_rows = 0;
   bool prejoined = false;  // a stream of (prediction, label, prediction time) rows
   PrejoinedCounters prejoined_counters;
+  std::optional<EstimateReference> reference;  // binary streams with estimates enabled
 };
 
 struct PerformanceSnapshot {

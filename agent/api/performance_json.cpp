@@ -64,6 +64,38 @@ json stream_summary(const core::PerformanceStreamState& s) {
   return j;
 }
 
+json band_json(const std::optional<core::EstimatedValue>& v) {
+  if (!v) return nullptr;
+  return json{{"value", v->value}, {"lower", v->lower}, {"upper", v->upper}};
+}
+
+// Label-free estimate of a window (docs/performance.md, "Estimates"): its band; the realized
+// value is the window's "metrics" beside it.
+json estimate_json(const core::PerformanceEstimate& e) {
+  json j{{"predictions", e.predictions},
+         {"unsupported", e.unsupported},
+         {"withheld", e.withheld == core::EstimateWithheld::none
+                          ? json(nullptr)
+                          : json(std::string(core::estimate_withheld_name(e.withheld)))}};
+  if (!e.withheld_detail.empty()) j["withheld_detail"] = e.withheld_detail;
+  j["metrics"] = json{{"accuracy", band_json(e.accuracy)},
+                      {"precision", band_json(e.precision)},
+                      {"recall", band_json(e.recall)},
+                      {"f1", band_json(e.f1)}};
+  return j;
+}
+
+json reference_json(const core::EstimateReference& r) {
+  json j{{"source", r.source},   {"pairs", r.pairs},          {"target", r.target},
+         {"fitted", r.fitted},   {"calibration", r.calibrated ? "isotonic" : "raw"},
+         {"ece_raw", r.ece_raw}, {"ece_isotonic_held_out", r.ece_calibrated}};
+  j["fitted_unix_ns"] = r.fitted ? json(r.fitted_unix_ns) : json(nullptr);
+  j["fitted_at"] = r.fitted && r.fitted_unix_ns >= 0
+                      ? json(core::format_utc(static_cast<std::uint64_t>(r.fitted_unix_ns)))
+                      : json(nullptr);
+  return j;
+}
+
 void reply_error(HttpResponse& res, int status, const std::string& what) {
   res.status = status;
   res.set_content(json{{"error", what}}.dump(), "application/json");
@@ -96,8 +128,10 @@ json to_json(const core::PerformanceStreamState& s, std::int64_t since) {
       }
       windows.back()["slices"] = slices;
     }
+    if (w.estimate) windows.back()["estimate"] = estimate_json(*w.estimate);
   }
   j["windows"] = windows;
+  if (s.reference) j["reference"] = reference_json(*s.reference);
   return j;
 }
 

@@ -25,6 +25,59 @@ std::string cell(const nlohmann::json& v) {
   return b;
 }
 
+std::string band_cell(const nlohmann::json& b) {
+  if (!b.is_object()) return "-";
+  char s[64];
+  std::snprintf(s, sizeof s, "%.3f [%.3f,%.3f]", b.value("value", 0.0), b.value("lower", 0.0),
+                b.value("upper", 0.0));
+  return s;
+}
+
+// Label-free estimates beside the realized values (docs/performance.md, "Estimates").
+void print_estimates(const nlohmann::json& doc, std::ostream& out) {
+  if (!doc.contains("reference")) return;
+  const auto& r = doc["reference"];
+  char line[512];
+  if (r.value("fitted", false)) {
+    std::snprintf(line, sizeof line,
+                  "\nestimates (label-free, CBPE; band = estimate +- 3 sigma): reference = first %llu joined pairs, "
+                  "fitted %s, calibration %s (ECE raw %.4f, isotonic held-out %.4f)\n",
+                  (unsigned long long)r.value("pairs", 0ull),
+                  r["fitted_at"].is_string() ? r["fitted_at"].get<std::string>().c_str() : "?",
+                  r.value("calibration", "?").c_str(), r.value("ece_raw", 0.0),
+                  r.value("ece_isotonic_held_out", 0.0));
+  } else {
+    std::snprintf(line, sizeof line,
+                  "\nestimates (label-free, CBPE): no reference yet (%llu of %llu joined pairs)\n",
+                  (unsigned long long)r.value("pairs", 0ull), (unsigned long long)r.value("target", 0ull));
+  }
+  out << line;
+  std::snprintf(line, sizeof line, "%-25s %11s", "WINDOW (UTC)", "ESTIMATED");
+  out << line;
+  for (const char* n : {"accuracy", "precision", "recall", "f1"}) {
+    std::snprintf(line, sizeof line, "  %-22s %8s", (std::string("est. ") + n).c_str(), "realized");
+    out << line;
+  }
+  out << "\n";
+  for (const auto& w : doc.at("windows")) {
+    if (!w.contains("estimate")) continue;
+    const auto& e = w["estimate"];
+    std::snprintf(line, sizeof line, "%-25s %11llu", w.value("start", "?").c_str(),
+                  (unsigned long long)e.value("predictions", 0ull));
+    out << line;
+    if (e["withheld"].is_string()) {
+      out << "  withheld (" << e["withheld"].get<std::string>() << "): " << e.value("withheld_detail", "") << "\n";
+      continue;
+    }
+    for (const char* n : {"accuracy", "precision", "recall", "f1"}) {
+      std::snprintf(line, sizeof line, "  %-22s %8s", band_cell(e["metrics"][n]).c_str(),
+                    cell(w["metrics"][n]).c_str());
+      out << line;
+    }
+    out << "\n";
+  }
+}
+
 }  // namespace
 
 void print_performance(const nlohmann::json& doc, std::ostream& out, const std::string& slice) {
@@ -86,11 +139,13 @@ void print_performance(const nlohmann::json& doc, std::ostream& out, const std::
       out << "\n";
     }
   }
+  print_estimates(doc, out);
 }
 
 void add_performance_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
-      "performance", "Realized model performance of a predictions stream per prediction-time window");
+      "performance", "Realized model performance of a predictions stream per prediction-time window, and "
+      "label-free estimates beside it");
   auto args = std::make_shared<PerformanceArgs>();
   cmd->add_option("stream", args->stream, "The predictions stream")->required();
   cmd->add_option("--agent", args->agent, "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");

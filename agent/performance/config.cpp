@@ -24,6 +24,12 @@ PerformanceConfig parse_performance_config(core::ConfigSection s) {
   if (auto v = s.get_bytes("max_pending_bytes", 64ull << 10, 1ull << 40)) c.max_pending_bytes = *v;
   if (auto v = s.get_double("threshold", 0.0, 1.0)) c.threshold = *v;
   if (auto v = s.get_int("calibration_bins", 2, 1000)) c.calibration_bins = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_int("reference_pairs", 0, 100'000)) {
+    if (*v > 0 && *v < 20) s.fail("reference_pairs", "must be 0 (no estimates) or at least 20 (5 folds)");
+    c.reference_pairs = static_cast<std::uint64_t>(*v);
+  }
+  if (auto v = s.get_int("estimate_min_bin_pairs", 1, 1'000'000)) c.estimate_min_bin_pairs = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_double("estimate_max_unsupported", 0.0, 1.0)) c.estimate_max_unsupported = *v;
   if (auto v = s.get_int("max_streams", 1, 4096)) c.max_streams = static_cast<std::uint32_t>(*v);
   auto f = s.child("findings");
   if (!f.is_null()) {

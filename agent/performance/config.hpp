@@ -64,6 +64,13 @@ struct PerformanceConfig {
   std::uint64_t max_pending_bytes = 64ull << 20;
   double threshold = 0.5;          // binary: score >= threshold predicts the positive class
   std::uint32_t calibration_bins = 10;
+  // Label-free estimates (binary, docs/performance.md "Estimates"): the reference is the first
+  // reference_pairs joined pairs of each stream (0: no estimates); a window's estimate is
+  // withheld when more than estimate_max_unsupported of its scores fall in score bins (10)
+  // holding fewer than estimate_min_bin_pairs reference pairs.
+  std::uint64_t reference_pairs = 2000;
+  std::uint32_t estimate_min_bin_pairs = 10;
+  double estimate_max_unsupported = 0.05;
   std::uint32_t max_streams = 64;  // predictions streams joined at once
   std::map<std::string, StreamSettings> streams;  // by predictions stream name
   FindingsConfig findings;

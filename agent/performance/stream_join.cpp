@@ -85,6 +85,9 @@ StreamJoin::StreamJoin(const PendingTable::Identity& id, const PerformanceConfig
                                  it->second.slice_column, it->second.slice_max_values, window_);
     }
   }
+  if (id_.task == format::Task::binary && config.reference_pairs > 0) {
+    estimator_ = std::make_unique<Estimator>(dir_, file_stem(id_.stream), id_.stream, window_, config);
+  }
   if (!dir_.empty()) replay_logs();
 }
 
@@ -129,6 +132,8 @@ void StreamJoin::record_joined(const LogRecord& r, bool to_log) {
   ++lag_buckets_[b];
   lag_sum_ += static_cast<double>(std::max<std::int64_t>(0, r.lag_ns)) / 1e9;
   if (to_log && !dir_.empty()) unwritten_[w].push_back(r);
+  // The reference is fitted at the label time of the pair that completes it.
+  if (estimator_) estimator_->on_joined(r.prediction, r.label, r.prediction_ns + r.lag_ns);
 }
 
 // The log record is queued before the slot says joined; flush() writes it (a write() is in the
@@ -162,6 +167,7 @@ void StreamJoin::prediction(std::uint64_t id, std::int64_t ts, double value, std
   ++c.predictions;
   ++table_->window_counter(window_of(ts)).predictions;
   if (slices_) slices_->count_prediction(window_of(ts), slice);
+  if (estimator_) estimator_->on_prediction(window_of(ts), value);
   if (s) {  // a label was waiting for this prediction
     const std::int64_t label_ts = s->ts_ns;
     const double label = s->value;
@@ -577,6 +583,10 @@ core::PerformanceStreamState StreamJoin::state() {
   }
   st.prejoined = prejoined_;
   st.prejoined_counters = h.prejoined;
+  if (estimator_) {
+    st.reference = estimator_->reference_state();
+    for (auto& [start, pw] : out) pw.estimate = estimator_->window_estimate(start);
+  }
   for (auto& [start, pw] : out) st.windows.push_back(std::move(pw));
   return st;
 }

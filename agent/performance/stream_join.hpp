@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "agent/performance/config.hpp"
+#include "agent/performance/estimate.hpp"
 #include "agent/performance/pending_table.hpp"
 #include "agent/performance/realized.hpp"
 #include "agent/performance/slice_table.hpp"
@@ -117,6 +118,7 @@ class StreamJoin {
   std::unique_ptr<PendingTable> table_;
   std::unique_ptr<SliceTable> slices_;  // null: not sliced
   bool prejoined_ = false;
+  std::unique_ptr<Estimator> estimator_;  // binary streams with performance.reference_pairs > 0
   std::map<std::int64_t, Window> windows_;
   std::map<std::int64_t, std::vector<LogRecord>> unwritten_;  // per window, until flush()
   std::array<std::uint64_t, core::kLabelLagBuckets> lag_buckets_{};

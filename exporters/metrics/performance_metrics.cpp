@@ -46,6 +46,27 @@ std::vector<prometheus::MetricFamily> PerformanceCollector::Collect() const {
                          "Realized metric of that window (accuracy, precision, recall, f1, roc_auc, log_loss, "
                          "calibration_error, mae, rmse); absent when undefined",
                          MetricType::Gauge);
+  // Label-free estimates (docs/performance.md, "Estimates") of each stream's latest window with
+  // predictions, which is usually one whose labels have not arrived yet.
+  FamilyBuilder est_start("mltap_performance_estimate_window_start_seconds",
+                          "Start of the latest prediction-time window with predictions (the one the estimate "
+                          "gauges describe)",
+                          MetricType::Gauge);
+  FamilyBuilder estimated("mltap_performance_estimated",
+                          "Label-free (CBPE) estimate of a metric of that window (accuracy, precision, recall, "
+                          "f1) and its sampling-error band (bound: value, lower, upper); absent when withheld "
+                          "or undefined",
+                          MetricType::Gauge);
+  FamilyBuilder withheld("mltap_performance_estimate_withheld",
+                         "1 when that window's estimate is withheld, by reason (no_reference, outside_support)",
+                         MetricType::Gauge);
+  FamilyBuilder ref_pairs("mltap_performance_estimate_reference_pairs",
+                          "Joined pairs in the estimates' reference (it is fitted at performance.reference_pairs)",
+                          MetricType::Gauge);
+  FamilyBuilder ref_ece("mltap_performance_estimate_reference_calibration_error",
+                        "Expected calibration error on the reference of the raw scores and of the isotonic map "
+                        "(held-out folds); the smaller one is used",
+                        MetricType::Gauge);
   FamilyBuilder orphan("mltap_performance_labels_without_predictions_stream_total",
                        "Label rows of label streams no predictions stream names", MetricType::Counter);
 
@@ -81,6 +102,37 @@ std::vector<prometheus::MetricFamily> PerformanceCollector::Collect() const {
     bytes.add(l, static_cast<double>(s.table_bytes));
     lag.add_histogram(l, bounds, std::vector<std::uint64_t>(s.lag_buckets.begin(), s.lag_buckets.end()),
                       s.lag_seconds_sum);
+    if (s.reference) {
+      ref_pairs.add(l, static_cast<double>(s.reference->pairs));
+      if (s.reference->fitted) {
+        ref_ece.add(with("scores", "raw"), s.reference->ece_raw);
+        ref_ece.add(with("scores", "isotonic"), s.reference->ece_calibrated);
+      }
+      const core::PerformanceWindow* newest = nullptr;
+      for (const auto& w : s.windows) {
+        if (w.predictions > 0 && w.estimate) newest = &w;
+      }
+      if (newest) {
+        const auto& e = *newest->estimate;
+        est_start.add(l, static_cast<double>(newest->start_unix_ns) / 1e9);
+        for (std::size_t i = 1; i < core::kEstimateWithheldReasons; ++i) {
+          const auto r = static_cast<core::EstimateWithheld>(i);
+          withheld.add(with("reason", std::string(core::estimate_withheld_name(r))), e.withheld == r ? 1 : 0);
+        }
+        const std::pair<const char*, const std::optional<core::EstimatedValue>*> est[] = {
+            {"accuracy", &e.accuracy}, {"precision", &e.precision}, {"recall", &e.recall}, {"f1", &e.f1}};
+        for (const auto& [name, v] : est) {
+          if (!v->has_value()) continue;
+          Labels x = with("metric", name);
+          for (const auto& [bound, value] : {std::pair{"value", (*v)->value}, std::pair{"lower", (*v)->lower},
+                                             std::pair{"upper", (*v)->upper}}) {
+            Labels y = x;
+            y.emplace_back("bound", bound);
+            estimated.add(y, value);
+          }
+        }
+      }
+    }
     const core::PerformanceWindow* latest = nullptr;
     for (const auto& w : s.windows) {
       if (w.labelled > 0) latest = &w;
@@ -96,7 +148,8 @@ std::vector<prometheus::MetricFamily> PerformanceCollector::Collect() const {
   }
   orphan.add({}, static_cast<double>(snap->labels_without_predictions_stream));
   for (auto* f : {&predictions, &ignored, &labels, &expired, &evicted, &pending, &capacity, &bytes, &lag,
-                  &start, &win_predictions, &win_labelled, &coverage, &realized, &orphan}) {
+                  &start, &win_predictions, &win_labelled, &coverage, &realized, &orphan, &est_start,
+                  &estimated, &withheld, &ref_pairs, &ref_ece}) {
     f->move_into(out);
   }
   collect_performance_slices(*snap, out);

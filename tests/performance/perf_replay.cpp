@@ -5,6 +5,7 @@
 // runs far past every TTL so that everything pending expires.
 //
 //   perf_replay EVENTS TASK TTL_NS GRACE_NS WINDOW_NS MAX_PENDING [STATE_DIR|-] [SLICE_MAX_VALUES]
+//               [--reference-pairs=N] [--min-bin-pairs=N] [--max-unsupported=X]  (estimates)
 // EVENTS: records of {uint8 kind (0 prediction, 1 label), 7 pad, uint64 trace_id, int64 ts_ns,
 // double value, double slice}, 40 bytes each; with SLICE_MAX_VALUES > 0 the stream is sliced
 // (column "slice") and each prediction's slice value is `slice`.
@@ -12,9 +13,12 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "agent/api/performance_json.hpp"
 #include "agent/performance/stream_join.hpp"
@@ -30,6 +34,17 @@ struct Event {
 static_assert(sizeof(Event) == 40);
 
 int main(int argc, char** argv) {
+  // stdout is the JSON document; the component's log (e.g. the estimates' reference fitted) is not.
+  spdlog::set_default_logger(spdlog::stderr_color_st("perf_replay"));
+  std::vector<std::string> flags;
+  {
+    int kept = 1;
+    for (int i = 1; i < argc; ++i) {
+      if (std::string(argv[i]).rfind("--", 0) == 0) flags.emplace_back(argv[i]);
+      else argv[kept++] = argv[i];
+    }
+    argc = kept;
+  }
   if (argc < 7) {
     std::fprintf(stderr, "usage: perf_replay EVENTS TASK TTL_NS GRACE_NS WINDOW_NS MAX_PENDING [STATE_DIR|-] "
                          "[SLICE_MAX_VALUES]\n");
@@ -61,6 +76,17 @@ int main(int argc, char** argv) {
     st.slice_column = "slice";
     st.slice_max_values = static_cast<std::uint32_t>(slice_max);
     cfg.streams["oracle/predictions"] = st;
+  }
+  for (const auto& f : flags) {
+    const auto eq = f.find('=');
+    const std::string key = f.substr(0, eq), value = eq == std::string::npos ? "" : f.substr(eq + 1);
+    if (key == "--reference-pairs") cfg.reference_pairs = std::strtoull(value.c_str(), nullptr, 10);
+    else if (key == "--min-bin-pairs") cfg.estimate_min_bin_pairs = static_cast<std::uint32_t>(std::atoi(value.c_str()));
+    else if (key == "--max-unsupported") cfg.estimate_max_unsupported = std::atof(value.c_str());
+    else {
+      std::fprintf(stderr, "unknown flag %s\n", f.c_str());
+      return 2;
+    }
   }
   mltap::performance::StreamJoin join({"oracle/predictions", "oracle/labels", *task, 0}, cfg, dir);
   std::int64_t now = 0;
