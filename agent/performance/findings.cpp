@@ -140,6 +140,26 @@ void PerformanceFindings::evaluate(const core::PerformanceStreamState& st, const
     }
     while (first_judged < judged.size() && judged[first_judged]->start_unix_ns <= ref.end_ns) ++first_judged;
   }
+  // The newest window without enough labels yet is judged on its label-free estimate (CBPE), when
+  // it has one, against the same baseline: the drop is seen before the labels arrive. Its bound is
+  // the estimate's band (upper), as the Wilson bound is for realized accuracy.
+  if (!st.windows.empty()) {
+    const core::PerformanceWindow& newest = st.windows.back();
+    const bool after_reference = floor || (ref.pinned && newest.start_unix_ns > ref.end_ns);
+    if (newest.labelled < config_.min_labels && after_reference && newest.estimate && newest.estimate->accuracy) {
+      const auto& e = *newest.estimate->accuracy;
+      std::map<std::string, double> baselines;
+      if (floor) baselines["all"] = *floor;
+      else if (auto b = ref.baseline.find("all"); b != ref.baseline.end()) baselines["all"] = b->second;
+      const std::vector<MetricEvidence> evidence{
+          MetricEvidence{"all", "accuracy", e.value, e.upper, newest.estimate->predictions, Basis::estimated}};
+      decide(st.stream, component, evidence, baselines, newest.start_unix_ns, inputs, now);
+      for (auto& f : open_) {
+        if (f.stream == st.stream) f.onset_resolution_ns = static_cast<std::uint64_t>(st.window_ns);
+      }
+      return;
+    }
+  }
   if (first_judged >= judged.size()) {
     decide(st.stream, component, {}, {}, 0, inputs, now);
     return;

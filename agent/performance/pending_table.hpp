@@ -130,14 +130,17 @@ template <class Fn>
 void PendingTable::sweep(std::uint64_t budget, Fn&& fn) {
   const std::uint64_t cap = h_->capacity;
   std::uint64_t i = h_->sweep_cursor % cap;
-  for (std::uint64_t n = 0; n < budget && n < cap; ++n) {
+  // `budget` counts positions passed, not erasures: a full sweep (budget == capacity) visits every
+  // slot however many it erases. After an erase the shifted-in slot is examined again (i stays);
+  // erasures are bounded by the entries, so the loop ends.
+  for (std::uint64_t n = 0; n < budget && n < cap;) {
     Slot& s = slots_[i];
-    // After an erase the shifted-in slot is examined again (i stays).
     if (s.state != static_cast<std::uint32_t>(SlotState::empty) && fn(s)) {
       erase(&s);
       continue;
     }
     i = i + 1 == cap ? 0 : i + 1;
+    ++n;
   }
   h_->sweep_cursor = i;
 }

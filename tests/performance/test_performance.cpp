@@ -107,6 +107,20 @@ TEST(StreamJoin, LateDuplicateAndExpired) {
   EXPECT_DOUBLE_EQ(*st.windows[0].metrics.accuracy, 1.0);  // the first prediction (0.9) joined
 }
 
+// A full sweep visits every slot however many it erases: 500 predictions in a row (one cluster of
+// the linear probing) all past their TTL leave at one full tick, none stays behind.
+TEST(StreamJoin, AFullSweepRetiresEveryExpiredEntry) {
+  StreamJoin j(binary_id(), config(1024), "");
+  for (std::uint64_t id = 1; id <= 500; ++id) j.prediction(id, kT0, 0.5, kT0);
+  j.label(1, kT0 + kS, 1, kT0 + kS);  // one joined marker too
+  ASSERT_EQ(j.state().pending, 499u);
+  j.tick(kT0 + 111 * kS, true);  // past TTL (100 s) + grace (10 s)
+  const auto st = j.state();
+  EXPECT_EQ(st.pending, 0u);
+  EXPECT_EQ(st.joined_markers, 0u);
+  EXPECT_EQ(st.counters.expired_unlabelled, 499u);
+}
+
 TEST(StreamJoin, FullTableEvictsInTheDocumentedOrderAndCountsIt) {
   auto c = config(100);
   StreamJoin j(binary_id(), c, "");

@@ -385,6 +385,35 @@ TEST(Findings, FloorAndEstimatedEvidence) {
   EXPECT_TRUE(g.open().empty());
 }
 
+// The newest window, before its labels arrive, is judged on its label-free estimate against the
+// pinned baseline; without an estimate (withheld) it is not judged and the finding closes.
+TEST(Findings, TheNewestWindowWithoutLabelsIsJudgedOnItsEstimate) {
+  FindingsConfig cfg;
+  cfg.min_labels = 200;
+  cfg.reference_windows = 2;
+  PerformanceFindings f(cfg);
+  auto newest = window(kT0 + 2 * kW, 0.5, 20);  // 20 labels: too few for a realized judgement
+  newest.predictions = 5000;
+  core::PerformanceEstimate est;
+  est.predictions = 5000;
+  est.accuracy = core::EstimatedValue{0.70, 0.66, 0.74};
+  newest.estimate = est;
+  auto st = stream_with({window(kT0, 0.9, 1000), window(kT0 + kW, 0.9, 1000), newest});
+  f.evaluate(st, "m", nullptr, {input(0)}, 100);
+  ASSERT_EQ(f.open().size(), 1u);
+  EXPECT_NE(f.open()[0].summary.find("estimated"), std::string::npos) << f.open()[0].summary;
+  EXPECT_EQ(f.open()[0].onset_unix_ns, static_cast<std::uint64_t>(kT0 + 2 * kW));
+  // An estimate whose band reaches the baseline's tolerance is no drop.
+  st.windows.back().estimate->accuracy = core::EstimatedValue{0.86, 0.80, 0.92};
+  f.evaluate(st, "m", nullptr, {input(0)}, 101);
+  EXPECT_TRUE(f.open().empty());
+  // Withheld: nothing to judge the newest window on; nothing opens.
+  st.windows.back().estimate->accuracy.reset();
+  st.windows.back().estimate->withheld = core::EstimateWithheld::outside_support;
+  f.evaluate(st, "m", nullptr, {input(0)}, 102);
+  EXPECT_TRUE(f.open().empty());
+}
+
 // The slices reach Prometheus (bounded `slice` label), the JSON and `mltap performance --slice`.
 TEST(Slices, ExportedAsMetricsJsonAndCliRows) {
   StreamJoin j(id(), sliced_config(2), "");
