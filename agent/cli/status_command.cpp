@@ -136,13 +136,14 @@ void print_performance_summary(const std::string& agent, const nlohmann::json& l
       std::string estimate;
       if (w.contains("estimate") && w["estimate"].is_object()) {
         const auto& e = w["estimate"];
-        if (e.contains("accuracy") && e["accuracy"].is_object() && e["accuracy"]["value"].is_number()) {
-          const auto& a = e["accuracy"];
+        const nlohmann::json none;
+        const auto& a = e.contains("metrics") && e["metrics"].contains("accuracy") ? e["metrics"]["accuracy"] : none;
+        if (a.is_object() && a.contains("value") && a["value"].is_number()) {
           std::snprintf(b, sizeof b, "  estimated accuracy %.3f [%.3f, %.3f]", a["value"].get<double>(),
                         a.value("lower", 0.0), a.value("upper", 0.0));
           estimate = b;
         } else if (e.contains("withheld") && e["withheld"].is_string()) {
-          estimate = "  estimate withheld: " + e["withheld"].get<std::string>();
+          estimate = "  estimate withheld: " + e.value("withheld_detail", e["withheld"].get<std::string>());
         }
       }
       const double coverage = w["coverage"].is_number() ? w["coverage"].get<double>() : 0.0;

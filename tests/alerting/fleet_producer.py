@@ -74,7 +74,7 @@ def main():
         due = int(t * a.local_rate) + 1 - next_id
         if due > 0:
             y = (rng.random(due) < 0.3).astype(np.float32)
-            p = np.clip(0.3 + 0.4 * (y - 0.3) + rng.normal(0, 0.2, due), 0, 1).astype(np.float32)
+            p = np.clip(0.25 + 0.3 * y + rng.normal(0, 0.12, due), 0.02, 0.98).astype(np.float32)
             ids = np.arange(next_id, next_id + due, dtype=np.uint64)
             preds.write(p, trace_ids=ids)
             pending += [(t + 2.0, i, v) for i, v, keep in zip(ids, y, rng.random(due) >= 0.2) if keep]

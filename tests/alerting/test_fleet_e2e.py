@@ -142,6 +142,9 @@ detectors:
     # Windows of 500 rows: host 2's own detector decides too (and the dashboard's per-window
     # panels have data); fleet/weak keeps the defaults (1000 rows or 60 s with at least 1000).
     fleet/local: {{reference: {profile}, window_records: 500, min_window_records: 250}}
+# fleet/predictions: the dashboard's model-performance row; estimates from the first 300 labels.
+performance:
+  reference_pairs: 300
 """
     agents = [Agent(config) for _ in range(3)]
     producers = []
