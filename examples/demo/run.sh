@@ -30,10 +30,13 @@ done
 cat <<MSG
 
   mltapd is running (log: $log) and the demo pipeline is starting.
-  Faults are injected at t=60s (model swap), t=120s (unit change), t=160s (NaN burst).
+  Four processes: cleaning -> featuregen -> model, and feedback writing the labels seconds later.
+  Faults are injected at t=60s (model swap), t=120s (unit bug, clinic 1), t=160s (NaN burst),
+  t=200s (concept shift: clinic 2's labels flip).
   Where to look, from another terminal:
 
-    ./build/agent/cli/mltap status                      streams, producers, rates, drops
+    ./build/agent/cli/mltap status                      streams, producers, rates, drops, accuracy
+    ./build/agent/cli/mltap performance demo/predictions  accuracy, coverage, estimates per window
     curl -s http://127.0.0.1:9645/metrics | grep mltap_ Prometheus metrics
     curl -s http://127.0.0.1:9645/api/v1/findings       what the detectors found
     ./build/agent/cli/mltap explain demo/predictions    findings with related system events
