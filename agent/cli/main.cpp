@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include "agent/cli/explain.hpp"
+#include "agent/cli/lineage_commands.hpp"
 #include "agent/cli/performance_command.hpp"
 #include "agent/cli/profile_commands.hpp"
 #include "agent/cli/status_command.hpp"
@@ -15,6 +16,7 @@ int main(int argc, char** argv) {
   mltap::cli::add_detector_commands(app, exit_code);
   mltap::cli::add_explain_command(app, exit_code);
   mltap::cli::add_performance_command(app, exit_code);
+  mltap::cli::add_lineage_commands(app, exit_code);
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }
