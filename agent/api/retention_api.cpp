@@ -152,6 +152,57 @@ void flag_route(retention::RetentionStore& store, const HttpRequest& req, HttpRe
         json{{"stream", stream}, {"added", r.added}, {"already", r.already}, {"refused", r.refused}});
 }
 
+// GET /api/v1/retained?stream=S[&since=24h][&until=0s][&limit=100000]: the stream's retained
+// rows, oldest first, as [timestamp_ns, trace id (string) or null, values...] (mltap backfill).
+void retained_route(const retention::RetentionStore& store, const HttpRequest& req, HttpResponse& res) {
+  const std::string stream = req.param("stream");
+  if (stream.empty()) return reply_error(res, 400, "parameter 'stream' is required");
+  const auto now = core::unix_now_ns();
+  std::uint64_t since = now - std::min<std::uint64_t>(now, 24ull * 3600 * 1'000'000'000), until = ~0ull;
+  for (const char* name : {"since", "until"}) {
+    if (!req.has_param(name)) continue;
+    const auto d = core::parse_duration(req.param(name));
+    if (!d || d->count() < 0 || *d > std::chrono::hours(24 * 400))
+      return reply_error(res, 400, std::string("parameter '") + name + "' must be a duration such as 6h, at most 400d");
+    (std::string_view(name) == "since" ? since : until) =
+        now - std::min<std::uint64_t>(now, static_cast<std::uint64_t>(d->count()));
+  }
+  std::uint64_t limit = 100'000;
+  if (req.has_param("limit")) {
+    const auto n = parse_u64(req.param("limit"));
+    if (!n || *n < 1 || *n > 1'000'000) return reply_error(res, 400, "parameter 'limit' must be in [1, 1000000]");
+    limit = *n;
+  }
+  json rows = json::array();
+  bool truncated = false;
+  json head;
+  {
+    const auto view = store.read();
+    const auto* meta = view.meta(stream);
+    if (!meta) return reply_error(res, 404, "no retained records of stream '" + stream + "'");
+    head = json{{"stream", meta->name},
+                {"component", meta->component},
+                {"kind", std::string(format::stream_kind_name(meta->kind))},
+                {"features", meta->feature_names}};
+    view.for_each(stream, since, until, [&](const retention::RetainedRow& r) {
+      if (rows.size() >= limit) {
+        truncated = true;
+        return;
+      }
+      json row = json::array({r.timestamp_ns, r.has_trace_id ? json(std::to_string(r.trace_id)) : json(nullptr)});
+      for (const double v : r.values) row.push_back(number_or_null(v));
+      rows.push_back(std::move(row));
+    });
+  }
+  std::sort(rows.begin(), rows.end(), [](const json& a, const json& b) {
+    return a[0].get<std::uint64_t>() < b[0].get<std::uint64_t>();
+  });
+  head["since"] = core::format_utc(since);
+  head["truncated"] = truncated;
+  head["rows"] = std::move(rows);
+  reply(res, 200, head);
+}
+
 json stats_json(const core::RetentionStats& s) {
   json dropped = json::object();
   for (std::size_t i = 0; i < s.dropped.size(); ++i)
@@ -220,6 +271,10 @@ void register_retention_routes(HttpServer& server, RetentionApi api) {
   server.get("/api/v1/review", [a, disabled](const HttpRequest& req, HttpResponse& res) {
     if (!a->store) return disabled(res);
     review_route(*a, req, res);
+  }, kReadApi);
+  server.get("/api/v1/retained", [a, disabled](const HttpRequest& req, HttpResponse& res) {
+    if (!a->store) return disabled(res);
+    retained_route(*a->store, req, res);
   }, kReadApi);
   server.get("/api/v1/retention", [a, disabled](const HttpRequest&, HttpResponse& res) {
     if (!a->store) return disabled(res);

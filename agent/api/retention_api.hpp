@@ -3,6 +3,8 @@
 //   GET  /api/v1/review?stream=S[&since=24h][&until=][&labels=L][&threshold=0.5][&max_ids=]
 //                                                upstream streams and features ranked by how
 //                                                abnormal they were for the wrong predictions
+//   GET  /api/v1/retained?stream=S[&since=][&until=][&limit=]   a stream's retained rows
+//                                                (mltap backfill)
 //   GET  /api/v1/retention                       what the store holds and dropped
 //   POST /api/v1/flag  {"stream": S, "trace_ids": [...]}   marks predictions wrong: a state
 //                      change, so it takes the webhook's bearer token (webhook.token_file)

@@ -98,8 +98,17 @@ def retained(agent, stream):
 
 def references_pinned(agent):
     doc = http_json(agent.url + "/api/v1/detectors")
-    pinned = {s["name"] for s in doc.get("streams", []) if s.get("reference") == "pinned"}
+    pinned = {s["name"] for s in doc.get("streams", []) if s["reference"]["source"] == "pinned"}
     return {"lin/clean", "lin/features"} <= pinned
+
+
+def detector_references(agent, stream):
+    """The detectors' reference mean of each feature of `stream`, once published (after a window)."""
+    for s in http_json(agent.url + "/api/v1/detectors").get("streams", []):
+        if s["name"] == stream:
+            refs = {f["name"]: f.get("reference_mean") for f in s.get("features", [])}
+            return refs if refs and all(v is not None for v in refs.values()) else None
+    return None
 
 
 def mltap(agent, *args, check=True):
@@ -124,6 +133,8 @@ def test_review_ranks_the_broken_feature_and_trace_shows_every_component(setup):
         for s in ("lin/clean", "lin/features", "lin/pred", "lin/labels"):
             wait_until(lambda: retained(agent, s) == N, timeout=20, what=f"{N} rows of {s} retained")
 
+        wait_until(lambda: detector_references(agent, "lin/features"), timeout=20,
+                   what="the detectors' references published")
         ids, amount, age, tenure, feat_amount, score, y = np.load(data_path).T
         wrong = ((score >= 0.5) != (y != 0))
         assert wrong.sum() == ((ids > CLEAN_ROWS) & (ids % 25 == 0)).sum() > 50
@@ -135,6 +146,10 @@ def test_review_ranks_the_broken_feature_and_trace_shows_every_component(setup):
         assert top["stream"] == "lin/features" and top["features"][0]["feature"] == "amount", \
             json.dumps(doc, indent=1)[:3000]
         assert top["features"][0]["reference"]["source"] == "detectors (pinned)", top["features"][0]
+        # ...the detectors' reference, pinned from the clean rows, not one the bug inflated.
+        assert top["features"][0]["reference"]["mean"] == pytest.approx(
+            detector_references(agent, "lin/features")["amount"], rel=1e-9)
+        assert top["features"][0]["reference"]["mean"] < 2 * amount.mean()
         # The cleaning stream holds the same ids, but its raw amount is fine: ranked below.
         assert doc["streams"][1]["stream"] == "lin/clean"
         assert doc["streams"][1]["score"] < 0.75, doc["streams"][1]
@@ -160,6 +175,20 @@ def test_review_ranks_the_broken_feature_and_trace_shows_every_component(setup):
         assert "lin/features" in mltap(agent, "trace", str(bad_id)).stdout
         missing = mltap(agent, "trace", str(10 * N), check=False)
         assert missing.returncode == 1 and "no retained record" in missing.stderr
+
+        # backfill: a detectors configuration run over the retained rows finds the broken feature.
+        bf_cfg = os.path.join(work, "backfill.yaml")
+        with open(bf_cfg, "w") as f:
+            f.write(f"detectors:\n  pin_records: {CLEAN_ROWS}\n  window_records: 500\n"
+                    "  min_window_records: 250\n  window_seconds: 0\n")
+        bf = mltap(agent, "backfill", "lin/features", "--config", bf_cfg, "--since", "1h", "--json", check=False)
+        assert bf.returncode == 3, bf.stdout[-2000:] + bf.stderr
+        bfd = json.loads(bf.stdout)
+        assert bfd["rows"] == N and not bfd["truncated"], bfd
+        drifted = [{d["feature"] for d in w["drifted"]} for w in bfd["windows"]]
+        assert 2 <= len(bfd["windows"]) <= (N - CLEAN_ROWS) // 500, bfd["windows"]
+        assert all("amount" in d for d in drifted), bfd["windows"]
+        assert any("amount" in json.dumps(f) for f in bfd["findings"]), bfd["findings"]
 
         # flag: a state change, refused without the webhook token, counted as wrong with it.
         refused = mltap(agent, "flag", "lin/pred", "7", check=False)
