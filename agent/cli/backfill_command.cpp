@@ -1,5 +1,6 @@
 #include "agent/cli/backfill_command.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -82,19 +83,7 @@ int run_backfill(const BackfillArgs& a) {
   std::uint64_t closed = 0, last_ts = 0;
   std::vector<double> values;
   std::size_t cols = 0;
-  auto emit = [&](std::uint64_t ts) {
-    if (values.empty()) return;
-    core::DecodedBatch b;
-    b.stream = &info;
-    b.timestamp_ns = ts;
-    b.dtype = format::DType::float64;
-    b.cols = cols;
-    b.rows = values.size() / cols;
-    b.values = values;
-    engine.on_batch(b);
-    engine.on_tick(ts);
-    engine.publish_now();
-    values.clear();
+  auto record_window = [&] {
     const auto snap = engine.snapshot();
     if (snap->streams.empty()) return;
     const auto& ss = *snap->streams.front();
@@ -110,7 +99,28 @@ int run_backfill(const BackfillArgs& a) {
                                      {"drift_detected", ss.drift_detected},
                                      {"drifted", drifted}});
   };
-  // Rows of one timestamp came from one record: fed as one batch, so windows close as they did.
+  // A window closes at most once per batch: rows of one record are fed in chunks of at most
+  // window_records rows, so that a large record closes every window it fills.
+  const std::size_t chunk = static_cast<std::size_t>(
+      std::clamp<std::uint64_t>(st.window_records ? st.window_records : 4096, 1, 4096));
+  auto emit = [&](std::uint64_t ts) {
+    const std::size_t n = cols ? values.size() / cols : 0;
+    for (std::size_t r0 = 0; r0 < n; r0 += chunk) {
+      core::DecodedBatch b;
+      b.stream = &info;
+      b.timestamp_ns = ts;
+      b.dtype = format::DType::float64;
+      b.cols = cols;
+      b.rows = std::min(chunk, n - r0);
+      b.values = std::span<const double>(values).subspan(r0 * cols, b.rows * cols);
+      engine.on_batch(b);
+      engine.on_tick(ts);
+      engine.publish_now();
+      record_window();
+    }
+    values.clear();
+  };
+  // Rows of one timestamp came from one record (or several written in the same clock tick).
   for (const auto& r : rows) {
     const auto ts = r.at(0).get<std::uint64_t>();
     const std::size_t width = r.size() - 2;

@@ -163,6 +163,11 @@ ReviewResult review(const RetentionStore::View& view, const ReviewRequest& req,
   IdSample wrong(req.max_ids), correct(req.max_ids);
   view.for_each(req.stream, req.since_unix_ns, req.until_unix_ns, [&](const RetainedRow& r) {
     if (!r.has_trace_id) return;
+    // One prediction per id: the first retained row (a record read again after a kill -9 of
+    // mltapd, before its read position was checkpointed, is retained twice).
+    if (const auto first = view.find(req.stream, r.trace_id);
+        !first || first->timestamp_ns != r.timestamp_ns || first->values.data() != r.values.data())
+      return;
     ++out.predictions;
     std::optional<bool> ok;
     if (!out.labels_stream.empty()) {

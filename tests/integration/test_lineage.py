@@ -185,10 +185,10 @@ def test_review_ranks_the_broken_feature_and_trace_shows_every_component(setup):
         assert bf.returncode == 3, bf.stdout[-2000:] + bf.stderr
         bfd = json.loads(bf.stdout)
         assert bfd["rows"] == N and not bfd["truncated"], bfd
-        drifted = [{d["feature"] for d in w["drifted"]} for w in bfd["windows"]]
-        assert 2 <= len(bfd["windows"]) <= (N - CLEAN_ROWS) // 500, bfd["windows"]
-        assert all("amount" in d for d in drifted), bfd["windows"]
-        assert any("amount" in json.dumps(f) for f in bfd["findings"]), bfd["findings"]
+        assert len(bfd["windows"]) == (N - CLEAN_ROWS) // 500, bfd["windows"]
+        # 4% of values x1000: out of the reference's range in every window (a quality finding).
+        named = {t["feature"] for f in bfd["findings"] for t in f["top"]}
+        assert named == {"amount"}, bfd["findings"]
 
         # flag: a state change, refused without the webhook token, counted as wrong with it.
         refused = mltap(agent, "flag", "lin/pred", "7", check=False)
