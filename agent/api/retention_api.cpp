@@ -30,7 +30,6 @@ void reply_error(HttpResponse& res, int status, const std::string& what) {
 
 json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
-
 std::optional<std::uint64_t> parse_u64(const std::string& s) {
   std::uint64_t v = 0;
   const auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
@@ -67,7 +66,8 @@ void trace_route(const retention::RetentionStore& store, const HttpRequest& req,
     }
   }
   std::sort(records.begin(), records.end(), [](const json& a, const json& b) {
-    return a["timestamp_unix_ns"].get<std::uint64_t>() < b["timestamp_unix_ns"].get<std::uint64_t>();
+    return a["timestamp_unix_ns"].get<std::uint64_t>() <
+           b["timestamp_unix_ns"].get<std::uint64_t>();
   });
   const json body{{"trace_id", std::to_string(*id)}, {"records", records}};
   reply(res, records.empty() ? 404 : 200, body);
@@ -77,7 +77,8 @@ void trace_route(const retention::RetentionStore& store, const HttpRequest& req,
 void review_route(const RetentionApi& api, const HttpRequest& req, HttpResponse& res) {
   retention::ReviewRequest rq;
   rq.stream = req.param("stream");
-  if (rq.stream.empty()) return reply_error(res, 400, "parameter 'stream' (the predictions stream) is required");
+  if (rq.stream.empty())
+    return reply_error(res, 400, "parameter 'stream' (the predictions stream) is required");
   if (api.review_defaults) api.review_defaults(rq);
   const auto now = core::unix_now_ns();
   auto duration = [&](const char* name, std::uint64_t& out) -> bool {
@@ -89,11 +90,13 @@ void review_route(const RetentionApi& api, const HttpRequest& req, HttpResponse&
   };
   rq.since_unix_ns = now - std::min<std::uint64_t>(now, 24ull * 3600 * 1'000'000'000);
   if (!duration("since", rq.since_unix_ns))
-    return reply_error(res, 400, "parameter 'since' must be a duration such as 6h or 7d, at most 400d");
+    return reply_error(res, 400,
+                       "parameter 'since' must be a duration such as 6h or 7d, at most 400d");
   if (req.has_param("until")) {
     rq.until_unix_ns = 0;
     if (!duration("until", rq.until_unix_ns))
-      return reply_error(res, 400, "parameter 'until' must be a duration (how long ago) such as 1h");
+      return reply_error(res, 400,
+                         "parameter 'until' must be a duration (how long ago) such as 1h");
   }
   if (req.has_param("labels")) rq.labels_stream = req.param("labels");
   if (req.has_param("threshold")) {
@@ -101,14 +104,16 @@ void review_route(const RetentionApi& api, const HttpRequest& req, HttpResponse&
       std::size_t used = 0;
       const std::string t = req.param("threshold");
       rq.threshold = std::stod(t, &used);
-      if (used != t.size() || !(rq.threshold >= 0 && rq.threshold <= 1)) throw std::invalid_argument(t);
+      if (used != t.size() || !(rq.threshold >= 0 && rq.threshold <= 1))
+        throw std::invalid_argument(t);
     } catch (const std::exception&) {
       return reply_error(res, 400, "parameter 'threshold' must be a number in [0, 1]");
     }
   }
   if (req.has_param("max_ids")) {
     const auto n = parse_u64(req.param("max_ids"));
-    if (!n || *n < 1 || *n > 1'000'000) return reply_error(res, 400, "parameter 'max_ids' must be in [1, 1000000]");
+    if (!n || *n < 1 || *n > 1'000'000)
+      return reply_error(res, 400, "parameter 'max_ids' must be in [1, 1000000]");
     rq.max_ids = *n;
   }
   retention::ReviewResult result;
@@ -120,7 +125,8 @@ void review_route(const RetentionApi& api, const HttpRequest& req, HttpResponse&
   json body = to_json(result);
   body["stream"] = rq.stream;
   body["since"] = core::format_utc(rq.since_unix_ns);
-  body["until"] = rq.until_unix_ns == ~0ull ? json(nullptr) : json(core::format_utc(rq.until_unix_ns));
+  body["until"] =
+      rq.until_unix_ns == ~0ull ? json(nullptr) : json(core::format_utc(rq.until_unix_ns));
   body["threshold"] = rq.threshold;
   reply(res, 200, body);
 }
@@ -137,40 +143,51 @@ void flag_route(retention::RetentionStore& store, const HttpRequest& req, HttpRe
     return reply_error(res, 400, "'stream' must be a stream name");
   const auto& list = body["trace_ids"];
   if (list.empty() || list.size() > kMaxFlagIds)
-    return reply_error(res, 400, "'trace_ids' must hold 1 to " + std::to_string(kMaxFlagIds) + " ids");
+    return reply_error(res, 400,
+                       "'trace_ids' must hold 1 to " + std::to_string(kMaxFlagIds) + " ids");
   std::vector<std::uint64_t> ids;
   for (const auto& v : list) {
     // Decimal strings too: a JSON number loses 64-bit ids in most clients.
     std::optional<std::uint64_t> id;
-    if (v.is_number_unsigned()) id = v.get<std::uint64_t>();
-    else if (v.is_string()) id = parse_u64(v.get<std::string>());
-    if (!id) return reply_error(res, 400, "'trace_ids' must hold unsigned 64-bit integers (numbers or decimal strings)");
+    if (v.is_number_unsigned())
+      id = v.get<std::uint64_t>();
+    else if (v.is_string())
+      id = parse_u64(v.get<std::string>());
+    if (!id)
+      return reply_error(
+          res, 400, "'trace_ids' must hold unsigned 64-bit integers (numbers or decimal strings)");
     ids.push_back(*id);
   }
   const auto r = store.flag(stream, ids, core::unix_now_ns());
-  reply(res, r.refused ? 507 : 200,
-        json{{"stream", stream}, {"added", r.added}, {"already", r.already}, {"refused", r.refused}});
+  reply(
+      res, r.refused ? 507 : 200,
+      json{{"stream", stream}, {"added", r.added}, {"already", r.already}, {"refused", r.refused}});
 }
 
 // GET /api/v1/retained?stream=S[&since=24h][&until=0s][&limit=100000]: the stream's retained
 // rows, oldest first, as [timestamp_ns, trace id (string) or null, values...] (mltap backfill).
-void retained_route(const retention::RetentionStore& store, const HttpRequest& req, HttpResponse& res) {
+void retained_route(const retention::RetentionStore& store, const HttpRequest& req,
+                    HttpResponse& res) {
   const std::string stream = req.param("stream");
   if (stream.empty()) return reply_error(res, 400, "parameter 'stream' is required");
   const auto now = core::unix_now_ns();
-  std::uint64_t since = now - std::min<std::uint64_t>(now, 24ull * 3600 * 1'000'000'000), until = ~0ull;
+  std::uint64_t since = now - std::min<std::uint64_t>(now, 24ull * 3600 * 1'000'000'000),
+                until = ~0ull;
   for (const char* name : {"since", "until"}) {
     if (!req.has_param(name)) continue;
     const auto d = core::parse_duration(req.param(name));
     if (!d || d->count() < 0 || *d > std::chrono::hours(24 * 400))
-      return reply_error(res, 400, std::string("parameter '") + name + "' must be a duration such as 6h, at most 400d");
+      return reply_error(
+          res, 400,
+          std::string("parameter '") + name + "' must be a duration such as 6h, at most 400d");
     (std::string_view(name) == "since" ? since : until) =
         now - std::min<std::uint64_t>(now, static_cast<std::uint64_t>(d->count()));
   }
   std::uint64_t limit = 100'000;
   if (req.has_param("limit")) {
     const auto n = parse_u64(req.param("limit"));
-    if (!n || *n < 1 || *n > 1'000'000) return reply_error(res, 400, "parameter 'limit' must be in [1, 1000000]");
+    if (!n || *n < 1 || *n > 1'000'000)
+      return reply_error(res, 400, "parameter 'limit' must be in [1, 1000000]");
     limit = *n;
   }
   json rows = json::array();
@@ -189,7 +206,8 @@ void retained_route(const retention::RetentionStore& store, const HttpRequest& r
         truncated = true;
         return;
       }
-      json row = json::array({r.timestamp_ns, r.has_trace_id ? json(std::to_string(r.trace_id)) : json(nullptr)});
+      json row = json::array(
+          {r.timestamp_ns, r.has_trace_id ? json(std::to_string(r.trace_id)) : json(nullptr)});
       for (const double v : r.values) row.push_back(number_or_null(v));
       rows.push_back(std::move(row));
     });
@@ -206,16 +224,18 @@ void retained_route(const retention::RetentionStore& store, const HttpRequest& r
 json stats_json(const core::RetentionStats& s) {
   json dropped = json::object();
   for (std::size_t i = 0; i < s.dropped.size(); ++i)
-    dropped[std::string(core::retention_drop_name(static_cast<core::RetentionDrop>(i)))] = s.dropped[i];
+    dropped[std::string(core::retention_drop_name(static_cast<core::RetentionDrop>(i)))] =
+        s.dropped[i];
   json streams = json::array();
   for (const auto& st : s.streams) {
-    streams.push_back(json{{"stream", st.stream},
-                           {"bytes", st.bytes},
-                           {"records", st.records},
-                           {"buckets", st.buckets},
-                           {"oldest", st.oldest_unix_ns ? json(core::format_utc(st.oldest_unix_ns)) : json(nullptr)}});
+    streams.push_back(json{
+        {"stream", st.stream},
+        {"bytes", st.bytes},
+        {"records", st.records},
+        {"buckets", st.buckets},
+        {"oldest", st.oldest_unix_ns ? json(core::format_utc(st.oldest_unix_ns)) : json(nullptr)}});
   }
-  return json{{"persistent", s.persistent}, {"bytes", s.bytes},     {"records", s.records},
+  return json{{"persistent", s.persistent},   {"bytes", s.bytes},           {"records", s.records},
               {"sampled_out", s.sampled_out}, {"torn_bytes", s.torn_bytes}, {"dropped", dropped},
               {"flagged", s.flagged},         {"streams", streams}};
 }
@@ -264,22 +284,33 @@ void register_retention_routes(HttpServer& server, RetentionApi api) {
   auto disabled = [](HttpResponse& res) {
     reply_error(res, 503, "retained samples are disabled (retention.enabled)");
   };
-  server.get(R"(/api/v1/trace/([0-9]{1,20}))", [a, disabled](const HttpRequest& req, HttpResponse& res) {
-    if (!a->store) return disabled(res);
-    trace_route(*a->store, req, res);
-  }, kReadApi);
-  server.get("/api/v1/review", [a, disabled](const HttpRequest& req, HttpResponse& res) {
-    if (!a->store) return disabled(res);
-    review_route(*a, req, res);
-  }, kReadApi);
-  server.get("/api/v1/retained", [a, disabled](const HttpRequest& req, HttpResponse& res) {
-    if (!a->store) return disabled(res);
-    retained_route(*a->store, req, res);
-  }, kReadApi);
-  server.get("/api/v1/retention", [a, disabled](const HttpRequest&, HttpResponse& res) {
-    if (!a->store) return disabled(res);
-    reply(res, 200, stats_json(a->store->stats()));
-  }, kReadApi);
+  server.get(R"(/api/v1/trace/([0-9]{1,20}))",
+             [a, disabled](const HttpRequest& req, HttpResponse& res) {
+               if (!a->store) return disabled(res);
+               trace_route(*a->store, req, res);
+             },
+             kReadApi);
+  server.get(
+      "/api/v1/review",
+      [a, disabled](const HttpRequest& req, HttpResponse& res) {
+        if (!a->store) return disabled(res);
+        review_route(*a, req, res);
+      },
+      kReadApi);
+  server.get(
+      "/api/v1/retained",
+      [a, disabled](const HttpRequest& req, HttpResponse& res) {
+        if (!a->store) return disabled(res);
+        retained_route(*a->store, req, res);
+      },
+      kReadApi);
+  server.get(
+      "/api/v1/retention",
+      [a, disabled](const HttpRequest&, HttpResponse& res) {
+        if (!a->store) return disabled(res);
+        reply(res, 200, stats_json(a->store->stats()));
+      },
+      kReadApi);
 
   // A state change: only with the webhook's bearer token, checked before the body is read.
   RouteOptions flag;
@@ -314,10 +345,14 @@ void register_retention_routes(HttpServer& server, RetentionApi api) {
     reply_error(res, 413, "body larger than " + std::to_string(kMaxFlagBody) + " bytes");
     return res;
   };
-  server.post("/api/v1/flag", [a](const HttpRequest& req, HttpResponse& res) {
-    if (!a->store) return reply_error(res, 503, "retained samples are disabled (retention.enabled)");
-    flag_route(*a->store, req, res);
-  }, std::move(flag));
+  server.post(
+      "/api/v1/flag",
+      [a](const HttpRequest& req, HttpResponse& res) {
+        if (!a->store)
+          return reply_error(res, 503, "retained samples are disabled (retention.enabled)");
+        flag_route(*a->store, req, res);
+      },
+      std::move(flag));
 }
 
 }  // namespace mltap::api

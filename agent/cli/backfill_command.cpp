@@ -91,13 +91,16 @@ int run_backfill(const BackfillArgs& a) {
     closed = ss.windows_closed;
     nlohmann::json drifted = nlohmann::json::array();
     for (const auto& f : *ss.features) {
-      if (f.drifted) drifted.push_back(nlohmann::json{{"feature", f.name}, {"method", f.max_method}, {"ratio", f.max_ratio}});
+      if (f.drifted)
+        drifted.push_back(
+            nlohmann::json{{"feature", f.name}, {"method", f.max_method}, {"ratio", f.max_ratio}});
     }
-    windows.push_back(nlohmann::json{{"end", core::format_utc(ss.last_window_end_unix_ns)},
-                                     {"records", ss.last_window_records},
-                                     {"reference", std::string(core::reference_source_name(ss.reference))},
-                                     {"drift_detected", ss.drift_detected},
-                                     {"drifted", drifted}});
+    windows.push_back(
+        nlohmann::json{{"end", core::format_utc(ss.last_window_end_unix_ns)},
+                       {"records", ss.last_window_records},
+                       {"reference", std::string(core::reference_source_name(ss.reference))},
+                       {"drift_detected", ss.drift_detected},
+                       {"drifted", drifted}});
   };
   // A window closes at most once per batch: rows of one record are fed in chunks of at most
   // window_records rows, so that a large record closes every window it fills.
@@ -127,7 +130,8 @@ int run_backfill(const BackfillArgs& a) {
     if (ts != last_ts || width != cols) emit(last_ts);
     last_ts = ts;
     cols = width;
-    for (std::size_t j = 2; j < r.size(); ++j) values.push_back(r[j].is_number() ? r[j].get<double>() : NAN);
+    for (std::size_t j = 2; j < r.size(); ++j)
+      values.push_back(r[j].is_number() ? r[j].get<double>() : NAN);
   }
   emit(last_ts);
   engine.flush(last_ts);
@@ -136,20 +140,18 @@ int run_backfill(const BackfillArgs& a) {
   for (const auto* list : {&snap->open_findings, &snap->closed_findings})
     for (const auto& f : *list) findings.push_back(api::to_json(f));
   if (a.json) {
-    nlohmann::json out{{"stream", a.stream},
-                       {"since", doc->value("since", "")},
-                       {"rows", rows.size()},
-                       {"truncated", doc->value("truncated", false)},
-                       {"windows", windows},
-                       {"findings", findings}};
+    nlohmann::json out{{"stream", a.stream},  {"since", doc->value("since", "")},
+                       {"rows", rows.size()}, {"truncated", doc->value("truncated", false)},
+                       {"windows", windows},  {"findings", findings}};
     std::cout << out.dump(1) << "\n";
   } else {
-    std::printf("backfill of %s since %s: %zu retained rows%s, %zu windows closed\n", a.stream.c_str(),
-                doc->value("since", "?").c_str(), rows.size(),
+    std::printf("backfill of %s since %s: %zu retained rows%s, %zu windows closed\n",
+                a.stream.c_str(), doc->value("since", "?").c_str(), rows.size(),
                 doc->value("truncated", false) ? " (truncated at --limit)" : "", windows.size());
     for (const auto& w : windows) {
       std::string names;
-      for (const auto& d : w["drifted"]) names += (names.empty() ? "" : ", ") + d["feature"].get<std::string>();
+      for (const auto& d : w["drifted"])
+        names += (names.empty() ? "" : ", ") + d["feature"].get<std::string>();
       std::printf("  window ending %s  %6llu records  %s\n", w["end"].get<std::string>().c_str(),
                   (unsigned long long)w["records"].get<std::uint64_t>(),
                   names.empty() ? "no drift" : ("DRIFT: " + names).c_str());
@@ -167,12 +169,16 @@ void add_backfill_command(CLI::App& app, int& exit_code) {
       "backfill", "Run a detectors configuration over a stream's retained rows of a past interval");
   auto a = std::make_shared<BackfillArgs>();
   cmd->add_option("stream", a->stream, "The stream")->required();
-  cmd->add_option("--config", a->config, "YAML file with a detectors: section (default: built-in defaults)");
-  cmd->add_option("--reference", a->reference, "Reference profile file (default: pinned from the first rows)");
+  cmd->add_option("--config", a->config,
+                  "YAML file with a detectors: section (default: built-in defaults)");
+  cmd->add_option("--reference", a->reference,
+                  "Reference profile file (default: pinned from the first rows)");
   cmd->add_option("--since", a->since, "Rows of this long ago and later (default 24h)");
   cmd->add_option("--until", a->until, "...and up to this long ago (default now)");
-  cmd->add_option("--limit", a->limit, "Rows read at most (default 1000000)")->check(CLI::Range(1, 1000000));
-  cmd->add_option("--agent", a->agent, "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
+  cmd->add_option("--limit", a->limit, "Rows read at most (default 1000000)")
+      ->check(CLI::Range(1, 1000000));
+  cmd->add_option("--agent", a->agent,
+                  "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
   cmd->add_flag("--json", a->json, "Print JSON: windows and findings");
   cmd->callback([a, &exit_code] {
     try {

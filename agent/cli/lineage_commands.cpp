@@ -64,11 +64,13 @@ void add_trace(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand("trace", "The retained records of a trace id in every stream");
   auto a = std::make_shared<TraceArgs>();
   cmd->add_option("id", a->id, "Trace id (unsigned 64-bit decimal)")->required();
-  cmd->add_option("--agent", a->agent, "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
+  cmd->add_option("--agent", a->agent,
+                  "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
   cmd->add_flag("--json", a->json, "Print the agent's JSON");
   cmd->callback([a, &exit_code] {
     if (!valid_id(a->id)) {
-      std::fprintf(stderr, "mltap trace: '%s' is not a trace id (unsigned 64-bit decimal)\n", a->id.c_str());
+      std::fprintf(stderr, "mltap trace: '%s' is not a trace id (unsigned 64-bit decimal)\n",
+                   a->id.c_str());
       exit_code = 2;
       return;
     }
@@ -85,18 +87,22 @@ void add_trace(CLI::App& app, int& exit_code) {
       exit_code = 2;
       return;
     }
-    if (a->json) std::cout << doc->dump(2) << "\n";
-    else print_trace(*doc, std::cout);
+    if (a->json)
+      std::cout << doc->dump(2) << "\n";
+    else
+      print_trace(*doc, std::cout);
     exit_code = 0;
   });
 }
 
 void add_review(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
-      "review", "Rank upstream streams and features by how abnormal they were for wrong predictions");
+      "review",
+      "Rank upstream streams and features by how abnormal they were for wrong predictions");
   auto a = std::make_shared<ReviewArgs>();
   cmd->add_option("stream", a->stream, "The predictions stream")->required();
-  cmd->add_option("--agent", a->agent, "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
+  cmd->add_option("--agent", a->agent,
+                  "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
   cmd->add_flag("--json", a->json, "Print the agent's JSON");
   cmd->add_option("--since", a->since, "Predictions of this long ago and later (default 24h)");
   cmd->add_option("--until", a->until, "...and up to this long ago (default now)");
@@ -106,8 +112,8 @@ void add_review(CLI::App& app, int& exit_code) {
   cmd->callback([a, &exit_code] {
     if (!check_duration("review", "--since", a->since, exit_code)) return;
     if (!a->until.empty() && !check_duration("review", "--until", a->until, exit_code)) return;
-    std::string path = "/api/v1/review?stream=" + percent_encode(a->stream) +
-                       "&since=" + percent_encode(a->since);
+    std::string path =
+        "/api/v1/review?stream=" + percent_encode(a->stream) + "&since=" + percent_encode(a->since);
     if (!a->until.empty()) path += "&until=" + percent_encode(a->until);
     if (!a->labels.empty()) path += "&labels=" + percent_encode(a->labels);
     if (!a->threshold.empty()) path += "&threshold=" + percent_encode(a->threshold);
@@ -119,8 +125,10 @@ void add_review(CLI::App& app, int& exit_code) {
       return;
     }
     try {
-      if (a->json) std::cout << doc->dump(2) << "\n";
-      else print_review(*doc, std::cout, a->top);
+      if (a->json)
+        std::cout << doc->dump(2) << "\n";
+      else
+        print_review(*doc, std::cout, a->top);
       exit_code = 0;
     } catch (const std::exception& e) {
       std::fprintf(stderr, "mltap review: unexpected answer from mltapd: %s\n", e.what());
@@ -135,7 +143,8 @@ void add_flag(CLI::App& app, int& exit_code) {
   auto a = std::make_shared<FlagArgs>();
   cmd->add_option("stream", a->stream, "The predictions stream")->required();
   cmd->add_option("ids", a->ids, "Trace ids")->required();
-  cmd->add_option("--agent", a->agent, "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
+  cmd->add_option("--agent", a->agent,
+                  "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
   cmd->add_option("--token-file", a->token_file,
                   "mltapd's webhook.token_file (default $MLTAP_TOKEN_FILE)");
   cmd->add_flag("--json", a->json, "Print the agent's JSON");
@@ -143,7 +152,8 @@ void add_flag(CLI::App& app, int& exit_code) {
     nlohmann::json ids = nlohmann::json::array();
     for (const auto& id : a->ids) {
       if (!valid_id(id)) {
-        std::fprintf(stderr, "mltap flag: '%s' is not a trace id (unsigned 64-bit decimal)\n", id.c_str());
+        std::fprintf(stderr, "mltap flag: '%s' is not a trace id (unsigned 64-bit decimal)\n",
+                     id.c_str());
         exit_code = 2;
         return;
       }
@@ -154,9 +164,9 @@ void add_flag(CLI::App& app, int& exit_code) {
       if (env) a->token_file = env;
     }
     std::string error;
-    const auto doc = post_json(a->agent, "/api/v1/flag",
-                               nlohmann::json{{"stream", a->stream}, {"trace_ids", ids}},
-                               a->token_file, error);
+    const auto doc =
+        post_json(a->agent, "/api/v1/flag",
+                  nlohmann::json{{"stream", a->stream}, {"trace_ids", ids}}, a->token_file, error);
     if (!doc) {
       std::fprintf(stderr, "mltap flag: %s\n", error.c_str());
       exit_code = 2;
@@ -183,7 +193,8 @@ void print_trace(const nlohmann::json& doc, std::ostream& out) {
     out << r.value("timestamp", "?") << "  " << r.value("stream", "?") << " ["
         << r.value("component", "") << ", " << r.value("kind", "") << "]"
         << (r.value("flagged", false) ? " FLAGGED" : "") << "\n   ";
-    for (const auto& [name, v] : r.at("values").items()) out << " " << name << "=" << num(v, "%.6g");
+    for (const auto& [name, v] : r.at("values").items())
+      out << " " << name << "=" << num(v, "%.6g");
     out << "\n";
   }
 }
@@ -213,8 +224,9 @@ void print_review(const nlohmann::json& doc, std::ostream& out, std::size_t top)
   out << "\nSTREAMS (most abnormal for wrong predictions first)\n";
   std::size_t rank = 0;
   for (const auto& s : streams) {
-    std::snprintf(line, sizeof line, "%3zu. %-32s score %s  %s\n", ++rank, s.value("stream", "?").c_str(),
-                  num(s["score"], "%.3f").c_str(), s.value("component", "").c_str());
+    std::snprintf(line, sizeof line, "%3zu. %-32s score %s  %s\n", ++rank,
+                  s.value("stream", "?").c_str(), num(s["score"], "%.3f").c_str(),
+                  s.value("component", "").c_str());
     out << line;
   }
   struct Row {
@@ -236,9 +248,11 @@ void print_review(const nlohmann::json& doc, std::ostream& out, std::size_t top)
   for (std::size_t i = 0; i < rows.size() && i < top; ++i) {
     const auto& f = *rows[i].f;
     std::snprintf(line, sizeof line, "%4zu %-28s %-20s %7s %12s %12s %7llu %7llu  %s\n", i + 1,
-                  rows[i].stream.c_str(), f.value("feature", "?").c_str(), num(f["auc"], "%.3f").c_str(),
-                  num(f["wrong_mean_abs_z"]).c_str(), num(f["correct_mean_abs_z"]).c_str(),
-                  (unsigned long long)f.value("n_wrong", 0ull), (unsigned long long)f.value("n_correct", 0ull),
+                  rows[i].stream.c_str(), f.value("feature", "?").c_str(),
+                  num(f["auc"], "%.3f").c_str(), num(f["wrong_mean_abs_z"]).c_str(),
+                  num(f["correct_mean_abs_z"]).c_str(),
+                  (unsigned long long)f.value("n_wrong", 0ull),
+                  (unsigned long long)f.value("n_correct", 0ull),
                   f["reference"].value("source", "?").c_str());
     out << line;
   }

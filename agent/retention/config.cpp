@@ -17,7 +17,8 @@ RetentionConfig parse_retention_config(core::ConfigSection s) {
   if (auto v = s.get_bytes("max_stream_bytes", 64ull << 10, 1ull << 40)) c.max_stream_bytes = *v;
   if (auto v = s.get_bytes("max_bytes", 64ull << 10, 1ull << 42)) c.max_bytes = *v;
   if (auto v = s.get_int("max_streams", 1, 4096)) c.max_streams = static_cast<std::uint32_t>(*v);
-  if (auto v = s.get_int("max_row_values", 1, 65536)) c.max_row_values = static_cast<std::uint32_t>(*v);
+  if (auto v = s.get_int("max_row_values", 1, 65536))
+    c.max_row_values = static_cast<std::uint32_t>(*v);
   if (auto v = s.get_int("max_flags", 0, 100'000'000)) c.max_flags = static_cast<std::uint64_t>(*v);
   s.finish();
   if (c.max_age < c.bucket) s.fail("max_age", "must be at least one bucket");

@@ -247,10 +247,10 @@ ReviewResult review(const RetentionStore::View& view, const ReviewRequest& req,
     std::sort(sr.features.begin(), sr.features.end(), ranks_before);
     if (!sr.features.empty()) {
       sr.score = sr.features.front().auc;
-      sr.why = "holds " + std::to_string(sr.wrong_found) + " of " + std::to_string(wrong_ids.size()) +
-               " wrong and " + std::to_string(sr.correct_found) + " of " +
-               std::to_string(correct_ids.size()) + " correct ids; most abnormal: " +
-               sr.features.front().why;
+      sr.why = "holds " + std::to_string(sr.wrong_found) + " of " +
+               std::to_string(wrong_ids.size()) + " wrong and " + std::to_string(sr.correct_found) +
+               " of " + std::to_string(correct_ids.size()) +
+               " correct ids; most abnormal: " + sr.features.front().why;
     }
     out.streams.push_back(std::move(sr));
   }

@@ -17,8 +17,8 @@
 namespace mltap::retention {
 
 struct ReviewRequest {
-  std::string stream;         // the predictions stream
-  std::string labels_stream;  // empty: the one the stream declared
+  std::string stream;                      // the predictions stream
+  std::string labels_stream;               // empty: the one the stream declared
   format::Task task = format::Task::none;  // none: the stream's declared task
   double threshold = 0.5;                  // binary: score >= threshold predicts positive
   std::uint64_t since_unix_ns = 0;         // predictions' timestamps in [since, until)
@@ -52,7 +52,7 @@ struct FeatureRank {
 struct StreamRank {
   std::string stream;
   std::string component;
-  double score = NAN;  // its best feature's AUC
+  double score = NAN;                                // its best feature's AUC
   std::uint64_t wrong_found = 0, correct_found = 0;  // ids of each group retained in this stream
   std::vector<FeatureRank> features;                 // most abnormal first
   std::string why;

@@ -15,8 +15,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include <nlohmann/json.hpp>
 #include <spdlog/spdlog.h>
+#include <nlohmann/json.hpp>
 
 #include "agent/retention/record_file.hpp"
 
@@ -81,7 +81,7 @@ struct Bucket {
   std::vector<double> values;
   std::uint64_t bytes = 0;  // of its file (frames written, replaced rows included)
   std::uint64_t live = 0;
-  std::uint64_t seen_without_id = 0;   // rows without trace id offered (the reservoir's n)
+  std::uint64_t seen_without_id = 0;     // rows without trace id offered (the reservoir's n)
   std::vector<std::uint32_t> reservoir;  // slot -> row
   std::string path;                      // empty: memory only
   bool writable = true;
@@ -115,9 +115,9 @@ std::string meta_payload(const StreamMeta& m, std::uint64_t bucket_start) {
 }
 
 std::optional<std::pair<StreamMeta, std::uint64_t>> parse_meta(std::span<const std::byte> p) {
-  const auto j = nlohmann::json::parse(reinterpret_cast<const char*>(p.data()),
-                                       reinterpret_cast<const char*>(p.data()) + p.size(), nullptr,
-                                       false);
+  const auto j =
+      nlohmann::json::parse(reinterpret_cast<const char*>(p.data()),
+                            reinterpret_cast<const char*>(p.data()) + p.size(), nullptr, false);
   if (!j.is_object()) return std::nullopt;
   try {
     StreamMeta m;
@@ -190,8 +190,8 @@ struct RetentionStore::Impl {
       return nullptr;
     }
     StreamData& s = streams[info.name];
-    s.meta = StreamMeta{info.name,          info.component, info.kind, info.task,
-                        info.labels_stream, info.feature_names};
+    s.meta = StreamMeta{info.name, info.component,     info.kind,
+                        info.task, info.labels_stream, info.feature_names};
     if (!root.empty()) {
       s.dir = root + "/" + dir_name(info.name);
       if (!make_dir(s.dir)) {
@@ -235,9 +235,10 @@ struct RetentionStore::Impl {
 
   void write_failed(StreamData& s, Bucket& b) {
     if (!write_error_logged) {
-      spdlog::error("retention: cannot write {}: {}; rows are kept in memory only until it "
-                    "can (mltap_retention_dropped_total{{cause=\"write_error\"}})",
-                    b.path, std::strerror(errno));
+      spdlog::error(
+          "retention: cannot write {}: {}; rows are kept in memory only until it "
+          "can (mltap_retention_dropped_total{{cause=\"write_error\"}})",
+          b.path, std::strerror(errno));
       write_error_logged = true;
     }
     b.writable = false;
@@ -319,8 +320,7 @@ struct RetentionStore::Impl {
     std::uint64_t seen = (existing == s.buckets.end() ? 0 : existing->second.seen_without_id) + 1;
     std::uint32_t slot = kNoSlot;
     if (!proto.has_id) {
-      const std::size_t held =
-          existing == s.buckets.end() ? 0 : existing->second.reservoir.size();
+      const std::size_t held = existing == s.buckets.end() ? 0 : existing->second.reservoir.size();
       if (held < config.reservoir) {
         slot = static_cast<std::uint32_t>(held);
       } else {
@@ -495,8 +495,8 @@ RetentionStore::RetentionStore(RetentionConfig config, const std::string& state_
   if (state_dir.empty()) return;
   const std::string root = state_dir + "/retention";
   if (!make_dir(state_dir) || !make_dir(root)) {
-    spdlog::error("retention: cannot create {}: {}; retained samples are kept in memory only",
-                  root, std::strerror(errno));
+    spdlog::error("retention: cannot create {}: {}; retained samples are kept in memory only", root,
+                  std::strerror(errno));
     return;
   }
   impl_->root = root;

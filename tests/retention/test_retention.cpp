@@ -111,7 +111,8 @@ TEST(RetentionStore, SameIdsRetainedInEveryStreamAndExactlyThoseUnderTheShare) {
   }
   std::set<std::uint64_t> expected;
   const auto threshold = static_cast<std::uint64_t>(std::ldexp(0.3, 64));
-  for (auto id : ids) if (splitmix64_first(id) <= threshold) expected.insert(id);
+  for (auto id : ids)
+    if (splitmix64_first(id) <= threshold) expected.insert(id);
   EXPECT_GT(expected.size(), 1300u);
   EXPECT_LT(expected.size(), 1700u);
   EXPECT_EQ(retained_ids(store, "lin/a"), expected);
@@ -131,7 +132,8 @@ TEST(RetentionStore, StreamCapEvictsOldestBucketFirstAndCounts) {
   RetentionStore store(cfg, dir.path, kT0);
   const auto s = info("cap/s", {"a", "b"});
   for (std::uint64_t m = 0; m < 10; ++m)  // 10 one-minute buckets of 300 rows
-    feed(store, s, kT0 + m * 60 * kSec, range(m * 1000, 300), 2, [](auto id, auto) { return double(id); });
+    feed(store, s, kT0 + m * 60 * kSec, range(m * 1000, 300), 2,
+         [](auto id, auto) { return double(id); });
   const auto st = store.stats();
   ASSERT_EQ(st.streams.size(), 1u);
   EXPECT_LE(st.streams[0].bytes, cfg.max_stream_bytes);
@@ -147,7 +149,8 @@ TEST(RetentionStore, StreamCapEvictsOldestBucketFirstAndCounts) {
   // The evicted buckets' files are gone; the others are there.
   std::size_t files = 0;
   for (const auto& d : fs::directory_iterator(dir.path + "/retention"))
-    if (d.is_directory()) files += std::distance(fs::directory_iterator(d), fs::directory_iterator());
+    if (d.is_directory())
+      files += std::distance(fs::directory_iterator(d), fs::directory_iterator());
   EXPECT_EQ(files, buckets_kept);
 }
 
@@ -174,7 +177,9 @@ TEST(RetentionStore, ReservoirKeepsABoundedUniformSampleOfRowsWithoutIds) {
   RetentionStore store(cfg, "", kT0);
   const auto s = info("r/s", {"i"});
   for (int k = 0; k < 100; ++k)
-    feed(store, s, kT0 + k * 100'000'000ull, {}, 1, [k](auto r, auto) { return double(k * 100 + r); }, 100);
+    feed(
+        store, s, kT0 + k * 100'000'000ull, {}, 1,
+        [k](auto r, auto) { return double(k * 100 + r); }, 100);
   std::vector<double> kept;
   store.read().for_each("r/s", 0, ~0ull, [&](const auto& r) { kept.push_back(r.values[0]); });
   ASSERT_EQ(kept.size(), 100u);
@@ -209,8 +214,10 @@ TEST(RetentionStore, RestartReopensEveryRowIndexAndFlag) {
   {
     RetentionStore store(cfg, dir.path, kT0);
     for (int m = 0; m < 3; ++m)
-      feed(store, s, kT0 + m * 60 * kSec, range(m * 100, 50), 2, [](auto id, auto c) { return id + 0.5 * c; });
-    feed(store, s, kT0, {}, 2, [](auto r, auto) { return -double(r); }, 40);  // reservoir of 5
+      feed(store, s, kT0 + m * 60 * kSec, range(m * 100, 50), 2,
+           [](auto id, auto c) { return id + 0.5 * c; });
+    feed(
+        store, s, kT0, {}, 2, [](auto r, auto) { return -double(r); }, 40);  // reservoir of 5
     const std::vector<std::uint64_t> f{7, 8};
     EXPECT_EQ(store.flag("re/p", f, kT0).added, 2u);
   }
@@ -336,8 +343,11 @@ TEST(RetentionReview, RanksTheFeatureAbnormalForWrongIdsFirst) {
   const auto ids = range(1, 2000);
   auto bugged = [](std::uint64_t id) { return id % 20 == 0; };
   auto amount = [](std::uint64_t id) { return 50.0 + double(id % 37); };
-  auto noisy = [](std::uint64_t id) { return (id % 3 == 0) ? 500.0 : 0.0; };  // abnormal for everyone
-  feed(store, clean, kT0, ids, 2, [&](auto id, auto c) { return c == 0 ? amount(id) : 30.0 + id % 11; });
+  auto noisy = [](std::uint64_t id) {
+    return (id % 3 == 0) ? 500.0 : 0.0;
+  };  // abnormal for everyone
+  feed(store, clean, kT0, ids, 2,
+       [&](auto id, auto c) { return c == 0 ? amount(id) : 30.0 + id % 11; });
   feed(store, feats, kT0 + kSec, ids, 3, [&](auto id, auto c) {
     if (c == 0) return bugged(id) ? amount(id) * 1000 : amount(id);
     return c == 1 ? 30.0 + id % 11 : noisy(id);
@@ -373,12 +383,15 @@ TEST(RetentionReview, RanksTheFeatureAbnormalForWrongIdsFirst) {
   const std::vector<std::uint64_t> flag{3, 5};
   store.flag("l/pred", flag, kT0);
   std::size_t lookups = 0;
-  const auto r2 = retention::review(store.read(), rq, [&](const std::string&, const std::string& f, std::size_t)
-                                        -> std::optional<retention::FeatureReference> {
-    ++lookups;
-    if (f == "amount") return retention::FeatureReference{68.0, 10.7, "detectors (pinned)"};
-    return std::nullopt;
-  });
+  const auto r2 =
+      retention::review(store.read(), rq,
+                        [&](const std::string&, const std::string& f,
+                            std::size_t) -> std::optional<retention::FeatureReference> {
+                          ++lookups;
+                          if (f == "amount")
+                            return retention::FeatureReference{68.0, 10.7, "detectors (pinned)"};
+                          return std::nullopt;
+                        });
   EXPECT_EQ(r2.wrong, 102u);
   EXPECT_EQ(r2.flagged, 2u);
   EXPECT_GT(lookups, 0u);
@@ -386,7 +399,8 @@ TEST(RetentionReview, RanksTheFeatureAbnormalForWrongIdsFirst) {
 }
 
 TEST(RetentionConfig, StrictWithFileLineColumn) {
-  const auto doc = core::load_text("retention:\n  keep_share: 0.5\n  bucket: 1h\n  max_bytes: 2GiB\n", "t.yaml");
+  const auto doc =
+      core::load_text("retention:\n  keep_share: 0.5\n  bucket: 1h\n  max_bytes: 2GiB\n", "t.yaml");
   core::ConfigSection top(doc, "t.yaml", "");
   const auto c = retention::parse_retention_config(top.child("retention"));
   EXPECT_EQ(c.keep_share, 0.5);
