@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include <spdlog/spdlog.h>
 #include <nlohmann/json.hpp>
@@ -12,6 +13,7 @@
 #include "agent/api/detector_json.hpp"
 #include "agent/api/event_json.hpp"
 #include "agent/api/http_client.hpp"
+#include "agent/api/retention_api.hpp"
 #include "agent/api/routes.hpp"
 #include "agent/correlator/describe.hpp"
 #include "bpf/capabilities.hpp"
@@ -21,6 +23,7 @@
 #include "exporters/metrics/ingest_metrics.hpp"
 #include "exporters/metrics/performance_metrics.hpp"
 #include "exporters/metrics/reaction_metrics.hpp"
+#include "exporters/metrics/retention_metrics.hpp"
 #include "exporters/metrics/state_metrics.hpp"
 #ifdef MLTAP_HAVE_BPF
 #include "bpf/tracer.hpp"
@@ -127,6 +130,12 @@ void Agent::build_pipeline() {
           return input_drift(predictions, inputs);
         });
   }
+  if (config_.retention.enabled) {
+    // Bucket files of the state directory, reopened here (torn tails cut) before the first batch.
+    retention_ = std::make_unique<retention::RetentionStore>(config_.retention,
+                                                              config_.agent.state_dir);
+    ingest_->add_sink(retention_.get());
+  }
   ingest_->set_producer_observer(this);
 }
 
@@ -215,6 +224,10 @@ void Agent::register_metrics() {
     http_->add_collectable(
         std::make_shared<metrics::AlertmanagerPushCollector>([this] { return pusher_->counts(); }));
   }
+  if (retention_) {
+    http_->add_collectable(std::make_shared<metrics::RetentionCollector>(
+        [this] { return retention_->stats(); }));
+  }
   if (state_) {
     http_->add_collectable(std::make_shared<metrics::StateCollector>([this] { return state_->counts(); }));
   }
@@ -245,6 +258,46 @@ void Agent::register_routes() {
   if (performance_) routes.performance = [this] { return performance_->snapshot(); };
   routes.webhook = webhook_.get();
   api::register_routes(*http_, std::move(routes));
+  register_retention_routes();
+}
+
+// trace, review, flag. Review measures abnormality against the detectors' reference of each
+// feature (pinned or from a file) when they have one, read from their published snapshot.
+void Agent::register_retention_routes() {
+  api::RetentionApi api;
+  api.store = retention_.get();
+  if (detectors_) {
+    api.reference = [this](const std::string& stream, const std::string& feature,
+                           std::size_t column) -> std::optional<retention::FeatureReference> {
+      const auto snap = detectors_->snapshot();
+      if (!snap) return std::nullopt;
+      for (const auto& st : snap->streams) {
+        if (st->name != stream || st->reference == core::ReferenceSource::pending) continue;
+        const auto& features = *st->features;
+        const core::FeatureResult* f = nullptr;
+        for (const auto& cand : features) {
+          if (cand.name == feature) f = &cand;
+        }
+        if (!f && column < features.size()) f = &features[column];
+        if (!f || !std::isfinite(f->ref_mean) || !std::isfinite(f->ref_sd) || f->ref_sd <= 0)
+          return std::nullopt;
+        return retention::FeatureReference{
+            f->ref_mean, f->ref_sd,
+            "detectors (" + std::string(core::reference_source_name(st->reference)) + ")"};
+      }
+      return std::nullopt;
+    };
+  }
+  // The performance section's word on a predictions stream wins over its producer's.
+  api.review_defaults = [this](retention::ReviewRequest& rq) {
+    rq.threshold = config_.performance.threshold;
+    const auto it = config_.performance.streams.find(rq.stream);
+    if (it == config_.performance.streams.end()) return;
+    rq.labels_stream = it->second.labels_stream;
+    rq.task = it->second.task;
+  };
+  api.webhook = webhook_.get();
+  api::register_retention_routes(*http_, std::move(api));
 }
 
 bool Agent::run(std::string& error) {

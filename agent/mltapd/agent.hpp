@@ -22,6 +22,7 @@
 #include "agent/mltapd/state_keeper.hpp"
 #include "agent/performance/engine.hpp"
 #include "agent/reactions/reaction_engine.hpp"
+#include "agent/retention/store.hpp"
 #include "exporters/alertmanager/alertmanager_pusher.hpp"
 #include "exporters/webhook/webhook_receiver.hpp"
 
@@ -71,6 +72,7 @@ class Agent : private ingest::ProducerObserver {
   void build_alertmanager_push(const api::ListenAddress& listen);
   void register_metrics();       // one collector per published state
   void register_routes();        // agent/api
+  void register_retention_routes();
   bool run(std::string& error);  // threads start here
 
   // ProducerObserver (ingest thread): the correlator and the tracer learn the producers.
@@ -92,6 +94,7 @@ class Agent : private ingest::ProducerObserver {
   std::unique_ptr<ingest::Ingest> ingest_;
   std::unique_ptr<detectors::DetectorEngine> detectors_;
   std::unique_ptr<performance::PerformanceEngine> performance_;  // labels joined to predictions
+  std::unique_ptr<retention::RetentionStore> retention_;  // retained samples (trace, review)
   std::unique_ptr<StateKeeper> state_;  // with agent.state_dir: the detectors' state kept there
   std::unique_ptr<reactions::ReactionEngine> reactions_;
   std::unique_ptr<correlator::Correlator> correlator_;

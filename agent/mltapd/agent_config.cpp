@@ -72,6 +72,7 @@ AgentConfig parse(const core::ConfigDocument& root, const std::string& name) {
   auto ebpf = top.child("ebpf");
   c.ebpf = bpf::parse_tracer_config(ebpf);
   c.performance = performance::parse_performance_config(top.child("performance"));
+  c.retention = retention::parse_retention_config(top.child("retention"));
   top.finish();
   for (const char* name : kConfigSections) c.sections[name] = root.section_text(name);
   return c;

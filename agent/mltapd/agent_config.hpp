@@ -11,6 +11,7 @@
 #include "agent/ingest/ingest.hpp"
 #include "agent/performance/config.hpp"
 #include "agent/reactions/reaction_config.hpp"
+#include "agent/retention/config.hpp"
 #include "bpf/config.hpp"
 #include "exporters/alertmanager/alertmanager_pusher.hpp"
 #include "exporters/webhook/webhook_receiver.hpp"
@@ -49,6 +50,7 @@ struct AgentConfig {
   alertmanager::AlertmanagerConfig alertmanager;
   bpf::TracerConfig ebpf;
   performance::PerformanceConfig performance;
+  retention::RetentionConfig retention;
   std::string source = "<embedded defaults>";
   // Each top-level section as written in the file (core::ConfigDocument::section_text): what a
   // reload compares to tell which settings changed. Empty for an absent section.
@@ -57,7 +59,7 @@ struct AgentConfig {
 
 // The top-level sections, in the order of the file's documentation.
 inline constexpr const char* kConfigSections[] = {"agent",   "ingest",       "detectors", "reactions",
-                                                  "webhook", "alertmanager", "ebpf", "performance"};
+                                                  "webhook", "alertmanager", "ebpf", "performance", "retention"};
 
 // Parses `file` over the embedded defaults. Throws core::ConfigError (file:line:col: what).
 AgentConfig load_agent_config(const std::optional<std::string>& file);

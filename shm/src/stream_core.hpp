@@ -44,15 +44,10 @@ std::atomic_ref<T> aref(T& v) noexcept {
   return std::atomic_ref<T>(v);
 }
 
-// splitmix64 finalizer: a trace id's keep/drop decision is this hash against a threshold, so
-// that every component with the same sampling rate keeps the same trace ids, and components with
-// lower rates keep a subset of those kept by components with higher rates.
-constexpr std::uint64_t mix64(std::uint64_t x) noexcept {
-  x += 0x9E3779B97F4A7C15ULL;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-  return x ^ (x >> 31);
-}
+// A trace id's keep/drop decision is this hash against a threshold, so that every component with
+// the same sampling rate keeps the same trace ids, and components with lower rates keep a subset
+// of those kept by components with higher rates (the agent's retained samples use it too).
+constexpr std::uint64_t mix64(std::uint64_t x) noexcept { return format::trace_id_hash(x); }
 
 // The calling thread's identity for the lane cache: its thread pointer, one register read.
 // Unique among live threads; a dead thread's stale key is harmless (see LaneWriter::owner_key).

@@ -36,6 +36,7 @@ COMPONENTS = [
     ("agent/correlator/", "correlator"),
     ("agent/reactions/", "reactions"),
     ("agent/performance/", "performance"),
+    ("agent/retention/", "retention"),
     ("bpf/", "bpf"),
     ("exporters/metrics/", "metrics"),
     ("exporters/alertmanager/", "alertmanager"),
@@ -52,11 +53,11 @@ COMPONENTS = [
 LAYER = {
     "shm": "L0 shm", "core": "L1 core",
     "ingest": "L2 domain", "detectors": "L2 domain", "correlator": "L2 domain", "reactions": "L2 domain",
-    "performance": "L2 domain", "bpf": "L2 domain", "metrics": "L3 adapter", "alertmanager": "L3 adapter", "webhook": "L3 adapter",
+    "performance": "L2 domain", "retention": "L2 domain", "bpf": "L2 domain", "metrics": "L3 adapter", "alertmanager": "L3 adapter", "webhook": "L3 adapter",
     "api": "L4 api", "mltapd": "L5 root", "cli": "L5 root", "python": "L5 root",
     "tests": "tests", "bench": "benchmarks", "examples": "examples",
 }
-_DOMAIN = {"ingest", "detectors", "correlator", "reactions", "performance", "bpf"}
+_DOMAIN = {"ingest", "detectors", "correlator", "reactions", "performance", "retention", "bpf"}
 _ADAPTERS = {"metrics", "alertmanager", "webhook"}
 _LIBRARIES = {"shm", "core"} | _DOMAIN | _ADAPTERS | {"api"}
 ALLOWED = {

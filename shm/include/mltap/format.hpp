@@ -35,6 +35,17 @@ inline constexpr std::uint32_t kMaxArtifacts = 16;
 inline constexpr std::uint32_t kArtifactPathMax = 1024;  // bytes incl. NUL
 inline constexpr std::string_view kSegmentPrefix = "mltap.";  // file: mltap.<ns>.<pid>.<n>
 
+// The trace-id sampling hash (splitmix64's finalizer; "Sampling" in FORMAT.md): a producer keeps
+// a row with trace id `id` iff trace_id_hash(id) <= share * 2^64. Here, not in the SDK's sources,
+// because the agent's retained samples decide with the same hash: the same ids are kept
+// everywhere, so joins by trace id survive sampling.
+constexpr std::uint64_t trace_id_hash(std::uint64_t x) noexcept {
+  x += 0x9E3779B97F4A7C15ULL;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+  return x ^ (x >> 31);
+}
+
 enum class DType : std::uint16_t {
   invalid = 0,
   float32 = 1,

@@ -1,0 +1,52 @@
+#include "exporters/metrics/retention_metrics.hpp"
+
+#include <string>
+
+#include "exporters/metrics/family.hpp"
+
+namespace mltap::metrics {
+
+std::vector<prometheus::MetricFamily> RetentionCollector::Collect() const {
+  const core::RetentionStats s = source_();
+  FamilyBuilder bytes(
+      "mltap_retention_bytes",
+      "Bytes of retained samples per stream (files in the state directory, or memory).",
+      prometheus::MetricType::Gauge);
+  FamilyBuilder records("mltap_retention_records", "Rows retained per stream.",
+                        prometheus::MetricType::Gauge);
+  FamilyBuilder oldest("mltap_retention_oldest_seconds",
+                       "Start (unix seconds) of the oldest retained time bucket per stream.",
+                       prometheus::MetricType::Gauge);
+  for (const auto& st : s.streams) {
+    bytes.add({{"stream", st.stream}}, static_cast<double>(st.bytes));
+    records.add({{"stream", st.stream}}, static_cast<double>(st.records));
+    if (st.oldest_unix_ns)
+      oldest.add({{"stream", st.stream}}, static_cast<double>(st.oldest_unix_ns) / 1e9);
+  }
+  FamilyBuilder dropped(
+      "mltap_retention_dropped_total",
+      "Rows not retained, or no longer, by cause (caps evict the oldest bucket first).",
+      prometheus::MetricType::Counter);
+  for (std::size_t i = 0; i < s.dropped.size(); ++i) {
+    dropped.add(
+        {{"cause", std::string(core::retention_drop_name(static_cast<core::RetentionDrop>(i)))}},
+        static_cast<double>(s.dropped[i]));
+  }
+  FamilyBuilder sampled(
+      "mltap_retention_sampled_out_total",
+      "Rows with a trace id above retention.keep_share (the producers' sampling hash).",
+      prometheus::MetricType::Counter);
+  sampled.add({}, static_cast<double>(s.sampled_out));
+  FamilyBuilder torn("mltap_retention_torn_bytes_total",
+                     "Bytes of torn or corrupt file tails cut when the store was reopened.",
+                     prometheus::MetricType::Counter);
+  torn.add({}, static_cast<double>(s.torn_bytes));
+  FamilyBuilder flagged("mltap_retention_flagged_ids",
+                        "Trace ids flagged as wrong predictions (mltap flag).",
+                        prometheus::MetricType::Gauge);
+  flagged.add({}, static_cast<double>(s.flagged));
+  return {bytes.take(),   records.take(), oldest.take(), dropped.take(),
+          sampled.take(), torn.take(),    flagged.take()};
+}
+
+}  // namespace mltap::metrics
