@@ -17,8 +17,8 @@ struct RetentionConfig {
   std::uint32_t reservoir = 1000;
   std::chrono::nanoseconds bucket = std::chrono::minutes(1);  // one file per stream and bucket
   std::chrono::nanoseconds max_age = std::chrono::hours(24 * 7);
-  std::uint64_t max_stream_bytes = 128ull << 20;
-  std::uint64_t max_bytes = 512ull << 20;
+  std::uint64_t max_stream_bytes = 16ull << 20;
+  std::uint64_t max_bytes = 64ull << 20;
   std::uint32_t max_streams = 64;
   std::uint32_t max_row_values = 256;  // wider rows (embeddings) are not retained
   std::uint64_t max_flags = 100'000;   // flagged trace ids kept (mltap flag)

@@ -86,7 +86,8 @@ def main():
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="mltap-bench-retention-")
     cfg = (f"agent:\n  state_dir: {work}/state\ndetectors:\n  enabled: false\n"
-           "performance:\n  enabled: false\n")
+           "performance:\n  enabled: false\n"
+           "retention:\n  max_stream_bytes: 128MiB\n  max_bytes: 512MiB\n")
     agent = Agent(cfg)
     agent.start()
     env = agent.env()
