@@ -229,6 +229,9 @@ def main():
     ap.add_argument("--shift-clinic", type=int, default=2, help="the clinic whose diagnoses flip")
     ap.add_argument("--label-lag", type=float, default=5.0, help="median label lag, seconds")
     ap.add_argument("--never-labelled", type=float, default=0.2, help="share of requests never labelled")
+    ap.add_argument("--slice-clinic", action="store_true",
+                    help="predictions rows [P(malignant), clinic]: for mltapd configured with "
+                         "performance.streams.demo/predictions.slice.column: clinic (per-clinic metrics)")
     ap.add_argument("--workdir", default=None, help="where the model files live")
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
@@ -277,7 +280,8 @@ def main():
     atexit.register(stop_stages)
 
     # The predictions name their labels stream and task: mltapd joins them (docs/performance.md).
-    preds = mltap.Stream("demo/predictions", component="model", features=["p_malignant"],
+    preds = mltap.Stream("demo/predictions", component="model",
+                         features=["p_malignant", "clinic"] if args.slice_clinic else ["p_malignant"],
                          kind="predictions", artifacts=[model_path], labels_stream="demo/labels",
                          task="binary")
     log(f"stages: {', '.join(f'{p.name} pid {p.pid}' for p in stages)}, model pid {os.getpid()}")
@@ -315,7 +319,10 @@ def main():
                 using_fallback = fb
                 log("flag use_fallback=%d: serving the %s model" % (fb, "fallback" if fb else "primary"))
             p = (fallback if using_fallback else model).predict_proba(x)[:, 0]  # P(malignant)
-            preds.write(p.astype(np.float32), trace_ids=ids)
+            if args.slice_clinic:
+                preds.write(np.stack([p, clinic], axis=1).astype(np.float32), trace_ids=ids)
+            else:
+                preds.write(p.astype(np.float32), trace_ids=ids)
 
             before = served
             served += len(ids)
