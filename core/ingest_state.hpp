@@ -52,8 +52,9 @@ enum class InvalidReason {
   bad_shape,
   bad_size,       // payload size != rows * row elements * dtype size
   seq_regressed,  // lane counters went backwards
+  too_large,      // larger than the reader's limit (ingest.max_record_bytes): refused unread
 };
-inline constexpr std::size_t kInvalidReasonCount = 6;
+inline constexpr std::size_t kInvalidReasonCount = 7;
 
 constexpr std::string_view invalid_reason_name(InvalidReason r) noexcept {
   switch (r) {
@@ -63,6 +64,7 @@ constexpr std::string_view invalid_reason_name(InvalidReason r) noexcept {
     case InvalidReason::bad_shape: return "bad_shape";
     case InvalidReason::bad_size: return "bad_size";
     case InvalidReason::seq_regressed: return "seq_regressed";
+    case InvalidReason::too_large: return "too_large";
   }
   return "unknown";
 }

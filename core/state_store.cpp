@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/time.hpp"
+#include "core/unique_fd.hpp"
 
 namespace mltap::core {
 namespace {
@@ -23,17 +24,6 @@ constexpr const char* kSuffix = ".json";
 constexpr off_t kMaxBytes = 64 << 20;
 
 std::string errno_text(int err) { return std::strerror(err); }
-
-// Closes the descriptor on every path out.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
 
 bool write_fully(int fd, const std::string& s) {
   std::size_t off = 0;
@@ -70,8 +60,8 @@ bool make_dirs(const std::string& dir, std::string& error) {
 }
 
 bool fsync_dir(const std::string& dir, std::string& error) {
-  Fd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (d.fd < 0 || ::fsync(d.fd) != 0) {
+  UniqueFd d(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (d.get() < 0 || ::fsync(d.get()) != 0) {
     error = "cannot fsync state directory " + dir + ": " + errno_text(errno);
     return false;
   }
@@ -115,17 +105,17 @@ bool StateStore::write(const StateDocument& doc, std::string& error) const {
   const std::string tmp = dir_ + "/." + doc.name + kSuffix + ".tmp";
   const std::string text = j.dump() + "\n";
   {
-    Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
-    if (f.fd < 0) {
+    UniqueFd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600));
+    if (f.get() < 0) {
       error = "cannot write " + tmp + ": open: " + errno_text(errno);
       return false;
     }
-    if (!write_fully(f.fd, text)) {
+    if (!write_fully(f.get(), text)) {
       error = "cannot write " + tmp + ": write: " + errno_text(errno);
       ::unlink(tmp.c_str());
       return false;
     }
-    if (::fsync(f.fd) != 0) {
+    if (::fsync(f.get()) != 0) {
       error = "cannot write " + tmp + ": fsync: " + errno_text(errno);
       ::unlink(tmp.c_str());
       return false;
@@ -164,14 +154,14 @@ StateReadResult StateStore::read(std::string_view name, std::uint32_t max_versio
   const std::string path = dir_ + "/" + std::string(name) + kSuffix;
   std::string reason;
   {
-    Fd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (f.fd < 0) {
+    UniqueFd f(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (f.get() < 0) {
       if (errno == ENOENT) return r;  // missing
       reason = "open: " + errno_text(errno);
     } else {
       struct stat st {};
       std::string text;
-      if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      if (::fstat(f.get(), &st) != 0 || !S_ISREG(st.st_mode)) {
         reason = "not a regular file";
       } else if (st.st_size > kMaxBytes) {
         reason = "larger than " + std::to_string(kMaxBytes) + " bytes";
@@ -179,7 +169,7 @@ StateReadResult StateStore::read(std::string_view name, std::uint32_t max_versio
         text.resize(static_cast<std::size_t>(st.st_size));
         std::size_t off = 0;
         while (off < text.size()) {
-          const ssize_t n = ::read(f.fd, text.data() + off, text.size() - off);
+          const ssize_t n = ::read(f.get(), text.data() + off, text.size() - off);
           if (n < 0 && errno == EINTR) continue;
           if (n <= 0) break;
           off += static_cast<std::size_t>(n);

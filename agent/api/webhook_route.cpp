@@ -30,13 +30,11 @@ void register_webhook_route(HttpServer& server, webhook::WebhookReceiver& receiv
   options.access = Access::open;  // the receiver checks its own token before any body is read
   options.max_body_bytes = static_cast<std::size_t>(receiver.config().max_body_bytes);
   options.before_body = [&receiver](const HttpRequest& req) -> std::optional<HttpResponse> {
-    std::optional<std::uint64_t> length;
+    std::string length_text;  // parsed strictly by the receiver
+    std::optional<std::string_view> length;
     if (req.has_header("Content-Length")) {
-      try {
-        length = std::stoull(req.header("Content-Length"));
-      } catch (...) {
-        return to_http(receiver, receiver.body_too_large(), true);
-      }
+      length_text = req.header("Content-Length");
+      length = length_text;
     }
     if (auto refused = receiver.check_request(req.header("Authorization"), req.header("Content-Type"), length)) {
       return to_http(receiver, *refused, true);

@@ -13,14 +13,31 @@ thread_local sigjmp_buf t_env;
 thread_local volatile sig_atomic_t t_active = 0;
 std::atomic<std::uint64_t> g_caught{0};
 
-void on_sigbus(int sig, siginfo_t*, void*) {
+// The SIGBUS disposition before ours (written once, before our handler is installed): a SIGBUS
+// that is not a guarded access goes there, so a host process's own handler (the SDK's ring guard
+// when mltapd's reader runs inside a producer, a runtime's fault handler) keeps working.
+struct sigaction g_previous {};
+
+void on_sigbus(int sig, siginfo_t* info, void* context) {
   if (t_active) {
     t_active = 0;
     g_caught.fetch_add(1, std::memory_order_relaxed);
     siglongjmp(t_env, 1);
   }
-  // Not ours: restore the default action; returning re-executes the fault and terminates.
+  // Not ours: chain to what was installed before.
+  if ((g_previous.sa_flags & SA_SIGINFO) != 0) {
+    if (g_previous.sa_sigaction != nullptr) {
+      g_previous.sa_sigaction(sig, info, context);
+      return;
+    }
+  } else if (g_previous.sa_handler != SIG_DFL && g_previous.sa_handler != SIG_IGN) {
+    g_previous.sa_handler(sig);
+    return;
+  }
+  // Default (or ignored, which a fault cannot be): the default action. A fault repeats when we
+  // return and terminates as it would have; a signal sent by someone is raised again.
   signal(sig, SIG_DFL);
+  if (info == nullptr || info->si_code <= 0) raise(sig);
 }
 
 // Runs `fn` with the guard armed. noinline keeps the sigsetjmp frame alive during `fn`.
@@ -42,6 +59,7 @@ void install_sigbus_guard() {
     sa.sa_sigaction = on_sigbus;
     sa.sa_flags = SA_SIGINFO | SA_NODEFER;
     sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, nullptr, &g_previous);  // complete before our handler can run
     sigaction(SIGBUS, &sa, nullptr);
   });
 }

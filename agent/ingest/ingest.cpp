@@ -85,6 +85,7 @@ void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
   if (auto v = s.get_bool("remove_dead_segments")) c.remove_dead_segments = *v;
   if (auto v = s.get_bytes("max_segment_bytes", 12288, 64ull << 30)) c.reader.max_segment_bytes = *v;
   if (auto v = s.get_int("max_records_per_poll", 1, 1 << 24)) c.reader.max_records_per_poll = static_cast<std::uint64_t>(*v);
+  if (auto v = s.get_bytes("max_record_bytes", 4096, 1ull << 30)) c.reader.max_record_bytes = *v;
   if (auto v = s.get_bool("verify_producers")) c.verify_producers = *v;
   if (auto v = s.get_int_list_map("stream_owners", 0, 0xfffffffeLL, [](const std::string& pattern) {
         // A pattern is a stream name in which '*' and '?' may stand for characters.
@@ -766,6 +767,7 @@ void Ingest::scan(std::uint64_t now) {
   for (auto& seg : segments_) refresh_segment(*seg, *seg->stream, now);
   retire_segments(now);
   ticks_cache_.clear();
+  maps_cache_.clear();
   if (!first_scan_done_) saved_positions_.clear();  // of segments that are no longer there
   first_scan_done_ = true;
 }
@@ -801,6 +803,7 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
   }
   RejectReason reason{};
   std::string detail;
+  const std::uint64_t opened_ns = monotonic_ns();  // a maps parse read after this is fresh enough
   auto reader = SegmentReader::open(path, config_.reader, reason, detail);
   if (!reader) {
     if (unverified_.erase(path) + quota_waiting_.erase(path) > 0) compact(1);  // it changed
@@ -837,7 +840,8 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
   Verification trust;
   bool history = false;
   if (config_.verify_producers) {
-    trust = verify_producer(reader->file(), reader->identity(), pid_ns_inode_, config_.proc_dir);
+    trust = verify_producer(reader->file(), reader->identity(), pid_ns_inode_, config_.proc_dir,
+                            &maps_cache_, opened_ns);
     // A ring whose producer already ended (a short batch job, a producer that closed its
     // stream or was killed before the next scan) cannot be verified any more, but its records
     // are the file owner's: read them as that uid's history, with no process identity, so
@@ -1570,7 +1574,10 @@ std::vector<std::string> Ingest::restore(
         s.totals.writes_total = j.at("writes").get<std::uint64_t>();
         s.totals.sampled_out_total = j.at("sampled_out").get<std::uint64_t>();
         s.totals.dropped = j.at("dropped").get<decltype(s.totals.dropped)>();
-        s.totals.invalid = j.at("invalid").get<decltype(s.totals.invalid)>();
+        // Causes are appended over versions (too_large): a shorter array is an older agent's.
+        const auto invalid = j.at("invalid").get<std::vector<std::uint64_t>>();
+        if (invalid.size() > s.totals.invalid.size()) throw std::runtime_error("too many invalid causes");
+        std::copy(invalid.begin(), invalid.end(), s.totals.invalid.begin());
         s.totals.schema_mismatch_total = j.at("schema_mismatch").get<std::uint64_t>();
         s.totals.backlog_total = j.at("backlog").get<std::uint64_t>();
         s.totals.restarts_total = j.at("restarts").get<std::uint64_t>();

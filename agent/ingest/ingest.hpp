@@ -254,6 +254,8 @@ class Ingest : public core::ControlPlane, public core::Checkpointable {
   std::uint64_t last_full_scan_ = 0;
   // Liveness of producers named by refused files, per scan: one /proc read per pid.
   std::unordered_map<std::uint32_t, std::optional<std::uint64_t>> ticks_cache_;
+  // Each producer's /proc/<pid>/maps parsed once per scan for all of its new segments (trust.hpp).
+  MapsCache maps_cache_;
   // Restored from the state directory; positions are used once, when their segment is attached.
   std::map<PositionKey, SavedSegment> saved_positions_;
   struct SavedStream {

@@ -301,8 +301,9 @@ const std::uint64_t* lane_word(std::uint8_t* lane, std::size_t offset) {
 // Copies record `seq` of `lane` into `buf`. Returns false with lost=true when the producer has
 // overwritten it (before or during the copy), false with lost=false when the mapping faulted.
 bool SegmentReader::read_record(Lane& lane, std::uint64_t seq, std::vector<std::uint8_t>& buf,
-                                IndexEntry& e, bool& lost) {
+                                IndexEntry& e, bool& lost, Unread& unread) {
   lost = false;
+  unread = Unread::none;
   const std::uint64_t ring = header_.data_bytes;
   const std::uint64_t entries = header_.index_entries;
   std::uint64_t reserve_seq = 0, reserve_pos = 0;
@@ -323,8 +324,14 @@ bool SegmentReader::read_record(Lane& lane, std::uint64_t seq, std::vector<std::
   }
   if (e.size < sizeof(RecordHeader) || e.size > header_.max_record_bytes ||
       e.pos % kRecordAlign != 0) {
-    // Not lost and not readable: validate_record reports it. Keep buf empty.
+    // Not lost and not readable: counted as bad_index. Keep buf empty.
     buf.clear();
+    unread = Unread::bad_index;
+    return true;
+  }
+  if (e.size > limits_.max_record_bytes) {  // within the header's bound, over ours
+    buf.clear();
+    unread = Unread::too_large;
     return true;
   }
   buf.resize(e.size);
@@ -440,7 +447,8 @@ PollCounts SegmentReader::poll(RecordVisitor& visitor) {
       const std::uint64_t seq = lane.next_seq++;
       IndexEntry e{};
       bool lost = false;
-      if (!read_record(lane, seq, buf_, e, lost)) {
+      Unread unread = Unread::none;
+      if (!read_record(lane, seq, buf_, e, lost, unread)) {
         if (lost) continue;
         healthy_ = false;
         return c;
@@ -453,7 +461,7 @@ PollCounts SegmentReader::poll(RecordVisitor& visitor) {
       RecordView view;
       InvalidReason why{};
       if (buf_.empty() || !validate_record(e, buf_, view, why, li)) {
-        if (buf_.empty()) why = InvalidReason::bad_index;
+        if (buf_.empty()) why = unread == Unread::too_large ? InvalidReason::too_large : InvalidReason::bad_index;
         c.records_invalid[static_cast<std::size_t>(why)]++;
         c.rows_invalid += e.rows;  // the producer's own claim, as used by rows_before
         lane.rows_accounted += e.rows;
@@ -633,7 +641,8 @@ std::vector<SegmentReader::RawCopy> SegmentReader::copy_recent(std::size_t max_r
       --seq;
       IndexEntry e{};
       bool lost = false;
-      if (!read_record(lane, seq, buf, e, lost)) break;
+      Unread unread = Unread::none;
+      if (!read_record(lane, seq, buf, e, lost, unread)) break;
       RecordView v;
       InvalidReason why{};
       if (buf.empty() || !validate_record(e, buf, v, why, li)) continue;

@@ -91,6 +91,10 @@ class RecordVisitor {
 
 struct ReaderLimits {
   std::uint64_t max_segment_bytes = 8ull << 30;
+  // Records larger than this are refused unread (InvalidReason::too_large), whatever the header's
+  // max_record_bytes (up to half the ring) allows: the reader copies each record into a buffer of
+  // its segment that grows to the largest record read.
+  std::uint64_t max_record_bytes = 64ull << 20;
   std::uint64_t max_records_per_poll = 1u << 16;  // per lane
 };
 
@@ -169,8 +173,10 @@ class SegmentReader {
     std::uint64_t next_seq = 0;          // next record to read
     std::uint64_t rows_accounted = 0;    // rows read + invalid + overwritten in this lane
   };
+  // Which cause an entry that read_record could not copy (empty buffer, true returned) has.
+  enum class Unread { none, bad_index, too_large };
   bool read_record(Lane& lane, std::uint64_t seq, std::vector<std::uint8_t>& buf,
-                   format::IndexEntry& entry, bool& lost);
+                   format::IndexEntry& entry, bool& lost, Unread& unread);
   bool validate_record(const format::IndexEntry& e, std::span<const std::uint8_t> bytes,
                        RecordView& view, core::InvalidReason& why, std::uint32_t lane_no);
 

@@ -3,8 +3,10 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -16,18 +18,6 @@
 #include "mltap/naming.hpp"
 
 namespace mltap::ingest {
-
-UniqueFd::~UniqueFd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-UniqueFd& UniqueFd::operator=(UniqueFd&& o) noexcept {
-  if (this != &o) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = o.release();
-  }
-  return *this;
-}
 
 namespace {
 
@@ -105,15 +95,17 @@ bool allowed(const ProcessCredentials& who, const struct stat& st, mode_t owner_
 
 }  // namespace
 
-bool maps_text_maps_inode(std::string_view maps, std::uint64_t dev, std::uint64_t ino) {
-  const unsigned want_major = major(static_cast<dev_t>(dev));
-  const unsigned want_minor = minor(static_cast<dev_t>(dev));
+namespace {
+
+// Calls fn(dev, ino) for each line of /proc/<pid>/maps text with a well-formed device and inode
+// ("address perms offset dev inode [path]": the 4th and 5th fields); stops when fn returns true.
+template <class Fn>
+bool for_each_mapped_inode(std::string_view maps, Fn&& fn) {
   std::size_t pos = 0;
   while (pos < maps.size()) {
     const std::size_t end = std::min(maps.find('\n', pos), maps.size());
     const std::string_view line = maps.substr(pos, end - pos);
     pos = end + 1;
-    // address perms offset dev inode [path]: the 4th and 5th fields.
     std::size_t f = 0, i = 0;
     std::string_view fields[5];
     while (f < 5 && i < line.size()) {
@@ -133,9 +125,68 @@ bool maps_text_maps_inode(std::string_view maps, std::uint64_t dev, std::uint64_
         std::from_chars(fields[4].data(), fields[4].data() + fields[4].size(), inode, 10).ec != std::errc{}) {
       continue;
     }
-    if (inode == ino && maj == want_major && min == want_minor) return true;
+    if (fn(static_cast<std::uint64_t>(makedev(maj, min)), inode)) return true;
   }
   return false;
+}
+
+}  // namespace
+
+bool maps_text_maps_inode(std::string_view maps, std::uint64_t dev, std::uint64_t ino) {
+  const unsigned want_major = major(static_cast<dev_t>(dev));
+  const unsigned want_minor = minor(static_cast<dev_t>(dev));
+  return for_each_mapped_inode(maps, [&](std::uint64_t d, std::uint64_t inode) {
+    return inode == ino && major(static_cast<dev_t>(d)) == want_major &&
+           minor(static_cast<dev_t>(d)) == want_minor;
+  });
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> maps_text_inodes(std::string_view maps) {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  for_each_mapped_inode(maps, [&](std::uint64_t d, std::uint64_t inode) {
+    if (inode != 0) out.emplace_back(d, inode);
+    return false;
+  });
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::uint64_t monotonic_ns() noexcept {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<std::uint64_t>(ts.tv_nsec);
+}
+
+MapsCache::Answer MapsCache::maps(std::uint32_t pid, std::uint64_t start_ticks, std::uint64_t dev,
+                                  std::uint64_t ino, std::uint64_t opened_ns, const std::string& proc_dir,
+                                  int& error) {
+  const std::pair<std::uint32_t, std::uint64_t> key{pid, start_ticks};
+  const std::pair<std::uint64_t, std::uint64_t> want{dev, ino};
+  auto it = std::find_if(by_process_.begin(), by_process_.end(), [&](const auto& e) { return e.first == key; });
+  if (it != by_process_.end()) {
+    const Parse& p = it->second;
+    if (std::binary_search(p.inodes.begin(), p.inodes.end(), want)) return Answer::mapped;
+    if (p.read_ns > opened_ns) return Answer::not_mapped;  // read after the file was opened
+  }
+  // No parse yet, or one older than the file that does not list it: read afresh.
+  Parse fresh;
+  fresh.read_ns = monotonic_ns();
+  auto text = read_text(proc_dir + "/" + std::to_string(pid) + "/maps");
+  ++reads_;
+  if (!text) {
+    error = errno;
+    if (it != by_process_.end()) by_process_.erase(it);
+    return error == ENOENT || error == ESRCH ? Answer::gone : Answer::unreadable;
+  }
+  fresh.inodes = maps_text_inodes(*text);
+  const bool found = std::binary_search(fresh.inodes.begin(), fresh.inodes.end(), want);
+  if (it != by_process_.end()) {
+    it->second = std::move(fresh);
+  } else {
+    by_process_.emplace_back(key, std::move(fresh));
+  }
+  return found ? Answer::mapped : Answer::not_mapped;
 }
 
 bool path_is_under(const std::string& path, const std::string& dir) {
@@ -168,7 +219,8 @@ bool credentials_can_read_dir(const ProcessCredentials& who, const std::string& 
 }
 
 Verification verify_producer(const FileFacts& file, const core::SegmentIdentity& id,
-                             std::uint64_t agent_pid_ns, const std::string& proc_dir) {
+                             std::uint64_t agent_pid_ns, const std::string& proc_dir, MapsCache* maps,
+                             std::uint64_t opened_ns) {
   Verification v;
   auto fail = [&](TrustFailure f, std::string detail) {
     v.failure = f;
@@ -210,14 +262,17 @@ Verification verify_producer(const FileFacts& file, const core::SegmentIdentity&
   }
   // maps, not map_files: following map_files links needs CAP_SYS_ADMIN; maps needs only
   // PTRACE_MODE_READ (same uid, or CAP_SYS_PTRACE) and names device and inode of each mapping.
-  auto maps = read_text(proc_dir + "/" + pid_text + "/maps");
-  if (!maps) {
-    if (errno == ENOENT || errno == ESRCH) return fail(TrustFailure::process_gone, "pid " + pid_text + " exited");
-    return fail(TrustFailure::proc_unreadable,
-                "cannot read " + proc_dir + "/" + pid_text + "/maps: " + std::strerror(errno));
-  }
-  if (!maps_text_maps_inode(*maps, file.dev, file.ino)) {
-    return fail(TrustFailure::not_mapped, "pid " + pid_text + " does not map this file");
+  MapsCache once;  // without a cache: a fresh read (opened_ns 0: any parse is newer)
+  MapsCache& cache = maps ? *maps : once;
+  int error = 0;
+  switch (cache.maps(pid, id.producer.start_ticks, file.dev, file.ino, maps ? opened_ns : 0, proc_dir, error)) {
+    case MapsCache::Answer::mapped: break;
+    case MapsCache::Answer::gone: return fail(TrustFailure::process_gone, "pid " + pid_text + " exited");
+    case MapsCache::Answer::unreadable:
+      return fail(TrustFailure::proc_unreadable,
+                  "cannot read " + proc_dir + "/" + pid_text + "/maps: " + std::strerror(error));
+    case MapsCache::Answer::not_mapped:
+      return fail(TrustFailure::not_mapped, "pid " + pid_text + " does not map this file");
   }
   take_pidfd(pid, id.producer.start_ticks, proc_dir, v);
   return v;

@@ -12,9 +12,11 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "core/batch.hpp"
+#include "core/unique_fd.hpp"
 
 namespace mltap::ingest {
 
@@ -49,27 +51,7 @@ constexpr bool trust_failure_transient(TrustFailure f) noexcept {
          f == TrustFailure::pidfd_failed;
 }
 
-// A file descriptor owned by one object (the pidfd of a verified producer).
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) noexcept : fd_(fd) {}
-  ~UniqueFd();
-  UniqueFd(UniqueFd&& o) noexcept : fd_(o.release()) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  int get() const noexcept { return fd_; }
-  bool valid() const noexcept { return fd_ >= 0; }
-  int release() noexcept {
-    const int fd = fd_;
-    fd_ = -1;
-    return fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using core::UniqueFd;  // the pidfd of a verified producer
 
 // What fstat on the agent's own descriptor said about the segment file.
 struct FileFacts {
@@ -99,15 +81,61 @@ struct Verification {
 void take_pidfd(std::uint32_t pid, std::uint64_t start_ticks, const std::string& proc_dir,
                 Verification& v);
 
+// The inodes each producer process maps, from one read of /proc/<pid>/maps, reused for the
+// other segments of that process verified in the same scan (a process with N segments has N
+// mappings: a fresh read per segment made attaching them O(N^2), 5,000 segments of one process
+// took minutes). Keyed by (pid, start time), so a reused pid never sees another process's parse.
+// Cleared by the caller after each scan; never older than that.
+//
+// Why a reused parse still proves what a fresh read proves (docs/security.md, "The check at
+// attach"):
+//   - a parse read *after* the agent opened the file answers both ways exactly as a fresh read
+//     would: this is checked (`opened_ns`), and a parse older than the file's opening whose
+//     answer is "not mapped" is never trusted: the maps are read again;
+//   - a parse older than the opening that *does* list the file's (device, inode) is trusted. The
+//     agent holds the file open, so its inode number is this file's; it could have named another
+//     file at the time of the parse only if that file was removed and its number reused in
+//     between, within one scan. tmpfs (/dev/shm) never reuses inode numbers (a per-mount
+//     counter); and the owner check before it is always fresh (fstat, /proc/<pid>/status), so
+//     such a file would belong to the producer's own uid anyway: a forger of another uid never
+//     gets that far, and one of the same uid could make the process map the file itself.
+class MapsCache {
+ public:
+  enum class Answer { mapped, not_mapped, gone, unreadable };
+  // Whether process `pid` (started at `start_ticks`) maps (dev, ino); `opened_ns` is when the
+  // agent opened the file (CLOCK_MONOTONIC ns). `error` is errno for `unreadable`.
+  Answer maps(std::uint32_t pid, std::uint64_t start_ticks, std::uint64_t dev, std::uint64_t ino,
+              std::uint64_t opened_ns, const std::string& proc_dir, int& error);
+  void clear() noexcept { by_process_.clear(); }
+  std::uint64_t reads() const noexcept { return reads_; }  // /proc/<pid>/maps reads so far
+
+ private:
+  struct Parse {
+    std::uint64_t read_ns = 0;  // CLOCK_MONOTONIC, taken before the read
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> inodes;  // (dev, ino), sorted
+  };
+  std::vector<std::pair<std::pair<std::uint32_t, std::uint64_t>, Parse>> by_process_;
+  std::uint64_t reads_ = 0;
+};
+
+// CLOCK_MONOTONIC in ns (MapsCache's clock).
+std::uint64_t monotonic_ns() noexcept;
+
 // Checks the producer `id` claims against the kernel. `agent_pid_ns` is the agent's pid namespace
 // inode; `proc_dir` the procfs root (always "/proc" in production; tests may not change it for
-// the pidfd, which is always the real process of that pid).
+// the pidfd, which is always the real process of that pid). With `maps`, the maps check goes
+// through that cache (`opened_ns`: when the file was opened, see MapsCache); without, it reads
+// /proc/<pid>/maps afresh.
 Verification verify_producer(const FileFacts& file, const core::SegmentIdentity& id,
-                             std::uint64_t agent_pid_ns, const std::string& proc_dir);
+                             std::uint64_t agent_pid_ns, const std::string& proc_dir,
+                             MapsCache* maps = nullptr, std::uint64_t opened_ns = 0);
 
 // Whether /proc/<pid>/maps (the text) maps the file with device `dev` and inode `ino`. The
 // device is printed as hex major:minor, the inode in decimal (fs/proc/task_mmu.c).
 bool maps_text_maps_inode(std::string_view maps, std::uint64_t dev, std::uint64_t ino);
+// Every (device, inode) mapped in /proc/<pid>/maps text (inode 0, anonymous memory, left out),
+// sorted and unique.
+std::vector<std::pair<std::uint64_t, std::uint64_t>> maps_text_inodes(std::string_view maps);
 
 // Whether a process with these credentials may list and search the directory `dir` (every
 // component searchable, the directory itself readable), by owner/group/other mode bits. ACLs are

@@ -4,6 +4,7 @@
 // lives in its own library.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <map>
@@ -87,8 +88,10 @@ class Agent : private ingest::ProducerObserver {
   std::optional<std::vector<core::Finding>> findings_of(const std::string& stream) const;
   reactions::SnapshotProviders snapshot_providers();
   void drop_capabilities();
-  // Tells the pusher as soon as the set of open findings changes.
-  void watch_findings();
+  // Tells the pusher as soon as the set of open findings changes, and returns freed heap to the
+  // system every kHeapTrimInterval.
+  void housekeeping();
+  static constexpr std::chrono::seconds kHeapTrimInterval{5};
 
   AgentConfig config_;
   std::unique_ptr<ingest::Ingest> ingest_;
@@ -107,7 +110,7 @@ class Agent : private ingest::ProducerObserver {
   std::map<core::ProducerId, std::uint32_t> open_segments_;
   std::unique_ptr<webhook::WebhookReceiver> webhook_;
   std::unique_ptr<alertmanager::AlertmanagerPusher> pusher_;
-  std::thread findings_watcher_;
+  std::thread housekeeping_;
   std::mutex watcher_mutex_;
   std::condition_variable watcher_cv_;
   bool stopping_ = false;

@@ -48,29 +48,28 @@ std::string check_one(const struct stat& st, const std::string& where, bool is_p
 }
 
 // Walks `path` from / with O_NOFOLLOW, checking every component; returns an O_PATH descriptor of
-// the program, or -1 with `error` set.
-int walk(const std::string& path, uid_t agent_uid, std::string* error, struct stat* program_st) {
+// the program (invalid, with `error` set, on refusal).
+core::UniqueFd walk(const std::string& path, uid_t agent_uid, std::string* error, struct stat* program_st) {
   if (path.empty() || path.front() != '/') {
     *error = "must be an absolute path, got '" + path + "'";
-    return -1;
+    return {};
   }
   char resolved_buf[PATH_MAX];
   if (!::realpath(path.c_str(), resolved_buf)) {
     const int err = errno;
     *error = err == ENOENT ? "'" + path + "' does not exist" : "'" + path + "': " + std::strerror(err);
-    return -1;
+    return {};
   }
   const std::string resolved = resolved_buf;
-  int dir = ::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
-  if (dir < 0) {
+  core::UniqueFd dir(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) {
     *error = std::string("cannot open /: ") + std::strerror(errno);
-    return -1;
+    return {};
   }
   struct stat st {};
-  if (::fstat(dir, &st) != 0 || !(*error = check_one(st, "/", false, agent_uid)).empty()) {
+  if (::fstat(dir.get(), &st) != 0 || !(*error = check_one(st, "/", false, agent_uid)).empty()) {
     if (error->empty()) *error = std::string("cannot stat /: ") + std::strerror(errno);
-    ::close(dir);
-    return -1;
+    return {};
   }
   std::string so_far;
   std::size_t pos = 1;
@@ -82,29 +81,25 @@ int walk(const std::string& path, uid_t agent_uid, std::string* error, struct st
     if (name.empty()) continue;
     so_far += "/" + name;
     const bool last = end == resolved.size();
-    const int next = ::openat(dir, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-    const int err = errno;
-    ::close(dir);
-    if (next < 0) {
+    core::UniqueFd next(::openat(dir.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!next.valid()) {
+      const int err = errno;
       *error = "'" + so_far + "': " + std::strerror(err) + (err == ELOOP ? " (changed into a symbolic link)" : "");
-      return -1;
+      return {};
     }
-    dir = next;
-    if (::fstat(dir, &st) != 0) {
+    dir = std::move(next);
+    if (::fstat(dir.get(), &st) != 0) {
       *error = "'" + so_far + "': " + std::strerror(errno);
-      ::close(dir);
-      return -1;
+      return {};
     }
     if (!(*error = check_one(st, so_far, last, agent_uid)).empty()) {
       if (so_far != path && last) *error += " (resolved from '" + path + "')";
-      ::close(dir);
-      return -1;
+      return {};
     }
   }
   if (!S_ISREG(st.st_mode)) {  // the path was "/"
     *error = "program '" + path + "' is not a regular file";
-    ::close(dir);
-    return -1;
+    return {};
   }
   *program_st = st;
   return dir;
@@ -114,21 +109,15 @@ int walk(const std::string& path, uid_t agent_uid, std::string* error, struct st
 
 std::shared_ptr<const ProgramFile> ProgramFile::open(const std::string& path, uid_t agent_uid, std::string* error) {
   struct stat st {};
-  const int fd = walk(path, agent_uid, error, &st);
-  if (fd < 0) return nullptr;
-  return std::shared_ptr<const ProgramFile>(new ProgramFile(path, agent_uid, fd, st.st_dev, st.st_ino));
-}
-
-ProgramFile::~ProgramFile() {
-  if (fd_ >= 0) ::close(fd_);
+  core::UniqueFd fd = walk(path, agent_uid, error, &st);
+  if (!fd.valid()) return nullptr;
+  return std::shared_ptr<const ProgramFile>(new ProgramFile(path, agent_uid, std::move(fd), st.st_dev, st.st_ino));
 }
 
 std::string ProgramFile::recheck() const {
   std::string error;
   struct stat now {};
-  const int fd = walk(path_, agent_uid_, &error, &now);
-  if (fd < 0) return error;
-  ::close(fd);
+  if (!walk(path_, agent_uid_, &error, &now).valid()) return error;
   if (now.st_dev != dev_ || now.st_ino != ino_) {
     return "program '" + path_ + "' was replaced since the configuration was loaded (inode " +
            std::to_string(ino_) + ", now " + std::to_string(now.st_ino) +
@@ -136,7 +125,7 @@ std::string ProgramFile::recheck() const {
   }
   // The inode we hold (the one the path names) may have been chmod-ed or chown-ed since load.
   struct stat held {};
-  if (::fstat(fd_, &held) != 0) return "program '" + path_ + "': " + std::strerror(errno);
+  if (::fstat(fd_.get(), &held) != 0) return "program '" + path_ + "': " + std::strerror(errno);
   return check_one(held, path_, true, agent_uid_);
 }
 

@@ -17,6 +17,9 @@
 
 #include <memory>
 #include <string>
+#include <utility>
+
+#include "core/unique_fd.hpp"
 
 namespace mltap::reactions {
 
@@ -26,7 +29,6 @@ class ProgramFile {
   // naming the offending path and its owner/mode. `agent_uid` is the uid mltapd runs as.
   static std::shared_ptr<const ProgramFile> open(const std::string& path, uid_t agent_uid, std::string* error);
 
-  ~ProgramFile();
   ProgramFile(const ProgramFile&) = delete;
   ProgramFile& operator=(const ProgramFile&) = delete;
 
@@ -34,16 +36,16 @@ class ProgramFile {
   // and that inode still passes the file rule. Empty when fine, else why not.
   std::string recheck() const;
 
-  int fd() const noexcept { return fd_; }  // O_PATH|O_CLOEXEC
+  int fd() const noexcept { return fd_.get(); }  // O_PATH|O_CLOEXEC
   const std::string& path() const noexcept { return path_; }
 
  private:
-  ProgramFile(std::string path, uid_t agent_uid, int fd, dev_t dev, ino_t ino) noexcept
-      : path_(std::move(path)), agent_uid_(agent_uid), fd_(fd), dev_(dev), ino_(ino) {}
+  ProgramFile(std::string path, uid_t agent_uid, core::UniqueFd fd, dev_t dev, ino_t ino) noexcept
+      : path_(std::move(path)), agent_uid_(agent_uid), fd_(std::move(fd)), dev_(dev), ino_(ino) {}
 
   std::string path_;
   uid_t agent_uid_;
-  int fd_;
+  core::UniqueFd fd_;
   dev_t dev_;
   ino_t ino_;
 };

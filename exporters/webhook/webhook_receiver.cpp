@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <limits>
 #include <cstring>
 #include <stdexcept>
 
@@ -160,9 +162,22 @@ std::vector<std::pair<int, std::uint64_t>> WebhookReceiver::requests_by_code() c
   return out;
 }
 
+std::optional<std::uint64_t> parse_content_length(std::string_view value) noexcept {
+  const std::string_view v = trim(value);
+  if (v.empty()) return std::nullopt;
+  for (char c : v) {
+    if (c < '0' || c > '9') return std::nullopt;
+  }
+  std::uint64_t n = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n, 10);
+  if (ec == std::errc::result_out_of_range) return std::numeric_limits<std::uint64_t>::max();
+  if (ec != std::errc{} || end != v.data() + v.size()) return std::nullopt;
+  return n;
+}
+
 std::optional<WebhookResponse> WebhookReceiver::check_request(std::string_view authorization,
                                                               std::string_view content_type,
-                                                              std::optional<std::uint64_t> content_length) const {
+                                                              std::optional<std::string_view> content_length) const {
   const std::string_view auth = trim(authorization);
   const auto space = auth.find(' ');
   if (auth.empty() || space == std::string_view::npos || !iequals(auth.substr(0, space), "Bearer")) {
@@ -177,7 +192,11 @@ std::optional<WebhookResponse> WebhookReceiver::check_request(std::string_view a
   if (!iequals(media, "application/json")) {
     return error_response(415, "content type must be application/json");
   }
-  if (content_length && *content_length > config_.max_body_bytes) return body_too_large();
+  if (content_length) {
+    const auto length = parse_content_length(*content_length);
+    if (!length) return error_response(400, "Content-Length is not a decimal number");
+    if (*length > config_.max_body_bytes) return body_too_large();
+  }
   return std::nullopt;
 }
 

@@ -53,6 +53,11 @@ WebhookConfig parse_webhook_config(core::ConfigSection section);
 // ignored. Throws std::runtime_error naming the file and the problem.
 std::string load_bearer_token(const std::string& path);
 
+// A Content-Length value (RFC 9110 8.6): 1*DIGIT, surrounding blanks ignored. nullopt for
+// anything else ("-1", "+5", "12abc", "", "1 2"); UINT64_MAX for digits beyond 64 bits (too
+// large, not malformed).
+std::optional<std::uint64_t> parse_content_length(std::string_view value) noexcept;
+
 // Compares in time independent of where the strings differ (it depends on expected.size() only).
 bool constant_time_equal(std::string_view given, std::string_view expected) noexcept;
 
@@ -85,10 +90,12 @@ class WebhookReceiver {
   // `sink` must outlive the receiver and the routes registered with it.
   WebhookReceiver(WebhookConfig config, std::string token, core::AlertSink& sink);
 
-  // Before reading the body: auth, content type, declared length. A response means "refuse".
+  // Before reading the body: auth, content type, declared length (the Content-Length header's
+  // value as sent, nullopt when absent). A response means "refuse": 400 for a Content-Length that
+  // is not a decimal number ("-1", "12abc", empty), 413 for one over max_body_bytes.
   std::optional<WebhookResponse> check_request(std::string_view authorization,
                                                std::string_view content_type,
-                                               std::optional<std::uint64_t> content_length) const;
+                                               std::optional<std::string_view> content_length) const;
   // With the complete body (at most max_body_bytes).
   WebhookResponse handle_body(std::string_view body);
   WebhookResponse body_too_large() const;

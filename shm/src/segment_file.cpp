@@ -171,18 +171,49 @@ void say(const StreamCore& c, const char* what, const std::string& where, int er
                c.name.c_str(), what, where.c_str(), std::strerror(err));
 }
 
-// O_EXCL|O_NOFOLLOW under a fresh name: never an existing file, never through a symlink.
-int create_file(const StreamCore& c, std::string& file) {
-  static std::atomic<std::uint64_t> counter{0};
+std::atomic<std::uint64_t> g_segment_counter{0};  // the <n> of mltap.<ns>.<pid>.<n>
+
+std::string next_segment_path(const StreamCore& c) {
   const std::uint32_t pid = static_cast<std::uint32_t>(::getpid());
+  return c.options.shm_dir + "/" + naming::segment_file_name(c.options.ns, pid, g_segment_counter.fetch_add(1));
+}
+
+// An unnamed file in shm_dir (O_TMPFILE), linked under its name by publish() once its header is
+// complete: a producer killed while creating its segment leaves nothing (the kernel frees an
+// unnamed file with its last descriptor). -1 where the file system has no O_TMPFILE, or where
+// publish() could not link it (no /proc/self/fd): then create_named_file().
+int create_unnamed_file(const StreamCore& c) {
+  if (::access("/proc/self/fd", X_OK) != 0) return -1;
+  return ::open(c.options.shm_dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+}
+
+// O_EXCL|O_NOFOLLOW under a fresh name: never an existing file, never through a symlink. Only
+// where O_TMPFILE is unavailable: killed before its magic is written, this leaves a file no agent
+// can judge (shm/FORMAT.md, "Files").
+int create_named_file(const StreamCore& c, std::string& file) {
   int fd = -1;
   for (int attempt = 0; attempt < 64 && fd < 0; ++attempt) {
-    file = c.options.shm_dir + "/" + naming::segment_file_name(c.options.ns, pid, counter.fetch_add(1));
+    file = next_segment_path(c);
     fd = ::open(file.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0 && errno != EEXIST) break;
   }
   if (fd < 0) say(c, "cannot create a ring in", c.options.shm_dir, errno);
   return fd;
+}
+
+// Gives the complete, mapped unnamed file its name. linkat never replaces an existing name (EEXIST:
+// the next <n>) nor follows a symlink there; through /proc/self/fd, because AT_EMPTY_PATH needs
+// CAP_DAC_READ_SEARCH.
+bool publish(const StreamCore& c, int fd, std::string& file) {
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    file = next_segment_path(c);
+    if (::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, file.c_str(), AT_SYMLINK_FOLLOW) == 0) return true;
+    if (errno != EEXIST) break;
+  }
+  say(c, "cannot name the ring in", c.options.shm_dir, errno);
+  file.clear();
+  return false;
 }
 
 // 0600, or 0660 with the group that may read it (umask-independent).
@@ -345,18 +376,24 @@ void populate(void* p, std::size_t n) noexcept {
 bool StreamCore::create_segment() noexcept {
   try {
     const SegmentPlan plan = plan_segment(*this);
-    std::string file;
-    const int f = create_file(*this, file);
+    std::string file;  // the name; empty while the file is unnamed
+    int f = create_unnamed_file(*this);
+    const bool unnamed = f >= 0;
+    if (!unnamed) f = create_named_file(*this, file);
     if (f < 0) return false;
     auto give_up = [&] {
-      ::close(f);
-      ::unlink(file.c_str());
+      const bool mapped = fd == f;  // then unmap() closes it
+      unmap();
+      if (!mapped) ::close(f);
+      if (!file.empty()) ::unlink(file.c_str());
+      path.clear();
       return false;
     };
-    if (!set_access(*this, f, file) || !size_and_reserve(*this, f, file, plan)) return give_up();
+    const std::string& where = unnamed ? options.shm_dir : file;
+    if (!set_access(*this, f, where) || !size_and_reserve(*this, f, where, plan)) return give_up();
     void* p = ::mmap(nullptr, plan.layout.segment_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f, 0);
     if (p == MAP_FAILED) {
-      say(*this, "cannot map", file, errno);
+      say(*this, "cannot map", where, errno);
       return give_up();
     }
     base = static_cast<std::uint8_t*>(p);
@@ -376,6 +413,11 @@ bool StreamCore::create_segment() noexcept {
     populate(writers[0].index, plan.layout.lane_stride - plan.layout.index_offset);
     aref(header->state).store(static_cast<std::uint32_t>(SegmentState::ready), std::memory_order_relaxed);
     aref(header->magic).store(kSegmentMagic, std::memory_order_release);
+    // Complete and mapped: only now does the segment get a name an agent can see.
+    if (unnamed) {
+      if (!publish(*this, f, file)) return give_up();
+      path = file;
+    }
     return true;
   } catch (...) {  // std::bad_alloc of a path or the writers
     unmap();

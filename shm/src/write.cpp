@@ -215,12 +215,14 @@ void extend_reservation(LaneWriter& w, std::uint64_t seq, std::uint64_t end) noe
 WriteResult write_general(StreamCore& c, const void* data, DType dtype,
                           std::span<const std::uint32_t> row_shape, std::size_t rows,
                           std::span<const std::uint64_t> trace_ids) noexcept {
+  // Zero rows: nothing to write and nothing lost, whatever the ring's state; no lane is claimed
+  // for it and no counter moves (WriteResult::written in stream.hpp).
+  if (rows == 0) return WriteResult::written;
   LaneWriter* lane = c.lane_for_this_thread();
   if (!lane) return count_unlaned(c, rows);
   LaneWriter& w = *lane;
   w.rows_written += rows;
   aref(w.header->rows_written).store(w.rows_written, std::memory_order_relaxed);
-  if (rows == 0) return WriteResult::written;
 
   switch (check_rows(c, w, data, dtype, row_shape, rows, trace_ids)) {
     case Check::ok: break;

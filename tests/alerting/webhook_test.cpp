@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <future>
+#include <limits>
 
 #include <gtest/gtest.h>
 #include <httplib.h>
@@ -235,6 +236,32 @@ TEST_F(WebhookTest, RefusesOversizedBodies) {
   EXPECT_EQ(post(make_payload({make_alert("d1", "firing", drift_labels())})).status, 200);
   ASSERT_TRUE(idle());
   EXPECT_EQ(control_.flag_calls().size(), 1u);
+}
+
+// The declared length is a decimal number or the request is malformed (400): "-1" is not a huge
+// body (413), "12abc" is not 12.
+TEST(WebhookContentLength, IsParsedStrictly) {
+  EXPECT_EQ(parse_content_length("12"), 12u);
+  EXPECT_EQ(parse_content_length(" 0 "), 0u);
+  EXPECT_EQ(parse_content_length("99999999999999999999999"), std::numeric_limits<std::uint64_t>::max());
+  for (const char* bad : {"", " ", "-1", "+5", "12abc", "0x10", "1 2", "1.0", "\t"}) {
+    EXPECT_FALSE(parse_content_length(bad).has_value()) << "'" << bad << "'";
+  }
+}
+
+TEST_F(WebhookTest, RefusesAMalformedContentLengthAs400) {
+  start();
+  const std::string auth = "Bearer " + kToken;
+  for (const char* bad : {"-1", "12abc", "", "+12"}) {
+    const auto r = receiver_->check_request(auth, "application/json", std::string_view(bad));
+    ASSERT_TRUE(r) << bad;
+    EXPECT_EQ(r->status, 400) << bad;
+  }
+  const auto big = receiver_->check_request(auth, "application/json", std::string_view("99999999999999999999"));
+  ASSERT_TRUE(big);
+  EXPECT_EQ(big->status, 413);
+  EXPECT_FALSE(receiver_->check_request(auth, "application/json", std::string_view("12")));
+  EXPECT_FALSE(receiver_->check_request(auth, "application/json", std::nullopt));  // chunked
 }
 
 TEST_F(WebhookTest, RefusesUnknownReactionAndAuditsIt) {

@@ -14,41 +14,10 @@
 #include <iterator>
 
 #include "mltap/naming.hpp"
-#include "ring_fixture.hpp"
-
-extern char** environ;
+#include "ingest_support.hpp"
 
 namespace mltap::test {
 namespace {
-
-struct Helper {
-  pid_t pid = -1;
-  std::string segment;
-};
-
-// Starts ring_producer_helper and waits for its "ready <segment>" line.
-Helper start_helper(const std::string& dir, const std::string& ns, int i) {
-  int out[2];
-  if (::pipe(out) != 0) return {};
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&fa, out[0]);
-  const std::string name = "t/dead" + std::to_string(i);
-  const char* argv[] = {MLTAP_PRODUCER_HELPER, dir.c_str(), ns.c_str(), name.c_str(), nullptr};
-  Helper h;
-  if (posix_spawn(&h.pid, MLTAP_PRODUCER_HELPER, &fa, nullptr, const_cast<char**>(argv), environ) != 0) {
-    h.pid = -1;
-  }
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(out[1]);
-  std::string line;
-  char c;
-  while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
-  ::close(out[0]);
-  if (line.rfind("ready ", 0) == 0) h.segment = line.substr(6);
-  return h;
-}
 
 std::size_t count_segments(const TempShmDir& dir, const std::string& ns) {
   std::size_t n = 0;
@@ -56,16 +25,6 @@ std::size_t count_segments(const TempShmDir& dir, const std::string& ns) {
     n += naming::is_segment_file_name(ns, f.substr(f.rfind('/') + 1)) ? 1 : 0;
   }
   return n;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
 }
 
 format::SegmentHeader& header_of(std::string& bytes) {
@@ -78,12 +37,12 @@ TEST(DeadProducers, TheNextStreamWithoutAnAgentRemovesWhatSigkilledProducersLeft
   constexpr int kProducers = 100;
   std::vector<Helper> helpers;
   for (int i = 0; i < kProducers; ++i) {
-    helpers.push_back(start_helper(dir.path(), ns, i));
+    helpers.push_back(start_helper(dir.path(), ns, "t/dead" + std::to_string(i)));
     ASSERT_GT(helpers.back().pid, 0);
     ASSERT_FALSE(helpers.back().segment.empty()) << "helper " << i << " has no ring";
   }
   // One more stays alive: its segment must stay.
-  Helper alive = start_helper(dir.path(), ns, kProducers);
+  Helper alive = start_helper(dir.path(), ns, "t/dead" + std::to_string(kProducers));
   ASSERT_FALSE(alive.segment.empty());
   for (const auto& h : helpers) ::kill(h.pid, SIGKILL);
   for (const auto& h : helpers) ::waitpid(h.pid, nullptr, 0);

@@ -15,53 +15,13 @@
 #include <random>
 #include <thread>
 
-#include "agent/ingest/ingest.hpp"
 #include "mltap/naming.hpp"
-#include "ring_fixture.hpp"
-
-extern char** environ;
+#include "ingest_support.hpp"
 
 namespace mltap::test {
 namespace {
 
 using namespace std::chrono_literals;
-
-ingest::IngestConfig config_for(const TempShmDir& dir, const std::string& ns) {
-  ingest::IngestConfig c;
-  c.ns = ns;
-  c.shm_dir = dir.path();
-  c.pending_grace = std::chrono::nanoseconds(0);
-  return c;
-}
-
-StreamOptions one_lane(const TempShmDir& dir, const std::string& ns) {
-  StreamOptions o;
-  o.component = "test";
-  o.shm_dir = dir.path();
-  o.ns = ns;
-  o.lanes = 1;
-  o.ring_bytes = 64 << 10;
-  o.sampling_budget = 0;
-  o.features = {"x"};
-  return o;
-}
-
-const core::StreamSnapshot* find_stream(const core::IngestSnapshot& s, const std::string& name) {
-  for (const auto& st : s.streams) {
-    if (st.info.name == name) return &st;
-  }
-  return nullptr;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out << bytes;
-}
 
 bool exists(const std::string& path) {
   struct stat st {};
@@ -151,40 +111,13 @@ TEST(Discovery, IdleSegmentsAreStillReadWhenTheyWakeUp) {
   EXPECT_EQ(records, 60u);
 }
 
-struct Helper {
-  pid_t pid = -1;
-  std::string segment;
-};
-
-Helper start_helper(const std::string& dir, const std::string& ns) {
-  int out[2];
-  if (::pipe(out) != 0) return {};
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_adddup2(&fa, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_addclose(&fa, out[0]);
-  const char* argv[] = {MLTAP_PRODUCER_HELPER, dir.c_str(), ns.c_str(), "t/refused", nullptr};
-  Helper h;
-  if (posix_spawn(&h.pid, MLTAP_PRODUCER_HELPER, &fa, nullptr, const_cast<char**>(argv), environ) != 0) {
-    h.pid = -1;
-  }
-  posix_spawn_file_actions_destroy(&fa);
-  ::close(out[1]);
-  std::string line;
-  char ch;
-  while (::read(out[0], &ch, 1) == 1 && ch != '\n') line += ch;
-  ::close(out[0]);
-  if (line.rfind("ready ", 0) == 0) h.segment = line.substr(6);
-  return h;
-}
-
 TEST(RefusedSegments, OnlyThoseOfADeadProducerOwnedByItsUidAreRemoved) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root (chown)";
   TempShmDir dir;
   const std::string ns = "disc4";
   // A real producer; its stream will belong to uid 65534 first, so the agent refuses it as
   // stream_owner while it runs (verified), then it is SIGKILLed.
-  Helper h = start_helper(dir.path(), ns);
+  Helper h = start_helper(dir.path(), ns, "t/refused");
   ASSERT_GT(h.pid, 0);
   ASSERT_FALSE(h.segment.empty());
   const std::string bytes = read_file(h.segment);

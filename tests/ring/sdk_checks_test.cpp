@@ -96,6 +96,61 @@ TEST(SdkChecks, AnInvalidNamespaceVariableIsAnErrorThatNamesIt) {
   }
 }
 
+// A write of zero rows does nothing and says `written`, the same with or without a ring and on
+// every entry point: no lane is claimed for it (a thread that only ever writes empty batches
+// does not use up a lane) and no counter moves.
+TEST(SdkChecks, AWriteOfZeroRowsDoesNothingAndIsWritten) {
+  TempShmDir dir;
+  StreamOptions o = small_options(dir.path(), 3);
+  o.lanes = 1;
+  Stream s("t/empty", o);
+  ASSERT_TRUE(s.has_ring());
+  const float v[3] = {1, 2, 3};
+  const std::uint32_t three = 3;
+  EXPECT_EQ(s.write_batch(v, 0, 3), WriteResult::written);
+  EXPECT_EQ(s.write_tensor(v, DType::float32, std::span<const std::uint32_t>(&three, 1), 0, {}),
+            WriteResult::written);
+  auto st = s.stats();
+  EXPECT_EQ(st.rows_written, 0u);
+  {
+    auto r = open_reader(s.segment_path());
+    ASSERT_TRUE(r);
+    const auto pc = r->producer_counters();
+    ASSERT_TRUE(pc);
+    EXPECT_EQ(pc->lanes_used, 0u) << "a write of no rows claimed a lane";
+  }
+  EXPECT_EQ(s.write(std::span<const float>(v)), WriteResult::written);
+  st = s.stats();
+  EXPECT_EQ(st.rows_written, 1u);
+  EXPECT_EQ(st.rows_committed, 1u);
+
+  // Without a ring (its file system refuses the file): the same answer, nothing counted.
+  StreamOptions none = small_options("/proc/self", 3);
+  Stream ringless("t/ringless", none);
+  ASSERT_FALSE(ringless.has_ring());
+  EXPECT_EQ(ringless.write_batch(v, 0, 3), WriteResult::written);
+  EXPECT_EQ(ringless.stats().rows_written, 0u);
+  EXPECT_EQ(ringless.stats().rows_no_ring, 0u);
+
+  // The C ABI.
+  mltap_stream_options co;
+  mltap_stream_options_init(&co);
+  const char* names[] = {"a", "b", "c"};
+  co.feature_names = names;
+  co.feature_count = 3;
+  co.shm_dir = dir.path().c_str();
+  co.ns = "t";
+  mltap_stream* cs = nullptr;
+  char err[256] = {};
+  ASSERT_EQ(mltap_stream_open("t/cempty", &co, &cs, err, sizeof err), 0) << err;
+  EXPECT_EQ(mltap_write(cs, v, MLTAP_FLOAT32, &three, 1, 0, nullptr), MLTAP_WRITTEN);
+  mltap_stats cst{};
+  cst.struct_size = sizeof cst;
+  ASSERT_EQ(mltap_get_stats(cs, &cst), 0);
+  EXPECT_EQ(cst.rows_written, 0u);
+  mltap_stream_close(cs);
+}
+
 TEST(SdkChecks, RowsOfAnotherShapeThanDeclaredAreBadInput) {
   TempShmDir dir;
   Stream s("t/width", small_options(dir.path(), 3));  // declares rows of 3 values

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <fstream>
 #include <iterator>
@@ -22,9 +23,7 @@
 #include "agent/ingest/ingest.hpp"
 #include "agent/ingest/trust.hpp"
 #include "mltap/naming.hpp"
-#include "ring_fixture.hpp"
-
-extern char** environ;
+#include "ingest_support.hpp"
 
 namespace mltap::test {
 namespace {
@@ -62,6 +61,94 @@ TEST(TrustMaps, SeesARealMappingOfThisProcess) {
   EXPECT_TRUE(ingest::maps_text_maps_inode(mapped, st.st_dev, st.st_ino));
   ::munmap(p, 4096);
   ::close(fd);
+}
+
+// A fake procfs with one process whose maps list `inodes` on device 00:1a.
+struct FakeProc {
+  TempShmDir root;
+  void set_maps(std::uint32_t pid, const std::vector<std::uint64_t>& inodes) {
+    ::mkdir((root.path() + "/" + std::to_string(pid)).c_str(), 0700);
+    std::ofstream out(root.path() + "/" + std::to_string(pid) + "/maps", std::ios::trunc);
+    std::uint64_t at = 0x7f0000000000;
+    for (auto ino : inodes) {
+      out << std::hex << at << "-" << at + 0x1000 << std::dec << " rw-s 00000000 00:1a " << ino
+          << " /dev/shm/mltap.x.1." << ino << "\n";
+      at += 0x1000;
+    }
+  }
+  ~FakeProc() {
+    for (const auto& d : root.files()) {
+      ::unlink((d + "/maps").c_str());
+      ::rmdir(d.c_str());
+    }
+  }
+};
+
+// Attaching N segments of one process reads its maps once per scan, not once per segment (the
+// O(N^2) of 5,000 segments of one process).
+TEST(TrustMapsCache, OneReadServesEverySegmentOfTheProcessInAScan) {
+  FakeProc proc;
+  std::vector<std::uint64_t> inodes;
+  for (std::uint64_t i = 0; i < 2000; ++i) inodes.push_back(1000 + i);
+  proc.set_maps(77, inodes);
+  ingest::MapsCache cache;
+  const std::uint64_t opened = ingest::monotonic_ns();
+  int err = 0;
+  for (auto ino : inodes) {
+    ASSERT_EQ(cache.maps(77, 5, makedev(0, 0x1a), ino, opened, proc.root.path(), err),
+              ingest::MapsCache::Answer::mapped);
+  }
+  EXPECT_EQ(cache.reads(), 1u);
+  // Another start time is another process (a reused pid): never served from this parse.
+  EXPECT_EQ(cache.maps(77, 6, makedev(0, 0x1a), 1000, opened, proc.root.path(), err),
+            ingest::MapsCache::Answer::mapped);
+  EXPECT_EQ(cache.reads(), 2u);
+  cache.clear();
+  EXPECT_EQ(cache.maps(77, 5, makedev(0, 0x1a), 1000, opened, proc.root.path(), err),
+            ingest::MapsCache::Answer::mapped);
+  EXPECT_EQ(cache.reads(), 3u);
+}
+
+// A "not mapped" from a parse older than the file's opening is never believed: a ring created
+// (and mapped) after the parse is read afresh and found; one that is not mapped stays refused.
+TEST(TrustMapsCache, AMissOnAnOlderParseReadsAgain) {
+  FakeProc proc;
+  proc.set_maps(78, {10, 11});
+  ingest::MapsCache cache;
+  int err = 0;
+  const auto dev = makedev(0, 0x1a);
+  ASSERT_EQ(cache.maps(78, 1, dev, 10, ingest::monotonic_ns(), proc.root.path(), err),
+            ingest::MapsCache::Answer::mapped);
+  // Opened before the parse: the parse is fresh enough, its "no" stands, no new read.
+  const std::uint64_t early = 0;
+  EXPECT_EQ(cache.maps(78, 1, dev, 12, early, proc.root.path(), err), ingest::MapsCache::Answer::not_mapped);
+  EXPECT_EQ(cache.reads(), 1u);
+  // The producer maps inode 12 now; the agent opened it after the parse: read again.
+  proc.set_maps(78, {10, 11, 12});
+  EXPECT_EQ(cache.maps(78, 1, dev, 12, ingest::monotonic_ns(), proc.root.path(), err),
+            ingest::MapsCache::Answer::mapped);
+  EXPECT_EQ(cache.reads(), 2u);
+  // Opened after the last parse, still not mapped: read again, refused.
+  EXPECT_EQ(cache.maps(78, 1, dev, 13, ingest::monotonic_ns(), proc.root.path(), err),
+            ingest::MapsCache::Answer::not_mapped);
+  EXPECT_EQ(cache.reads(), 3u);
+  // A process gone: its maps cannot be read.
+  EXPECT_EQ(cache.maps(79, 1, dev, 10, ingest::monotonic_ns(), proc.root.path(), err),
+            ingest::MapsCache::Answer::gone);
+}
+
+TEST(TrustMaps, ListsEveryMappedInode) {
+  const std::string maps =
+      "7f00-7f10 rw-s 00000000 00:1a 4242 /dev/shm/a\n"
+      "7f10-7f20 rw-s 00001000 00:1a 4242 /dev/shm/a\n"
+      "7f20-7f30 rw-p 00000000 00:00 0\n"
+      "7f30-7f40 r--p 00000000 103:02 99 /usr/lib/libc.so\n";
+  const auto inodes = ingest::maps_text_inodes(maps);
+  ASSERT_EQ(inodes.size(), 2u);
+  EXPECT_TRUE(std::binary_search(inodes.begin(), inodes.end(),
+                                 std::pair<std::uint64_t, std::uint64_t>{makedev(0, 0x1a), 4242}));
+  EXPECT_TRUE(std::binary_search(inodes.begin(), inodes.end(),
+                                 std::pair<std::uint64_t, std::uint64_t>{makedev(0x103, 2), 99}));
 }
 
 TEST(TrustPaths, UnderByWholeComponents) {
@@ -118,35 +205,10 @@ struct Captured : ingest::ProducerObserver {
   void on_producer_gone(const core::SegmentIdentity&, core::ProducerState) override {}
 };
 
-ingest::IngestConfig config_for(const TempShmDir& dir, const std::string& ns) {
-  ingest::IngestConfig c;
-  c.ns = ns;
-  c.shm_dir = dir.path();
-  c.pending_grace = std::chrono::nanoseconds(0);
-  return c;
-}
-
-StreamOptions options_for(const TempShmDir& dir, const std::string& ns) {
-  StreamOptions o;
-  o.shm_dir = dir.path();
-  o.ns = ns;
-  o.lanes = 1;
-  o.ring_bytes = 64 << 10;
-  o.features = {"x"};
-  return o;
-}
-
-const core::StreamSnapshot* find_stream(const core::IngestSnapshot& s, const std::string& name) {
-  for (const auto& st : s.streams) {
-    if (st.info.name == name) return &st;
-  }
-  return nullptr;
-}
-
 TEST(TrustIngest, RefusesForgedProducersAndReadsTheRealOne) {
   TempShmDir dir;
   const std::string ns = "trust1";
-  Stream real("t/real", options_for(dir, ns));
+  Stream real("t/real", one_lane(dir, ns));
   const float v[1] = {1};
   for (int i = 0; i < 10; ++i) real.write(std::span<const float>(v));
   // A root process like this file's owner, which does not map the file.
@@ -205,7 +267,7 @@ TEST(TrustIngest, AClosedRingOfAnEndedProducerIsAnonymousHistory) {
   const auto ticks1 = naming::process_start_ticks(1, "/proc");
   ASSERT_TRUE(ticks1);
   {
-    Stream real("t/hist", options_for(dir, ns));
+    Stream real("t/hist", one_lane(dir, ns));
     const float v[1] = {1};
     for (int i = 0; i < 7; ++i) real.write(std::span<const float>(v));
     // Closed, naming pid 1: read as the file owner's records, with no process behind them.
@@ -240,7 +302,7 @@ TEST(TrustIngest, AReadyRingOfAProducerKilledBeforeTheScanIsHistoryAndRemoved) {
   std::string path;
   {
     std::ofstream(dir.path() + "/" + naming::agent_presence_file_name(ns)) << "";  // keep rings
-    Stream real("t/killed", options_for(dir, ns));
+    Stream real("t/killed", one_lane(dir, ns));
     const float v[1] = {1};
     for (int i = 0; i < 5; ++i) real.write(std::span<const float>(v));
     path = forge(dir, ns, real.segment_path(), static_cast<std::uint32_t>(gone), 1, 905);
@@ -276,17 +338,17 @@ TEST(TrustIngest, StreamsOfEndedProducersReleaseTheirSlotsAtTheCap) {
   c.closed_segment_grace = std::chrono::nanoseconds(0);
   ingest::Ingest in(c);
   const float v[1] = {1};
-  auto live = std::make_unique<Stream>("t/live", options_for(dir, ns));
+  auto live = std::make_unique<Stream>("t/live", one_lane(dir, ns));
   {
     std::ofstream(dir.path() + "/" + naming::agent_presence_file_name(ns)) << "";  // keep closed rings
-    Stream ended("t/ended", options_for(dir, ns));
+    Stream ended("t/ended", one_lane(dir, ns));
     ended.write(std::span<const float>(v));
     in.run_once();
   }  // closed: drained and retired on the next rounds
   in.run_once();
   in.run_once();
   ASSERT_NE(find_stream(*in.snapshot(), "t/ended"), nullptr);
-  Stream next("t/next", options_for(dir, ns));
+  Stream next("t/next", one_lane(dir, ns));
   next.write(std::span<const float>(v));
   in.run_once();
   auto snap = in.snapshot();
@@ -296,7 +358,7 @@ TEST(TrustIngest, StreamsOfEndedProducersReleaseTheirSlotsAtTheCap) {
   ASSERT_NE(find_stream(*snap, "t/live"), nullptr);
   EXPECT_EQ(snap->streams_cut, 0u);
   // Both remaining streams have live producers: a third new stream waits (ignored), counted.
-  Stream third("t/third", options_for(dir, ns));
+  Stream third("t/third", one_lane(dir, ns));
   in.run_once();
   snap = in.snapshot();
   EXPECT_EQ(find_stream(*snap, "t/third"), nullptr);
@@ -308,7 +370,7 @@ TEST(TrustIngest, WithoutVerificationForgedSegmentsAreRead) {
   // What ingest.verify_producers: false (INSECURE) means: the same forged segment is read.
   TempShmDir dir;
   const std::string ns = "trust3";
-  Stream real("t/x", options_for(dir, ns));
+  Stream real("t/x", one_lane(dir, ns));
   const auto ticks1 = naming::process_start_ticks(1, "/proc");
   ASSERT_TRUE(ticks1);
   forge(dir, ns, real.segment_path(), 1, *ticks1, 905);
@@ -331,7 +393,7 @@ TEST(TrustIngest, ArtifactsAreWatchedOnlyUnderTheConfiguredDirectories) {
   const std::string allowed = dir.path() + "/models", other = dir.path() + "/elsewhere";
   ASSERT_EQ(::mkdir(allowed.c_str(), 0755), 0);
   ASSERT_EQ(::mkdir(other.c_str(), 0755), 0);
-  auto o = options_for(dir, ns);
+  auto o = one_lane(dir, ns);
   o.artifacts = {allowed + "/model.pt", other + "/secret.pkl"};
   Stream s("t/art", o);
   auto c = config_for(dir, ns);

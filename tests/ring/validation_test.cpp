@@ -233,6 +233,46 @@ TEST_F(Validation, BadRecordsAreCountedAndTheRestRead) {
   }
 }
 
+// The reader does not take the header's word for how large a record may be (up to half the ring:
+// 512 MiB in a 1 GiB ring, one buffer per segment): records over ReaderLimits::max_record_bytes
+// (ingest.max_record_bytes) are refused unread, counted by their own cause with their rows; the
+// records around them are read.
+TEST(RecordLimit, RecordsOverTheReadersLimitAreCountedNotCopied) {
+  TempShmDir dir;
+  StreamOptions o = small_options(dir.path(), 4);
+  o.ring_bytes = 1 << 20;  // the producer may write records up to 512 KiB
+  o.lanes = 1;
+  Stream s("t/big", o);
+  std::vector<float> big(4 * 8192, 1.0f);  // 8,192 rows of 16 bytes: one record of 128 KiB + header
+  const float small_row[4] = {1, 2, 3, 4};
+  s.write(std::span<const float>(small_row));
+  s.write_batch(big.data(), 8192, 4);
+  s.write(std::span<const float>(small_row));
+  {
+    ingest::ReaderLimits limits;
+    limits.max_record_bytes = 64 << 10;
+    ingest::RejectReason reason{};
+    std::string detail;
+    auto r = ingest::SegmentReader::open(s.segment_path(), limits, reason, detail);
+    ASSERT_TRUE(r) << detail;
+    Collector c;
+    const auto counts = r->poll(c);
+    EXPECT_EQ(counts.records, 2u);
+    EXPECT_EQ(c.rows, 2u);
+    EXPECT_EQ(counts.records_invalid[static_cast<int>(core::InvalidReason::too_large)], 1u);
+    EXPECT_EQ(counts.rows_invalid, 8192u);
+    EXPECT_EQ(core::invalid_reason_name(core::InvalidReason::too_large), "too_large");
+  }
+  // The default limit (64 MiB) reads the same record.
+  auto r = open_reader(s.segment_path());
+  ASSERT_TRUE(r);
+  Collector c;
+  const auto counts = r->poll(c);
+  EXPECT_EQ(counts.records, 3u);
+  EXPECT_EQ(c.rows, 8194u);
+  EXPECT_EQ(counts.rows_invalid, 0u);
+}
+
 // The producer announced record 10 and wrote half of it, then died: the reader never sees it.
 TEST_F(Validation, AProducerThatDiedMidRecordDoesNotFoolTheReader) {
   const std::string p = copy_segment(dir_, path_, "crashed");

@@ -110,7 +110,8 @@ MLTAP_API void mltap_stream_close(mltap_stream* stream);
 /* Writes `rows` rows, each a C-contiguous tensor of `row_shape` (ndim 1..6) with elements of
  * `dtype`. `trace_ids` is NULL or holds `rows` ids. Returns MLTAP_WRITTEN, MLTAP_SAMPLED_OUT or
  * MLTAP_DROPPED (counted in the stats; see the C++ SDK for causes: a row shape other than the
- * declared one is bad input). One row of one dimension takes the SDK's fast path. */
+ * declared one is bad input). One row of one dimension takes the SDK's fast path. Zero rows:
+ * MLTAP_WRITTEN, and nothing happens (no lane claimed, no counter moved). */
 MLTAP_API int mltap_write(mltap_stream* stream, const void* data, mltap_dtype dtype,
                           const uint32_t* row_shape, uint32_t ndim, uint64_t rows,
                           const uint64_t* trace_ids);

@@ -70,7 +70,8 @@ struct StreamOptions {
 };
 
 enum class WriteResult : std::uint8_t {
-  written,      // at least one row reached the ring
+  written,      // at least one row reached the ring; or zero rows were passed (a write of no
+                // rows does nothing: no lane claimed, no counter moved, on any open stream)
   sampled_out,  // the sampler kept none of the rows
   dropped,      // lost: too large, bad input, no lane, or no ring
 };
