@@ -21,8 +21,8 @@ fallback model while mltapd's `producer-flag` reaction sets the flag `use_fallba
 
 After a while, faults are injected, as they happen in production:
   * a model swap: a worse model is renamed onto the served model file (a bad deployment);
-  * a unit bug upstream: "mean area" arrives in cm^2 instead of mm^2 (x 0.01) for one clinic's
-    requests; cleaning passes it on, the model gets those requests wrong;
+  * a unit bug upstream: one clinic's system sends "mean area" in a unit ten times smaller (the
+    numbers x 10); cleaning passes it on, and the model calls many of those requests malignant;
   * a NaN burst in "mean texture" (a broken upstream join);
   * a concept shift in one clinic: its diagnoses disagree with the model (labels flip) while its
     inputs are unchanged.
@@ -132,8 +132,8 @@ def cleaning(args, start, x_serve, y_serve, names, out, truth):
             rows *= rng.normal(1.0, 0.02, size=rows.shape).astype(np.float32)  # measurement noise
             clinic = rng.integers(CLINICS, size=BATCH).astype(np.float32)
             ids = np.arange(request, request + BATCH, dtype=np.uint64)
-            if faults.active(f"unit bug: mean_area in cm^2 for clinic {args.bug_clinic}", args.unit_change_at):
-                rows[clinic == args.bug_clinic, area] *= 0.01
+            if faults.active(f"unit bug: mean_area x 10 for clinic {args.bug_clinic}", args.unit_change_at):
+                rows[clinic == args.bug_clinic, area] *= 10
             if faults.active("NaN burst in mean_texture", args.nan_burst_at, args.nan_burst_for):
                 rows[:, texture] = np.nan
             # Cleaning: impute what is missing with the training medians (a NaN burst becomes a
@@ -198,7 +198,7 @@ def feedback(args, start, inp):
                 ids, y, clinic, t = msg
                 is_malignant = (y == 0).astype(np.float32)  # breast-cancer target 0 = malignant
                 if faults.active(f"concept shift: clinic {args.shift_clinic}'s diagnoses disagree with the model",
-                                 args.concept_shift_at):
+                                 args.concept_shift_at, args.concept_shift_for or None):
                     flip = clinic == args.shift_clinic
                     is_malignant[flip] = 1 - is_malignant[flip]
                 kept = rng.random(len(ids)) >= args.never_labelled
@@ -225,7 +225,8 @@ def main():
     ap.add_argument("--nan-burst-at", type=float, default=160, help="seconds; negative disables")
     ap.add_argument("--nan-burst-for", type=float, default=15)
     ap.add_argument("--concept-shift-at", type=float, default=200, help="seconds; negative disables")
-    ap.add_argument("--bug-clinic", type=int, default=1, help="the clinic whose mean_area arrives in cm^2")
+    ap.add_argument("--concept-shift-for", type=float, default=0, help="seconds; 0 = until the end")
+    ap.add_argument("--bug-clinic", type=int, default=1, help="the clinic whose mean_area arrives x 10")
     ap.add_argument("--shift-clinic", type=int, default=2, help="the clinic whose diagnoses flip")
     ap.add_argument("--label-lag", type=float, default=5.0, help="median label lag, seconds")
     ap.add_argument("--never-labelled", type=float, default=0.2, help="share of requests never labelled")
