@@ -164,6 +164,45 @@ void flag_route(retention::RetentionStore& store, const HttpRequest& req, HttpRe
       json{{"stream", stream}, {"added", r.added}, {"already", r.already}, {"refused", r.refused}});
 }
 
+}  // namespace
+
+// The stream's retained rows in [since, until), oldest first, at most `limit`: the document of
+// GET /api/v1/retained and of an incident bundle's retained.json; null if none are retained.
+json retained_json(const retention::RetentionStore& store, const std::string& stream, std::uint64_t since,
+                   std::uint64_t until, std::uint64_t limit) {
+  json rows = json::array();
+  bool truncated = false;
+  json head;
+  {
+    const auto view = store.read();
+    const auto* meta = view.meta(stream);
+    if (!meta) return nullptr;
+    head = json{{"stream", meta->name},
+                {"component", meta->component},
+                {"kind", std::string(format::stream_kind_name(meta->kind))},
+                {"features", meta->feature_names}};
+    view.for_each(stream, since, until, [&](const retention::RetainedRow& r) {
+      if (rows.size() >= limit) {
+        truncated = true;
+        return;
+      }
+      json row = json::array(
+          {r.timestamp_ns, r.has_trace_id ? json(std::to_string(r.trace_id)) : json(nullptr)});
+      for (const double v : r.values) row.push_back(number_or_null(v));
+      rows.push_back(std::move(row));
+    });
+  }
+  std::sort(rows.begin(), rows.end(), [](const json& a, const json& b) {
+    return a[0].get<std::uint64_t>() < b[0].get<std::uint64_t>();
+  });
+  head["since"] = core::format_utc(since);
+  head["truncated"] = truncated;
+  head["rows"] = std::move(rows);
+  return head;
+}
+
+namespace {
+
 // GET /api/v1/retained?stream=S[&since=24h][&until=0s][&limit=100000]: the stream's retained
 // rows, oldest first, as [timestamp_ns, trace id (string) or null, values...] (mltap backfill).
 void retained_route(const retention::RetentionStore& store, const HttpRequest& req,
@@ -190,34 +229,8 @@ void retained_route(const retention::RetentionStore& store, const HttpRequest& r
       return reply_error(res, 400, "parameter 'limit' must be in [1, 1000000]");
     limit = *n;
   }
-  json rows = json::array();
-  bool truncated = false;
-  json head;
-  {
-    const auto view = store.read();
-    const auto* meta = view.meta(stream);
-    if (!meta) return reply_error(res, 404, "no retained records of stream '" + stream + "'");
-    head = json{{"stream", meta->name},
-                {"component", meta->component},
-                {"kind", std::string(format::stream_kind_name(meta->kind))},
-                {"features", meta->feature_names}};
-    view.for_each(stream, since, until, [&](const retention::RetainedRow& r) {
-      if (rows.size() >= limit) {
-        truncated = true;
-        return;
-      }
-      json row = json::array(
-          {r.timestamp_ns, r.has_trace_id ? json(std::to_string(r.trace_id)) : json(nullptr)});
-      for (const double v : r.values) row.push_back(number_or_null(v));
-      rows.push_back(std::move(row));
-    });
-  }
-  std::sort(rows.begin(), rows.end(), [](const json& a, const json& b) {
-    return a[0].get<std::uint64_t>() < b[0].get<std::uint64_t>();
-  });
-  head["since"] = core::format_utc(since);
-  head["truncated"] = truncated;
-  head["rows"] = std::move(rows);
+  json head = retained_json(store, stream, since, until, limit);
+  if (head.is_null()) return reply_error(res, 404, "no retained records of stream '" + stream + "'");
   reply(res, 200, head);
 }
 

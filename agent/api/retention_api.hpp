@@ -35,4 +35,9 @@ void register_retention_routes(HttpServer& server, RetentionApi api);
 
 nlohmann::json to_json(const retention::ReviewResult& r);
 
+// The stream's retained rows in [since, until) (unix ns), oldest first, at most `limit`, as
+// GET /api/v1/retained answers them; null when the store holds none of the stream.
+nlohmann::json retained_json(const retention::RetentionStore& store, const std::string& stream,
+                             std::uint64_t since, std::uint64_t until, std::uint64_t limit);
+
 }  // namespace mltap::api

@@ -28,6 +28,7 @@
 #include "exporters/metrics/state_metrics.hpp"
 #ifdef MLTAP_HAVE_BPF
 #include "bpf/tracer.hpp"
+#include "core/time.hpp"
 #endif
 
 namespace mltap::mltapd {
@@ -200,6 +201,14 @@ reactions::SnapshotProviders Agent::snapshot_providers() {
       if (f.stream == stream) out.push_back(api::to_json(f));
     }
     return out;
+  };
+  // The stream's retained samples of the last 10 minutes (at most 10,000 rows): the context
+  // before the alert that the ring may no longer hold, with trace ids for `mltap trace`.
+  providers.retained = [this](const std::string& stream, const core::AlertEvent&) {
+    if (!retention_) return nlohmann::json(nullptr);
+    constexpr std::uint64_t kSpanNs = 600ull * 1'000'000'000;
+    const std::uint64_t now = core::unix_now_ns();
+    return api::retained_json(*retention_, stream, now - std::min(now, kSpanNs), ~0ull, 10'000);
   };
   return providers;
 }

@@ -132,6 +132,7 @@ SnapshotResult SnapshotWriter::write(const AlertEvent& alert, const std::string&
         {"detector_state", &providers.detector_state},
         {"finding", &providers.finding},
         {"timeline", &providers.timeline},
+        {"retained", &providers.retained},
     };
     for (const auto& [doc, provider] : docs) {
       if (!*provider) continue;

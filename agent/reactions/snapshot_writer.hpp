@@ -10,6 +10,8 @@
 //                        trace ids, offset/bytes of its payload in records.bin
 //   records.bin          the payloads, concatenated, as the producer wrote them (little-endian)
 //   detector_state.json  finding.json  timeline.json   (when a provider is configured)
+//   retained.json        the stream's retained samples of the last minutes (agent/retention):
+//                        rows beyond the ring's reach, with trace ids for `mltap trace`
 #pragma once
 
 #include <cstdint>
@@ -31,6 +33,7 @@ struct SnapshotProviders {
   JsonProvider detector_state;  // the stream's detectors (windows, references, statistics)
   JsonProvider finding;         // the open finding(s) of the stream, as /api/v1/findings shows them
   JsonProvider timeline;        // the correlator's events around the finding
+  JsonProvider retained;        // the stream's retained rows before the alert (agent/retention)
 };
 
 struct SnapshotResult {

@@ -428,6 +428,9 @@ TEST(ReactionEngine, SnapshotWritesBundlesWithinLimits) {
   providers.timeline = [](const std::string&, const AlertEvent&) -> nlohmann::json {
     throw std::runtime_error("correlator not running");
   };
+  providers.retained = [](const std::string& stream, const AlertEvent&) {
+    return nlohmann::json{{"stream", stream}, {"rows", {{1, "10", 0.5}}}};
+  };
   for (std::uint64_t seq = 1; seq <= 3; ++seq) {
     RetainedRecord r;
     r.producer = {1234, 99};
@@ -480,6 +483,7 @@ TEST(ReactionEngine, SnapshotWritesBundlesWithinLimits) {
   EXPECT_EQ(nlohmann::json::parse(mltap::testing::read_file(newest + "/finding.json"))["fingerprint"], "b2");
   EXPECT_TRUE(std::filesystem::exists(newest + "/detector_state.json"));
   EXPECT_FALSE(std::filesystem::exists(newest + "/timeline.json"));
+  EXPECT_EQ(nlohmann::json::parse(mltap::testing::read_file(newest + "/retained.json"))["rows"][0][1], "10");
   const auto lines = f.audit();
   ASSERT_EQ(lines.size(), 3u);
   EXPECT_NE(lines[2]["detail"].get<std::string>().find("1 old bundles removed"), std::string::npos) << lines[2];
