@@ -18,6 +18,7 @@
 #include "agent/api/routes.hpp"
 #include "agent/correlator/describe.hpp"
 #include "bpf/capabilities.hpp"
+#include "core/time.hpp"
 #include "exporters/metrics/alertmanager_metrics.hpp"
 #include "exporters/metrics/detector_metrics.hpp"
 #include "exporters/metrics/ebpf_metrics.hpp"
@@ -28,7 +29,6 @@
 #include "exporters/metrics/state_metrics.hpp"
 #ifdef MLTAP_HAVE_BPF
 #include "bpf/tracer.hpp"
-#include "core/time.hpp"
 #endif
 
 namespace mltap::mltapd {
