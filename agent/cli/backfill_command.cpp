@@ -3,8 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
+#include <stdexcept>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -28,6 +32,7 @@ struct BackfillArgs {
   std::string agent = default_agent_url();
   std::uint64_t limit = 1'000'000;
   bool json = false;
+  std::string openmetrics;  // also write the windows as OpenMetrics with their timestamps
 };
 
 format::StreamKind kind_of(const std::string& k) {
@@ -36,6 +41,59 @@ format::StreamKind kind_of(const std::string& k) {
     if (format::stream_kind_name(v) == k) return v;
   }
   return format::StreamKind::features;
+}
+
+// OpenMetrics text of the backfilled windows, each sample stamped with its window's end, for
+// Prometheus' own backfill: `promtool tsdb create-blocks-from openmetrics FILE DATA_DIR` makes
+// blocks a Prometheus serves (docs/lineage.md). Families are contiguous, samples in time order.
+std::string openmetrics_label(const std::string& v) {
+  std::string out;
+  for (const char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    if (c == '\n') {
+      out += "\\n";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+void write_openmetrics(const std::string& path, const std::string& stream, const nlohmann::json& windows) {
+  std::ofstream out(path, std::ios::trunc);
+  if (!out) throw std::runtime_error("cannot write " + path);
+  const std::string sl = "stream=\"" + openmetrics_label(stream) + "\"";
+  auto ts = [](const nlohmann::json& w) {
+    char b[32];
+    std::snprintf(b, sizeof b, "%.3f", static_cast<double>(w["end_unix_ns"].get<std::uint64_t>()) / 1e9);
+    return std::string(b);
+  };
+  out << "# HELP mltap_backfill_stream_drift_detected Drift decided in the backfilled window (1) or not (0).\n"
+         "# TYPE mltap_backfill_stream_drift_detected gauge\n";
+  for (const auto& w : windows)
+    out << "mltap_backfill_stream_drift_detected{" << sl << "} " << (w["drift_detected"].get<bool>() ? 1 : 0)
+        << " " << ts(w) << "\n";
+  out << "# HELP mltap_backfill_window_records Records of the backfilled window.\n"
+         "# TYPE mltap_backfill_window_records gauge\n";
+  for (const auto& w : windows)
+    out << "mltap_backfill_window_records{" << sl << "} " << w["records"].get<std::uint64_t>() << " " << ts(w)
+        << "\n";
+  out << "# HELP mltap_backfill_feature_drift_ratio Largest drift score over its decision level of a feature "
+         "in the backfilled window.\n"
+         "# TYPE mltap_backfill_feature_drift_ratio gauge\n";
+  std::map<std::string, std::vector<std::pair<std::string, double>>> by_feature;  // contiguous series
+  for (const auto& w : windows)
+    for (const auto& [name, v] : w["ratios"].items()) by_feature[name].emplace_back(ts(w), v.get<double>());
+  for (const auto& [name, samples] : by_feature)
+    for (const auto& [t, v] : samples) {
+      char b[40];
+      std::snprintf(b, sizeof b, "%.17g", v);
+      out << "mltap_backfill_feature_drift_ratio{" << sl << ",feature=\"" << openmetrics_label(name) << "\"} " << b
+          << " " << t << "\n";
+    }
+  out << "# EOF\n";
+  out.flush();
+  if (!out) throw std::runtime_error("cannot write " + path);
 }
 
 int run_backfill(const BackfillArgs& a) {
@@ -95,8 +153,14 @@ int run_backfill(const BackfillArgs& a) {
         drifted.push_back(
             nlohmann::json{{"feature", f.name}, {"method", f.max_method}, {"ratio", f.max_ratio}});
     }
+    nlohmann::json ratios = nlohmann::json::object();
+    for (const auto& f : *ss.features) {
+      if (f.enabled && !f.scores.empty() && std::isfinite(f.max_ratio)) ratios[f.name] = f.max_ratio;
+    }
     windows.push_back(
         nlohmann::json{{"end", core::format_utc(ss.last_window_end_unix_ns)},
+                       {"end_unix_ns", ss.last_window_end_unix_ns},
+                       {"ratios", ratios},
                        {"records", ss.last_window_records},
                        {"reference", std::string(core::reference_source_name(ss.reference))},
                        {"drift_detected", ss.drift_detected},
@@ -139,6 +203,11 @@ int run_backfill(const BackfillArgs& a) {
   nlohmann::json findings = nlohmann::json::array();
   for (const auto* list : {&snap->open_findings, &snap->closed_findings})
     for (const auto& f : *list) findings.push_back(api::to_json(f));
+  if (!a.openmetrics.empty()) write_openmetrics(a.openmetrics, a.stream, windows);
+  for (auto& w : windows) {
+    w.erase("end_unix_ns");
+    w.erase("ratios");
+  }
   if (a.json) {
     nlohmann::json out{{"stream", a.stream},  {"since", doc->value("since", "")},
                        {"rows", rows.size()}, {"truncated", doc->value("truncated", false)},
@@ -180,6 +249,9 @@ void add_backfill_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--agent", a->agent,
                   "mltapd URL (default $MLTAP_AGENT or http://127.0.0.1:9645)");
   cmd->add_flag("--json", a->json, "Print JSON: windows and findings");
+  cmd->add_option("--openmetrics", a->openmetrics,
+                  "Also write the windows' results as OpenMetrics with timestamps to this file, for "
+                  "`promtool tsdb create-blocks-from openmetrics`");
   cmd->callback([a, &exit_code] {
     try {
       exit_code = run_backfill(*a);

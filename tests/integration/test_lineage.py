@@ -181,7 +181,9 @@ def test_review_ranks_the_broken_feature_and_trace_shows_every_component(setup):
         with open(bf_cfg, "w") as f:
             f.write(f"detectors:\n  pin_records: {CLEAN_ROWS}\n  window_records: 500\n"
                     "  min_window_records: 250\n  window_seconds: 0\n")
-        bf = mltap(agent, "backfill", "lin/features", "--config", bf_cfg, "--since", "1h", "--json", check=False)
+        om = os.path.join(work, "backfill.om")
+        bf = mltap(agent, "backfill", "lin/features", "--config", bf_cfg, "--since", "1h", "--json",
+                   "--openmetrics", om, check=False)
         assert bf.returncode == 3, bf.stdout[-2000:] + bf.stderr
         bfd = json.loads(bf.stdout)
         assert bfd["rows"] == N and not bfd["truncated"], bfd
@@ -189,6 +191,16 @@ def test_review_ranks_the_broken_feature_and_trace_shows_every_component(setup):
         # 4% of values x1000: out of the reference's range in every window (a quality finding).
         named = {t["feature"] for f in bfd["findings"] for t in f["top"]}
         assert named == {"amount"}, bfd["findings"]
+        # ...and exported for Prometheus' own backfill: promtool turns the file into TSDB blocks.
+        with open(om) as f:
+            text = f.read()
+        assert text.endswith("# EOF\n") and "mltap_backfill_feature_drift_ratio" in text, text[:2000]
+        records = [l for l in text.splitlines() if l.startswith("mltap_backfill_window_records{")]
+        assert len(records) == len(bfd["windows"]), records[:5]
+        blocks = subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", om,
+                                 os.path.join(work, "blocks")], capture_output=True, text=True, timeout=60)
+        assert blocks.returncode == 0, blocks.stdout + blocks.stderr
+        assert any(os.scandir(os.path.join(work, "blocks"))), "no block written"
 
         # flag: a state change, refused without the webhook token, counted as wrong with it.
         refused = mltap(agent, "flag", "lin/pred", "7", check=False)
