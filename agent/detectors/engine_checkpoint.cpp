@@ -14,6 +14,7 @@
 
 #include "agent/detectors/engine.hpp"
 #include "agent/detectors/engine_state.hpp"
+#include "core/finding_json.hpp"
 #include "core/time.hpp"
 
 namespace mltap::detectors {
@@ -45,94 +46,25 @@ std::string doc_name(const char* prefix, const std::string& stream) {
   return std::string(prefix) + buf;
 }
 
-json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
-
 json finding_to_json(const FindingSlot& slot) {
-  const Finding& f = slot.f;
-  json top = json::array();
-  for (const auto& t : f.top) {
-    json e = {{"feature", t.feature}, {"method", t.method}, {"score", number_or_null(t.score)},
-              {"threshold", number_or_null(t.threshold)}, {"p_value", number_or_null(t.p_value)},
-              {"detail", t.detail}};
-    if (t.alarm_record > 0) {
-      e["alarm_record"] = t.alarm_record;
-      e["onset_record"] = t.onset_record;
-    }
-    top.push_back(std::move(e));
-  }
-  return {{"id", f.id},
-          {"kind", std::string(core::finding_kind_name(f.kind))},
-          {"reason", f.reason},
-          {"severity", std::string(core::severity_name(f.severity))},
-          {"opened_unix_ns", f.opened_unix_ns},
-          {"updated_unix_ns", f.updated_unix_ns},
-          {"summary", f.summary},
-          {"top", std::move(top)},
-          {"window_records", f.window_records},
-          {"hits", slot.hits},
-          {"clean", slot.clean},
-          {"onset_unix_ns", f.onset_unix_ns},
-          {"onset_basis", f.onset_basis},
-          {"onset_resolution_ns", f.onset_resolution_ns},
-          {"supersedes", f.supersedes},
-          {"seen", slot.seen},
-          {"seen_severity", std::string(core::severity_name(slot.seen_severity))}};
-}
-
-double double_or_nan(const json& j, const char* key) {
-  const auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<double>() : NAN;
+  json j = core::finding_state_json(slot.f);
+  j["hits"] = slot.hits;
+  j["clean"] = slot.clean;
+  j["seen"] = slot.seen;
+  j["seen_severity"] = std::string(core::severity_name(slot.seen_severity));
+  return j;
 }
 
 // Throws json::exception (type errors) or std::invalid_argument on a malformed finding.
 FindingSlot finding_from_json(const json& j, const std::string& stream, const std::string& component) {
   FindingSlot slot;
+  slot.f = core::finding_from_state_json(j, stream, component);
   Finding& f = slot.f;
-  f.id = j.at("id").get<std::uint64_t>();
-  if (f.id == 0) throw std::invalid_argument("finding id 0");
-  const auto kind = j.at("kind").get<std::string>();
-  bool known = false;
-  for (std::size_t k = 0; k < kKinds; ++k) {
-    if (core::finding_kind_name(static_cast<FindingKind>(k)) == kind) {
-      f.kind = static_cast<FindingKind>(k);
-      known = true;
-    }
-  }
-  if (!known) throw std::invalid_argument("unknown finding kind '" + kind + "'");
-  const auto sev = j.at("severity").get<std::string>();
-  known = false;
-  for (auto s : {Severity::info, Severity::warning, Severity::critical}) {
-    if (core::severity_name(s) == sev) {
-      f.severity = s;
-      known = true;
-    }
-  }
-  if (!known) throw std::invalid_argument("unknown severity '" + sev + "'");
-  f.stream = stream;
-  f.component = component;
-  f.reason = j.at("reason").get<std::string>();
-  f.opened_unix_ns = j.at("opened_unix_ns").get<std::uint64_t>();
-  f.updated_unix_ns = j.at("updated_unix_ns").get<std::uint64_t>();
-  f.summary = j.at("summary").get<std::string>();
-  f.window_records = j.at("window_records").get<std::uint64_t>();
-  for (const auto& t : j.at("top")) {
-    FeatureEffect e;
-    e.feature = t.at("feature").get<std::string>();
-    e.method = t.at("method").get<std::string>();
-    e.score = double_or_nan(t, "score");
-    e.threshold = double_or_nan(t, "threshold");
-    e.p_value = double_or_nan(t, "p_value");
-    e.detail = t.at("detail").get<std::string>();
-    e.alarm_record = t.value("alarm_record", std::uint64_t{0});  // absent in documents written before CUSUM records
-    e.onset_record = t.value("onset_record", std::uint64_t{0});
-    f.top.push_back(std::move(e));
-  }
+  // The detectors checkpoint their own kinds only (a performance finding is not theirs).
+  if (static_cast<std::size_t>(f.kind) >= kKinds)
+    throw std::invalid_argument("unknown finding kind '" + std::string(core::finding_kind_name(f.kind)) + "'");
   slot.hits = j.value("hits", 0U);
   slot.clean = j.value("clean", 0U);
-  f.onset_unix_ns = std::min(j.value("onset_unix_ns", std::uint64_t{0}), f.opened_unix_ns);
-  f.onset_basis = f.onset_unix_ns ? j.value("onset_basis", std::string("opened")) : std::string("opened");
-  f.onset_resolution_ns = f.onset_unix_ns ? j.value("onset_resolution_ns", std::uint64_t{0}) : 0;
-  f.supersedes = j.value("supersedes", std::uint64_t{0});
   if (auto it = j.find("seen"); it != j.end()) {
     for (const auto& k : *it) {
       if (slot.seen.size() < kMaxSeen) slot.seen.push_back(k.get<std::string>());

@@ -30,6 +30,7 @@ PerformanceEngine::PerformanceEngine(PerformanceConfig config, std::string state
       dir_.clear();
     }
   }
+  findings_.attach_state(dir_);
   if (!dir_.empty()) {
     // The tables of the previous run: reopened before the first batch.
     if (DIR* d = ::opendir(dir_.c_str())) {
@@ -144,6 +145,7 @@ void PerformanceEngine::publish_now() {
     findings_.evaluate(st, comp == components_.end() ? std::string() : comp->second, settings, inputs,
                        static_cast<std::uint64_t>(now_));
   }
+  findings_.save_if_changed();
   snap->open_findings = findings_.open();
   snap->closed_findings = findings_.closed();
   std::lock_guard<std::mutex> lock(snapshot_mutex_);

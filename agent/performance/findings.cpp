@@ -3,6 +3,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "core/finding_json.hpp"
+#include "core/state_store.hpp"
 
 namespace mltap::performance {
 namespace {
@@ -266,6 +273,74 @@ void PerformanceFindings::decide(const std::string& stream, const std::string& c
   f.opened_unix_ns = now;
   if (f.onset_unix_ns > now) f.onset_unix_ns = 0;
   open_.push_back(std::move(f));
+}
+
+namespace {
+constexpr std::string_view kStateName = "performance-findings";
+constexpr std::uint32_t kStateVersion = 1;
+}  // namespace
+
+void PerformanceFindings::attach_state(std::string dir) {
+  state_dir_ = std::move(dir);
+  if (state_dir_.empty()) return;
+  const core::StateStore store(state_dir_);
+  const auto r = store.read(kStateName, kStateVersion);
+  if (r.status == core::StateReadResult::Status::unusable) {
+    spdlog::warn("performance: findings document unusable ({}); findings are decided afresh", r.detail);
+  }
+  if (r.status != core::StateReadResult::Status::ok) return;
+  try {
+    const auto j = nlohmann::json::parse(r.data);
+    std::map<std::string, Reference> refs;
+    for (const auto& [stream, rj] : j.at("baselines").items()) {
+      Reference ref;
+      ref.pinned = rj.at("pinned").get<bool>();
+      ref.end_ns = rj.at("end_ns").get<std::int64_t>();
+      for (const auto& [scope, v] : rj.at("baseline").items()) ref.baseline[scope] = v.get<double>();
+      refs[stream] = std::move(ref);
+    }
+    std::vector<core::Finding> open;
+    for (const auto& fj : j.at("open")) {
+      core::Finding f = core::finding_from_state_json(fj, fj.at("stream").get<std::string>(),
+                                                      fj.at("component").get<std::string>());
+      if (f.kind != core::FindingKind::performance) throw std::invalid_argument("not a performance finding");
+      open.push_back(std::move(f));
+    }
+    refs_ = std::move(refs);
+    open_ = std::move(open);
+    next_id_ = std::max(next_id_, j.at("next_id").get<std::uint64_t>());
+    for (const auto& f : open_) next_id_ = std::max(next_id_, f.id + 1);
+    saved_ = r.data;
+    spdlog::info("performance: {} open finding(s) and {} baseline(s) restored", open_.size(), refs_.size());
+  } catch (const std::exception& e) {
+    spdlog::warn("performance: findings document not used ({}); findings are decided afresh", e.what());
+  }
+}
+
+void PerformanceFindings::save_if_changed() {
+  if (state_dir_.empty()) return;
+  nlohmann::json baselines = nlohmann::json::object();
+  for (const auto& [stream, ref] : refs_) {
+    baselines[stream] = {{"pinned", ref.pinned}, {"end_ns", ref.end_ns}, {"baseline", ref.baseline}};
+  }
+  nlohmann::json open = nlohmann::json::array();
+  for (const auto& f : open_) {
+    auto fj = core::finding_state_json(f);
+    fj["stream"] = f.stream;
+    fj["component"] = f.component;
+    // The update time moves at every evaluation; it alone is no reason to write.
+    fj["updated_unix_ns"] = f.opened_unix_ns;
+    open.push_back(std::move(fj));
+  }
+  const std::string doc =
+      nlohmann::json{{"next_id", next_id_}, {"baselines", std::move(baselines)}, {"open", std::move(open)}}.dump();
+  if (doc == saved_) return;
+  std::string error;
+  if (!core::StateStore(state_dir_).write(core::StateDocument{std::string(kStateName), kStateVersion, doc}, error)) {
+    spdlog::warn("performance: findings not kept: {}", error);
+    return;
+  }
+  saved_ = doc;
 }
 
 }  // namespace mltap::performance

@@ -86,6 +86,15 @@ class PerformanceFindings {
   // The pinned baseline of a scope ("all", "slice:<v>"), if any.
   std::optional<double> baseline(const std::string& stream, const std::string& scope) const;
 
+  // Keeps the open findings (ids, onsets), the pinned baselines and the next id in the state
+  // document `performance-findings` of `dir` (core::StateStore: atomic, durable), so that a
+  // restart or kill -9 finds them open under the same ids rather than re-notifying; loads what a
+  // previous run kept now. An unusable document is moved aside and logged (start afresh).
+  void attach_state(std::string dir);
+  // Writes the document when something other than the update times changed since the last write
+  // (call after evaluating the streams). A failed write is logged and retried next time.
+  void save_if_changed();
+
  private:
   struct Reference {
     std::map<std::string, double> baseline;  // by scope, once pinned
@@ -98,6 +107,8 @@ class PerformanceFindings {
   std::vector<core::Finding> open_;
   std::vector<core::Finding> closed_;
   std::uint64_t next_id_ = kFirstId;
+  std::string state_dir_;   // empty: not kept
+  std::string saved_;       // the document last written (update times left out)
 };
 
 }  // namespace mltap::performance

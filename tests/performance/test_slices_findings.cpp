@@ -414,6 +414,55 @@ TEST(Findings, TheNewestWindowWithoutLabelsIsJudgedOnItsEstimate) {
   EXPECT_TRUE(f.open().empty());
 }
 
+// Open findings, pinned baselines and the next id are kept in the state directory: after a
+// restart the same finding is open under the same id (no new notification) and the baseline is
+// not pinned again from later windows; an unusable document is moved aside, not fatal.
+TEST(Findings, OpenFindingsAndBaselinesSurviveARestart) {
+  TempDir dir;
+  FindingsConfig cfg;
+  cfg.min_labels = 200;
+  cfg.reference_windows = 2;
+  auto st = stream_with({window(kT0, 0.9, 1000), window(kT0 + kW, 0.9, 1000), window(kT0 + 2 * kW, 0.7, 1000)});
+  std::uint64_t id = 0;
+  {
+    PerformanceFindings f(cfg);
+    f.attach_state(dir.path.string());
+    f.evaluate(st, "m", nullptr, {input(0)}, 100);
+    ASSERT_EQ(f.open().size(), 1u);
+    id = f.open()[0].id;
+    f.save_if_changed();
+  }
+  PerformanceFindings g(cfg);
+  g.attach_state(dir.path.string());
+  ASSERT_EQ(g.open().size(), 1u);
+  EXPECT_EQ(g.open()[0].id, id);
+  EXPECT_EQ(g.open()[0].stream, "m/pred");
+  EXPECT_EQ(g.open()[0].onset_unix_ns, static_cast<std::uint64_t>(kT0 + 2 * kW));
+  EXPECT_NEAR(*g.baseline("m/pred", "all"), 0.9, 1e-12);
+  // After the restart the windows replayed may be fewer: the baseline stays the pinned one and
+  // the drop keeps its id.
+  auto replayed = stream_with({window(kT0 + 2 * kW, 0.7, 1000)});
+  g.evaluate(replayed, "m", nullptr, {input(0)}, 200);
+  ASSERT_EQ(g.open().size(), 1u);
+  EXPECT_EQ(g.open()[0].id, id);
+  EXPECT_TRUE(g.closed().empty());
+  // A new finding after the restart gets an id after the kept ones.
+  g.evaluate(stream_with({window(kT0 + 3 * kW, 0.9, 1000)}), "m", nullptr, {input(0)}, 300);
+  EXPECT_TRUE(g.open().empty());
+  g.evaluate(stream_with({window(kT0 + 4 * kW, 0.6, 1000)}), "m", nullptr, {input(0)}, 400);
+  ASSERT_EQ(g.open().size(), 1u);
+  EXPECT_GT(g.open()[0].id, id);
+  g.save_if_changed();
+  // A document of garbage: moved aside, the findings start afresh.
+  const auto doc = dir.path / "performance-findings.json";
+  ASSERT_TRUE(std::filesystem::exists(doc));
+  { std::ofstream(doc, std::ios::trunc) << "{not json"; }
+  PerformanceFindings h(cfg);
+  h.attach_state(dir.path.string());
+  EXPECT_TRUE(h.open().empty());
+  EXPECT_FALSE(std::filesystem::exists(doc));
+}
+
 // The slices reach Prometheus (bounded `slice` label), the JSON and `mltap performance --slice`.
 TEST(Slices, ExportedAsMetricsJsonAndCliRows) {
   StreamJoin j(id(), sliced_config(2), "");
