@@ -144,8 +144,10 @@ def run(name, args, rng):
     for i, v in enumerate(logits):
         emit(0, start + i * S, v)
     windows.append((start, rows, False, logits))
+    # perf_replay's event record (40 bytes; the slice column NaN: not sliced).
     rec = np.zeros(len(events), dtype=[("kind", "u1"), ("pad", "u1", 7), ("id", "<u8"), ("ts", "<i8"),
-                                       ("value", "<f8")])
+                                       ("value", "<f8"), ("slice", "<f8")])
+    rec["slice"] = np.nan
     ev = np.array(events, dtype=object)
     rec["kind"] = ev[:, 0].astype(np.uint8)
     rec["id"] = ev[:, 1].astype(np.uint64)

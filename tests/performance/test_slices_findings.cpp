@@ -388,6 +388,7 @@ TEST(Findings, FloorAndEstimatedEvidence) {
 // The newest window, before its labels arrive, is judged on its label-free estimate against the
 // pinned baseline; without an estimate (withheld) it is not judged and the finding closes.
 TEST(Findings, TheNewestWindowWithoutLabelsIsJudgedOnItsEstimate) {
+  constexpr auto kNow = static_cast<std::uint64_t>(kT0 + 10 * kW);
   FindingsConfig cfg;
   cfg.min_labels = 200;
   cfg.reference_windows = 2;
@@ -399,18 +400,18 @@ TEST(Findings, TheNewestWindowWithoutLabelsIsJudgedOnItsEstimate) {
   est.accuracy = core::EstimatedValue{0.70, 0.66, 0.74};
   newest.estimate = est;
   auto st = stream_with({window(kT0, 0.9, 1000), window(kT0 + kW, 0.9, 1000), newest});
-  f.evaluate(st, "m", nullptr, {input(0)}, 100);
+  f.evaluate(st, "m", nullptr, {input(0)}, kNow);
   ASSERT_EQ(f.open().size(), 1u);
   EXPECT_NE(f.open()[0].summary.find("estimated"), std::string::npos) << f.open()[0].summary;
   EXPECT_EQ(f.open()[0].onset_unix_ns, static_cast<std::uint64_t>(kT0 + 2 * kW));
   // An estimate whose band reaches the baseline's tolerance is no drop.
   st.windows.back().estimate->accuracy = core::EstimatedValue{0.86, 0.80, 0.92};
-  f.evaluate(st, "m", nullptr, {input(0)}, 101);
+  f.evaluate(st, "m", nullptr, {input(0)}, kNow + 1);
   EXPECT_TRUE(f.open().empty());
   // Withheld: nothing to judge the newest window on; nothing opens.
   st.windows.back().estimate->accuracy.reset();
   st.windows.back().estimate->withheld = core::EstimateWithheld::outside_support;
-  f.evaluate(st, "m", nullptr, {input(0)}, 102);
+  f.evaluate(st, "m", nullptr, {input(0)}, kNow + 2);
   EXPECT_TRUE(f.open().empty());
 }
 
@@ -418,6 +419,7 @@ TEST(Findings, TheNewestWindowWithoutLabelsIsJudgedOnItsEstimate) {
 // restart the same finding is open under the same id (no new notification) and the baseline is
 // not pinned again from later windows; an unusable document is moved aside, not fatal.
 TEST(Findings, OpenFindingsAndBaselinesSurviveARestart) {
+  constexpr auto kNow = static_cast<std::uint64_t>(kT0 + 10 * kW);
   TempDir dir;
   FindingsConfig cfg;
   cfg.min_labels = 200;
@@ -427,7 +429,7 @@ TEST(Findings, OpenFindingsAndBaselinesSurviveARestart) {
   {
     PerformanceFindings f(cfg);
     f.attach_state(dir.path.string());
-    f.evaluate(st, "m", nullptr, {input(0)}, 100);
+    f.evaluate(st, "m", nullptr, {input(0)}, kNow);
     ASSERT_EQ(f.open().size(), 1u);
     id = f.open()[0].id;
     f.save_if_changed();
@@ -442,14 +444,14 @@ TEST(Findings, OpenFindingsAndBaselinesSurviveARestart) {
   // After the restart the windows replayed may be fewer: the baseline stays the pinned one and
   // the drop keeps its id.
   auto replayed = stream_with({window(kT0 + 2 * kW, 0.7, 1000)});
-  g.evaluate(replayed, "m", nullptr, {input(0)}, 200);
+  g.evaluate(replayed, "m", nullptr, {input(0)}, kNow + 3);
   ASSERT_EQ(g.open().size(), 1u);
   EXPECT_EQ(g.open()[0].id, id);
   EXPECT_TRUE(g.closed().empty());
   // A new finding after the restart gets an id after the kept ones.
-  g.evaluate(stream_with({window(kT0 + 3 * kW, 0.9, 1000)}), "m", nullptr, {input(0)}, 300);
+  g.evaluate(stream_with({window(kT0 + 3 * kW, 0.9, 1000)}), "m", nullptr, {input(0)}, kNow + 4);
   EXPECT_TRUE(g.open().empty());
-  g.evaluate(stream_with({window(kT0 + 4 * kW, 0.6, 1000)}), "m", nullptr, {input(0)}, 400);
+  g.evaluate(stream_with({window(kT0 + 4 * kW, 0.6, 1000)}), "m", nullptr, {input(0)}, kNow + 5);
   ASSERT_EQ(g.open().size(), 1u);
   EXPECT_GT(g.open()[0].id, id);
   g.save_if_changed();
