@@ -305,6 +305,7 @@ void Agent::register_retention_routes() {
     if (it == config_.performance.streams.end()) return;
     rq.labels_stream = it->second.labels_stream;
     rq.task = it->second.task;
+    rq.slice_column = it->second.slice_column;
   };
   api.webhook = webhook_.get();
   api::register_retention_routes(*http_, std::move(api));

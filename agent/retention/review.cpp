@@ -159,6 +159,15 @@ ReviewResult review(const RetentionStore::View& view, const ReviewRequest& req,
   out.labels_stream = req.labels_stream.empty() ? pred->labels_stream : req.labels_stream;
   out.task = req.task == format::Task::none ? pred->task : req.task;
 
+  // The slice column's index among the predictions' columns, if it has one.
+  std::optional<std::size_t> slice_col;
+  if (!req.slice_column.empty()) {
+    const auto& names = pred->feature_names;
+    if (const auto it = std::find(names.begin(), names.end(), req.slice_column); it != names.end())
+      slice_col = static_cast<std::size_t>(it - names.begin());
+  }
+  std::vector<double> scored;
+
   // 1. Wrong and correct ids: the retained predictions joined to the retained labels.
   IdSample wrong(req.max_ids), correct(req.max_ids);
   view.for_each(req.stream, req.since_unix_ns, req.until_unix_ns, [&](const RetainedRow& r) {
@@ -173,7 +182,13 @@ ReviewResult review(const RetentionStore::View& view, const ReviewRequest& req,
     if (!out.labels_stream.empty()) {
       if (const auto label = view.find(out.labels_stream, r.trace_id)) {
         ++out.labelled;
-        ok = is_correct(out.task, req.threshold, r.values, label->values);
+        std::span<const double> p = r.values;
+        if (slice_col && *slice_col < p.size()) {
+          scored.assign(p.begin(), p.end());
+          scored.erase(scored.begin() + static_cast<std::ptrdiff_t>(*slice_col));
+          p = scored;
+        }
+        ok = is_correct(out.task, req.threshold, p, label->values);
       }
     }
     if (view.flagged(req.stream, r.trace_id)) {

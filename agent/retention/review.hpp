@@ -24,6 +24,9 @@ struct ReviewRequest {
   std::uint64_t since_unix_ns = 0;         // predictions' timestamps in [since, until)
   std::uint64_t until_unix_ns = ~0ull;
   std::size_t max_ids = 10'000;  // per group (wrong, correct)
+  // The predictions' slice column (performance.streams.<name>.slice.column): not a score, left
+  // out before the row is scored, as the performance component does. Empty: none.
+  std::string slice_column;
 };
 
 // A feature's reference: what "abnormal" is measured against (|value - mean| / sd).
