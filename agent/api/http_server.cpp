@@ -30,7 +30,7 @@
 #include <boost/beast/http.hpp>
 #include <prometheus/collectable.h>
 #include <prometheus/text_serializer.h>
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "exporters/webhook/webhook_receiver.hpp"
 
@@ -414,7 +414,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       try {
         self->route_->handler(self->request_, res);
       } catch (const std::exception& e) {
-        spdlog::error("http {} {}: {}", self->request_.method, self->request_.path, e.what());
+        core::log::error("http {} {}: {}", self->request_.method, self->request_.path, e.what());
         res = error_response(500, "internal error", true);
       }
       asio::post(self->stream_.get_executor(), [self, r = std::move(res)]() mutable { self->reply(std::move(r)); });
@@ -498,7 +498,7 @@ void ServerCore::accept() {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
     if (ec) {
       // Out of descriptors (EMFILE/ENFILE) and the like: pause instead of spinning on the error.
-      spdlog::warn("http: accept failed: {}; retrying in 100 ms", ec.message());
+      core::log::warn("http: accept failed: {}; retrying in 100 ms", ec.message());
       accept_retry.expires_after(100ms);
       accept_retry.async_wait([this](beast::error_code e) {
         if (!e) accept();
@@ -684,7 +684,7 @@ void raise_descriptor_limit(std::size_t wanted) {
     const rlim_t before = rl.rlim_cur;
     rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? static_cast<rlim_t>(wanted) : std::min<rlim_t>(rl.rlim_max, wanted);
     if (::setrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < wanted) {
-      spdlog::warn("http: open-file limit {} (hard limit) is below the {} descriptors the connection cap needs",
+      core::log::warn("http: open-file limit {} (hard limit) is below the {} descriptors the connection cap needs",
                    rl.rlim_cur, wanted);
     }
     (void)before;
@@ -728,11 +728,11 @@ bool HttpServer::start(std::string& error) {
         m.ioc.run();
         return;
       } catch (const std::exception& e) {
-        spdlog::error("http: event loop: {}", e.what());  // keep serving
+        core::log::error("http: event loop: {}", e.what());  // keep serving
       }
     }
   });
-  spdlog::info("serving http://{}:{}/metrics (read API: {})", m.address.host, m.port,
+  core::log::info("serving http://{}:{}/metrics (read API: {})", m.address.host, m.port,
                read_api_needs_token() ? (m.read_token.empty() ? "off, no agent.api_token_file" : "bearer token")
                                       : "open on loopback");
   return true;

@@ -4,7 +4,7 @@
 #include <optional>
 #include <string>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "agent/api/http_server.hpp"
 
@@ -48,7 +48,7 @@ void register_webhook_route(HttpServer& server, webhook::WebhookReceiver& receiv
         try {
           res = to_http(receiver, receiver.handle_body(req.body), false);
         } catch (const std::exception& e) {
-          spdlog::error("webhook: {}", e.what());
+          core::log::error("webhook: {}", e.what());
           webhook::WebhookResponse r;
           r.status = 500;
           r.body = R"({"status":"error","error":"internal error"})";

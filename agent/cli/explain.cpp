@@ -1,13 +1,17 @@
 #include "agent/cli/explain.hpp"
 
 #include <algorithm>
+#include <ostream>
 #include <sstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "agent/api/event_json.hpp"
+#include "agent/api/events_api.hpp"
+#include "agent/cli/agent_client.hpp"
 #include "agent/correlator/describe.hpp"
+#include "core/config_reader.hpp"
 #include "core/time.hpp"
 
 namespace mltap::cli {
@@ -183,6 +187,37 @@ std::string format_explain(const ExplainReport& r, std::size_t max_timeline) {
       << pad("[" + relation_of(e, r.producers) + "]", 11) << describe(e) << "\n";
   }
   return o.str();
+}
+
+int run_explain(const ExplainArgs& args, std::ostream& out, std::ostream& err) {
+  if (!api::valid_stream_name(args.stream)) {
+    err << "mltap explain: STREAM must be 1..256 printable characters\n";
+    return 2;
+  }
+  const auto since = core::parse_duration(args.since);
+  if (!since || since->count() <= 0) {
+    err << "mltap explain: --since must be a duration such as 30m or 2h (got '" << args.since << "')\n";
+    return 2;
+  }
+  std::string error;
+  const std::string path = "/api/v1/events?stream=" + percent_encode(args.stream) +
+                           "&since=" + percent_encode(args.since);
+  auto body = get_json(args.agent_url, path, error);
+  if (!body) {
+    err << "mltap explain: " << error << "\n";
+    return 1;
+  }
+  if (args.json) {
+    out << body->dump(2) << "\n";
+    return 0;
+  }
+  try {
+    out << format_explain(parse_explain_report(*body));
+  } catch (const std::exception& e) {
+    err << "mltap explain: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
 }
 
 }  // namespace mltap::cli

@@ -17,7 +17,7 @@
 #include <cmath>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "agent/ingest/decode.hpp"
 #include "agent/ingest/feature_stats.hpp"
@@ -217,7 +217,7 @@ Ingest::Ingest(IngestConfig config) : config_(std::move(config)) {
     unverified_total_[std::string(trust_failure_name(cause))] = 0;  // every cause exported, from 0
   }
   if (!config_.verify_producers) {
-    spdlog::warn("ingest.verify_producers is off: INSECURE, any local user can make mltapd read, "
+    core::log::warn("ingest.verify_producers is off: INSECURE, any local user can make mltapd read, "
                  "trace and signal in the name of any process (docs/security.md)");
   }
   // The trust check believes what proc_dir says: anything but procfs there is a test setup.
@@ -225,7 +225,7 @@ Ingest::Ingest(IngestConfig config) : config_(std::move(config)) {
   struct statfs fs {};
   if (config_.verify_producers &&
       (::statfs(config_.proc_dir.c_str(), &fs) != 0 || fs.f_type != kProcSuperMagic)) {
-    spdlog::warn("ingest.proc_dir {} is not a procfs: producer verification trusts whoever can "
+    core::log::warn("ingest.proc_dir {} is not a procfs: producer verification trusts whoever can "
                  "write there", config_.proc_dir);
   }
 }
@@ -271,14 +271,14 @@ void Ingest::touch_presence(std::uint64_t now) {
       err = errno;
       if (removed) {
         if (!ours) {
-          spdlog::warn("presence file {} was held by uid {} (mode {:o}); removed it and created mltapd's own", path,
+          core::log::warn("presence file {} was held by uid {} (mode {:o}); removed it and created mltapd's own", path,
                        st.st_uid, st.st_mode & 07777);
         }
         fd = create();
         err = errno;
       } else if (presence_squatter_ < 0) {
         presence_squatter_ = st.st_uid;
-        spdlog::warn("presence file {} is held by uid {} ({}) and mltapd cannot replace it ({}): closing "
+        core::log::warn("presence file {} is held by uid {} ({}) and mltapd cannot replace it ({}): closing "
                      "producers of namespace '{}' will not leave their rings to mltapd; retrying quietly "
                      "(mltap_presence_file_squatted)",
                      path, st.st_uid, S_ISDIR(st.st_mode) ? "a directory" : "mode " + fmt::format("{:o}", st.st_mode & 07777),
@@ -292,17 +292,17 @@ void Ingest::touch_presence(std::uint64_t now) {
   if (fd < 0) {
     if (presence_squatter_ < 0) {
       presence_squatter_ = std::numeric_limits<std::int64_t>::max();  // warned; not a squatter's uid
-      spdlog::warn("cannot create presence file {}: {} (retrying quietly)", path, std::strerror(err));
+      core::log::warn("cannot create presence file {}: {} (retrying quietly)", path, std::strerror(err));
     }
     return;
   }
   const std::string text = std::to_string(::getpid()) + "\n";
   if (::write(fd, text.data(), text.size()) < 0) {
-    spdlog::warn("cannot write presence file {}: {}", path, std::strerror(errno));
+    core::log::warn("cannot write presence file {}: {}", path, std::strerror(errno));
   }
   struct stat st {};
   ::fstat(fd, &st);
-  if (presence_squatter_ >= 0) spdlog::info("presence file {} created", path);
+  if (presence_squatter_ >= 0) core::log::info("presence file {} created", path);
   presence_fd_ = fd;
   presence_dev_ = static_cast<std::uint64_t>(st.st_dev);
   presence_ino_ = static_cast<std::uint64_t>(st.st_ino);
@@ -385,7 +385,7 @@ Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint32_
       if (!attached) victim = sit;
     }
     if (victim == streams_.end()) return nullptr;
-    spdlog::info("stream '{}' (owner uid {}) forgotten: no attached producers and ingest.max_streams ({}) "
+    core::log::info("stream '{}' (owner uid {}) forgotten: no attached producers and ingest.max_streams ({}) "
                  "reached",
                  victim->first, victim->second->owner_uid, config_.max_streams);
     streams_.erase(victim);
@@ -409,7 +409,7 @@ Ingest::MergedStream* Ingest::stream_for(const SegmentIdentity& id, std::uint32_
   }
   MergedStream* raw = st.get();
   streams_.emplace(id.stream, std::move(st));
-  spdlog::info("stream '{}' (component '{}', {}) discovered, owned by uid {}", id.stream,
+  core::log::info("stream '{}' (component '{}', {}) discovered, owned by uid {}", id.stream,
                id.component, format::stream_kind_name(id.kind), owner_uid);
   return raw;
 }
@@ -440,12 +440,12 @@ bool Ingest::refuse_unverified(const std::string& path, const FileKey& key, Trus
   if (first || changed) {
     // Counted and logged once per file (and again only if the file changed).
     unverified_total_[std::string(trust_failure_name(cause))]++;
-    spdlog::warn("segment {} refused, producer not verified ({}): claims pid {} uid {} for stream "
+    core::log::warn("segment {} refused, producer not verified ({}): claims pid {} uid {} for stream "
                  "'{}': {}",
                  path, trust_failure_name(cause), id.producer.pid, id.uid, id.stream, detail);
     u.backoff = 0;
   } else {
-    spdlog::debug("segment {} still not verified ({}): {}", path, trust_failure_name(cause), detail);
+    core::log::debug("segment {} still not verified ({}): {}", path, trust_failure_name(cause), detail);
   }
   u.key = key;
   u.cause = cause;
@@ -475,7 +475,7 @@ void Ingest::remove_waiting(const std::string& path, std::uint64_t dev, std::uin
   if (!config_.remove_dead_segments) return;
   if (unlink_same_file(path, dev, ino, -1)) {
     removed_total_[reason]++;
-    spdlog::info("removed waiting segment {} ({}, never attached)", path, reason);
+    core::log::info("removed waiting segment {} ({}, never attached)", path, reason);
   }
 }
 
@@ -495,7 +495,7 @@ bool Ingest::unlink_same_file(const std::string& path, std::uint64_t dev, std::u
     return false;
   }
   if (::unlinkat(dir_fd_, name.c_str(), 0) != 0) {
-    spdlog::warn("cannot remove segment {}: {}", path, std::strerror(errno));
+    core::log::warn("cannot remove segment {}: {}", path, std::strerror(errno));
     return false;
   }
   return true;
@@ -555,7 +555,7 @@ void Ingest::reap_refused(std::uint64_t now) {
   if (removed > 0) {
     publish_soon_ = true;
     // One line per scan, not per file: the number of refused files is the refusers' choice.
-    spdlog::info("removed {} refused or waiting segment(s) whose producer is dead (e.g. {}; "
+    core::log::info("removed {} refused or waiting segment(s) whose producer is dead (e.g. {}; "
                  "mltap_segments_removed_total)", removed, example);
     compact(removed);
   }
@@ -581,8 +581,8 @@ void Ingest::refuse_quota(const std::string& path, const FileKey& key, std::uint
                                 ? "max_segments_per_uid (" + std::to_string(config_.max_segments_per_uid)
                                 : "max_streams_per_uid (" + std::to_string(config_.max_streams_per_uid)) +
                            "); retried when its producers end";
-  if (warn) spdlog::warn("{} (further refusals of uid {} are logged at debug level)", text, uid);
-  else spdlog::debug("{}", text);
+  if (warn) core::log::warn("{} (further refusals of uid {} are logged at debug level)", text, uid);
+  else core::log::debug("{}", text);
   w.key = key;
   // 1 s doubling to 10 s: a slot frees when one of the uid's producers is retired.
   w.backoff = std::min<std::uint64_t>(w.backoff == 0 ? 1'000'000'000ull : w.backoff * 2, kWaitRetryMaxNs);
@@ -614,7 +614,7 @@ std::vector<std::string> Ingest::watchable_artifacts(const SegmentIdentity& id,
     ok = ok && under && credentials_can_read_dir(who, resolved);
     if (!ok) {
       artifacts_refused_++;
-      spdlog::warn("artifact {} of stream '{}' (pid {}) not watched: {}", path, id.stream,
+      core::log::warn("artifact {} of stream '{}' (pid {}) not watched: {}", path, id.stream,
                    id.producer.pid,
                    !under ? "not under ingest.artifact_dirs" : "the producer's uid cannot read it");
       continue;
@@ -639,7 +639,7 @@ bool Ingest::arm_watch() {
                                    IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_EXCL_UNLINK);
   if (watch_ < 0) {
     if (!watch_warned_) {
-      spdlog::warn("cannot watch {} with inotify ({}): listing it every {} ms instead", config_.shm_dir,
+      core::log::warn("cannot watch {} with inotify ({}): listing it every {} ms instead", config_.shm_dir,
                    std::strerror(errno), config_.scan_interval.count() / 1000000);
     }
     watch_warned_ = true;
@@ -705,7 +705,7 @@ void Ingest::compact(std::size_t freed) {
 void Ingest::list_directory(std::vector<std::string>& names) {
   DIR* dir = ::opendir(config_.shm_dir.c_str());
   if (!dir) {
-    if (!list_warned_) spdlog::warn("cannot list {}: {}", config_.shm_dir, std::strerror(errno));
+    if (!list_warned_) core::log::warn("cannot list {}: {}", config_.shm_dir, std::strerror(errno));
     list_warned_ = true;
     return;
   }
@@ -818,7 +818,7 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
     pending_since_.erase(pit);
     rejected_files_[path] = key;
     rejected_total_[std::string(reject_reason_name(reason))]++;
-    spdlog::warn("segment {} refused ({}): {}", path, reject_reason_name(reason), detail);
+    core::log::warn("segment {} refused ({}): {}", path, reject_reason_name(reason), detail);
     return;
   }
   // What the header claims, before anything is verified or forgotten: kept with a refusal (to
@@ -852,7 +852,7 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
                        trust.failure == TrustFailure::process_gone;
     history = !trust.ok() && ended && reader->file().uid == reader->identity().uid;
     if (history) {
-      spdlog::info("segment {} read as history of uid {}: producer ended, not verifiable ({}: {})",
+      core::log::info("segment {} read as history of uid {}: producer ended, not verifiable ({}: {})",
                    path, reader->file().uid, trust_failure_name(trust.failure), trust.detail);
       reader->forget_producer();
       trust = Verification{};
@@ -919,9 +919,9 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
     }
     return;
   }
-  if (quota_waiting_.erase(path) > 0) spdlog::info("segment {} of uid {} attached: within its quota now", path, uid);
+  if (quota_waiting_.erase(path) > 0) core::log::info("segment {} of uid {} attached: within its quota now", path, uid);
   if (unverified_.erase(path) > 0) {
-    spdlog::info("segment {} verified on retry", path);
+    core::log::info("segment {} verified on retry", path);
   }
   if (!history) reader->set_artifacts(watchable_artifacts(reader->identity(), trust.credentials));
   MergedStream* st_ptr = stream_for(reader->identity(), uid, now);
@@ -937,7 +937,7 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
     auto [wit, first] = quota_waiting_.try_emplace(path, QuotaWait{key, 0, 0, true, Claim{}});
     if (first) {
       streams_cut_++;
-      spdlog::warn("segment {} of stream '{}' ignored: ingest.max_streams ({}) reached", path,
+      core::log::warn("segment {} of stream '{}' ignored: ingest.max_streams ({}) reached", path,
                    reader->identity().stream, config_.max_streams);
     }
     wit->second.key = key;
@@ -962,13 +962,13 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
   // would make today's healthy run look drifted (issue 11's demo-twice report).
   seg->backlog = history && !first_scan_done_;
   if (seg->backlog) {
-    spdlog::info("segment {} of stream '{}' is backlog: its producer ended before this agent "
+    core::log::info("segment {} of stream '{}' is backlog: its producer ended before this agent "
                  "started; its records are counted (mltap_stream_backlog_records_total) but "
                  "not analyzed, and never become the stream's reference",
                  path, reader->identity().stream);
   }
   const auto& id = reader->identity();
-  spdlog::info("producer pid {} ({}) of stream '{}' attached: {}", id.producer.pid,
+  core::log::info("producer pid {} ({}) of stream '{}' attached: {}", id.producer.pid,
                id.component, id.stream, path);
   if (st_ptr->pending_deaths > 0) {
     st_ptr->pending_deaths--;
@@ -984,10 +984,10 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
       seg->rows_overwritten = saved->second.rows_overwritten;
       seg->counters = saved->second.counters;
       seg->rate_base_rows = seg->counters.rows_written;
-      spdlog::info("segment {}: resuming at the read position saved by the previous agent "
+      core::log::info("segment {}: resuming at the read position saved by the previous agent "
                    "({} rows read before)", path, seg->rows_read);
     } else {
-      spdlog::warn("segment {}: the saved read position does not fit the ring; reading it from "
+      core::log::warn("segment {}: the saved read position does not fit the ring; reading it from "
                    "its start", path);
     }
     saved_positions_.erase(saved);
@@ -1050,7 +1050,7 @@ void Ingest::refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now) 
       seg.state = ProducerState::closed;
       publish_soon_ = true;
       seg.gone_since = now;
-      spdlog::info("producer pid {} of stream '{}' closed its stream", id.producer.pid, id.stream);
+      core::log::info("producer pid {} of stream '{}' closed its stream", id.producer.pid, id.stream);
       if (observer_) observer_->on_producer_gone(id, seg.state);
     } else if (!r.healthy()) {
       seg.state = ProducerState::dead;
@@ -1066,7 +1066,7 @@ void Ingest::refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now) 
         seg.gone_since = now;
         publish_soon_ = true;
         st.pending_deaths++;
-        spdlog::info("producer pid {} of stream '{}' is gone", id.producer.pid, id.stream);
+        core::log::info("producer pid {} of stream '{}' is gone", id.producer.pid, id.stream);
         if (observer_) observer_->on_producer_gone(id, seg.state);
       } else {
         seg.state = ProducerState::alive;
@@ -1111,14 +1111,14 @@ void Ingest::retire_segments(std::uint64_t now) {
       const std::uint64_t interrupted = seg.reader->interrupted_rows();
       seg.stream->dropped[static_cast<std::size_t>(DropReason::interrupted)] += interrupted;
       if (interrupted > 0) {
-        spdlog::info("producer pid {} of stream '{}' died inside a write: {} rows counted as interrupted",
+        core::log::info("producer pid {} of stream '{}' died inside a write: {} rows counted as interrupted",
                      seg.reader->identity().producer.pid, seg.stream->info.name, interrupted);
       }
     }
     const char* reason = seg.state == ProducerState::closed ? "closed" : "producer_dead";
     if (config_.remove_dead_segments && unlink_same_file(seg.path, seg.dev, seg.ino, -1)) {
       removed_total_[reason]++;
-      spdlog::info("removed segment {} ({})", seg.path, reason);
+      core::log::info("removed segment {} ({})", seg.path, reason);
     }
     // Its uid has a free slot now: segments of that uid (and any over max_streams) waiting
     // for one are retried at the next scan.
@@ -1167,7 +1167,7 @@ void Ingest::poll_all(std::uint64_t now, bool& more, bool everything) {
     if (c.more) more = true;
     if (!seg.reader->healthy()) {
       rejected_total_[std::string(reject_reason_name(RejectReason::truncated))]++;
-      spdlog::warn("segment {} of stream '{}' faulted (file truncated?); closing it", seg.path,
+      core::log::warn("segment {} of stream '{}' faulted (file truncated?); closing it", seg.path,
                    st.info.name);
     }
     return news;
@@ -1607,7 +1607,7 @@ std::vector<std::string> Ingest::restore(
       }
       saved_totals_ = std::move(totals);
       saved_positions_ = std::move(positions);
-      spdlog::info("ingest: restored the counters of {} stream(s) and the read positions of {} "
+      core::log::info("ingest: restored the counters of {} stream(s) and the read positions of {} "
                    "segment(s)", saved_totals_.size(), saved_positions_.size());
     } catch (const std::exception& ex) {
       problems.push_back("ingest: document '" + name + "' cannot be used (" + ex.what() +

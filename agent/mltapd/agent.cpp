@@ -9,6 +9,8 @@
 #include <cmath>
 
 #include <spdlog/spdlog.h>
+
+#include "core/log.hpp"
 #include <nlohmann/json.hpp>
 
 #include "agent/api/detector_json.hpp"
@@ -85,13 +87,13 @@ bool Agent::start(std::string& error) {
     }
     http_->set_loopback_uids(std::move(uids));
     if (!api::is_loopback_host(addr.host)) {
-      spdlog::warn("agent.api_allowed_users applies on a loopback listen address only; on {} the "
+      core::log::warn("agent.api_allowed_users applies on a loopback listen address only; on {} the "
                    "read API needs agent.api_token_file",
                    config_.agent.listen);
     }
   }
   if (config_.agent.api_token_file.empty() && http_->read_api_needs_token()) {
-    spdlog::warn("listening on {} (not loopback) without agent.api_token_file: the read API "
+    core::log::warn("listening on {} (not loopback) without agent.api_token_file: the read API "
                  "(/api/v1/streams, findings, detectors, events) answers 403; /metrics, /healthz and "
                  "the webhook are served",
                  config_.agent.listen);
@@ -118,7 +120,7 @@ void Agent::build_pipeline() {
     state_->restore();
     ingest_->add_sink(state_.get());  // after the detectors: checkpoints what they just did
   } else {
-    spdlog::info("no state directory (agent.state_dir, --state-dir): read positions, counters, "
+    core::log::info("no state directory (agent.state_dir, --state-dir): read positions, counters, "
                  "references and open findings are not kept across restarts");
   }
   if (config_.performance.enabled) {
@@ -150,7 +152,7 @@ void Agent::build_system_events() {
   }
 #else
   if (config_.ebpf.enabled)
-    spdlog::warn("built without eBPF (MLTAP_BUILD_BPF=OFF): no system events");
+    core::log::warn("built without eBPF (MLTAP_BUILD_BPF=OFF): no system events");
 #endif
 }
 
@@ -323,7 +325,7 @@ bool Agent::run(std::string& error) {
   if (pusher_) pusher_->start();
   housekeeping_ = std::thread([this] { housekeeping(); });
   if (config_.agent.drop_capabilities) drop_capabilities();
-  spdlog::info("mltapd {} watching namespace '{}' in {}", kVersion, config_.ingest.ns,
+  core::log::info("mltapd {} watching namespace '{}' in {}", kVersion, config_.ingest.ns,
                config_.ingest.shm_dir);
   return true;
 }
@@ -444,7 +446,7 @@ void Agent::on_producer_attached(const core::SegmentIdentity& p) {
   if (!tracer_) return;
   const auto r = tracer_->track(p.producer.pid, p.producer.start_ticks, p.component);
   if (r != bpf::TrackResult::tracked && r != bpf::TrackResult::already_tracked) {
-    spdlog::debug("producer pid {} of '{}' not tracked: {}", p.producer.pid, p.stream,
+    core::log::debug("producer pid {} of '{}' not tracked: {}", p.producer.pid, p.stream,
                   bpf::track_result_name(r));
   }
   watch_artifacts(p);
@@ -463,9 +465,9 @@ void Agent::watch_artifacts(const core::SegmentIdentity& p) {
     if (watched_dirs_.count(dir) || watched_dirs_.size() >= 64) continue;
     if (tracer_->watch_directory(dir)) {
       watched_dirs_.insert(dir);
-      spdlog::info("watching {} for changes to the artifacts of stream '{}'", dir, p.stream);
+      core::log::info("watching {} for changes to the artifacts of stream '{}'", dir, p.stream);
     } else {
-      spdlog::warn("cannot watch {} (artifact of stream '{}')", dir, p.stream);
+      core::log::warn("cannot watch {} (artifact of stream '{}')", dir, p.stream);
     }
   }
 #else
@@ -499,12 +501,12 @@ void Agent::drop_capabilities() {
 #endif
   const auto r = bpf::drop_capabilities(opts);
   if (!r.ok) {
-    spdlog::warn("could not drop capabilities: {}", r.error);
+    core::log::warn("could not drop capabilities: {}", r.error);
     return;
   }
   std::string kept;
   for (const auto& c : r.kept) kept += (kept.empty() ? "" : ", ") + c;
-  spdlog::info("capabilities dropped in {} threads; kept: {}", r.threads,
+  core::log::info("capabilities dropped in {} threads; kept: {}", r.threads,
                kept.empty() ? "none" : kept);
 }
 

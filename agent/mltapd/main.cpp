@@ -9,6 +9,8 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include "core/log.hpp"
+
 #include "agent/detectors/engine.hpp"
 #include "agent/mltapd/agent.hpp"
 #include "agent/mltapd/service.hpp"
@@ -98,7 +100,7 @@ int main(int argc, char** argv) {
   mltap::mltapd::Agent agent(std::move(cfg));
   std::string error;
   if (!agent.start(error)) {
-    spdlog::critical("cannot start: {}", error);
+    mltap::core::log::critical("cannot start: {}", error);
     return 1;
   }
   sd_notify(0, ("READY=1\nSTATUS=" + agent.status_line()).c_str());

@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "core/config_reader.hpp"
 
@@ -34,7 +34,7 @@ int ServiceLoop::run() {
   progress_at_ = steady_clock::now();
   last_progress_ = agent_.ingest_progress();
   if (watchdog_) {
-    spdlog::info("watchdog: WATCHDOG=1 every {} ms while the ingest loop runs",
+    core::log::info("watchdog: WATCHDOG=1 every {} ms while the ingest loop runs",
                  duration_cast<milliseconds>(*watchdog_ / 4).count());
   }
   // Wake often enough to ping at a quarter of the watchdog period (systemd asks for at least
@@ -49,14 +49,14 @@ int ServiceLoop::run() {
     const int sig = ::sigtimedwait(&signals_, nullptr, &ts);
     if (sig < 0) {
       if (errno != EAGAIN && errno != EINTR)
-        spdlog::error("sigtimedwait: {}", std::strerror(errno));
+        core::log::error("sigtimedwait: {}", std::strerror(errno));
       continue;
     }
     if (sig == SIGHUP) {
       reload();
       continue;
     }
-    spdlog::info("signal {} received, stopping", sig);
+    core::log::info("signal {} received, stopping", sig);
     sd_notify(0, "STOPPING=1\nSTATUS=stopping");
     return sig;
   }
@@ -64,26 +64,26 @@ int ServiceLoop::run() {
 
 void ServiceLoop::reload() {
   sd_notify(0, "RELOADING=1\nSTATUS=reloading the configuration");
-  spdlog::info("reload: re-reading the configuration (SIGHUP)");
+  core::log::info("reload: re-reading the configuration (SIGHUP)");
   try {
     const AgentConfig next = load_();
     const auto r = agent_.reload(next);
     reload_note_.clear();
-    for (const auto& what : r.applied) spdlog::info("reload: applied {}", what);
+    for (const auto& what : r.applied) core::log::info("reload: applied {}", what);
     if (!r.need_restart.empty()) {
-      spdlog::warn("reload: changed settings in {} take effect at the next restart "
+      core::log::warn("reload: changed settings in {} take effect at the next restart "
                    "(`systemctl restart mltapd`)",
                    join(r.need_restart));
       reload_note_ = "; restart pending for " + join(r.need_restart);
     }
     if (r.applied.empty() && r.need_restart.empty())
-      spdlog::info("reload: {} unchanged", next.source);
+      core::log::info("reload: {} unchanged", next.source);
     else
-      spdlog::info("reload: done; streams, findings and counters kept");
+      core::log::info("reload: done; streams, findings and counters kept");
   } catch (const std::exception& e) {
     // The running configuration stays; systemctl reload already refused it (ExecReload runs
     // --check-config first) unless the signal came from elsewhere.
-    spdlog::error("reload refused, keeping the running configuration: {}", e.what());
+    core::log::error("reload refused, keeping the running configuration: {}", e.what());
     reload_note_ = "; last reload refused (configuration error, see the log)";
   }
   last_status_.clear();  // resend STATUS= with the note
@@ -95,7 +95,7 @@ void ServiceLoop::tick(steady_clock::time_point now) {
   if (progress != last_progress_) {
     last_progress_ = progress;
     progress_at_ = now;
-    if (stalled_logged_) spdlog::info("watchdog: the ingest loop runs again");
+    if (stalled_logged_) core::log::info("watchdog: the ingest loop runs again");
     stalled_logged_ = false;
   }
   if (watchdog_) {
@@ -105,7 +105,7 @@ void ServiceLoop::tick(steady_clock::time_point now) {
       sd_notify(0, "WATCHDOG=1");
     } else if (!stalled_logged_) {
       stalled_logged_ = true;
-      spdlog::error("watchdog: the ingest loop made no progress for {} ms; withholding WATCHDOG=1",
+      core::log::error("watchdog: the ingest loop made no progress for {} ms; withholding WATCHDOG=1",
                     duration_cast<milliseconds>(now - progress_at_).count());
     }
   }

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 namespace mltap::mltapd {
 
@@ -15,7 +15,7 @@ StateKeeper::~StateKeeper() { stop(); }
 void StateKeeper::restore() {
   std::string error;
   if (!store_.prepare(error)) {
-    spdlog::error("state: {} (state is not kept until this is fixed; retried at each change)", error);
+    core::log::error("state: {} (state is not kept until this is fixed; retried at each change)", error);
     last_error_ = error;
     failing_ = true;
   }
@@ -25,9 +25,9 @@ void StateKeeper::restore() {
       stored.emplace_back(name, store_.read(name, part->state_version()));
     std::size_t ok = 0;
     for (const auto& [name, r] : stored) ok += r.status == core::StateReadResult::Status::ok;
-    for (const auto& problem : part->restore(stored)) spdlog::warn("state: {}", problem);
+    for (const auto& problem : part->restore(stored)) core::log::warn("state: {}", problem);
     if (!stored.empty()) {
-      spdlog::info("state: restored {} of {} '{}' documents from {}", ok, stored.size(),
+      core::log::info("state: restored {} of {} '{}' documents from {}", ok, stored.size(),
                    part->state_prefix(), store_.dir());
     }
   }
@@ -115,9 +115,9 @@ bool StateKeeper::write_pending(std::unique_lock<std::mutex>& lock) {
   failing_ = !first_error.empty();
   // Logged when it starts failing or the reason changes, not on every attempt.
   if (!first_error.empty() && first_error != last_error_) {
-    spdlog::error("state: {} (retrying; state is not kept until this is fixed)", first_error);
+    core::log::error("state: {} (retrying; state is not kept until this is fixed)", first_error);
   } else if (first_error.empty() && !last_error_.empty()) {
-    spdlog::info("state: writing to {} works again", store_.dir());
+    core::log::info("state: writing to {} works again", store_.dir());
   }
   last_error_ = first_error;
   lock.lock();

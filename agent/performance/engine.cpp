@@ -7,7 +7,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "core/time.hpp"
 
@@ -24,7 +24,7 @@ PerformanceEngine::PerformanceEngine(PerformanceConfig config, std::string state
     if ((::mkdir(dir_.c_str(), 0700) != 0 && errno != EEXIST) || ::stat(dir_.c_str(), &st) != 0 ||
         !S_ISDIR(st.st_mode)) {
       // The agent keeps running (as with the detectors' state): the join works, in memory.
-      spdlog::error("performance: cannot use {}: {}; pending labels are kept in memory only and "
+      core::log::error("performance: cannot use {}: {}; pending labels are kept in memory only and "
                     "do not survive a restart",
                     dir_, std::strerror(errno));
       dir_.clear();
@@ -43,7 +43,7 @@ PerformanceEngine::PerformanceEngine(PerformanceConfig config, std::string state
       for (const auto& name : tables) {
         const auto id = PendingTable::peek(dir_ + "/" + name);
         if (!id || StreamJoin::file_stem(id->stream) + ".table" != name) {
-          spdlog::warn("performance: {}/{} is not a pending table of this version; ignored", dir_, name);
+          core::log::warn("performance: {}/{} is not a pending table of this version; ignored", dir_, name);
           continue;
         }
         if (id->task == format::Task::none || id->labels_stream.empty()) continue;
@@ -52,7 +52,7 @@ PerformanceEngine::PerformanceEngine(PerformanceConfig config, std::string state
           const auto c = config_.streams.find(id->stream);
           if (c == config_.streams.end() || !c->second.prejoined) continue;
         }
-        if (open_join(*id)) spdlog::info("performance: pending table of '{}' reopened", id->stream);
+        if (open_join(*id)) core::log::info("performance: pending table of '{}' reopened", id->stream);
       }
     }
   }
@@ -67,7 +67,7 @@ PerformanceEngine::~PerformanceEngine() = default;
 StreamJoin* PerformanceEngine::open_join(const PendingTable::Identity& id) {
   if (joins_.size() >= config_.max_streams) {
     if (streams_refused_++ == 0) {
-      spdlog::warn("performance: more than performance.max_streams ({}) predictions streams; '{}' "
+      core::log::warn("performance: more than performance.max_streams ({}) predictions streams; '{}' "
                    "is not joined",
                    config_.max_streams, id.stream);
     }
@@ -77,13 +77,13 @@ StreamJoin* PerformanceEngine::open_join(const PendingTable::Identity& id) {
   try {
     j = std::make_unique<StreamJoin>(id, config_, dir_);
   } catch (const std::exception& e) {
-    spdlog::error("performance: stream '{}': {}", id.stream, e.what());
+    core::log::error("performance: stream '{}': {}", id.stream, e.what());
     return nullptr;
   }
   StreamJoin* raw = j.get();
   if (!raw->is_prejoined()) by_labels_[id.labels_stream].push_back(raw);
   joins_[id.stream] = std::move(j);
-  spdlog::info("performance: joining '{}' ({}) with labels from '{}'", id.stream,
+  core::log::info("performance: joining '{}' ({}) with labels from '{}'", id.stream,
                format::task_name(id.task), id.labels_stream);
   return raw;
 }

@@ -13,7 +13,7 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "agent/performance/pending_table.hpp"
 #include "core/state_store.hpp"
@@ -116,7 +116,7 @@ bool Estimator::load_reference() {
   const core::StateStore store(dir_);
   const auto r = store.read(doc_name_, 1);
   if (r.status == core::StateReadResult::Status::unusable) {
-    spdlog::warn("performance: reference of '{}' unusable: {}; collecting a new one", stream_, r.detail);
+    core::log::warn("performance: reference of '{}' unusable: {}; collecting a new one", stream_, r.detail);
   }
   if (r.status != core::StateReadResult::Status::ok) return false;
   try {
@@ -129,7 +129,7 @@ bool Estimator::load_reference() {
       pairs.push_back(JoinedPair{s, y});
     }
     if (pairs.size() != target_) {
-      spdlog::info("performance: reference of '{}' has {} pairs, performance.reference_pairs is {}: "
+      core::log::info("performance: reference of '{}' has {} pairs, performance.reference_pairs is {}: "
                    "collecting a new one",
                    stream_, pairs.size(), target_);
       return false;
@@ -138,7 +138,7 @@ bool Estimator::load_reference() {
     fit(j.at("fitted_unix_ns").get<std::int64_t>());
     return true;
   } catch (const std::exception& e) {
-    spdlog::warn("performance: reference of '{}' in {}/{}.json unusable ({}); collecting a new one",
+    core::log::warn("performance: reference of '{}' in {}/{}.json unusable ({}); collecting a new one",
                  stream_, dir_, doc_name_, e.what());
     pairs_.clear();
     return false;
@@ -154,7 +154,7 @@ void Estimator::store_reference() const {
   std::string error;
   // Once per stream, on the ingest thread: the fsyncs of one small document.
   if (!core::StateStore(dir_).write(core::StateDocument{doc_name_, 1, j.dump()}, error)) {
-    spdlog::warn("performance: reference of '{}' not stored ({}); it is refitted after a restart", stream_,
+    core::log::warn("performance: reference of '{}' not stored ({}); it is refitted after a restart", stream_,
                  error);
   }
 }
@@ -170,7 +170,7 @@ void Estimator::open_sums() {
       p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     }
     if (p == MAP_FAILED) {
-      spdlog::warn("performance: cannot map {}: {}; estimates kept in memory only", sums_path_,
+      core::log::warn("performance: cannot map {}: {}; estimates kept in memory only", sums_path_,
                    std::strerror(errno));
     }
     if (fd >= 0) ::close(fd);
@@ -221,7 +221,7 @@ void Estimator::on_joined(double score, double label, std::int64_t now) {
   store_reference();
   *header_ = Header{kMagic, kVersion, kWindowCounterSlots, window_ns_, fingerprint_, threshold_, {}};
   for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) sums_[i] = EstimateSums{kUnused, 0, 0, 0, 0, 0, 0, 0, {}, {}};
-  spdlog::info("performance: reference of '{}' fitted on {} joined pairs: {} (ECE raw {:.4f}, isotonic "
+  core::log::info("performance: reference of '{}' fitted on {} joined pairs: {} (ECE raw {:.4f}, isotonic "
                "held-out {:.4f})",
                stream_, pairs_.size(), calibration_.calibrated ? "isotonic calibration" : "raw scores",
                calibration_.ece_raw, calibration_.ece_calibrated);

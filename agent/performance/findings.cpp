@@ -6,7 +6,7 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "core/finding_json.hpp"
 #include "core/state_store.hpp"
@@ -286,7 +286,7 @@ void PerformanceFindings::attach_state(std::string dir) {
   const core::StateStore store(state_dir_);
   const auto r = store.read(kStateName, kStateVersion);
   if (r.status == core::StateReadResult::Status::unusable) {
-    spdlog::warn("performance: findings document unusable ({}); findings are decided afresh", r.detail);
+    core::log::warn("performance: findings document unusable ({}); findings are decided afresh", r.detail);
   }
   if (r.status != core::StateReadResult::Status::ok) return;
   try {
@@ -311,9 +311,9 @@ void PerformanceFindings::attach_state(std::string dir) {
     next_id_ = std::max(next_id_, j.at("next_id").get<std::uint64_t>());
     for (const auto& f : open_) next_id_ = std::max(next_id_, f.id + 1);
     saved_ = r.data;
-    spdlog::info("performance: {} open finding(s) and {} baseline(s) restored", open_.size(), refs_.size());
+    core::log::info("performance: {} open finding(s) and {} baseline(s) restored", open_.size(), refs_.size());
   } catch (const std::exception& e) {
-    spdlog::warn("performance: findings document not used ({}); findings are decided afresh", e.what());
+    core::log::warn("performance: findings document not used ({}); findings are decided afresh", e.what());
   }
 }
 
@@ -337,7 +337,7 @@ void PerformanceFindings::save_if_changed() {
   if (doc == saved_) return;
   std::string error;
   if (!core::StateStore(state_dir_).write(core::StateDocument{std::string(kStateName), kStateVersion, doc}, error)) {
-    spdlog::warn("performance: findings not kept: {}", error);
+    core::log::warn("performance: findings not kept: {}", error);
     return;
   }
   saved_ = doc;

@@ -14,7 +14,7 @@
 #include <ctime>
 #include <stdexcept>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 namespace mltap::performance {
 namespace {
@@ -105,7 +105,7 @@ std::unique_ptr<PendingTable> PendingTable::open(const std::string& path, const 
       // Not a table of this version (a newer mltapd's, damaged, edited): moved aside, not lost.
       const std::string aside = path + ".unusable-" + std::to_string(::time(nullptr));
       if (::rename(path.c_str(), aside.c_str()) == 0) {
-        spdlog::warn("performance: {} is not a usable pending table; moved to {}", path, aside);
+        core::log::warn("performance: {} is not a usable pending table; moved to {}", path, aside);
       }
     }
     if (m) {

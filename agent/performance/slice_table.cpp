@@ -11,7 +11,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "agent/performance/pending_table.hpp"
 
@@ -66,7 +66,7 @@ std::unique_ptr<SliceTable> SliceTable::open(const std::string& path, const std:
     const bool sized = static_cast<std::uint64_t>(st.st_size) == bytes;
     if (!sized) {
       // Another size: not a slice table of this version; started over (counted in the log).
-      if (st.st_size != 0) spdlog::warn("performance: {} is not a slice table of this version; started over", path);
+      if (st.st_size != 0) core::log::warn("performance: {} is not a slice table of this version; started over", path);
       if (::ftruncate(fd, 0) != 0 || ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)) != 0) {
         ::close(fd);
         throw std::runtime_error("cannot reserve " + std::to_string(bytes) + " bytes for " + path);

@@ -13,7 +13,7 @@
 #include <optional>
 #include <string_view>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 namespace mltap::performance {
 namespace {
@@ -259,7 +259,7 @@ bool StreamJoin::make_room(std::int64_t now) {
     table_->erase(s);
   }
   if (k > 0) {
-    spdlog::warn("performance: pending table of '{}' full ({} entries): evicted {} (joined markers, "
+    core::log::warn("performance: pending table of '{}' full ({} entries): evicted {} (joined markers, "
                  "then waiting labels, then the oldest predictions); see "
                  "mltap_performance_evicted_total",
                  id_.stream, max, k);
@@ -394,7 +394,7 @@ void StreamJoin::flush() {
     const std::string path = log_path(w);
     const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
-      spdlog::warn("performance: cannot append to {}: {} (joins kept in memory only)", path,
+      core::log::warn("performance: cannot append to {}: {} (joins kept in memory only)", path,
                    std::strerror(errno));
       records.clear();
       continue;
@@ -405,7 +405,7 @@ void StreamJoin::flush() {
       const ssize_t n = ::write(fd, p, left);
       if (n <= 0) {
         if (n < 0 && errno == EINTR) continue;
-        spdlog::warn("performance: cannot append to {}: {}", path, std::strerror(errno));
+        core::log::warn("performance: cannot append to {}: {}", path, std::strerror(errno));
         break;
       }
       p += n;

@@ -9,7 +9,7 @@
 #include <cstring>
 #include <stdexcept>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 #include <nlohmann/json.hpp>
 
 #include "core/time.hpp"
@@ -61,7 +61,7 @@ void AuditLog::append(nlohmann::json record) noexcept {
     std::string line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
     line.push_back('\n');
     if (path_.empty()) {
-      spdlog::info("reaction audit: {}", line.substr(0, line.size() - 1));
+      core::log::info("reaction audit: {}", line.substr(0, line.size() - 1));
       return;
     }
     std::lock_guard lock(mu_);
@@ -69,19 +69,19 @@ void AuditLog::append(nlohmann::json record) noexcept {
     if (fd_ < 0) open_locked();
     if (fd_ < 0) {
       write_errors_.fetch_add(1);
-      spdlog::error("reaction audit log '{}': cannot open: {}", path_, std::strerror(errno));
+      core::log::error("reaction audit log '{}': cannot open: {}", path_, std::strerror(errno));
       return;
     }
     const ssize_t n = ::write(fd_, line.data(), line.size());
     if (n != static_cast<ssize_t>(line.size())) {
       write_errors_.fetch_add(1);
-      spdlog::error("reaction audit log '{}': short write: {}", path_,
+      core::log::error("reaction audit log '{}': short write: {}", path_,
                     n < 0 ? std::strerror(errno) : "partial");
     }
     if (n > 0) size_ += static_cast<std::uint64_t>(n);
   } catch (const std::exception& e) {
     write_errors_.fetch_add(1);
-    spdlog::error("reaction audit log '{}': {}", path_, e.what());
+    core::log::error("reaction audit log '{}': {}", path_, e.what());
   }
 }
 

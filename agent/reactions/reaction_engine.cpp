@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 namespace mltap::reactions {
 
@@ -127,7 +127,7 @@ void ReactionEngine::stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  if (dropped > 0) spdlog::warn("reactions: {} queued alerts dropped at shutdown", dropped);
+  if (dropped > 0) core::log::warn("reactions: {} queued alerts dropped at shutdown", dropped);
   if (config_.undo_on_stop) undo_all("mltapd stopping");
   exec_.reset();  // kills running programs; their results are still audited
   idle_cv_.notify_all();
@@ -200,7 +200,7 @@ void ReactionEngine::worker() {
     try {
       process(alert);
     } catch (const std::exception& e) {
-      spdlog::error("reactions: alert {}: {}", alert.fingerprint, e.what());
+      core::log::error("reactions: alert {}: {}", alert.fingerprint, e.what());
     }
     {
       std::lock_guard lock(mu_);
@@ -412,7 +412,7 @@ ExecRunner::Start ReactionEngine::run_exec(std::size_t index, const ReactionSpec
   // Checked again now: the program or a folder above it may have been replaced or made writable
   // since the configuration was loaded. What runs is the inode opened at load.
   if (std::string why = exec.program->recheck(); !why.empty()) {
-    spdlog::error("reaction {}: refusing to run its program: {}", spec.name, why);
+    core::log::error("reaction {}: refusing to run its program: {}", spec.name, why);
     record(index, spec, &alert, stream, action, ReactionResult::refused, why);
     return ExecRunner::Start::spawn_failed;
   }
@@ -460,7 +460,7 @@ ExecRunner::Start ReactionEngine::run_exec(std::size_t index, const ReactionSpec
         break;
     }
     if (!r.output.empty()) {
-      spdlog::info("reaction {} (pid {}) output ({} bytes{}):\n{}", spec.name, r.pid, r.output_bytes,
+      core::log::info("reaction {} (pid {}) output ({} bytes{}):\n{}", spec.name, r.pid, r.output_bytes,
                    r.output_truncated ? ", truncated" : "", truncate(r.output, kAuditOutputBytes));
     }
     counters_.add(index, result);

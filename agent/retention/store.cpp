@@ -15,7 +15,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 #include <nlohmann/json.hpp>
 
 #include "agent/retention/record_file.hpp"
@@ -184,7 +184,7 @@ struct RetentionStore::Impl {
     if (auto it = streams.find(info.name); it != streams.end()) return &it->second;
     if (streams.size() >= config.max_streams) {
       if (cut_streams.size() < 4096 && cut_streams.insert(info.name).second) {
-        spdlog::warn("retention: stream '{}' not retained: retention.max_streams ({}) reached",
+        core::log::warn("retention: stream '{}' not retained: retention.max_streams ({}) reached",
                      info.name, config.max_streams);
       }
       return nullptr;
@@ -195,7 +195,7 @@ struct RetentionStore::Impl {
     if (!root.empty()) {
       s.dir = root + "/" + dir_name(info.name);
       if (!make_dir(s.dir)) {
-        spdlog::error("retention: cannot create {}: {}; '{}' kept in memory only", s.dir,
+        core::log::error("retention: cannot create {}: {}; '{}' kept in memory only", s.dir,
                       std::strerror(errno), info.name);
         s.dir.clear();
       }
@@ -235,7 +235,7 @@ struct RetentionStore::Impl {
 
   void write_failed(StreamData& s, Bucket& b) {
     if (!write_error_logged) {
-      spdlog::error(
+      core::log::error(
           "retention: cannot write {}: {}; rows are kept in memory only until it "
           "can (mltap_retention_dropped_total{{cause=\"write_error\"}})",
           b.path, std::strerror(errno));
@@ -278,7 +278,7 @@ struct RetentionStore::Impl {
       if (oldest == s.buckets.end() || oldest->first == keep) {
         return false;
       }
-      spdlog::debug("retention: '{}' over max_stream_bytes: bucket {} evicted", s.meta.name,
+      core::log::debug("retention: '{}' over max_stream_bytes: bucket {} evicted", s.meta.name,
                     oldest->first);
       evict(s, oldest, RetentionDrop::stream_cap);
     }
@@ -407,7 +407,7 @@ struct RetentionStore::Impl {
     for (auto& [name, s] : streams) make_room(s, ~0ull, 0);
     make_room_total();
     if (records > 0) {
-      spdlog::info("retention: {} rows of {} streams reopened from {} ({} bytes)", records,
+      core::log::info("retention: {} rows of {} streams reopened from {} ({} bytes)", records,
                    streams.size(), root, bytes);
     }
   }
@@ -471,11 +471,11 @@ struct RetentionStore::Impl {
     });
     torn_bytes += r.torn_bytes;
     if (r.torn_bytes > 0) {
-      spdlog::warn("retention: {}: {} bytes of a torn or corrupt tail cut", path, r.torn_bytes);
+      core::log::warn("retention: {}: {} bytes of a torn or corrupt tail cut", path, r.torn_bytes);
     }
     if (b && r.cut_failed) b->writable = false;
     if (!s && r.opened) {
-      spdlog::warn("retention: {} holds no retained rows of a known stream: removed", path);
+      core::log::warn("retention: {} holds no retained rows of a known stream: removed", path);
       ::unlink(path.c_str());
     }
   }
@@ -495,7 +495,7 @@ RetentionStore::RetentionStore(RetentionConfig config, const std::string& state_
   if (state_dir.empty()) return;
   const std::string root = state_dir + "/retention";
   if (!make_dir(state_dir) || !make_dir(root)) {
-    spdlog::error("retention: cannot create {}: {}; retained samples are kept in memory only", root,
+    core::log::error("retention: cannot create {}: {}; retained samples are kept in memory only", root,
                   std::strerror(errno));
     return;
   }
@@ -591,7 +591,7 @@ FlagResult RetentionStore::flag(const std::string& stream, std::span<const std::
       std::memcpy(p.data(), &id, 8);
       std::memcpy(p.data() + 8, stream.data(), stream.size());
       if (!im.flag_file.append(FrameType::flag, p)) {
-        spdlog::error("retention: cannot write {}: {}", im.flag_file.path(), std::strerror(errno));
+        core::log::error("retention: cannot write {}: {}", im.flag_file.path(), std::strerror(errno));
         im.drop(RetentionDrop::write_error);
       }
     }

@@ -4,7 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -227,7 +227,7 @@ void ProbeLoader::load_bpf() {
   }
   if (!load_chosen(chosen)) {
     // Something refused: find, group by group, the first variant that loads and attaches.
-    spdlog::debug("ebpf: combined load failed, probing each probe alone");
+    core::log::debug("ebpf: combined load failed, probing each probe alone");
     for (std::size_t gi = 0; gi < groups().size(); ++gi) {
       chosen[gi] = nullptr;
       std::string reasons;
@@ -260,14 +260,14 @@ bool ProbeLoader::load_chosen(const std::vector<const Variant*>& chosen) {
   std::string error;
   SkelPtr s = open_and_load(progs, error);
   if (!s) {
-    spdlog::debug("ebpf: {}", error);
+    core::log::debug("ebpf: {}", error);
     return false;
   }
   std::vector<bpf_link*> ls;
   for (std::size_t gi = 0; gi < chosen.size(); ++gi) {
     if (!chosen[gi]) continue;
     if (!attach_group(s.get(), *chosen[gi], ls, error)) {
-      spdlog::debug("ebpf: {}", error);
+      core::log::debug("ebpf: {}", error);
       for (auto* l : ls) bpf_link__destroy(l);
       return false;
     }

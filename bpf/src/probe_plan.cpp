@@ -8,7 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include <cerrno>
 #include <cstdarg>
@@ -38,7 +38,7 @@ int libbpf_print(enum libbpf_print_level level, const char* fmt, va_list ap) {
   const int n = vsnprintf(buf, sizeof(buf), fmt, ap);
   if (n <= 0) return 0;
   LibbpfLog::get().add(buf);
-  spdlog::debug("libbpf: {}", buf);
+  core::log::debug("libbpf: {}", buf);
   return 0;
 }
 
@@ -216,7 +216,7 @@ void ensure_tracefs(KernelFeatures& f, const TracerConfig& cfg, const std::strin
                      std::strerror(errno) + (errno == EPERM ? " (needs CAP_SYS_ADMIN)" : "");
     return;
   }
-  spdlog::info("ebpf: mounted tracefs at {} for tracefs tracepoints", root);
+  core::log::info("ebpf: mounted tracefs at {} for tracefs tracepoints", root);
   f.tracefs_ok = tracefs_mounted(root);
   if (!f.tracefs_ok) f.tracefs_note = "tracefs mounted at " + root + " but has no events/";
 }

@@ -10,7 +10,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include <cerrno>
 #include <chrono>
@@ -85,7 +85,7 @@ void Tracer::Impl::setup_maps() {
   void* m = mmap(nullptr, bits_bytes, PROT_READ | PROT_WRITE, MAP_SHARED,
                  bpf_map__fd(skel->maps.tracked_bits), 0);
   if (m == MAP_FAILED) {
-    spdlog::warn("ebpf: cannot map the tracked-process bitmap: {}", std::strerror(errno));
+    core::log::warn("ebpf: cannot map the tracked-process bitmap: {}", std::strerror(errno));
     bits = nullptr;
   } else {
     bits = static_cast<std::atomic<std::uint64_t>*>(m);
@@ -122,11 +122,11 @@ void Tracer::Impl::log_status_once() {
   for (const auto& s : status) {
     if (s.up) up += (up.empty() ? "" : ", ") + s.probe + "(" + s.method + ")";
   }
-  spdlog::info("ebpf: probes up: {}", up.empty() ? "none" : up);
+  core::log::info("ebpf: probes up: {}", up.empty() ? "none" : up);
   for (const auto& s : status) {
-    if (!s.up && s.by_configuration) spdlog::info("ebpf: probe {} is off: {}", s.probe, s.reason);
-    else if (!s.up) spdlog::warn("ebpf: probe {} is not running: {}", s.probe, s.reason);
-    else if (!s.reason.empty()) spdlog::info("ebpf: probe {}: {}", s.probe, s.reason);
+    if (!s.up && s.by_configuration) core::log::info("ebpf: probe {} is off: {}", s.probe, s.reason);
+    else if (!s.up) core::log::warn("ebpf: probe {} is not running: {}", s.probe, s.reason);
+    else if (!s.reason.empty()) core::log::info("ebpf: probe {}: {}", s.probe, s.reason);
   }
 }
 
@@ -254,7 +254,7 @@ bool Tracer::watch_directory(const std::string& dir) {
   if (!m.watch.is_open()) return false;
   std::string err;
   if (!m.watch.add_dir(dir, err)) {
-    spdlog::warn("ebpf: cannot watch {}: {}", dir, err);
+    core::log::warn("ebpf: cannot watch {}: {}", dir, err);
     return false;
   }
   std::lock_guard lk(m.mu);

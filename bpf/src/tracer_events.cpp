@@ -3,7 +3,7 @@
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include <cstring>
 
@@ -218,9 +218,9 @@ void Tracer::Impl::deliver(const SystemEvent& ev) {
     try {
       on_event(ev);
     } catch (const std::exception& ex) {
-      spdlog::error("ebpf: event callback threw: {}", ex.what());
+      core::log::error("ebpf: event callback threw: {}", ex.what());
     } catch (...) {
-      spdlog::error("ebpf: event callback threw");
+      core::log::error("ebpf: event callback threw");
     }
   }
 }

@@ -3,7 +3,7 @@
 #include <bpf/bpf.h>
 #include <fnmatch.h>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "bpf/src/proc.hpp"
 #include "bpf/src/tracer_impl.hpp"
@@ -63,7 +63,7 @@ void Tracer::Impl::retry_pending_dirs() {
       still.push_back(d);
       watch_note = err;
     } else {
-      spdlog::info("ebpf: now watching {}", d);
+      core::log::info("ebpf: now watching {}", d);
     }
   }
   if (still.size() != pending_dirs.size()) {

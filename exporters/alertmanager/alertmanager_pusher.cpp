@@ -10,7 +10,7 @@
 #include <sstream>
 #include <stdexcept>
 
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 #include "core/time.hpp"
 
@@ -270,7 +270,7 @@ void AlertmanagerPusher::run() {
     try {
       cycle();
     } catch (const std::exception& e) {
-      spdlog::error("alertmanager push: {}", e.what());
+      core::log::error("alertmanager push: {}", e.what());
     }
   }
 }
@@ -282,7 +282,7 @@ void AlertmanagerPusher::cycle() {
   try {
     findings = provider_();
   } catch (const std::exception& e) {
-    spdlog::error("alertmanager push: findings provider failed: {}", e.what());
+    core::log::error("alertmanager push: findings provider failed: {}", e.what());
     return;
   }
   const std::uint64_t now_ns = core::unix_now_ns();
@@ -362,7 +362,7 @@ bool AlertmanagerPusher::post(const nlohmann::json& alerts) {
   const HttpReply reply = post_(scheme_host_port_, path_, headers, body, config_.timeout);
   if (reply.status == 0) {
     failed_.fetch_add(1);
-    spdlog::warn("alertmanager push to {}{}: {}", scheme_host_port_, path_, reply.error);
+    core::log::warn("alertmanager push to {}{}: {}", scheme_host_port_, path_, reply.error);
     return false;
   }
   if (reply.status >= 200 && reply.status < 300) {
@@ -371,12 +371,12 @@ bool AlertmanagerPusher::post(const nlohmann::json& alerts) {
   }
   if (reply.status >= 400 && reply.status < 500) {
     rejected_.fetch_add(1);
-    spdlog::error("alertmanager push: {} refused {} alerts ({}): {}", scheme_host_port_, alerts.size(), reply.status,
+    core::log::error("alertmanager push: {} refused {} alerts ({}): {}", scheme_host_port_, alerts.size(), reply.status,
                   clip(reply.body, 512));
     return false;
   }
   failed_.fetch_add(1);
-  spdlog::warn("alertmanager push: {} answered {}", scheme_host_port_, reply.status);
+  core::log::warn("alertmanager push: {} answered {}", scheme_host_port_, reply.status);
   return false;
 }
 

@@ -12,7 +12,7 @@
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/spdlog.h>
+#include "core/log.hpp"
 
 namespace mltap::webhook {
 namespace {
@@ -209,7 +209,7 @@ WebhookResponse WebhookReceiver::handle_body(std::string_view body) {
   ParseResult parsed = parse_webhook_payload(body, config_.limits);
   if (!parsed.payload) {
     const int status = parsed.error == PayloadError::syntax ? 400 : 422;
-    spdlog::warn("webhook: refused payload ({}): {}", status, parsed.message);
+    core::log::warn("webhook: refused payload ({}): {}", status, parsed.message);
     return error_response(status, parsed.message);
   }
   WebhookPayload& p = *parsed.payload;
@@ -236,7 +236,7 @@ WebhookResponse WebhookReceiver::handle_body(std::string_view body) {
       for (const auto& n : unknown) names += (names.empty() ? "" : ", ") + n.substr(0, 64);
       const std::string msg = "alert " + e.fingerprint + " asks for unknown reaction(s): " + names;
       sink_.audit_rejected(e, "unknown_reaction", msg);
-      spdlog::warn("webhook: {}", msg);
+      core::log::warn("webhook: {}", msg);
       return error_response(422, msg);
     }
     keys.push_back(a.fingerprint + "|" + std::string(core::alert_status_name(a.status)) + "|" +

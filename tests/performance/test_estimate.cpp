@@ -20,7 +20,7 @@
 #include "agent/performance/stream_join.hpp"
 #include "core/config_reader.hpp"
 #include "agent/api/performance_json.hpp"
-#include "agent/cli/performance_command.hpp"
+#include "agent/cli/performance_output.hpp"
 #include "exporters/metrics/performance_metrics.hpp"
 
 namespace mltap::performance {

@@ -15,7 +15,7 @@
 #include <prometheus/text_serializer.h>
 
 #include "agent/api/performance_json.hpp"
-#include "agent/cli/performance_command.hpp"
+#include "agent/cli/performance_output.hpp"
 #include "agent/performance/engine.hpp"
 #include "agent/performance/findings.hpp"
 #include "agent/performance/stream_join.hpp"
