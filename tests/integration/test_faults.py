@@ -487,7 +487,7 @@ detectors:
   sequential: {{enabled: false}}
 # The retained samples too, small (rows without trace ids: a reservoir per 1 s bucket; a cap far
 # below the 2 MiB file system) so that the faults are the test's, not their own.
-retention: {{bucket: 1s, reservoir: 20, max_stream_bytes: 256k, max_bytes: 256k}}
+retention: {{bucket: 1s, reservoir: 20, max_stream_bytes: 256KiB, max_bytes: 256KiB}}
 webhook:
   token_file: {token}
 reactions:
@@ -682,7 +682,7 @@ def exact_counts(agent, stream, out):
 
 def traced(agent, trace_id):
     """`mltap trace ID --json`: {stream: values} (empty when nothing is retained)."""
-    r = subprocess.run([binary("agent/cli/mltap"), "trace", str(trace_id), "--json"], env=agent.env(),
+    r = subprocess.run([binary("agent/cli/mltap"), "trace", str(int(trace_id)), "--json"], env=agent.env(),
                        capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         assert "no retained record" in r.stderr, r.stderr
@@ -691,6 +691,7 @@ def traced(agent, trace_id):
 
 
 def expect_row(agent, stream, trace_id):
+    trace_id = int(trace_id)
     got = traced(agent, trace_id).get(stream)
     assert got == {f"f{f}": trace_id % 1000 + 0.5 * f for f in range(RET_FEATURES)}, (trace_id, got)
 
@@ -726,7 +727,7 @@ def test_retained_samples_on_a_full_then_read_only_state_directory(tmp_path):
             wait_until(lambda: (lambda r: r["failing"] == 0 and r["unwritten"] == 0)(retention_metrics(agent)),
                        timeout=10, what="retention writing again")
             assert "retention: writing to" in agent.logs() and "works again" in agent.logs()
-            on_disk = tally("fault/ret1", agent.metrics())["records"] - 100  # every id below is written
+            on_disk = int(tally("fault/ret1", agent.metrics())["records"]) - 100  # every id below is written
             held = retention_metrics(agent)["write_error"]
             wait_until(lambda: tally("fault/ret1", agent.metrics())["records"] > on_disk + 3000, timeout=15,
                        what="more rows")
