@@ -492,6 +492,59 @@ TEST(RetentionStoreFaults, TornTailOnAReadOnlyDirectoryIsCutOnceWritable) {
   expect_rows_right(again, "rot/s");
 }
 
+// mltap review on a full disk: the same answer from memory, after space returns, and after a restart.
+TEST(RetentionStoreFaults, ReviewAnswersTheSameOnAFullDiskAndAfterARestart) {
+  SmallFs fs("256k");
+  if (!fs.mounted) GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
+  const auto feats = info("rv/features", {"amount", "age"});
+  auto pred = info("rv/pred", {"score"}, format::StreamKind::predictions);
+  pred.task = format::Task::binary;
+  pred.labels_stream = "rv/labels";
+  const auto labels = info("rv/labels", {"y"}, format::StreamKind::labels);
+  const auto bugged = [](std::uint64_t id) { return id % 10 == 0; };
+  const auto label = [](std::uint64_t id) { return id % 2 == 0 ? 1.0 : 0.0; };
+  const auto feed_all = [&](RetentionStore& store, std::uint64_t first, std::uint64_t n,
+                            std::uint64_t ts) {
+    const auto ids = range(first, n);
+    feed(store, feats, ts, ids, 2, [&](auto id, auto c) {
+      return c == 0 ? (bugged(id) ? 5000.0 : 50.0 + double(id % 7)) : 30.0 + double(id % 11);
+    });
+    feed(store, pred, ts, ids, 1,
+         [&](auto id, auto) { return (label(id) == 1.0) == !bugged(id) ? 0.9 : 0.1; });
+    feed(store, labels, ts, ids, 1, [&](auto id, auto) { return label(id); });
+  };
+  retention::ReviewRequest rq;
+  rq.stream = "rv/pred";
+  const auto same = [](const retention::ReviewResult& a, const retention::ReviewResult& b) {
+    EXPECT_EQ(a.predictions, b.predictions);
+    EXPECT_EQ(a.wrong, b.wrong);
+    EXPECT_EQ(a.correct, b.correct);
+    ASSERT_FALSE(a.streams.empty());
+    ASSERT_EQ(a.streams.size(), b.streams.size());
+    EXPECT_EQ(a.streams[0].features[0].feature, b.streams[0].features[0].feature);
+    EXPECT_DOUBLE_EQ(a.streams[0].features[0].auc, b.streams[0].features[0].auc);
+  };
+  retention::ReviewResult full;
+  {
+    RetentionStore store(RetentionConfig{}, fs.dir.path, kT0);
+    feed_all(store, 1, 300, kT0);
+    const std::string filler = fs.fill();
+    feed_all(store, 301, 700, kT0 + 60 * kSec);  // new buckets: nothing of these is written
+    ASSERT_TRUE(store.stats().write_failing);
+    full = retention::review(store.read(), rq, nullptr);
+    ASSERT_TRUE(full.error.empty()) << full.error;
+    EXPECT_EQ(full.predictions, 1000u);
+    EXPECT_EQ(full.wrong, 100u);
+    EXPECT_EQ(full.streams[0].features[0].feature, "amount");
+    ASSERT_EQ(::unlink(filler.c_str()), 0);
+    store.on_tick(kT0 + 2 * kSec);
+    ASSERT_FALSE(store.stats().write_failing);
+    same(retention::review(store.read(), rq, nullptr), full);
+  }
+  RetentionStore again(RetentionConfig{}, fs.dir.path, kT0);
+  same(retention::review(again.read(), rq, nullptr), full);
+}
+
 // A real kill -9 in the middle of writing: every row reopened is whole and right.
 TEST(RetentionStore, KillNineWhileWritingLeavesOnlyWholeRows) {
   TempDir dir;
