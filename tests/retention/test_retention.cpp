@@ -317,6 +317,9 @@ struct SmallFs {
   }
 };
 
+// Rows of the fault tests: value = id * 2 + column.
+double value(std::uint64_t id, std::size_t column) { return id * 2.0 + double(column); }
+
 std::uint64_t write_failures(const core::RetentionStats& s, core::RetentionWriteError e) {
   return s.write_failures[static_cast<std::size_t>(e)];
 }
@@ -345,7 +348,6 @@ TEST(RetentionStoreFaults, FullDiskHoldsRowsInMemoryAndWritesThemInOrderWhenSpac
   RetentionConfig cfg;
   cfg.reservoir = 8;
   const auto s = info("full/s", {"a", "b"});
-  const auto value = [](auto id, auto c) { return id * 2.0 + double(c); };
   const auto no_id = [](auto r, auto c) { return 1e6 + double(r) * 2 + double(c); };
   std::multiset<double> reservoir;
   std::uint64_t fed = 0;
@@ -418,15 +420,16 @@ TEST(RetentionStoreFaults, ReadOnlyDirectoryIsReadAtStartAndWrittenWhenWritableA
   SmallFs fs("1m");
   if (!fs.mounted) GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
   RetentionConfig cfg;
+  cfg.max_age = std::chrono::minutes(2);
   const auto s = info("ro/s", {"a", "b"});
-  const auto value = [](auto id, auto c) { return id * 2.0 + double(c); };
   {
     RetentionStore store(cfg, fs.dir.path, kT0);
     feed(store, s, kT0, range(0, 100), 2, value);
-    ASSERT_TRUE(fs.make_read_only()) << std::strerror(errno);
-    // A new bucket's file cannot be created; flags neither; an evicted bucket cannot be removed.
     feed(store, s, kT0 + 60 * kSec, range(100, 100), 2, value);
+    ASSERT_TRUE(fs.make_read_only()) << std::strerror(errno);
+    // A new bucket's file cannot be created; flags neither; an aged-out bucket cannot be removed.
     feed(store, s, kT0 + 120 * kSec, range(200, 100), 2, value);
+    feed(store, s, kT0 + 180 * kSec, range(300, 100), 2, value);
     const std::vector<std::uint64_t> flags{1};
     store.flag("ro/p", flags, kT0);
     auto st = store.stats();
@@ -437,18 +440,21 @@ TEST(RetentionStoreFaults, ReadOnlyDirectoryIsReadAtStartAndWrittenWhenWritableA
     EXPECT_EQ(store.read().find("ro/s", 250)->values[0], 500.0);
     {  // mltapd restarted on the read-only directory still answers from what is there
       RetentionStore meanwhile(cfg, fs.dir.path, kT0);
-      EXPECT_EQ(meanwhile.stats().records, 100u);
+      EXPECT_EQ(meanwhile.stats().records, 200u);
       EXPECT_TRUE(meanwhile.stats().persistent);
       EXPECT_EQ(meanwhile.read().find("ro/s", 99)->values[1], 199.0);
     }
+    store.on_tick(kT0 + 170 * kSec);  // the first bucket ages out: its file stays for now
+    EXPECT_EQ(dropped(store.stats(), core::RetentionDrop::max_age), 100u);
     fs.make_writable();
-    store.on_tick(kT0 + 3 * kSec);
+    store.on_tick(kT0 + 172 * kSec);
     st = store.stats();
     EXPECT_FALSE(st.write_failing);
     EXPECT_EQ(st.unwritten_bytes, 0u);
   }
-  RetentionStore again(cfg, fs.dir.path, kT0);
+  RetentionStore again(cfg, fs.dir.path, kT0);  // (the aged-out bucket would load at kT0)
   EXPECT_EQ(again.stats().records, 300u);
+  EXPECT_FALSE(again.read().find("ro/s", 0));
   EXPECT_EQ(again.stats().flagged, 1u);
   EXPECT_EQ(again.stats().torn_bytes, 0u);
   expect_rows_right(again, "ro/s");
@@ -460,7 +466,6 @@ TEST(RetentionStoreFaults, TornTailOnAReadOnlyDirectoryIsCutOnceWritable) {
   if (!fs.mounted) GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
   RetentionConfig cfg;
   const auto s = info("rot/s", {"a", "b"});
-  const auto value = [](auto id, auto c) { return id * 2.0 + double(c); };
   std::string file;
   {
     RetentionStore store(cfg, fs.dir.path, kT0);
