@@ -9,7 +9,11 @@ real rings in /dev/shm or in small tmpfs mounts made by the test (as root).
 - segments unlinked or partly truncated while both sides have them mapped;
 - a full ring directory (/dev/shm full): producers run ring-less, exit 0, leave no file;
 - the state directory full or read-only: mltapd keeps running, says so (log and metric), loses
-  nothing it holds in memory and writes its state once space returns.
+  nothing it holds in memory and writes its state once space returns;
+- the retained samples (agent/retention) on a full, then read-only state directory: counts exact,
+  rows held in memory and counted, trace answering from memory, writing resumed once space
+  returns, a restart after kill -9 loading what the files hold. Read-only is a read-only bind
+  mount of the directory over itself: a tmpfs with files open for writing refuses `remount,ro`.
 
 MLTAP_FAULT_KILLS (default 1000) and MLTAP_FAULT_RESTARTS (default 20) scale the first two; the
 tallies are printed (pytest -s shows them)."""
