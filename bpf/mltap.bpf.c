@@ -26,6 +26,8 @@ const volatile __u32 n_suffixes = 0;
 /* Wake the reader only when this much is waiting (it also polls every 100 ms): a wakeup per
  * event costs the traced process microseconds (irq_work + waking the reader). */
 const volatile __u64 wakeup_bytes = 64 * 1024;
+/* Record every new process's name at fork and exec (proc_names): on while the file watch runs. */
+const volatile bool record_proc_names = false;
 const volatile __u32 suffix_lens[MLTAP_MAX_SUFFIXES] = {};
 const volatile char suffixes[MLTAP_MAX_SUFFIXES][MLTAP_SUFFIX_LEN] = {};
 
@@ -93,6 +95,16 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } runq_start SEC(".maps");
+
+/* tgid -> name and start time at its fork or last exec, host-wide (probes/process.bpf.h), for the
+ * file watch's actors that are gone by the time their event is read. LRU: the least recently
+ * written go first; a failed insert is counted (map_full). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, struct mltap_proc_name);
+} proc_names SEC(".maps");
 
 static const struct mltap_hist zero_hist;
 

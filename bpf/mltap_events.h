@@ -47,7 +47,8 @@ enum mltap_map_id {
 	MLTAP_MAP_BIO_HIST = 2,    /* block I/O histogram entry for a process */
 	MLTAP_MAP_SOCKETS = 3,     /* socket of a tracked process */
 	MLTAP_MAP_FILE_STASH = 4,  /* syscall argument stash (file_syscalls probe) */
-	MLTAP_MAP_COUNT = 5,
+	MLTAP_MAP_PROC_NAMES = 5,  /* a process's name at fork or exec (the `proc_names` LRU map) */
+	MLTAP_MAP_COUNT = 6,
 };
 
 /* mltap_event.flags */
@@ -74,6 +75,14 @@ struct mltap_proc {
 	__u64 start_ticks; /* /proc/<pid>/stat field 22 of the thread-group leader */
 	__u32 pid;         /* tgid */
 	__u32 tid;
+	char comm[MLTAP_COMM_LEN];
+};
+
+/* Value of the `proc_names` LRU hash map (key: tgid), written at every fork of a process and every
+ * exec while the file watch runs: names the writer of a watched file that exited before userspace
+ * read the event (its /proc/<pid> gone). */
+struct mltap_proc_name {
+	__u64 start_ticks;
 	char comm[MLTAP_COMM_LEN];
 };
 

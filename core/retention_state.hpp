@@ -19,7 +19,8 @@ enum class RetentionDrop {
   max_streams,  // a stream over max_streams
   too_wide,     // a row with more values than max_row_values
   reservoir,    // a row without trace id the bucket's reservoir did not keep (or replaced)
-  write_error,  // the bucket file could not be written (kept in memory only: not dropped)
+  write_error,  // not written to its file when it arrived (held in memory, written when the
+                // file system takes it again; lost only if mltapd stops before that)
   count_
 };
 
@@ -33,6 +34,20 @@ constexpr std::string_view retention_drop_name(RetentionDrop d) noexcept {
     case RetentionDrop::reservoir: return "reservoir";
     case RetentionDrop::write_error: return "write_error";
     case RetentionDrop::count_: break;
+  }
+  return "unknown";
+}
+
+// Why a write to the store's files failed (each failed write or open counted once; the rows
+// it leaves unwritten are counted as RetentionDrop::write_error).
+enum class RetentionWriteError { no_space, read_only, other, count_ };
+
+constexpr std::string_view retention_write_error_name(RetentionWriteError e) noexcept {
+  switch (e) {
+    case RetentionWriteError::no_space: return "no_space";
+    case RetentionWriteError::read_only: return "read_only";
+    case RetentionWriteError::other: return "other";
+    case RetentionWriteError::count_: break;
   }
   return "unknown";
 }
@@ -53,6 +68,10 @@ struct RetentionStats {
   std::uint64_t torn_bytes = 0;   // bytes of torn or corrupt tails cut when files were reopened
   std::array<std::uint64_t, static_cast<std::size_t>(RetentionDrop::count_)> dropped{};
   std::uint64_t flagged = 0;  // trace ids flagged by users (mltap flag)
+  bool write_failing = false;  // the last write failed and memory holds what the files lack
+  std::uint64_t unwritten_bytes = 0;  // frames held in memory that their files lack yet
+  std::array<std::uint64_t, static_cast<std::size_t>(RetentionWriteError::count_)>
+      write_failures{};
   std::vector<RetentionStreamStats> streams;
 };
 

@@ -68,6 +68,9 @@ struct TracerStats {
   std::map<std::string, Log2Histogram> runqueue_by_component;
   std::map<std::string, Log2Histogram> block_io_by_component;
   std::uint64_t tracked_processes = 0;  // in the kernel's tracked set now (incl. children)
+  // Where the file watch's events got their actor's name: "proc" (alive when read),
+  // "proc_names" (gone; the kernel's record of its fork or exec), "unknown" (gone, no record).
+  std::map<std::string, std::uint64_t> file_actors;
 };
 
 // Run time of one BPF program, from the kernel's BPF statistics (run_cnt/run_time_ns are only

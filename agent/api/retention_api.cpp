@@ -250,7 +250,8 @@ json stats_json(const core::RetentionStats& s) {
   }
   return json{{"persistent", s.persistent},   {"bytes", s.bytes},           {"records", s.records},
               {"sampled_out", s.sampled_out}, {"torn_bytes", s.torn_bytes}, {"dropped", dropped},
-              {"flagged", s.flagged},         {"streams", streams}};
+              {"flagged", s.flagged},         {"write_failing", s.write_failing},
+              {"unwritten_bytes", s.unwritten_bytes}, {"streams", streams}};
 }
 
 }  // namespace

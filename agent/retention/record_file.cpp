@@ -79,7 +79,10 @@ bool AppendFile::append(FrameType type, std::span<const std::byte> payload) {
 ReplayResult replay(const std::string& path,
                     const std::function<bool(FrameType, std::span<const std::byte>)>& on_frame) {
   ReplayResult r;
-  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+  // A read-only file system (or file): still read what it holds; a torn tail then cannot be cut.
+  if (fd < 0 && (errno == EROFS || errno == EACCES))
+    fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return r;
   struct stat st {};
   if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

@@ -70,6 +70,7 @@ struct Row {
   std::uint64_t trace_id = 0;
   std::uint64_t timestamp_ns = 0;
   std::uint32_t offset = 0;  // into Bucket::values
+  std::uint32_t slot = kNoSlot;  // its reservoir slot when it arrived (rewritten as it came)
   std::uint16_t cols = 0;
   bool has_id = false;
   bool live = true;  // false: replaced in the reservoir
@@ -79,12 +80,19 @@ struct Bucket {
   std::uint64_t start = 0;
   std::vector<Row> rows;
   std::vector<double> values;
-  std::uint64_t bytes = 0;  // of its file (frames written, replaced rows included)
+  std::uint64_t bytes = 0;  // of its frames (replaced rows included), written or not yet
   std::uint64_t live = 0;
   std::uint64_t seen_without_id = 0;     // rows without trace id offered (the reservoir's n)
   std::vector<std::uint32_t> reservoir;  // slot -> row
   std::string path;                      // empty: memory only
-  bool writable = true;
+  // The file holds a prefix of the frames: the meta frame, then rows[0, rows_written). What a
+  // full or read-only file system refused stays in memory and is appended, in order, when it
+  // takes writes again (so the file always replays to a prefix of the bucket).
+  std::uint64_t file_bytes = 0;
+  std::uint32_t rows_written = 0;
+  bool meta_written = false;
+  bool needs_cut = false;  // may end in a torn frame: cut to file_bytes before appending
+  bool synced() const noexcept { return file_bytes == bytes && !needs_cut; }
 };
 
 struct Location {
@@ -168,8 +176,20 @@ struct RetentionStore::Impl {
   std::map<std::string, std::unordered_set<std::uint64_t>, std::less<>> flags;
   std::uint64_t flag_count = 0;
   AppendFile flag_file;
-  bool write_error_logged = false;
+  std::string flag_path;
+  std::uint64_t flag_file_bytes = 0;
+  bool flag_needs_cut = false;
+  std::vector<std::pair<std::string, std::uint64_t>> unwritten_flags;
   bool replaying = false;  // reopening files: what they held was counted by the run that wrote it
+  // Writing: a failure is logged when writing starts failing (or fails for another reason), not
+  // per row; what the files lack is retried from on_tick at most once a second.
+  bool failing = false;
+  int failing_errno = 0;
+  std::uint64_t unwritten = 0;  // sum of (bytes - file_bytes) over buckets with a file
+  std::uint64_t last_retry = 0;
+  std::vector<std::string> stale_files;  // evicted, but unlink failed: removed again later
+  std::array<std::uint64_t, static_cast<std::size_t>(core::RetentionWriteError::count_)>
+      write_failures{};
 
   void drop(RetentionDrop cause, std::uint64_t n = 1) {
     dropped[static_cast<std::size_t>(cause)] += n;
@@ -192,63 +212,170 @@ struct RetentionStore::Impl {
     StreamData& s = streams[info.name];
     s.meta = StreamMeta{info.name, info.component,     info.kind,
                         info.task, info.labels_stream, info.feature_names};
-    if (!root.empty()) {
-      s.dir = root + "/" + dir_name(info.name);
-      if (!make_dir(s.dir)) {
-        core::log::error("retention: cannot create {}: {}; '{}' kept in memory only", s.dir,
-                      std::strerror(errno), info.name);
-        s.dir.clear();
-      }
-    }
+    if (!root.empty()) s.dir = root + "/" + dir_name(info.name);  // made when a file opens
     return &s;
   }
 
+  // A new bucket in memory; its file is written by sync().
   Bucket& bucket_for(StreamData& s, std::uint64_t start) {
     auto [it, fresh] = s.buckets.try_emplace(start);
     Bucket& b = it->second;
     if (!fresh) return b;
     b.start = start;
-    if (!s.dir.empty()) {
-      b.path = s.dir + "/" + std::to_string(start) + ".rlog";
-      const std::string meta = meta_payload(s.meta, start);
-      if (!open_file(s, b)) return b;
-      const auto bytes = std::as_bytes(std::span(meta.data(), meta.size()));
-      if (s.file.append(FrameType::meta, bytes)) {
-        account(s, b, frame_bytes(meta.size()));
-      } else {
-        write_failed(s, b);
-      }
-    }
+    if (!s.dir.empty()) b.path = s.dir + "/" + std::to_string(start) + ".rlog";
+    account(s, b, frame_bytes(meta_payload(s.meta, start).size()), false);
     return b;
+  }
+
+  // --- writing ------------------------------------------------------------------------------
+  void account(StreamData& s, Bucket& b, std::uint64_t n, bool on_disk) {
+    b.bytes += n;
+    s.bytes += n;
+    bytes += n;
+    if (on_disk) {
+      b.file_bytes += n;
+    } else if (!b.path.empty()) {
+      unwritten += n;
+    }
+  }
+
+  void write_failed(const std::string& path, int err) {
+    using core::RetentionWriteError;
+    const auto cls = err == ENOSPC || err == EDQUOT ? RetentionWriteError::no_space
+                     : err == EROFS                  ? RetentionWriteError::read_only
+                                                     : RetentionWriteError::other;
+    ++write_failures[static_cast<std::size_t>(cls)];
+    if (!failing || err != failing_errno) {
+      core::log::error(
+          "retention: cannot write {}: {}; retained rows are held in memory and written when it "
+          "works again (mltap_retention_unwritten_bytes, mltap_retention_dropped_total"
+          "{{cause=\"write_error\"}})",
+          path, std::strerror(err));
+    }
+    failing = true;
+    failing_errno = err;
+  }
+
+  void maybe_recovered() {
+    if (failing && unwritten == 0 && stale_files.empty() && unwritten_flags.empty()) {
+      core::log::info("retention: writing to {} works again; every retained row is in its file",
+                   root);
+      failing = false;
+      failing_errno = 0;
+    }
   }
 
   bool open_file(StreamData& s, Bucket& b) {
     if (s.file.is_open() && s.file_bucket == b.start) return true;
-    if (!b.writable || b.path.empty()) return false;
-    if (s.file.open(b.path)) {
+    s.file.close();
+    if (make_dir(s.dir) && s.file.open(b.path)) {
       s.file_bucket = b.start;
       return true;
     }
-    write_failed(s, b);
+    write_failed(b.path, errno);
     return false;
   }
 
-  void write_failed(StreamData& s, Bucket& b) {
-    if (!write_error_logged) {
-      core::log::error(
-          "retention: cannot write {}: {}; rows are kept in memory only until it "
-          "can (mltap_retention_dropped_total{{cause=\"write_error\"}})",
-          b.path, std::strerror(errno));
-      write_error_logged = true;
+  bool write_frame(StreamData& s, Bucket& b, FrameType type, std::span<const std::byte> payload) {
+    if (!open_file(s, b)) return false;
+    if (b.needs_cut) {
+      if (::truncate(b.path.c_str(), static_cast<off_t>(b.file_bytes)) != 0) {
+        write_failed(b.path, errno);
+        s.file.close();
+        return false;
+      }
+      b.needs_cut = false;
     }
-    b.writable = false;
-    s.file.close();
+    if (!s.file.append(type, payload)) {
+      write_failed(b.path, errno);
+      b.needs_cut = true;  // append cut a short write off; if that failed too, cut it later
+      s.file.close();
+      return false;
+    }
+    const auto n = frame_bytes(payload.size());
+    b.file_bytes += n;
+    unwritten -= n;
+    return true;
   }
 
-  void account(StreamData& s, Bucket& b, std::uint64_t n) {
-    b.bytes += n;
-    s.bytes += n;
-    bytes += n;
+  // Appends what the bucket holds and its file lacks, in order; false at the first failure.
+  bool sync(StreamData& s, Bucket& b) {
+    if (b.path.empty() || b.synced()) return true;
+    if (!b.meta_written) {
+      const std::string meta = meta_payload(s.meta, b.start);
+      if (!write_frame(s, b, FrameType::meta, std::as_bytes(std::span(meta.data(), meta.size()))))
+        return false;
+      b.meta_written = true;
+    }
+    while (b.rows_written < b.rows.size()) {
+      const Row& r = b.rows[b.rows_written];
+      const auto payload =
+          row_payload(r, b.seen_without_id, r.slot,
+                      std::span<const double>(b.values).subspan(r.offset, r.cols));
+      if (!write_frame(s, b, FrameType::row, payload)) return false;
+      ++b.rows_written;
+    }
+    if (b.needs_cut) {  // nothing was left to append, yet a torn tail may remain
+      if (::truncate(b.path.c_str(), static_cast<off_t>(b.file_bytes)) != 0) {
+        write_failed(b.path, errno);
+        return false;
+      }
+      b.needs_cut = false;
+    }
+    return true;
+  }
+
+  bool write_flag(const std::string& stream, std::uint64_t id) {
+    if (flag_path.empty()) return true;
+    if (!flag_file.is_open()) {
+      if (flag_needs_cut) {
+        if (::truncate(flag_path.c_str(), static_cast<off_t>(flag_file_bytes)) != 0) {
+          write_failed(flag_path, errno);
+          return false;
+        }
+        flag_needs_cut = false;
+      }
+      if (!flag_file.open(flag_path)) {
+        write_failed(flag_path, errno);
+        return false;
+      }
+    }
+    std::vector<std::byte> p(8 + stream.size());
+    std::memcpy(p.data(), &id, 8);
+    std::memcpy(p.data() + 8, stream.data(), stream.size());
+    if (!flag_file.append(FrameType::flag, p)) {
+      write_failed(flag_path, errno);
+      flag_file.close();
+      flag_needs_cut = true;
+      return false;
+    }
+    flag_file_bytes += frame_bytes(p.size());
+    return true;
+  }
+
+  // From on_tick, at most once a second while something is unwritten: one failed write ends
+  // the attempt (a full disk costs one write a second, not one per bucket).
+  void retry(std::uint64_t now_ns) {
+    if (!failing && unwritten == 0 && stale_files.empty() && unwritten_flags.empty()) return;
+    if (now_ns >= last_retry && now_ns - last_retry < 1'000'000'000ull) return;
+    last_retry = now_ns;
+    while (!stale_files.empty()) {
+      if (::unlink(stale_files.back().c_str()) != 0 && errno != ENOENT) return;
+      stale_files.pop_back();
+    }
+    std::size_t done = 0;
+    while (done < unwritten_flags.size() &&
+           write_flag(unwritten_flags[done].first, unwritten_flags[done].second)) {
+      ++done;
+    }
+    unwritten_flags.erase(unwritten_flags.begin(), unwritten_flags.begin() + done);
+    if (!unwritten_flags.empty()) return;
+    for (auto& [name, s] : streams) {
+      for (auto& [start, b] : s.buckets) {
+        if (!sync(s, b)) return;
+      }
+    }
+    maybe_recovered();
   }
 
   // --- caps ---------------------------------------------------------------------------------
@@ -267,7 +394,12 @@ struct RetentionStore::Impl {
     s.bytes -= b.bytes;
     bytes -= b.bytes;
     if (s.file_bucket == b.start) s.file.close();
-    if (!b.path.empty()) ::unlink(b.path.c_str());
+    if (!b.path.empty()) {
+      unwritten -= b.bytes - b.file_bytes;
+      if (::unlink(b.path.c_str()) != 0 && errno != ENOENT && stale_files.size() < 65536) {
+        stale_files.push_back(b.path);  // a read-only file system: removed when it works again
+      }
+    }
     s.buckets.erase(it);
   }
 
@@ -343,21 +475,19 @@ struct RetentionStore::Impl {
       if (existing != s.buckets.end() && !proto.has_id) existing->second.seen_without_id = seen;
       return;
     }
+    // While writing fails, a bucket whose file lags behind waits for retry() (its frames go in
+    // order, a full disk costs one failed write a second); a new bucket tries at once.
+    const bool try_write =
+        existing == s.buckets.end() || existing->second.synced() || !failing;
     Bucket& b = bucket_for(s, start);
-    Row r = proto;
-    r.offset = static_cast<std::uint32_t>(b.values.size());
-    r.cols = static_cast<std::uint16_t>(values.size());
-    if (!b.path.empty() && open_file(s, b)) {
-      const auto payload = row_payload(r, seen, slot, values);
-      if (!s.file.append(FrameType::row, payload)) {
-        write_failed(s, b);
-        drop(RetentionDrop::write_error);  // counted, yet kept in memory
-      }
-    } else if (!b.path.empty()) {
-      drop(RetentionDrop::write_error);
+    account(s, b, need, false);
+    insert(s, b, proto, values, seen, slot);
+    if (b.path.empty()) return;
+    if (try_write && sync(s, b)) {
+      maybe_recovered();
+    } else {
+      drop(RetentionDrop::write_error);  // held in memory; written by retry() once it can be
     }
-    account(s, b, need);
-    insert(s, b, r, values, seen, slot);
   }
 
   // The in-memory side of a row (also what a replay does with each row frame).
@@ -367,6 +497,7 @@ struct RetentionStore::Impl {
     b.rows.push_back(r);
     b.rows.back().offset = static_cast<std::uint32_t>(b.values.size());
     b.rows.back().cols = static_cast<std::uint16_t>(values.size());
+    b.rows.back().slot = r.has_id ? kNoSlot : slot;
     b.values.insert(b.values.end(), values.begin(), values.end());
     ++b.live;
     ++s.records;
@@ -446,7 +577,8 @@ struct RetentionStore::Impl {
         b = &bit->second;
         b->start = meta->second;
         b->path = path;
-        account(*s, *b, frame_bytes(p.size()));
+        b->meta_written = true;
+        account(*s, *b, frame_bytes(p.size()), true);
         return true;
       }
       if (type != FrameType::row || p.size() < kRowHeaderBytes) return false;
@@ -465,15 +597,16 @@ struct RetentionStore::Impl {
       if (slot != kNoSlot && (row.has_id || slot > b->reservoir.size())) return false;
       std::vector<double> values(cols);
       if (cols) std::memcpy(values.data(), p.data() + kRowHeaderBytes, cols * sizeof(double));
-      account(*s, *b, frame_bytes(p.size()));
+      account(*s, *b, frame_bytes(p.size()), true);
       insert(*s, *b, row, values, seen, slot);
+      ++b->rows_written;
       return true;
     });
     torn_bytes += r.torn_bytes;
     if (r.torn_bytes > 0) {
       core::log::warn("retention: {}: {} bytes of a torn or corrupt tail cut", path, r.torn_bytes);
     }
-    if (b && r.cut_failed) b->writable = false;
+    if (b && r.cut_failed) b->needs_cut = true;  // read-only: cut before the next append
     if (!s && r.opened) {
       core::log::warn("retention: {} holds no retained rows of a known stream: removed", path);
       ::unlink(path.c_str());
@@ -501,8 +634,8 @@ RetentionStore::RetentionStore(RetentionConfig config, const std::string& state_
   }
   impl_->root = root;
   impl_->reopen();
-  impl_->flag_file.open(root + "/flags.rlog");
-  const auto r = replay(root + "/flags.rlog", [this](FrameType t, std::span<const std::byte> p) {
+  impl_->flag_path = root + "/flags.rlog";
+  const auto r = replay(impl_->flag_path, [this](FrameType t, std::span<const std::byte> p) {
     if (t != FrameType::flag || p.size() < 9) return false;
     std::uint64_t id = 0;
     std::memcpy(&id, p.data(), 8);
@@ -512,7 +645,8 @@ RetentionStore::RetentionStore(RetentionConfig config, const std::string& state_
     return true;
   });
   impl_->torn_bytes += r.torn_bytes;
-  if (r.cut_failed) impl_->flag_file.close();
+  impl_->flag_file_bytes = r.good_bytes;
+  impl_->flag_needs_cut = r.cut_failed;  // opened (and cut) at the first flag
 }
 
 RetentionStore::~RetentionStore() = default;
@@ -551,6 +685,7 @@ void RetentionStore::on_tick(std::uint64_t now_unix_ns) {
   std::unique_lock lock(mutex_);
   impl_->now = now_unix_ns;
   impl_->age_out();
+  impl_->retry(now_unix_ns);
 }
 
 core::RetentionStats RetentionStore::stats() const {
@@ -564,6 +699,9 @@ core::RetentionStats RetentionStore::stats() const {
   out.torn_bytes = im.torn_bytes;
   out.dropped = im.dropped;
   out.flagged = im.flag_count;
+  out.write_failing = im.failing;
+  out.unwritten_bytes = im.unwritten;
+  out.write_failures = im.write_failures;
   for (const auto& [name, s] : im.streams) {
     out.streams.push_back({name, s.bytes, s.records, s.buckets.size(),
                            s.buckets.empty() ? 0 : s.buckets.begin()->first});
@@ -577,6 +715,7 @@ FlagResult RetentionStore::flag(const std::string& stream, std::span<const std::
   Impl& im = *impl_;
   FlagResult r;
   auto& set = im.flags[stream];
+  bool write_ok = im.unwritten_flags.empty();  // flags go to their file in order
   for (const auto id : ids) {
     if (set.count(id)) {
       ++r.already;
@@ -586,14 +725,9 @@ FlagResult RetentionStore::flag(const std::string& stream, std::span<const std::
       ++r.refused;
       continue;
     }
-    if (im.flag_file.is_open()) {
-      std::vector<std::byte> p(8 + stream.size());
-      std::memcpy(p.data(), &id, 8);
-      std::memcpy(p.data() + 8, stream.data(), stream.size());
-      if (!im.flag_file.append(FrameType::flag, p)) {
-        core::log::error("retention: cannot write {}: {}", im.flag_file.path(), std::strerror(errno));
-        im.drop(RetentionDrop::write_error);
-      }
+    if (write_ok) write_ok = im.write_flag(stream, id);
+    if (!write_ok && im.unwritten_flags.size() < im.config.max_flags) {
+      im.unwritten_flags.emplace_back(stream, id);  // written by retry()
     }
     set.insert(id);
     ++im.flag_count;

@@ -6,14 +6,32 @@
 
 /* ---- process lifecycle: exec, fork, exit ---- */
 
+/* proc_names: every new process's name and start time (at fork: its parent's name; at exec: its
+ * own), host-wide while the file watch runs, for the writers gone when their event is read. */
+static __always_inline void record_name(__u32 tgid, struct task_struct *p, bool btf)
+{
+	struct mltap_proc_name n = {};
+
+	n.start_ticks = task_start_ticks(p, btf);
+	if (btf)
+		__builtin_memcpy(n.comm, p->comm, sizeof(n.comm));
+	else if (BPF_CORE_READ_STR_INTO(&n.comm, p, comm) < 0)
+		n.comm[0] = 0;
+	if (bpf_map_update_elem(&proc_names, &tgid, &n, BPF_ANY) < 0)
+		count(&map_full, MLTAP_MAP_PROC_NAMES);
+}
+
 static __always_inline int on_exec(struct task_struct *p, struct linux_binprm *bprm,
 				   const char *tp_filename, bool btf)
 {
 	__u32 tgid = TASK_FIELD(btf, p, tgid);
-	struct mltap_tracked *t = lookup_tracked(tgid, p, btf);
+	struct mltap_tracked *t;
 	struct mltap_path_event *e;
 	const char *filename;
 
+	if (record_proc_names)
+		record_name(tgid, p, btf);
+	t = lookup_tracked(tgid, p, btf);
 	if (!t)
 		return 0;
 	filename = bprm ? (btf ? bprm->filename : BPF_CORE_READ(bprm, filename)) : tp_filename;
@@ -62,6 +80,12 @@ static __always_inline int on_fork(struct task_struct *parent, struct task_struc
 	__u32 ctid, ctgid;
 	bool thread;
 
+	if (record_proc_names) {
+		if (!child) /* tracefs: no task to read; at least no stale name under this pid */
+			bpf_map_delete_elem(&proc_names, &child_pid_tf);
+		else if (TASK_FIELD(btf, child, pid) == TASK_FIELD(btf, child, tgid))
+			record_name(TASK_FIELD(btf, child, tgid), child, btf);
+	}
 	if (!t)
 		return 0;
 	if (child) {

@@ -72,6 +72,7 @@ void ProbeLoader::set_rodata(mltap_bpf* s) {
   const SuffixPlan plan = suffix_plan(cfg.files.patterns);
   s->rodata->wakeup_bytes = cfg.ring_buffer_bytes / 4;
   s->rodata->file_match_all = plan.match_all;
+  s->rodata->record_proc_names = cfg.probe_enabled(Probe::file_watch);
   const std::size_t n = plan.match_all ? 0 : plan.suffixes.size();
   s->rodata->n_suffixes = static_cast<__u32>(n);
   for (std::size_t i = 0; i < n; ++i) {

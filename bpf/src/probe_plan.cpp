@@ -139,6 +139,7 @@ std::string_view map_label(std::uint32_t id) {
     case MLTAP_MAP_BIO_HIST: return "block_io_histograms";
     case MLTAP_MAP_SOCKETS: return "sockets";
     case MLTAP_MAP_FILE_STASH: return "file_stash";
+    case MLTAP_MAP_PROC_NAMES: return "proc_names";
   }
   return "unknown";
 }

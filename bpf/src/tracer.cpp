@@ -78,6 +78,7 @@ bool Tracer::Impl::probe_map_ops_without_caps() {
 void Tracer::Impl::setup_maps() {
   if (!skel) return;
   tracked_fd = bpf_map__fd(skel->maps.tracked);
+  proc_names_fd = bpf_map__fd(skel->maps.proc_names);
   runq_fd = bpf_map__fd(skel->maps.runq_hist);
   bio_fd = bpf_map__fd(skel->maps.bio_hist);
   bits_words = bpf_map__max_entries(skel->maps.tracked_bits);
@@ -114,7 +115,7 @@ void Tracer::Impl::teardown_bpf_only() noexcept {
   if (bits) munmap(static_cast<void*>(bits), bits_bytes);
   bits = nullptr;
   skel.reset();
-  tracked_fd = runq_fd = bio_fd = -1;
+  tracked_fd = proc_names_fd = runq_fd = bio_fd = -1;
 }
 
 void Tracer::Impl::log_status_once() {
@@ -286,6 +287,9 @@ TracerStats Tracer::stats() const {
   for (std::uint32_t i = 0; i < MLTAP_PROG_COUNT; ++i) s.lost_by_program[std::string(prog_label(i))] = lost[i];
   s.lost_by_program["file_watch"] = m.fanotify_overflows;
   s.lost_by_program["userspace"] = m.userspace_lost;
+  s.file_actors = {{"proc", m.actors_from_proc},
+                   {"proc_names", m.actors_named_by_kernel},
+                   {"unknown", m.actors_unnamed}};
   for (std::uint32_t i = 0; i < MLTAP_MAP_COUNT; ++i) s.map_full[std::string(map_label(i))] = full[i];
   s.runqueue_by_component = m.runq.by_component;
   s.block_io_by_component = m.bio.by_component;

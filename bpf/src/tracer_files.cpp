@@ -3,6 +3,8 @@
 #include <bpf/bpf.h>
 #include <fnmatch.h>
 
+#include <cstring>
+
 #include "core/log.hpp"
 
 #include "bpf/src/proc.hpp"
@@ -167,6 +169,20 @@ void Tracer::Impl::attribute_actor(SystemEvent& ev) {
   if (alive && (ev.subject.start_ticks == 0 || ev.subject.start_ticks == alive->start_ticks)) {
     ev.subject.start_ticks = alive->start_ticks;
     ev.subject.comm = alive->comm;
+    ++actors_from_proc;
+    return;
+  }
+  mltap_proc_name n{};
+  if (!alive && ev.subject.comm.empty() && proc_names_fd >= 0 &&
+      bpf_map_lookup_elem(proc_names_fd, &pid, &n) == 0 &&
+      (ev.subject.start_ticks == 0 || ev.subject.start_ticks == n.start_ticks)) {
+    // Gone before its event was read (a `cp` or a script replacing the model): its name as the
+    // kernel saw it at its fork or last exec (the last process under this pid).
+    ev.subject.start_ticks = n.start_ticks;
+    ev.subject.comm.assign(n.comm, strnlen(n.comm, sizeof n.comm));
+    ++actors_named_by_kernel;
+  } else if (ev.subject.comm.empty()) {
+    ++actors_unnamed;
   }
 }
 

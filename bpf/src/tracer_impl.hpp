@@ -72,6 +72,7 @@ struct Tracer::Impl {
   std::vector<AttachedProg> attached;
   ring_buffer* rb = nullptr;
   int tracked_fd = -1;
+  int proc_names_fd = -1;  // name at fork/exec by tgid (file watch actors gone from /proc)
   int runq_fd = -1;
   int bio_fd = -1;
   std::atomic<std::uint64_t>* bits = nullptr;  // mmap of tracked_bits
@@ -120,6 +121,7 @@ struct Tracer::Impl {
   std::unordered_map<std::uint32_t, Exited> exited;
   std::map<std::pair<std::string, core::EventKind>, std::uint64_t> counts;
   std::uint64_t fanotify_overflows = 0;
+  std::uint64_t actors_from_proc = 0, actors_named_by_kernel = 0, actors_unnamed = 0;
   std::uint64_t userspace_lost = 0;
   HistBook runq, bio;
 

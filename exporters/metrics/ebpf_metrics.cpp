@@ -68,6 +68,13 @@ std::vector<prometheus::MetricFamily> EbpfCollector::Collect() const {
   for (const auto& [map, n] : s.map_full) full.add({{"map", map}}, static_cast<double>(n));
   full.move_into(out);
 
+  FamilyBuilder actors("mltap_ebpf_file_actors_total",
+                       "Watched-file events by where their actor's name came from: /proc (alive when read), "
+                       "the kernel's record of its exec (gone), unknown (gone, no record)",
+                       prometheus::MetricType::Counter);
+  for (const auto& [source, n] : s.file_actors) actors.add({{"source", source}}, static_cast<double>(n));
+  actors.move_into(out);
+
   FamilyBuilder tracked("mltap_ebpf_tracked_processes",
                         "Processes in the kernel's tracked set (producers and their children)",
                         prometheus::MetricType::Gauge);

@@ -45,8 +45,26 @@ std::vector<prometheus::MetricFamily> RetentionCollector::Collect() const {
                         "Trace ids flagged as wrong predictions (mltap flag).",
                         prometheus::MetricType::Gauge);
   flagged.add({}, static_cast<double>(s.flagged));
-  return {bytes.take(),   records.take(), oldest.take(), dropped.take(),
-          sampled.take(), torn.take(),    flagged.take()};
+  FamilyBuilder failing(
+      "mltap_retention_write_failing",
+      "1 while the retained samples' files cannot be written (full or read-only state directory).",
+      prometheus::MetricType::Gauge);
+  failing.add({}, s.write_failing ? 1.0 : 0.0);
+  FamilyBuilder unwritten(
+      "mltap_retention_unwritten_bytes",
+      "Bytes of retained rows held in memory that their files lack yet (written when they can be).",
+      prometheus::MetricType::Gauge);
+  unwritten.add({}, static_cast<double>(s.unwritten_bytes));
+  FamilyBuilder failures("mltap_retention_write_failures_total",
+                         "Writes (or opens) of the retained samples' files that failed, by error.",
+                         prometheus::MetricType::Counter);
+  for (std::size_t i = 0; i < s.write_failures.size(); ++i) {
+    failures.add({{"error", std::string(core::retention_write_error_name(
+                                static_cast<core::RetentionWriteError>(i)))}},
+                 static_cast<double>(s.write_failures[i]));
+  }
+  return {bytes.take(),   records.take(), oldest.take(),   dropped.take(),    sampled.take(),
+          torn.take(),    flagged.take(), failing.take(),  unwritten.take(),  failures.take()};
 }
 
 }  // namespace mltap::metrics

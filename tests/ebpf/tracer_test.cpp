@@ -6,6 +6,9 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <cerrno>
@@ -349,6 +352,100 @@ TEST_F(TracerTest, UntrackedWritersAreDroppedWhenConfigured) {
   EXPECT_TRUE(ke->tracked);
   EXPECT_EQ(ke->component, "c");
   EXPECT_TRUE(events.matching([&](const SystemEvent& e) { return e.subject.pid == u.upid(); }).empty());
+}
+
+// A short-lived untracked writer (a `cp`, a script replacing the model) is often gone from /proc
+// when its event is read: it is named from the kernel's record of its exec (proc_names).
+TEST_F(TracerTest, WriterGoneBeforeItsEventIsReadIsNamedFromItsExec) {
+  if (!tracer().probe_status()[static_cast<std::size_t>(Probe::file_watch)].up) {
+    GTEST_SKIP() << "fanotify unavailable";
+  }
+  REQUIRE_PROBE(tracer(), Probe::exec);
+  const auto comm_of = [](pid_t pid) {
+    std::string c;
+    std::getline(std::ifstream("/proc/" + std::to_string(pid) + "/comm"), c);
+    return c;
+  };
+  {  // The real /proc, with whatever timing: the event carries the writer's name either way.
+    const fs::path w = dir() / "watched";
+    Child c({"write", (w / "short.onnx").string()});
+    const std::string comm = comm_of(c.pid());
+    ASSERT_FALSE(comm.empty());
+    c.go();
+    ASSERT_EQ(c.wait(), 0);
+    auto e = log().wait_for([&](const SystemEvent& x) {
+      return x.kind == EventKind::file_change && x.subject.pid == c.upid();
+    });
+    ASSERT_TRUE(e);
+    EXPECT_EQ(e->subject.comm, comm);
+    EXPECT_EQ(e->subject.start_ticks, c.start_ticks());
+  }
+  // Deterministically gone: a /proc that knows no process (proc_root, injectable for this), so
+  // only the kernel's record can name it. The exec and the write are real.
+  TracerConfig cfg;
+  cfg.enabled = true;
+  for (auto& p : cfg.probes) p = false;
+  cfg.probes[static_cast<std::size_t>(Probe::exec)] = true;
+  cfg.probes[static_cast<std::size_t>(Probe::fork)] = true;
+  cfg.probes[static_cast<std::size_t>(Probe::file_watch)] = true;
+  const fs::path w = dir() / "gone";
+  const fs::path no_proc = dir() / "no-proc";
+  fs::create_directories(w);
+  fs::create_directories(no_proc);
+  cfg.files.watch_dirs = {w.string()};
+  TracerOptions opts;
+  opts.proc_root = no_proc.string();
+  Child before({"write", (w / "before.onnx").string()});  // forked and exec'd before the tracer
+  EventLog events;
+  Tracer t(cfg, opts);
+  t.start(events.callback());
+  REQUIRE_PROBE(t, Probe::exec);
+  REQUIRE_PROBE(t, Probe::fork);
+  REQUIRE_PROBE(t, Probe::file_watch);
+  Child c({"write", (w / "model.onnx").string()});  // its exec comes after the tracer started
+  const std::string comm = comm_of(c.pid());
+  c.go();
+  ASSERT_EQ(c.wait(), 0);
+  auto e = events.wait_for([&](const SystemEvent& x) {
+    return x.kind == EventKind::file_change && x.subject.pid == c.upid();
+  });
+  ASSERT_TRUE(e) << "no file_change for the writer";
+  EXPECT_FALSE(e->tracked);
+  EXPECT_EQ(e->subject.comm, comm);
+  EXPECT_EQ(e->subject.start_ticks, c.start_ticks());
+  EXPECT_EQ(t.stats().file_actors["proc_names"], 1u);
+  // A writer that never exec'd (a fork of this test process): its parent's name, from the fork.
+  const std::string forked_path = (w / "forked.onnx").string();
+  const pid_t f = ::fork();
+  ASSERT_GE(f, 0);
+  if (f == 0) {
+    const int fd = ::open(forked_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    _exit(fd >= 0 && ::write(fd, "x", 1) == 1 && ::close(fd) == 0 ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(f, &status, 0), f);
+  ASSERT_EQ(status, 0);
+  auto forked = events.wait_for([&](const SystemEvent& x) {
+    return x.kind == EventKind::file_change && x.subject.pid == static_cast<std::uint32_t>(f);
+  });
+  ASSERT_TRUE(forked);
+  EXPECT_EQ(forked->subject.comm, comm_of(::getpid()));
+  EXPECT_NE(forked->subject.start_ticks, 0u);
+  // A writer the kernel saw neither fork nor exec (before the tracer started): no name to give,
+  // counted.
+  EXPECT_EQ(t.stats().file_actors["unknown"], 0u);
+  before.go();
+  ASSERT_EQ(before.wait(), 0);
+  auto unnamed = events.wait_for([&](const SystemEvent& x) {
+    return x.kind == EventKind::file_change && x.subject.pid == before.upid();
+  });
+  ASSERT_TRUE(unnamed);
+  EXPECT_TRUE(unnamed->subject.comm.empty());
+  auto st = t.stats();
+  EXPECT_EQ(st.file_actors["unknown"], 1u);
+  EXPECT_EQ(st.file_actors["proc_names"], 2u);
+  EXPECT_EQ(st.file_actors["proc"], 0u);
+  EXPECT_EQ(st.map_full["proc_names"], 0u);
 }
 
 // The optional syscall probe: tracked processes anywhere, untracked ones never.

@@ -9,7 +9,11 @@ real rings in /dev/shm or in small tmpfs mounts made by the test (as root).
 - segments unlinked or partly truncated while both sides have them mapped;
 - a full ring directory (/dev/shm full): producers run ring-less, exit 0, leave no file;
 - the state directory full or read-only: mltapd keeps running, says so (log and metric), loses
-  nothing it holds in memory and writes its state once space returns.
+  nothing it holds in memory and writes its state once space returns;
+- the retained samples (agent/retention) on a full, then read-only state directory: counts exact,
+  rows held in memory and counted, trace answering from memory, writing resumed once space
+  returns, a restart after kill -9 loading what the files hold. Read-only is a read-only bind
+  mount of the directory over itself: a tmpfs with files open for writing refuses `remount,ro`.
 
 MLTAP_FAULT_KILLS (default 1000) and MLTAP_FAULT_RESTARTS (default 20) scale the first two; the
 tallies are printed (pytest -s shows them)."""
@@ -68,6 +72,15 @@ def read_progress(path, threads=1):
     return [struct.unpack_from("<QQ", data, 16 * t) for t in range(threads)]
 
 
+def bind_read_only(path):
+    """A read-only bind mount of `path` over itself (undone by umount)."""
+    subprocess.run(["mount", "--bind", path, path], check=True)
+    r = subprocess.run(["mount", "-o", "remount,ro,bind", path], capture_output=True, text=True)
+    if r.returncode != 0:
+        subprocess.run(["umount", path], check=False)
+        raise AssertionError(f"remount,ro,bind {path}: {r.stderr}")
+
+
 class Tmpfs:
     """A tmpfs of `size` mounted on a fresh directory (root only), unmounted lazily at exit."""
 
@@ -95,7 +108,20 @@ class Tmpfs:
                     break
         return path
 
+    def bind_read_only(self):
+        """Read-only without closing anyone's files (a tmpfs with files open for writing refuses
+        `remount,ro`): a read-only bind mount of the directory over itself. Files opened before
+        stay writable, as the kernel has it; opening, creating and removing fail with EROFS."""
+        bind_read_only(self.dir)
+        self.bound = True
+
+    def unbind(self):
+        subprocess.run(["umount", self.dir], check=True)
+        self.bound = False
+
     def close(self):
+        if getattr(self, "bound", False):
+            subprocess.run(["umount", "-l", self.dir], check=False)
         subprocess.run(["umount", "-l", self.dir], check=False)
         try:
             os.rmdir(self.dir)
@@ -463,11 +489,9 @@ detectors:
   staleness: {{enabled: false}}
   throughput: {{enabled: false}}
   sequential: {{enabled: false}}
-# The retained samples (agent/retention) keep bucket files open for appending in the state
-# directory, and a tmpfs with files open for writing refuses `remount,ro` (EBUSY): off here, so
-# that this test covers the state documents and the snapshot folder. The retention store on a
-# full or read-only disk is not covered by a test yet.
-retention: {{enabled: false}}
+# The retained samples too, small (rows without trace ids: a reservoir per 1 s bucket; a cap far
+# below the 2 MiB file system) so that the faults are the test's, not their own.
+retention: {{bucket: 1s, reservoir: 20, max_stream_bytes: 256KiB, max_bytes: 256KiB}}
 webhook:
   token_file: {token}
 reactions:
@@ -563,9 +587,13 @@ def test_state_and_snapshot_folders_full_then_read_only(tmp_path):
             post_alert(agent, "00000000000000a2")
             wait_until(lambda: state_metrics(agent)["snap_ok"] == 1, what="snapshot after space returned")
             assert any(not n.startswith(".") for n in os.listdir(incidents))
+            # The retained samples were held in memory while full, and written since.
+            r = retention_metrics(agent)
+            assert r["no_space"] > 0 and r["write_error"] > 0, r
+            wait_until(lambda: retention_metrics(agent)["failing"] == 0, what="retention writing again")
             # Read-only: the finding closes in memory; the closing cannot be written.
             failed_before = state_metrics(agent)["failed"]
-            fs.remount("ro")
+            fs.bind_read_only()
             mode.write_text("0")
             wait_until(lambda: not open_findings(agent), timeout=30, what="finding closed")
             wait_until(lambda: state_metrics(agent)["failing"] == 1 and state_metrics(agent)["failed"] > failed_before,
@@ -575,9 +603,23 @@ def test_state_and_snapshot_folders_full_then_read_only(tmp_path):
             time.sleep(1.1)
             post_alert(agent, "00000000000000a3")
             wait_until(lambda: state_metrics(agent)["snap_failed"] == 2, what="read-only snapshot failure")
-            fs.remount("rw")
+            wait_until(lambda: (lambda r: r["failing"] == 1 and r["read_only"] > 0)(retention_metrics(agent)),
+                       what="retention's read-only failure reported")
+            assert agent.alive()
+            fs.unbind()
             wait_until(lambda: finding["id"] not in saved_open_ids(state), timeout=10, what="closing written")
             wait_until(lambda: state_metrics(agent)["failing"] == 0, what="recovered again")
+            wait_until(lambda: (lambda r: r["failing"] == 0 and r["unwritten"] == 0)(retention_metrics(agent)),
+                       what="retention recovered again")
+            # Through both faults, every row the producer wrote is counted: read or dropped by cause.
+            producer.send_signal(signal.SIGTERM)
+            written = int(producer.communicate(timeout=10)[0].split()[-1])
+            def exact(m):
+                t = tally(STATE_STREAM, m)
+                return m if t["writes"] == written and \
+                    t["records"] + t["sampled_out"] + sum(t["dropped"].values()) == written else None
+            m = wait_until(lambda: exact(agent.metrics()), timeout=15, what="exact counts")
+            assert tally(STATE_STREAM, m)["invalid"] == 0
             # What was written is what a restarted agent starts from: nothing open.
             agent.proc.kill()
             agent.proc.wait(timeout=10)
@@ -589,4 +631,166 @@ def test_state_and_snapshot_folders_full_then_read_only(tmp_path):
             if producer and producer.poll() is None:
                 producer.send_signal(signal.SIGTERM)
                 producer.wait(timeout=10)
+            agent.stop()
+
+
+# ---- 6. the retained samples (agent/retention) on a full, then read-only state directory ----------
+
+RET_CONFIG = """
+agent:
+  checkpoint_interval: 100ms
+ingest:
+  dead_producer_grace: 100ms
+  closed_segment_grace: 100ms
+retention:
+  bucket: 1s
+"""
+RET_FEATURES = 4
+
+
+def retention_metrics(agent):
+    m = agent.metrics()
+    return {"failing": m.get("mltap_retention_write_failing"),
+            "unwritten": m.get("mltap_retention_unwritten_bytes"),
+            "no_space": m.get("mltap_retention_write_failures_total", 0, error="no_space"),
+            "read_only": m.get("mltap_retention_write_failures_total", 0, error="read_only"),
+            "write_error": m.get("mltap_retention_dropped_total", 0, cause="write_error"),
+            "torn": m.get("mltap_retention_torn_bytes_total"),
+            "records": m.sum("mltap_retention_records"), "bytes": m.sum("mltap_retention_bytes")}
+
+
+def retention_producer(agent, name, rows, rate, tmp_path):
+    """The C++ test producer with trace ids (id = row, feature f = row % 1000 + f / 2)."""
+    return subprocess.Popen([binary(TEST_PRODUCER), "--name", name, "--rows", str(rows), "--rate", str(rate),
+                             "--batch", "20", "--features", str(RET_FEATURES), "--trace-ids", "--lanes", "1",
+                             "--ring", str(1 << 20), "--ready-line"],
+                            env=agent.env(), stdout=subprocess.PIPE, text=True)
+
+
+def producer_done(p):
+    out = p.communicate(timeout=60)[0].strip().splitlines()
+    assert p.returncode == 0, out
+    return json.loads(out[-1])
+
+
+def exact_counts(agent, stream, out):
+    """writes = read + sampled out + dropped by cause, and the producer's own count, exactly."""
+    def settled(m):
+        t = tally(stream, m)
+        return m if t["writes"] == out["rows_committed"] and \
+            t["records"] + t["sampled_out"] + sum(t["dropped"].values()) == t["writes"] else None
+    m = wait_until(lambda: settled(agent.metrics()), timeout=15, what=f"exact counts of {stream}")
+    assert tally(stream, m)["invalid"] == 0
+    return tally(stream, m)
+
+
+def traced(agent, trace_id):
+    """`mltap trace ID --json`: {stream: values} (empty when nothing is retained)."""
+    r = subprocess.run([binary("agent/cli/mltap"), "trace", str(int(trace_id)), "--json"], env=agent.env(),
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        assert "no retained record" in r.stderr, r.stderr
+        return {}
+    return {rec["stream"]: rec["values"] for rec in json.loads(r.stdout)["records"]}
+
+
+def expect_row(agent, stream, trace_id):
+    trace_id = int(trace_id)
+    got = traced(agent, trace_id).get(stream)
+    assert got == {f"f{f}": trace_id % 1000 + 0.5 * f for f in range(RET_FEATURES)}, (trace_id, got)
+
+
+def test_retained_samples_on_a_full_then_read_only_state_directory(tmp_path):
+    with Tmpfs("8m", mode="0700") as fs:
+        state = os.path.join(fs.dir, "state")
+        agent = Agent(RET_CONFIG, extra_args=["--state-dir", state])
+        p1 = p2 = None
+        try:
+            agent.start()
+            # Room first: rows go to their bucket files.
+            p1 = retention_producer(agent, "fault/ret1", rows=60_000, rate=6000, tmp_path=tmp_path)
+            assert p1.stdout.readline().startswith("READY")
+            wait_until(lambda: retention_metrics(agent)["records"] > 3000, timeout=15, what="rows retained")
+            assert retention_metrics(agent)["failing"] == 0
+            # Full: ingest and counting go on; retained rows are held in memory, counted, logged once.
+            filler = fs.fill(leave=0)
+            wait_until(lambda: (lambda r: r["failing"] == 1 and r["no_space"] > 0 and r["write_error"] > 1000
+                                and r["unwritten"] > 0)(retention_metrics(agent)), timeout=15,
+                       what="full disk reported by the retention store")
+            assert agent.alive()
+            assert agent.logs().count("retention: cannot write") == 1, agent.logs()[-3000:]
+            failures = retention_metrics(agent)["no_space"]
+            time.sleep(1.5)
+            # At most one failed retry a second plus one per new (1 s) bucket, not one per row.
+            assert retention_metrics(agent)["no_space"] - failures <= 6
+            # Trace answers from memory meanwhile.
+            read = tally("fault/ret1", agent.metrics())["records"]
+            expect_row(agent, "fault/ret1", read - 100)
+            # Space returns: what the files lack is written, rows go to their files again.
+            os.unlink(filler)
+            wait_until(lambda: (lambda r: r["failing"] == 0 and r["unwritten"] == 0)(retention_metrics(agent)),
+                       timeout=10, what="retention writing again")
+            assert "retention: writing to" in agent.logs() and "works again" in agent.logs()
+            on_disk = int(tally("fault/ret1", agent.metrics())["records"]) - 100  # every id below is written
+            held = retention_metrics(agent)["write_error"]
+            wait_until(lambda: tally("fault/ret1", agent.metrics())["records"] > on_disk + 3000, timeout=15,
+                       what="more rows")
+            r = retention_metrics(agent)
+            assert r["failing"] == 0 and r["write_error"] == held  # rows since went straight to disk
+            # Full again, till the producer is done: its counts are exact all the same.
+            filler = fs.fill(leave=0)
+            out1 = producer_done(p1)
+            t1 = exact_counts(agent, "fault/ret1", out1)
+            assert t1["records"] == out1["rows_committed"] == 60_000  # nothing dropped, nothing sampled
+            wait_until(lambda: retention_metrics(agent)["failing"] == 1, what="full again")
+            assert agent.logs().count("retention: cannot write") == 2  # once per episode
+            expect_row(agent, "fault/ret1", 59_999)  # from memory
+            # kill -9 on the full disk, space freed, a restart on the same directory: it loads what
+            # is there (cutting a torn tail, if any) and trace answers from it.
+            agent.proc.kill()
+            agent.proc.wait(timeout=10)
+            agent.process.stop()
+            os.unlink(filler)
+            agent.start()
+            r = retention_metrics(agent)
+            assert r["failing"] == 0 and r["records"] >= on_disk, (r, on_disk)
+            for trace_id in (0, on_disk // 2, on_disk - 1):
+                expect_row(agent, "fault/ret1", trace_id)
+
+            # Read-only (a bind mount over the state directory): the same, with EROFS.
+            p2 = retention_producer(agent, "fault/ret2", rows=30_000, rate=6000, tmp_path=tmp_path)
+            assert p2.stdout.readline().startswith("READY")
+            wait_until(lambda: retention_metrics(agent)["records"] > r["records"] + 3000, timeout=15,
+                       what="rows of the second producer retained")
+            bind_read_only(state)
+            try:
+                wait_until(lambda: (lambda m: m["failing"] == 1 and m["read_only"] > 0 and m["unwritten"] > 0)(
+                    retention_metrics(agent)), timeout=15, what="read-only reported by the retention store")
+                assert any("retention: cannot write" in line and "Read-only file system" in line
+                           for line in agent.logs().splitlines()), agent.logs()[-3000:]
+                assert agent.alive()
+                read = tally("fault/ret2", agent.metrics())["records"]
+                expect_row(agent, "fault/ret2", read - 100)
+            finally:
+                subprocess.run(["umount", state], check=True)
+            wait_until(lambda: (lambda m: m["failing"] == 0 and m["unwritten"] == 0)(retention_metrics(agent)),
+                       timeout=10, what="retention writing after the read-only mount is gone")
+            out2 = producer_done(p2)
+            t2 = exact_counts(agent, "fault/ret2", out2)
+            assert t2["records"] == 30_000
+            wait_until(lambda: retention_metrics(agent)["unwritten"] == 0, what="everything written")
+            # What a clean restart finds: every row of the second producer.
+            agent.process.stop()
+            agent.start()
+            for trace_id in (0, 15_000, 29_999):
+                expect_row(agent, "fault/ret2", trace_id)
+            assert retention_metrics(agent)["torn"] == 0
+            print("\nretention faults:", json.dumps({"held_while_full": held, "ret1_on_disk_after_kill": on_disk,
+                                                     "torn_after_kill": r["torn"],
+                                                     "final": retention_metrics(agent)}))
+        finally:
+            for p in (p1, p2):
+                if p and p.poll() is None:
+                    p.kill()
+                    p.wait(timeout=10)
             agent.stop()

@@ -1,9 +1,13 @@
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -270,6 +274,280 @@ TEST(RetentionStore, TornTailIsCutAndLaterAppendsSurviveTheNextRestart) {
   EXPECT_EQ(store.stats().records, 110u);
   EXPECT_EQ(store.stats().torn_bytes, 0u);
   EXPECT_EQ(store.read().find("torn/s", 110)->values[0], 110.0);
+}
+
+// ---- a full or read-only state directory (real tmpfs and bind mounts: root, else skipped) ----
+
+// A small tmpfs on a fresh directory, unmounted (lazily) at the end.
+struct SmallFs {
+  TempDir dir;
+  bool mounted = false;
+  bool read_only = false;
+  explicit SmallFs(const char* size) {
+    const std::string opts = std::string("size=") + size + ",mode=0700";
+    mounted = ::mount("tmpfs", dir.path.c_str(), "tmpfs", 0, opts.c_str()) == 0;
+  }
+  ~SmallFs() {
+    if (read_only) ::umount2(dir.path.c_str(), MNT_DETACH);
+    if (mounted) ::umount2(dir.path.c_str(), MNT_DETACH);
+  }
+  // Fills it to the last byte with `.filler`; returns its path.
+  std::string fill() const {
+    const std::string path = dir.path + "/.filler";
+    const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    const std::vector<char> chunk(4096, 'f');
+    while (::write(fd, chunk.data(), chunk.size()) > 0) {
+    }
+    while (::write(fd, chunk.data(), 1) > 0) {
+    }
+    ::close(fd);
+    return path;
+  }
+  // Read-only without closing anyone's files: a read-only bind mount of the directory over itself
+  // (what open files were opened through stays writable, as the kernel has it).
+  bool make_read_only() {
+    read_only = ::mount(dir.path.c_str(), dir.path.c_str(), nullptr, MS_BIND, nullptr) == 0 &&
+                ::mount(nullptr, dir.path.c_str(), nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY,
+                        nullptr) == 0;
+    return read_only;
+  }
+  void make_writable() {
+    ASSERT_EQ(::umount2(dir.path.c_str(), 0), 0) << std::strerror(errno);
+    read_only = false;
+  }
+};
+
+// Rows of the fault tests: value = id * 2 + column.
+double value(std::uint64_t id, std::size_t column) { return id * 2.0 + double(column); }
+
+std::uint64_t write_failures(const core::RetentionStats& s, core::RetentionWriteError e) {
+  return s.write_failures[static_cast<std::size_t>(e)];
+}
+
+std::multiset<double> rows_without_id(const RetentionStore& store, const std::string& stream) {
+  std::multiset<double> out;
+  store.read().for_each(stream, 0, ~0ull, [&](const retention::RetainedRow& r) {
+    if (!r.has_trace_id) out.insert(r.values[0]);
+  });
+  return out;
+}
+
+// Every row reopened from `dir` is whole and right (value = id * 2 + column for rows with ids).
+void expect_rows_right(const RetentionStore& store, const std::string& stream) {
+  bool right = true;
+  store.read().for_each(stream, 0, ~0ull, [&](const retention::RetainedRow& r) {
+    right = right && r.values.size() == 2 &&
+            (!r.has_trace_id || (r.values[0] == r.trace_id * 2.0 && r.values[1] == r.values[0] + 1));
+  });
+  EXPECT_TRUE(right);
+}
+
+TEST(RetentionStoreFaults, FullDiskHoldsRowsInMemoryAndWritesThemInOrderWhenSpaceReturns) {
+  SmallFs fs("256k");
+  if (!fs.mounted) GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
+  RetentionConfig cfg;
+  cfg.reservoir = 8;
+  const auto s = info("full/s", {"a", "b"});
+  const auto no_id = [](auto r, auto c) { return 1e6 + double(r) * 2 + double(c); };
+  std::multiset<double> reservoir;
+  std::uint64_t fed = 0;
+  {
+    RetentionStore store(cfg, fs.dir.path, kT0);
+    feed(store, s, kT0, range(0, 200), 2, value);  // written while there is room
+    const std::string filler = fs.fill();
+    // Full: rows with ids in two new buckets, reservoir rows (slots replaced). (Not the open
+    // bucket: its file's last page may still take a few rows.)
+    for (std::uint64_t i = 200; i < 2000; i += 100)
+      feed(store, s, kT0 + (i < 1000 ? 60 : 120) * kSec, range(i, 100), 2, value);
+    for (int k = 0; k < 4; ++k) feed(store, s, kT0 + 120 * kSec, {}, 2, no_id, 25);
+    fed = 2000 + 8;
+    const std::vector<std::uint64_t> flags{5, 6};
+    EXPECT_EQ(store.flag("full/p", flags, kT0).added, 2u);
+    auto st = store.stats();
+    EXPECT_TRUE(st.write_failing);
+    EXPECT_GT(st.unwritten_bytes, 1800u * 48);
+    // Every row held (the reservoir's replaced ones too), none written.
+    EXPECT_GE(dropped(st, core::RetentionDrop::write_error), 1800u + 8u);
+    EXPECT_LE(dropped(st, core::RetentionDrop::write_error), 1800u + 100u);
+    const auto held = dropped(st, core::RetentionDrop::write_error);
+    // One failed write per attempt, not per row: each new bucket, the flag.
+    EXPECT_GE(write_failures(st, core::RetentionWriteError::no_space), 2u);
+    EXPECT_LE(write_failures(st, core::RetentionWriteError::no_space), 4u);
+    EXPECT_EQ(st.records, fed);
+    // Queries answer from memory meanwhile.
+    ASSERT_TRUE(store.read().find("full/s", 1999));
+    EXPECT_EQ(store.read().find("full/s", 1999)->values[1], 1999 * 2.0 + 1);
+    reservoir = rows_without_id(store, "full/s");
+    EXPECT_EQ(reservoir.size(), 8u);
+    // Still full at the next tick: one more failed write, nothing else changes.
+    store.on_tick(kT0 + 2 * kSec);
+    st = store.stats();
+    EXPECT_TRUE(st.write_failing);
+    EXPECT_LE(write_failures(st, core::RetentionWriteError::no_space), 5u);
+    {  // a restart now would load the prefix that was written, and nothing torn
+      RetentionStore meanwhile(cfg, fs.dir.path, kT0);
+      EXPECT_EQ(meanwhile.stats().records, 200u);
+      EXPECT_EQ(meanwhile.stats().torn_bytes, 0u);
+      EXPECT_EQ(meanwhile.stats().flagged, 0u);
+      expect_rows_right(meanwhile, "full/s");
+    }
+    // Space returns: the next tick writes what the files lack, in order.
+    ASSERT_EQ(::unlink(filler.c_str()), 0);
+    store.on_tick(kT0 + 2 * kSec + 200'000'000);  // within the second since the last attempt
+    EXPECT_TRUE(store.stats().write_failing);
+    store.on_tick(kT0 + 4 * kSec);
+    st = store.stats();
+    EXPECT_FALSE(st.write_failing);
+    EXPECT_EQ(st.unwritten_bytes, 0u);
+    // And rows arriving now go straight to their file.
+    feed(store, s, kT0 + 120 * kSec, range(2000, 10), 2, value);
+    EXPECT_EQ(dropped(store.stats(), core::RetentionDrop::write_error), held);
+    EXPECT_EQ(store.stats().unwritten_bytes, 0u);
+    fed += 10;
+  }
+  RetentionStore again(cfg, fs.dir.path, kT0);
+  const auto st = again.stats();
+  EXPECT_EQ(st.records, fed);
+  EXPECT_EQ(st.torn_bytes, 0u);
+  EXPECT_EQ(st.flagged, 2u);
+  EXPECT_TRUE(again.read().flagged("full/p", 6));
+  EXPECT_EQ(retained_ids(again, "full/s").size(), 2010u);
+  EXPECT_EQ(rows_without_id(again, "full/s"), reservoir);  // the same reservoir, slot for slot
+  expect_rows_right(again, "full/s");
+}
+
+TEST(RetentionStoreFaults, ReadOnlyDirectoryIsReadAtStartAndWrittenWhenWritableAgain) {
+  SmallFs fs("1m");
+  if (!fs.mounted) GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
+  RetentionConfig cfg;
+  cfg.max_age = std::chrono::minutes(2);
+  const auto s = info("ro/s", {"a", "b"});
+  {
+    RetentionStore store(cfg, fs.dir.path, kT0);
+    feed(store, s, kT0, range(0, 100), 2, value);
+    feed(store, s, kT0 + 60 * kSec, range(100, 100), 2, value);
+    ASSERT_TRUE(fs.make_read_only()) << std::strerror(errno);
+    // A new bucket's file cannot be created; flags neither; an aged-out bucket cannot be removed.
+    feed(store, s, kT0 + 120 * kSec, range(200, 100), 2, value);
+    feed(store, s, kT0 + 180 * kSec, range(300, 100), 2, value);
+    const std::vector<std::uint64_t> flags{1};
+    store.flag("ro/p", flags, kT0);
+    auto st = store.stats();
+    EXPECT_TRUE(st.write_failing);
+    EXPECT_EQ(dropped(st, core::RetentionDrop::write_error), 200u);
+    EXPECT_GE(write_failures(st, core::RetentionWriteError::read_only), 3u);
+    EXPECT_LE(write_failures(st, core::RetentionWriteError::read_only), 4u);
+    EXPECT_EQ(store.read().find("ro/s", 250)->values[0], 500.0);
+    {  // mltapd restarted on the read-only directory still answers from what is there
+      RetentionStore meanwhile(cfg, fs.dir.path, kT0);
+      EXPECT_EQ(meanwhile.stats().records, 200u);
+      EXPECT_TRUE(meanwhile.stats().persistent);
+      EXPECT_EQ(meanwhile.read().find("ro/s", 99)->values[1], 199.0);
+    }
+    store.on_tick(kT0 + 170 * kSec);  // the first bucket ages out: its file stays for now
+    EXPECT_EQ(dropped(store.stats(), core::RetentionDrop::max_age), 100u);
+    fs.make_writable();
+    store.on_tick(kT0 + 172 * kSec);
+    st = store.stats();
+    EXPECT_FALSE(st.write_failing);
+    EXPECT_EQ(st.unwritten_bytes, 0u);
+  }
+  RetentionStore again(cfg, fs.dir.path, kT0);  // (the aged-out bucket would load at kT0)
+  EXPECT_EQ(again.stats().records, 300u);
+  EXPECT_FALSE(again.read().find("ro/s", 0));
+  EXPECT_EQ(again.stats().flagged, 1u);
+  EXPECT_EQ(again.stats().torn_bytes, 0u);
+  expect_rows_right(again, "ro/s");
+}
+
+// A torn tail found on a read-only directory is left alone, then cut before the first append.
+TEST(RetentionStoreFaults, TornTailOnAReadOnlyDirectoryIsCutOnceWritable) {
+  SmallFs fs("1m");
+  if (!fs.mounted) GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
+  RetentionConfig cfg;
+  const auto s = info("rot/s", {"a", "b"});
+  std::string file;
+  {
+    RetentionStore store(cfg, fs.dir.path, kT0);
+    feed(store, s, kT0, range(0, 50), 2, value);
+  }
+  for (const auto& d : fs::recursive_directory_iterator(fs.dir.path))
+    if (d.path().extension() == ".rlog" && d.path().filename() != "flags.rlog") file = d.path();
+  ASSERT_FALSE(file.empty());
+  const auto good = fs::file_size(file);
+  {
+    std::ofstream out(file, std::ios::app | std::ios::binary);
+    out.write("MTRT\2\0\0\0", 8);  // half a header
+  }
+  ASSERT_TRUE(fs.make_read_only()) << std::strerror(errno);
+  {
+    RetentionStore store(cfg, fs.dir.path, kT0);
+    EXPECT_EQ(store.stats().records, 50u);
+    EXPECT_EQ(store.stats().torn_bytes, 8u);
+    EXPECT_EQ(fs::file_size(file), good + 8);  // could not be cut
+    feed(store, s, kT0 + kSec, range(50, 10), 2, value);
+    EXPECT_TRUE(store.stats().write_failing);
+    fs.make_writable();
+    store.on_tick(kT0 + 2 * kSec);
+    EXPECT_FALSE(store.stats().write_failing);
+  }
+  RetentionStore again(cfg, fs.dir.path, kT0);
+  EXPECT_EQ(again.stats().records, 60u);
+  EXPECT_EQ(again.stats().torn_bytes, 0u);
+  expect_rows_right(again, "rot/s");
+}
+
+// mltap review on a full disk: the same answer from memory, after space returns, and after a restart.
+TEST(RetentionStoreFaults, ReviewAnswersTheSameOnAFullDiskAndAfterARestart) {
+  SmallFs fs("256k");
+  if (!fs.mounted) GTEST_SKIP() << "cannot mount a tmpfs (needs root)";
+  const auto feats = info("rv/features", {"amount", "age"});
+  auto pred = info("rv/pred", {"score"}, format::StreamKind::predictions);
+  pred.task = format::Task::binary;
+  pred.labels_stream = "rv/labels";
+  const auto labels = info("rv/labels", {"y"}, format::StreamKind::labels);
+  const auto bugged = [](std::uint64_t id) { return id % 10 == 0; };
+  const auto label = [](std::uint64_t id) { return id % 2 == 0 ? 1.0 : 0.0; };
+  const auto feed_all = [&](RetentionStore& store, std::uint64_t first, std::uint64_t n,
+                            std::uint64_t ts) {
+    const auto ids = range(first, n);
+    feed(store, feats, ts, ids, 2, [&](auto id, auto c) {
+      return c == 0 ? (bugged(id) ? 5000.0 : 50.0 + double(id % 7)) : 30.0 + double(id % 11);
+    });
+    feed(store, pred, ts, ids, 1,
+         [&](auto id, auto) { return (label(id) == 1.0) == !bugged(id) ? 0.9 : 0.1; });
+    feed(store, labels, ts, ids, 1, [&](auto id, auto) { return label(id); });
+  };
+  retention::ReviewRequest rq;
+  rq.stream = "rv/pred";
+  const auto same = [](const retention::ReviewResult& a, const retention::ReviewResult& b) {
+    EXPECT_EQ(a.predictions, b.predictions);
+    EXPECT_EQ(a.wrong, b.wrong);
+    EXPECT_EQ(a.correct, b.correct);
+    ASSERT_FALSE(a.streams.empty());
+    ASSERT_EQ(a.streams.size(), b.streams.size());
+    EXPECT_EQ(a.streams[0].features[0].feature, b.streams[0].features[0].feature);
+    EXPECT_DOUBLE_EQ(a.streams[0].features[0].auc, b.streams[0].features[0].auc);
+  };
+  retention::ReviewResult full;
+  {
+    RetentionStore store(RetentionConfig{}, fs.dir.path, kT0);
+    feed_all(store, 1, 300, kT0);
+    const std::string filler = fs.fill();
+    feed_all(store, 301, 700, kT0 + 60 * kSec);  // new buckets: nothing of these is written
+    ASSERT_TRUE(store.stats().write_failing);
+    full = retention::review(store.read(), rq, nullptr);
+    ASSERT_TRUE(full.error.empty()) << full.error;
+    EXPECT_EQ(full.predictions, 1000u);
+    EXPECT_EQ(full.wrong, 100u);
+    EXPECT_EQ(full.streams[0].features[0].feature, "amount");
+    ASSERT_EQ(::unlink(filler.c_str()), 0);
+    store.on_tick(kT0 + 2 * kSec);
+    ASSERT_FALSE(store.stats().write_failing);
+    same(retention::review(store.read(), rq, nullptr), full);
+  }
+  RetentionStore again(RetentionConfig{}, fs.dir.path, kT0);
+  same(retention::review(again.read(), rq, nullptr), full);
 }
 
 // A real kill -9 in the middle of writing: every row reopened is whole and right.
