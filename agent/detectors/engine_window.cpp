@@ -307,7 +307,7 @@ std::string drift_detail(const StreamState& s, std::size_t i, const FeatureResul
 // p-value, Benjamini-Hochberg rejects at the configured level.
 DriftDecision decide_drift(const StreamState& s, WindowScores& w) {
   DriftDecision out;
-  const auto reject = benjamini_hochberg(w.p_values, s.st.drift.fdr);
+  const auto reject = benjamini_hochberg(w.p_values, window_fdr(s));
   for (std::size_t i = 0; i < w.results->size(); ++i) {
     auto& r = (*w.results)[i];
     if (!r.enabled || r.max_ratio < 1) continue;
@@ -387,9 +387,7 @@ bool report_drift(EngineState& e, StreamState& s, const DriftDecision& drift, bo
   const bool stream_drift = (drift.drifted >= d.min_drifted_features &&
                              drift.drifted >= need_share && drift.drifted > 0) ||
                             emb_moved;
-  const FindingKind kind = s.layout == ProfileLayout::embeddings    ? FindingKind::embedding_drift
-                           : s.layout == ProfileLayout::predictions ? FindingKind::prediction_drift
-                                                                    : FindingKind::drift;
+  const FindingKind kind = drift_kind(s);
   auto& slot = s.findings[static_cast<std::size_t>(kind)];
   if (!stream_drift) {
     settle_finding(e, s, kind, st.clear_windows);
@@ -475,6 +473,16 @@ void roll_windows(StreamState& s) {
 }
 
 }  // namespace
+
+FindingKind drift_kind(const StreamState& s) noexcept {
+  return s.layout == ProfileLayout::embeddings    ? FindingKind::embedding_drift
+         : s.layout == ProfileLayout::predictions ? FindingKind::prediction_drift
+                                                  : FindingKind::drift;
+}
+
+// With fast looks, a window close and the looks between two closes share drift.fdr half and half
+// (engine_looks.cpp): a window's false-drift probability from the p-value gates stays within fdr.
+double window_fdr(const StreamState& s) noexcept { return s.looks ? s.st.drift.fdr / 2 : s.st.drift.fdr; }
 
 void close_window(EngineState& e, StreamState& s) {
   WindowScores scores = score_features(s);
