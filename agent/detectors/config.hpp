@@ -40,8 +40,8 @@ struct DriftSettings {
   double max_floor_ratio = 5;
   std::uint32_t noise_replicates = 64;  // bootstrap replicates when the engine estimates the noise
   // Fast looks (docs/detectors.md, "Fast looks"): every look_records records, trailing segments
-  // of 2x..128x look_records records are tested between window closes, at half of fdr spent
-  // across the looks of a window; 0 = off (windows decide only when they close).
+  // of 1x..128x look_records records are tested between window closes, with at most one false
+  // alarm per sequential.arl_records records; 0 = off (windows decide only when they close).
   std::uint64_t look_records = 16;
   double threshold(std::string_view method) const noexcept;
 

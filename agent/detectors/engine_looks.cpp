@@ -4,10 +4,13 @@
 // 2^j x look_records records, so its length stays between 2^j and 2^(j+1) x look_records
 // records and a segment that starts just after a change exists at every scale. A segment's
 // statistics are differences of running sums (O(1) per segment, no rows kept):
-//  - significance: a two-sample z of its mean of u (the clipped, standardized values CUSUM sees)
-//    against the reference's (0, variance 1/n + 1/n_ref), at a level that spends half of
-//    drift.fdr per window_records records across every look and level (Bonferroni), then
-//    Benjamini-Hochberg across the features as at a window close;
+//  - significance: its mean of u (the clipped, standardized values CUSUM sees) against the
+//    reference's distribution of u, by the Chernoff bound P(mean >= a) <= exp(-n I(a)) with I
+//    the rate function of that distribution (exact for any skew or ties, unlike a normal
+//    approximation), a widened by the reference mean's own error; the looks spend a false-alarm
+//    probability of look_records / sequential.arl_records each (Bonferroni across looks and
+//    levels): at most one false alarm per arl_records records, the sequential detectors'
+//    promise; Benjamini-Hochberg across the features as at a window close;
 //  - effect: |mean shift| / sd of the clipped values, a lower bound of the segment's W1 / sd
 //    (clipping is 1-Lipschitz and W1 is at least the difference of means), must reach W1's
 //    decision level max(threshold, noise floor) at the segment's size, with power, exactly as
@@ -38,6 +41,43 @@ double z_for(double alpha) noexcept {
 
 std::uint64_t level_scale(const StreamState& s, std::size_t j) noexcept { return (2 * s.look_every) << j; }
 
+// Chernoff bound on P(mean of n draws of u >= a) (side +1) or <= -a (side -1), u distributed as
+// in the reference: exp(-n sup_theta(theta a - log E exp(theta side u))). Computed only for
+// segments past the normal prescreen (rare without a change).
+double chernoff_p(const Feature& f, double a, double n, int side) {
+  std::vector<double> z, w;
+  reference_points(f.num, z, w);
+  double top = -INFINITY;
+  for (auto& x : z) {
+    x = side * (std::clamp(f.num.mean + x * f.num.sd, f.seq_lo, f.seq_hi) - f.seq_center) * f.seq_inv_ref;
+    top = std::max(top, x);
+  }
+  if (z.empty()) return 1;
+  if (a >= top) return 0;
+  // E_theta[u] - a is increasing in theta: bisection for its root, then the rate there.
+  const auto tilted = [&](double theta, double& log_m) {
+    double m = -INFINITY;
+    for (double x : z) m = std::max(m, theta * x);
+    double sum = 0, first = 0;
+    for (std::size_t i = 0; i < z.size(); ++i) {
+      const double e = w[i] * std::exp(theta * z[i] - m);
+      sum += e;
+      first += e * z[i];
+    }
+    log_m = m + std::log(sum);
+    return first / sum;
+  };
+  double lo = 0, hi = 1, log_m = 0;
+  while (tilted(hi, log_m) < a && hi < 1e4) hi *= 2;
+  for (int i = 0; i < 100; ++i) {
+    const double mid = 0.5 * (lo + hi);
+    (tilted(mid, log_m) < a ? lo : hi) = mid;
+  }
+  tilted(lo, log_m);
+  const double rate = std::max(0.0, lo * a - log_m);
+  return std::exp(-n * rate);
+}
+
 struct Candidate {
   double p = 1;  // Bonferroni over the levels
   double effect = 0, level = 0, shift = 0;
@@ -66,7 +106,9 @@ void evaluate(const StreamState& s, const Feature& f, std::size_t j, std::size_t
   const double shift = sum / dn / f.seq_inv_ref;  // mean of clip(x) minus the reference's
   const double effect = std::abs(shift) / f.num.sd;
   if (effect < level) return;
-  const double p = std::min(1.0, two_sided_p(sum / std::sqrt(var)) * static_cast<double>(s.look_levels));
+  // The reference mean's own error widens the spread of the difference by sqrt(1 + n / n_ref).
+  const double a = std::abs(sum) / dn / std::sqrt(1 + dn / std::max(1.0, f.ref_finite));
+  const double p = std::min(1.0, 2 * chernoff_p(f, a, dn, sum > 0 ? 1 : -1) * static_cast<double>(s.look_levels));
   if (c.any && p >= c.p) return;
   c = {p, effect, level, shift, n, s.record_index - std::min<std::uint64_t>(s.record_index, n), true};
 }
@@ -107,7 +149,9 @@ void raise(EngineState& e, StreamState& s, const std::vector<Candidate>& cand, c
   const auto drifted = static_cast<std::uint32_t>(top.size());
   const auto& d = s.st.drift;
   if (drifted < d.min_drifted_features || drifted < std::ceil(d.min_drifted_share * analyzed)) return;
-  const double worst = top.front().score / top.front().threshold;
+  // Severity as a window close would judge this effect (against the threshold: a window's noise
+  // floor is below it at the default sizes), so that the close that follows does not re-notify.
+  const double worst = top.front().score / d.wasserstein;
   const Severity sev = worst >= 2.5 || drifted * 2 >= std::max<std::uint32_t>(analyzed, 1) ? Severity::critical
                                                                                           : Severity::warning;
   std::string summary = std::to_string(drifted) + " of " + std::to_string(analyzed) +
@@ -118,7 +162,10 @@ void raise(EngineState& e, StreamState& s, const std::vector<Candidate>& cand, c
   }
   // The change began no later than the segment's first record; CUSUM's estimate when it has one.
   Onset onset = window_onset(s, top.front().feature);
-  if (std::strcmp(onset.basis, "cusum") != 0) onset = s.clock.at(start, s.rec_ns, "window");
+  if (std::strcmp(onset.basis, "cusum") != 0) {
+    onset = s.clock.at(start, s.rec_ns, "window");
+    onset.resolution_ns = s.rec_ns - std::min(s.rec_ns, onset.unix_ns);  // anywhere in the segment
+  }
   raise_finding(e, s, drift_kind(s), sev, "segment_mean", std::move(summary), std::move(top), based_on, onset);
 }
 
@@ -144,10 +191,9 @@ void init_looks(StreamState& s) {
     for (auto& x : f.look_snap_n) x = {0, 0};
   }
   if (!s.looks) return;
-  // Per window_records records: window_records / look_records looks, each of look_levels
-  // segments per feature, share half of fdr (window_fdr keeps the other half for the close).
-  const double looks_per_window = std::ceil(static_cast<double>(s.st.window_records) / static_cast<double>(s.look_every));
-  s.look_alpha = (d.fdr - window_fdr(s)) / looks_per_window;
+  // One false alarm per arl_records records at most: each look (every look_records records)
+  // spends look_records / arl_records, over its levels (Bonferroni) and features (BH).
+  s.look_alpha = std::min(0.5, static_cast<double>(s.look_every) / std::max(1.0, s.st.sequential.arl_records));
   const double z = z_for(s.look_alpha / s.look_levels);
   s.look_z2 = z * z;
 }

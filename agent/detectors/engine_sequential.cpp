@@ -15,6 +15,8 @@ namespace {
 // other fine bins as kSub evenly spaced points (values assumed uniform inside a bin).
 constexpr int kSub = 2;
 
+}  // namespace
+
 void reference_points(const NumericReference& r, std::vector<double>& z, std::vector<double>& w) {
   const std::uint32_t bins = r.lookup.bins();
   double total = 0;
@@ -35,6 +37,8 @@ void reference_points(const NumericReference& r, std::vector<double>& z, std::ve
   }
   for (auto& x : w) x /= total;
 }
+
+namespace {
 
 void report(EngineState& e, StreamState& s) {
   // One entry per feature and method (the strongest), strongest first.

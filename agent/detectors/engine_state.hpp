@@ -354,6 +354,8 @@ void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b);
 void flush_staging(EngineState& e, StreamState& s);
 
 // ---- sequential detectors (engine_sequential.cpp) -------------------------------------------
+// The reference distribution of (x - mean) / sd as weighted points (from its fine bins).
+void reference_points(const NumericReference& r, std::vector<double>& z, std::vector<double>& w);
 // Sets up a numeric feature's CUSUM charts from its compiled reference; `detectors`: the stream's
 // sequential detectors in all (numeric features x (shifts + Page-Hinkley)), sharing arl_records.
 void init_sequential(const SequentialSettings& sq, Feature& f, double detectors);
@@ -366,8 +368,6 @@ void end_block(EngineState& e, StreamState& s);
 void close_window(EngineState& e, StreamState& s);
 // The finding kind of the stream's distribution drift (by layout).
 FindingKind drift_kind(const StreamState& s) noexcept;
-// The share of drift.fdr a window close spends (the rest goes to the fast looks).
-double window_fdr(const StreamState& s) noexcept;
 
 // ---- fast looks (engine_looks.cpp) -----------------------------------------------------------
 // Sets up the fast looks of a stream whose reference is ready (every snapshot at "now").

@@ -307,7 +307,7 @@ std::string drift_detail(const StreamState& s, std::size_t i, const FeatureResul
 // p-value, Benjamini-Hochberg rejects at the configured level.
 DriftDecision decide_drift(const StreamState& s, WindowScores& w) {
   DriftDecision out;
-  const auto reject = benjamini_hochberg(w.p_values, window_fdr(s));
+  const auto reject = benjamini_hochberg(w.p_values, s.st.drift.fdr);
   for (std::size_t i = 0; i < w.results->size(); ++i) {
     auto& r = (*w.results)[i];
     if (!r.enabled || r.max_ratio < 1) continue;
@@ -479,10 +479,6 @@ FindingKind drift_kind(const StreamState& s) noexcept {
          : s.layout == ProfileLayout::predictions ? FindingKind::prediction_drift
                                                   : FindingKind::drift;
 }
-
-// With fast looks, a window close and the looks between two closes share drift.fdr half and half
-// (engine_looks.cpp): a window's false-drift probability from the p-value gates stays within fdr.
-double window_fdr(const StreamState& s) noexcept { return s.looks ? s.st.drift.fdr / 2 : s.st.drift.fdr; }
 
 void close_window(EngineState& e, StreamState& s) {
   WindowScores scores = score_features(s);
