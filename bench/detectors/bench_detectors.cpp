@@ -109,6 +109,20 @@ void BM_Engine_IngestNoSequential(benchmark::State& st) {
 }
 BENCHMARK(BM_Engine_IngestNoSequential)->Arg(16)->Arg(256);
 
+// The same without window drift's fast looks (drift.look_records 0: windows decide only when they
+// close): the baseline that prices the looks in the same run (docs/detectors.md, "Fast looks").
+void BM_Engine_IngestNoLooks(benchmark::State& st) {
+  auto c = bench_config();
+  c.defaults.drift.look_records = 0;
+  Harness h(c, kCols);
+  h.feed(gaussian_rows(25000, kCols, 2), 64);
+  const auto v = gaussian_rows(65536, kCols, 3);
+  const auto rows_per_batch = static_cast<std::size_t>(st.range(0));
+  for (auto _ : st) h.feed(v, rows_per_batch);
+  st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * v.size()));
+}
+BENCHMARK(BM_Engine_IngestNoLooks)->Arg(1)->Arg(16)->Arg(256);
+
 void BM_Engine_IngestEmbeddings768(benchmark::State& st) {
   const std::size_t dims = 768;
   auto c = bench_config();
