@@ -97,6 +97,7 @@ StreamSettings parse_stream(ConfigSection& s, const StreamSettings& base, bool t
   set(d.get_double("noise_z", 0, 100), o.drift.noise_z);
   set(d.get_double("max_floor_ratio", 1, 1e6), o.drift.max_floor_ratio);
   if (auto v = d.get_int("noise_replicates", 8, 10000)) o.drift.noise_replicates = static_cast<std::uint32_t>(*v);
+  if (auto v = d.get_int("look_records", 0, 1 << 20)) o.drift.look_records = static_cast<std::uint64_t>(*v);
   d.finish();
 
   auto q = s.child("quality");
@@ -220,6 +221,7 @@ std::string default_config_yaml() {
     noise_z: 5                  # decide only above max(threshold, noise mean + noise_z sd)
     max_floor_ratio: 5          # a method whose noise floor exceeds 5x its threshold does not decide
     noise_replicates: 64        # bootstrap replicates when the engine estimates a reference's noise
+    look_records: 16            # fast looks at trailing segments between window closes; 0 = off
   quality: {nan_rate: 0.005, inf_rate: 0.005, out_of_range_rate: 0.01, unseen_rate: 0.01,
             missing_share: 0.01, z: 5, constant_min_values: 100}
   sequential: {enabled: true, method: both, shifts: [0.25, 0.5, 1], clip: 4, block_records: 512,

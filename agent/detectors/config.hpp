@@ -39,6 +39,10 @@ struct DriftSettings {
   double noise_z = 5;
   double max_floor_ratio = 5;
   std::uint32_t noise_replicates = 64;  // bootstrap replicates when the engine estimates the noise
+  // Fast looks (docs/detectors.md, "Fast looks"): every look_records records, trailing segments
+  // of 1x..128x look_records records are tested between window closes, with at most one false
+  // alarm per sequential.arl_records records; 0 = off (windows decide only when they close).
+  std::uint64_t look_records = 16;
   double threshold(std::string_view method) const noexcept;
 
   bool operator==(const DriftSettings&) const = default;  // reload: what changed

@@ -106,6 +106,7 @@ void init_from_profile(EngineState& e, StreamState& s, const ReferenceProfile& p
   s.pin_sumsq = {};
   s.fleet_records = ~std::uint64_t{0};
   s.ready = true;
+  init_looks(s);
   s.window_rows = 0;
   s.block_rows = 0;
   s.window_start_ns = e.now_ns;

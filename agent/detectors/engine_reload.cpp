@@ -122,6 +122,7 @@ void reload_stream(EngineState& e, StreamState& s, const Profiles& before,
     // Thresholds, window sizes, confirmation counts, quality limits: read where they are used,
     // so the open windows continue under them.
     report.push_back(label + "settings changed; applied to the open windows");
+    if (s.ready) init_looks(s);  // the fast looks' levels and budget follow them (snapshots restart)
     return;
   }
   // Bins, CUSUM tuning, fleet bins: compiled into the reference; recompiled on the reference the

@@ -76,6 +76,7 @@ void process_rows(EngineState& e, StreamState& s, const double* base, std::size_
       }
       if (s.pinned >= s.pin_target) finish_pinning(e, s);
     } else {
+      if (s.look_every > 0 && s.record_index - s.look_last >= s.look_every) look(e, s);
       if (s.block_rows >= s.st.sequential.block_records) end_block(e, s);
       if (s.window_rows >= s.st.window_records) close_window(e, s);
     }

@@ -15,6 +15,8 @@ namespace {
 // other fine bins as kSub evenly spaced points (values assumed uniform inside a bin).
 constexpr int kSub = 2;
 
+}  // namespace
+
 void reference_points(const NumericReference& r, std::vector<double>& z, std::vector<double>& w) {
   const std::uint32_t bins = r.lookup.bins();
   double total = 0;
@@ -35,6 +37,8 @@ void reference_points(const NumericReference& r, std::vector<double>& z, std::ve
   }
   for (auto& x : w) x /= total;
 }
+
+namespace {
 
 void report(EngineState& e, StreamState& s) {
   // One entry per feature and method (the strongest), strongest first.
@@ -85,7 +89,9 @@ void init_sequential(const SequentialSettings& sq, Feature& f, double detectors)
   // Page-Hinkley on block means: Gaussian (block means), so the kurtosis of a mean is ~3.
   const double ph_widen = sq.reference_sigmas * std::sqrt(static_cast<double>(sq.block_records) / n_ref);
   f.ph = PageHinkley(sq.k + ph_widen, variance_factor(3) * cusum_threshold(arl_blocks, sq.k));
-  if (!r.has_bins || !(r.sd > 0) || !std::isfinite(r.sd) || sq.shifts.empty() || sq.method == SequentialMethod::page_hinkley) return;
+  // The standardization is set up whatever the charts: the fast looks use it too (engine_looks).
+  f.seq_inv_ref = f.seq_inv = 0;
+  if (!r.has_bins || !(r.sd > 0) || !std::isfinite(r.sd)) return;
   std::vector<double> z, w;
   reference_points(r, z, w);
   if (z.empty()) return;
@@ -108,6 +114,7 @@ void init_sequential(const SequentialSettings& sq, Feature& f, double detectors)
   f.seq_center = r.mean + r.sd * mu_c;
   f.seq_inv_ref = 1 / (r.sd * sd_c);
   f.seq_inv = f.seq_inv_ref;
+  if (sq.shifts.empty() || sq.method == SequentialMethod::page_hinkley) return;
   // u as the charts see it, and its mirror for the downward side; u's kurtosis (variance 1) sets
   // the standard error of the reference's variance, sqrt((kurtosis - 1) / n_ref).
   std::vector<double> up(z.size()), down(z.size());
@@ -130,11 +137,12 @@ void init_sequential(const SequentialSettings& sq, Feature& f, double detectors)
 }
 
 void run_cusum(EngineState& e, StreamState& s, const double* m, std::size_t n, std::size_t ms) {
-  if (!s.st.sequential.enabled || n == 0) return;
+  const bool charts = s.st.sequential.enabled;
+  if ((!charts && !s.looks) || n == 0) return;
   const auto& shifts = s.st.sequential.shifts;
   bool alarmed = false;
   for (auto& f : s.feats) {
-    if (f.kind != FeatureKind::numeric || !f.enabled || f.cusum.empty()) continue;
+    if (f.kind != FeatureKind::numeric || !f.enabled || !(f.seq_inv > 0)) continue;
     const double* v = m + f.column;
     const double lo = f.seq_lo, hi = f.seq_hi, center = f.seq_center, inv = f.seq_inv;
     // The chunk's finite values as the charts see them (NaN and Inf are the quality detectors'
@@ -148,6 +156,13 @@ void run_cusum(EngineState& e, StreamState& s, const double* m, std::size_t n, s
       recs[count] = s.record_index + r;
       count += x - x == 0;
     }
+    if (s.looks) {  // the fast looks' running sum, at the reference's scale (engine_looks.cpp)
+      double sum = 0;
+      for (std::size_t i = 0; i < count; ++i) sum += us[i];
+      f.look_sum += sum * (f.seq_inv_ref / inv);
+      f.look_n += static_cast<std::uint32_t>(count);
+    }
+    if (!charts || f.cusum.empty()) continue;
     if (Cusum::advance_all(f.cusum, us, recs, count)) {
       for (const auto& ch : f.cusum) f.seq_ratio = std::max(f.seq_ratio, ch.ratio());
       continue;

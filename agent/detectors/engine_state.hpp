@@ -45,6 +45,9 @@ using core::Severity;
 inline constexpr std::size_t kChunk = 64;  // rows processed column-wise at a time
 inline constexpr std::size_t kStageRows = 16;  // small records staged per stream before a block
 inline constexpr std::size_t kKinds = 8;   // finding kinds (core::FindingKind)
+// Fast looks (engine_looks.cpp): levels of trailing segments, of 2, 4, ... 2^kLookLevels times
+// drift.look_records records (at most window_records).
+inline constexpr std::size_t kLookLevels = 7;
 
 // Numbers in finding texts: "%.4g".
 inline std::string fmt(double v) {
@@ -96,6 +99,14 @@ struct Feature {
   // references do not carry an empty map per feature.
   std::unique_ptr<FleetMap> fleet;
   NoiseTable noise;  // the reference's sampling noise per decision method (noise.hpp), inline
+  // Fast looks (engine_looks.cpp): the running sum of u at the reference's scale (as CUSUM
+  // standardizes it, without the variance adjustment) and the count of finite values since the
+  // reference (counts wrap modulo 2^32: only differences over at most a window are used), and
+  // per level the two snapshots of both (StreamState::look_at says when each was taken).
+  double look_sum = 0;
+  std::uint32_t look_n = 0;
+  std::array<std::array<double, 2>, kLookLevels> look_snap_sum{};
+  std::array<std::array<std::uint32_t, 2>, kLookLevels> look_snap_n{};
 
   std::size_t memory_bytes() const noexcept {
     std::size_t b = sizeof(*this) + name.capacity() + (fleet ? sizeof(FleetMap) + fleet->memory_bytes() : 0);
@@ -223,6 +234,14 @@ struct StreamState {
   std::uint64_t block_ns = 0;  // duration of the last block (CUSUM onset resolution: two of them)
   Onset seq_onset;  // earliest sequential alarm since the last window close
   RecordClock clock;  // record index -> time, for CUSUM onsets
+  // Fast looks (engine_looks.cpp): active (set with the reference), levels in use, records
+  // between looks, the z a segment needs to pass the prescreen (squared), the look count and the
+  // last look's record, and per level the record index of each of its two snapshots.
+  bool looks = false;
+  std::uint32_t look_levels = 0;
+  std::uint64_t look_every = 0, look_last = 0, look_count = 0;
+  double look_z2 = 0, look_alpha = 0;
+  std::array<std::array<std::uint64_t, 2>, kLookLevels> look_at{};
   // embeddings
   std::size_t mean_dims = 0;
   std::vector<double> ref_mean, win_sum, pin_sum, pin_sumsq;
@@ -335,6 +354,8 @@ void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b);
 void flush_staging(EngineState& e, StreamState& s);
 
 // ---- sequential detectors (engine_sequential.cpp) -------------------------------------------
+// The reference distribution of (x - mean) / sd as weighted points (from its fine bins).
+void reference_points(const NumericReference& r, std::vector<double>& z, std::vector<double>& w);
 // Sets up a numeric feature's CUSUM charts from its compiled reference; `detectors`: the stream's
 // sequential detectors in all (numeric features x (shifts + Page-Hinkley)), sharing arl_records.
 void init_sequential(const SequentialSettings& sq, Feature& f, double detectors);
@@ -345,6 +366,15 @@ void end_block(EngineState& e, StreamState& s);
 
 // ---- windows (engine_window.cpp) ------------------------------------------------------------
 void close_window(EngineState& e, StreamState& s);
+// The finding kind of the stream's distribution drift (by layout).
+FindingKind drift_kind(const StreamState& s) noexcept;
+
+// ---- fast looks (engine_looks.cpp) -----------------------------------------------------------
+// Sets up the fast looks of a stream whose reference is ready (every snapshot at "now").
+void init_looks(StreamState& s);
+// At least look_every records since the last look: evaluates the trailing segments and raises
+// the drift finding when one moved; rolls the snapshots.
+void look(EngineState& e, StreamState& s);
 
 // ---- schema (engine_schema.cpp) -------------------------------------------------------------
 // Returns false when the batch cannot be analyzed (feature count differs).

@@ -387,9 +387,7 @@ bool report_drift(EngineState& e, StreamState& s, const DriftDecision& drift, bo
   const bool stream_drift = (drift.drifted >= d.min_drifted_features &&
                              drift.drifted >= need_share && drift.drifted > 0) ||
                             emb_moved;
-  const FindingKind kind = s.layout == ProfileLayout::embeddings    ? FindingKind::embedding_drift
-                           : s.layout == ProfileLayout::predictions ? FindingKind::prediction_drift
-                                                                    : FindingKind::drift;
+  const FindingKind kind = drift_kind(s);
   auto& slot = s.findings[static_cast<std::size_t>(kind)];
   if (!stream_drift) {
     settle_finding(e, s, kind, st.clear_windows);
@@ -475,6 +473,12 @@ void roll_windows(StreamState& s) {
 }
 
 }  // namespace
+
+FindingKind drift_kind(const StreamState& s) noexcept {
+  return s.layout == ProfileLayout::embeddings    ? FindingKind::embedding_drift
+         : s.layout == ProfileLayout::predictions ? FindingKind::prediction_drift
+                                                  : FindingKind::drift;
+}
 
 void close_window(EngineState& e, StreamState& s) {
   WindowScores scores = score_features(s);

@@ -95,11 +95,8 @@ void BM_Engine_Ingest(benchmark::State& st) {
 }
 BENCHMARK(BM_Engine_Ingest)->Arg(1)->Arg(16)->Arg(256)->Arg(4096);
 
-// The same without the sequential detectors (CUSUM on every record, Page-Hinkley per block): the
-// baseline that prices them in the same run.
-void BM_Engine_IngestNoSequential(benchmark::State& st) {
-  auto c = bench_config();
-  c.defaults.sequential.enabled = false;
+// Ingest under `c`, records of range(0) rows, after pinning the reference.
+void ingest_with(benchmark::State& st, const EngineConfig& c) {
   Harness h(c, kCols);
   h.feed(gaussian_rows(25000, kCols, 2), 64);
   const auto v = gaussian_rows(65536, kCols, 3);
@@ -107,7 +104,24 @@ void BM_Engine_IngestNoSequential(benchmark::State& st) {
   for (auto _ : st) h.feed(v, rows_per_batch);
   st.SetItemsProcessed(static_cast<std::int64_t>(st.iterations() * v.size()));
 }
+
+// The same without the sequential detectors (CUSUM on every record, Page-Hinkley per block): the
+// baseline that prices them in the same run.
+void BM_Engine_IngestNoSequential(benchmark::State& st) {
+  auto c = bench_config();
+  c.defaults.sequential.enabled = false;
+  ingest_with(st, c);
+}
 BENCHMARK(BM_Engine_IngestNoSequential)->Arg(16)->Arg(256);
+
+// The same without window drift's fast looks (drift.look_records 0: windows decide only when they
+// close): the baseline that prices the looks in the same run (docs/detectors.md, "Fast looks").
+void BM_Engine_IngestNoLooks(benchmark::State& st) {
+  auto c = bench_config();
+  c.defaults.drift.look_records = 0;
+  ingest_with(st, c);
+}
+BENCHMARK(BM_Engine_IngestNoLooks)->Arg(1)->Arg(16)->Arg(256);
 
 void BM_Engine_IngestEmbeddings768(benchmark::State& st) {
   const std::size_t dims = 768;
