@@ -115,6 +115,8 @@ detectors:
   min_window_records: {min(a.window_records, 1000)}
   window_seconds: 0
 """)
+        if a.no_retention:
+            f.write("retention:\n  enabled: false\n")
     log = open(os.path.join(tmp, "mltapd.log"), "wb")
     agent = subprocess.Popen(a.agent_prefix.split() + [os.path.join(a.build, "agent/mltapd/mltapd"), "--config", cfg, "--listen",
                               f"127.0.0.1:{port}", "--state-dir", state], stdout=log, stderr=subprocess.STDOUT)
@@ -177,6 +179,7 @@ detectors:
             "producer_cpu_share": (p1 - p0) / (t1 - t0),
             "read_per_s": delta.get("read", 0.0) / (tm1 - tm0),
             "writes_per_s": delta.get("writes", 0.0) / (tm1 - tm0),
+            "counter_s": tm1 - tm0,
             "mem": mem,
             "state_kib_per_stream": state_bytes / n / 1024,
             "delta": delta,
@@ -222,12 +225,14 @@ def main():
     ap.add_argument("--window-records", type=int, default=1000)
     ap.add_argument("--warmup", type=float, default=10, help="seconds after pinning and two windows")
     ap.add_argument("--measure", type=float, default=60, help="seconds of CPU measurement")
+    ap.add_argument("--no-retention", action="store_true",
+                    help="turn mltapd's retention store off (to see its share of the cost)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--agent-prefix", default="", help="run mltapd under this command (e.g. heaptrack)")
     a = ap.parse_args()
     print(f"{a.features} float64 features per stream, {a.rate:g} rows/s per stream, rings of "
           f"{a.ring_bytes >> 10} KiB, pin {a.pin_records} records, windows of {a.window_records}, "
-          f"CPU over {a.measure:g} s; load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"CPU over {a.measure:g} s{', retention off' if a.no_retention else ''}; load average {os.getloadavg()[0]:.1f}", flush=True)
     print("| streams | rows/s read by mltapd (asked) | mltapd CPU (share of one core) | RssAnon MiB "
           "| RssShmem + RssFile MiB | VmRSS MiB | PSS MiB | engine state KiB/stream |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -238,7 +243,7 @@ def main():
               f"| {m.get('RssAnon', 0) / 1024:.1f} | {(m.get('RssShmem', 0) + m.get('RssFile', 0)) / 1024:.1f} "
               f"| {m.get('VmRSS', 0) / 1024:.1f} | {m.get('Pss', 0) / 1024:.1f} "
               f"| {r['state_kib_per_stream']:.1f} |", flush=True)
-        print("    over the interval, rows/s: " + ", ".join(f"{k} {v / a.measure:,.0f}" for k, v in
+        print("    over the interval, rows/s: " + ", ".join(f"{k} {v / r['counter_s']:,.0f}" for k, v in
               sorted(r["delta"].items())) + f"; producers' totals: written {r['written']:,}, committed "
               f"{r['committed']:,}; RssShmem {m.get('RssShmem', 0) / 1024:.1f} MiB, RssFile "
               f"{m.get('RssFile', 0) / 1024:.1f} MiB; producers' CPU {100 * r['producer_cpu_share']:.1f}%",
