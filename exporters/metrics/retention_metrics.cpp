@@ -45,8 +45,12 @@ std::vector<prometheus::MetricFamily> RetentionCollector::Collect() const {
                         "Trace ids flagged as wrong predictions (mltap flag).",
                         prometheus::MetricType::Gauge);
   flagged.add({}, static_cast<double>(s.flagged));
+  FamilyBuilder memory("mltap_retention_memory_bytes",
+                       "Bytes of mltapd's heap holding retained rows (bounded by the byte caps).",
+                       prometheus::MetricType::Gauge);
+  memory.add({}, static_cast<double>(s.memory_bytes));
   return {bytes.take(),   records.take(), oldest.take(), dropped.take(),
-          sampled.take(), torn.take(),    flagged.take()};
+          sampled.take(), torn.take(),    flagged.take(), memory.take()};
 }
 
 }  // namespace mltap::metrics
