@@ -335,9 +335,9 @@ def main():
         print("  t(s)    " + " ".join(f"{s['t']:>6}" for s in after))
         for key, label in (("rss_kib", "rss"), ("anon_kib", "anon"), ("shmem_kib", "shmem"),
                            ("retention_kib", "ret"), ("retention_heap_kib", "retheap")):
-            print(f"  {label:<7}" + " ".join(f"{s[key] / 1024:6.1f}" for s in after))
-        print(f"  fds     " + " ".join(f"{s['fds']:>6}" for s in after))
-        print(f"  thr     " + " ".join(f"{s['threads']:>6}" for s in after))
+            print(f"  {label:<7} " + " ".join(f"{s[key] / 1024:6.1f}" for s in after))
+        print("  fds     " + " ".join(f"{s['fds']:>6}" for s in after))
+        print("  thr     " + " ".join(f"{s['threads']:>6}" for s in after))
         print(f"RSS growth after warm-up: {growth:+.2%} ({first} -> {last} KiB; anon "
               f"{verdict['anon_growth_kib']:+} KiB, shmem {verdict['shmem_growth_kib']:+} KiB)")
         # The agent's own memory is the anonymous part. The shared part is the producers' ring
