@@ -27,13 +27,13 @@ takes 55 minutes at 10 records/s, ~1 MiB/min over 50 streams.
 Retention is on, as by default, with its caps written out in the configuration (reservoir 1,000
 rows without trace id per stream and minute, 16 MiB per stream, 64 MiB in all, in
 <state_dir>/retention): the store keeps its rows in mltapd's heap as well as on disk, so the
-anonymous memory rises with `mltap_retention_bytes` until the 64 MiB cap is reached (about 3.5
+anonymous memory rises with `mltap_retention_bytes` until the 64 MiB cap is reached (about 3
 minutes at 50 streams x 1,000 rows/s: each stream's bucket writes ~5,100 reservoir rows a
 minute, ~390 KB) and is flat from then on, evicting the oldest bucket first. The warm-up must
 cover that fill (the default, a sixth of the run, does for runs of 30 minutes or more); each
 sample records the store's bytes on disk and its heap (`mltap_retention_memory_bytes`) so the
 curve shows it. (Until 2026-12-02 a replaced reservoir row stayed in memory: 64 MiB of heap for
-the 170,000 live rows; now ~12 MiB.)
+the 170,000 live rows; now ~11 MiB.)
 
 Each sample is taken before the script's own requests of that round, 5 s after the previous
 ones: the findings listing it polls every 5 s (open findings and up to 256 closed ones, each
