@@ -66,6 +66,9 @@ struct RetentionStats {
   std::uint64_t records = 0;
   std::uint64_t sampled_out = 0;  // rows with a trace id above the keep share (by design)
   std::uint64_t torn_bytes = 0;   // bytes of torn or corrupt tails cut when files were reopened
+  // Heap the retained rows hold in mltapd (rows and values, as allocated): bounded by the byte
+  // caps, since every row in memory is also in `bytes`.
+  std::uint64_t memory_bytes = 0;
   std::array<std::uint64_t, static_cast<std::size_t>(RetentionDrop::count_)> dropped{};
   std::uint64_t flagged = 0;  // trace ids flagged by users (mltap flag)
   bool write_failing = false;  // the last write failed and memory holds what the files lack

@@ -63,8 +63,13 @@ std::vector<prometheus::MetricFamily> RetentionCollector::Collect() const {
                                 static_cast<core::RetentionWriteError>(i)))}},
                  static_cast<double>(s.write_failures[i]));
   }
-  return {bytes.take(),   records.take(), oldest.take(),   dropped.take(),    sampled.take(),
-          torn.take(),    flagged.take(), failing.take(),  unwritten.take(),  failures.take()};
+  FamilyBuilder memory("mltap_retention_memory_bytes",
+                       "Bytes of mltapd's heap holding retained rows (bounded by the byte caps).",
+                       prometheus::MetricType::Gauge);
+  memory.add({}, static_cast<double>(s.memory_bytes));
+  return {bytes.take(),   records.take(), oldest.take(),  dropped.take(),   sampled.take(),
+          torn.take(),    flagged.take(), failing.take(), unwritten.take(), failures.take(),
+          memory.take()};
 }
 
 }  // namespace mltap::metrics

@@ -196,6 +196,53 @@ TEST(RetentionStore, ReservoirKeepsABoundedUniformSampleOfRowsWithoutIds) {
   EXPECT_EQ(std::set<double>(kept.begin(), kept.end()).size(), 100u);
 }
 
+// Regression (bench/soak): rows the reservoir replaced stayed in memory (only their `live` flag
+// cleared), so a busy bucket held ~reservoir * (1 + ln(n / reservoir)) rows and mltapd's heap
+// grew with the rows offered, ~5x what the live rows need, until the byte caps stopped it. A
+// replaced row is overwritten in place: memory does not depend on how many rows were offered,
+// and a restart (which replays every frame of the file, replaced rows included) rebuilds the
+// same rows.
+TEST(RetentionStore, ReservoirMemoryDoesNotGrowWithRowsOffered) {
+  TempDir dir;
+  RetentionConfig cfg;
+  cfg.reservoir = 100;
+  const auto s = info("m/s", {"a", "b", "c", "d"});
+  auto kept = [](const RetentionStore& store) {
+    std::multiset<std::vector<double>> out;
+    store.read().for_each("m/s", 0, ~0ull, [&](const auto& r) {
+      out.insert(std::vector<double>(r.values.begin(), r.values.end()));
+    });
+    return out;
+  };
+  std::multiset<std::vector<double>> before;
+  {
+    RetentionStore store(cfg, dir.path, kT0);
+    std::uint64_t memory_at_1000 = 0;
+    for (int k = 0; k < 100; ++k) {
+      feed(
+          store, s, kT0 + k * 100'000'000ull, {}, 4,
+          [k](auto r, auto c) { return double(k * 1000 + r) + 0.25 * c; }, 1000);
+      if (k == 0) memory_at_1000 = store.stats().memory_bytes;
+    }
+    const auto st = store.stats();
+    EXPECT_EQ(st.records, 100u);
+    EXPECT_EQ(dropped(st, core::RetentionDrop::reservoir), 100'000u - 100u);
+    // 100 rows of 4 values: 100 * (row header + 32 B), with the vectors' growth slack (< 2x).
+    EXPECT_GT(st.memory_bytes, 0u);
+    EXPECT_LE(st.memory_bytes, 2 * 100 * (24 + 4 * sizeof(double) + sizeof(std::uint32_t)));
+    // 1,000 rows offered or 100,000: the same memory (the old code held ~560 rows vs ~790).
+    EXPECT_EQ(st.memory_bytes, memory_at_1000);
+    // The file still has every frame written (replaced rows included): the disk cap counts them.
+    EXPECT_GT(st.bytes, 500u * (32 + 4 * sizeof(double)));
+    before = kept(store);
+    ASSERT_EQ(before.size(), 100u);
+  }
+  RetentionStore again(cfg, dir.path, kT0);
+  EXPECT_EQ(again.stats().records, 100u);
+  EXPECT_EQ(kept(again), before);
+  EXPECT_LE(again.stats().memory_bytes, 2 * 100 * (24 + 4 * sizeof(double) + sizeof(std::uint32_t)));
+}
+
 TEST(RetentionStore, MaxAgeDropsOldRowsAndAgesBucketsOut) {
   RetentionConfig cfg;
   cfg.max_age = std::chrono::minutes(10);
