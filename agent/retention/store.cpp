@@ -90,6 +90,11 @@ struct Bucket {
   // takes writes again (so the file always replays to a prefix of the bucket).
   std::uint64_t file_bytes = 0;
   std::uint32_t rows_written = 0;
+  // Rows of rows[0, rows_written) replaced in place since (a reservoir slot's newer row): each is
+  // appended again as a row frame with its slot, after the rows, so that a replay, which
+  // replaces the slot's row the same way, rebuilds what memory holds.
+  std::vector<std::uint32_t> rewrites;
+  std::size_t rewrites_written = 0;
   bool meta_written = false;
   bool needs_cut = false;  // may end in a torn frame: cut to file_bytes before appending
   bool synced() const noexcept { return file_bytes == bytes && !needs_cut; }
@@ -315,6 +320,16 @@ struct RetentionStore::Impl {
       if (!write_frame(s, b, FrameType::row, payload)) return false;
       ++b.rows_written;
     }
+    while (b.rewrites_written < b.rewrites.size()) {
+      const Row& r = b.rows[b.rewrites[b.rewrites_written]];
+      const auto payload =
+          row_payload(r, b.seen_without_id, r.slot,
+                      std::span<const double>(b.values).subspan(r.offset, r.cols));
+      if (!write_frame(s, b, FrameType::row, payload)) return false;
+      ++b.rewrites_written;
+    }
+    b.rewrites.clear();
+    b.rewrites_written = 0;
     if (b.needs_cut) {  // nothing was left to append, yet a torn tail may remain
       if (::truncate(b.path.c_str(), static_cast<off_t>(b.file_bytes)) != 0) {
         write_failed(b.path, errno);
@@ -502,7 +517,8 @@ struct RetentionStore::Impl {
       // keeping them all made the heap ~5x what the live rows need (bench/soak: 50 streams
       // held 64 MiB of anonymous memory for 170,000 live rows of 4 values).
       if (!replaying) drop(RetentionDrop::reservoir);
-      Row& old = b.rows[b.reservoir[slot]];
+      const std::uint32_t at = b.reservoir[slot];
+      Row& old = b.rows[at];
       if (old.live && old.cols == values.size()) {
         std::copy(values.begin(), values.end(),
                   b.values.begin() + static_cast<std::ptrdiff_t>(old.offset));
@@ -510,7 +526,22 @@ struct RetentionStore::Impl {
         old = r;
         old.offset = offset;
         old.cols = static_cast<std::uint16_t>(values.size());
+        old.slot = slot;
         old.live = true;
+        // Its file already has the replaced row's frame: the new one is appended (sync). A row
+        // not yet written (a full or read-only disk) is written once, with what it holds when its
+        // turn comes: the frame accounted for the new row will never exist, so it is taken back.
+        if (!replaying && !b.path.empty()) {
+          if (at < b.rows_written) {
+            b.rewrites.push_back(at);
+          } else {
+            const std::uint64_t n = frame_bytes(kRowHeaderBytes + values.size() * sizeof(double));
+            b.bytes -= n;
+            s.bytes -= n;
+            bytes -= n;
+            unwritten -= n;
+          }
+        }
         return;
       }
       // A row of another width (the stream's schema changed within the bucket): appended.
