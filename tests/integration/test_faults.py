@@ -577,6 +577,11 @@ def test_state_and_snapshot_folders_full_then_read_only(tmp_path):
             wait_until(lambda: state_metrics(agent)["snap_failed"] == 1, what="snapshot failure counted")
             assert os.listdir(incidents) == []  # no partial bundle left to eat the space
             assert agent.alive() and open_findings(agent)[0]["id"] == finding["id"]
+            # The retained samples' next write is refused too. Not at once: appends that fit in the
+            # last page of a tmpfs file need no new page, so the first refusal comes when a page
+            # fills or the next minute's bucket opens its file (at most ~60 s).
+            wait_until(lambda: retention_metrics(agent)["no_space"] > 0, timeout=90,
+                       what="a retained-sample write refused")
             # Space returns: the document held in memory is written, the next bundle too.
             os.unlink(filler)
             wait_until(lambda: finding["id"] in saved_open_ids(state), timeout=10, what="finding written")
