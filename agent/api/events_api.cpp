@@ -6,21 +6,13 @@
 
 #include "agent/api/event_json.hpp"
 #include "agent/api/http_server.hpp"
+#include "agent/api/json_reply.hpp"
 #include "core/config_reader.hpp"
 #include "core/time.hpp"
 
 namespace mltap::api {
 
 using nlohmann::json;
-
-namespace {
-
-void reply_error(HttpResponse& res, int status, const std::string& message) {
-  res.status = status;
-  res.set_content(json{{"error", message}}.dump(), "application/json");
-}
-
-}  // namespace
 
 bool valid_stream_name(const std::string& s) {
   if (s.empty() || s.size() > 256) return false;
@@ -57,25 +49,25 @@ void register_events_routes(HttpServer& server, EventsApi api) {
   if (!api.now_unix_ns) api.now_unix_ns = core::unix_now_ns;
   server.get("/api/v1/events", [api](const HttpRequest& req, HttpResponse& res) {
     if (!req.has_param("stream")) {
-      reply_error(res, 400, "missing query parameter 'stream' (GET /api/v1/events?stream=NAME)");
+      reply_json_error(res, 400, "missing query parameter 'stream' (GET /api/v1/events?stream=NAME)");
       return;
     }
     const std::string stream = req.param("stream");
     if (!valid_stream_name(stream)) {
-      reply_error(res, 400, "parameter 'stream' must be 1..256 printable characters");
+      reply_json_error(res, 400, "parameter 'stream' must be 1..256 printable characters");
       return;
     }
     std::chrono::nanoseconds since = api.default_since;
     if (req.has_param("since")) {
       auto d = core::parse_duration(req.param("since"));
       if (!d || d->count() <= 0 || *d > api.max_since) {
-        reply_error(res, 400, "parameter 'since' must be a duration such as 15m or 2h, at most 7d");
+        reply_json_error(res, 400, "parameter 'since' must be a duration such as 15m or 2h, at most 7d");
         return;
       }
       since = *d;
     }
     if (!api.correlator) {
-      reply_error(res, 503, "system events are not available in this agent");
+      reply_json_error(res, 503, "system events are not available in this agent");
       return;
     }
     std::optional<std::vector<core::Finding>> findings;
@@ -83,7 +75,7 @@ void register_events_routes(HttpServer& server, EventsApi api) {
     std::vector<core::ProducerId> producers;
     if (api.producers_of_stream) producers = api.producers_of_stream(stream);
     if (!findings && producers.empty() && api.correlator->producers_of(stream).empty()) {
-      reply_error(res, 404, "unknown stream '" + stream + "'");
+      reply_json_error(res, 404, "unknown stream '" + stream + "'");
       return;
     }
     const std::uint64_t now = api.now_unix_ns();

@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/api/json_reply.hpp"
 #include "core/config_reader.hpp"
 #include "core/time.hpp"
 
@@ -96,11 +97,6 @@ json reference_json(const core::EstimateReference& r) {
   return j;
 }
 
-void reply_error(HttpResponse& res, int status, const std::string& what) {
-  res.status = status;
-  res.set_content(json{{"error", what}}.dump(), "application/json");
-}
-
 }  // namespace
 
 json to_json(const core::PerformanceStreamState& s, std::int64_t since) {
@@ -138,7 +134,7 @@ json to_json(const core::PerformanceStreamState& s, std::int64_t since) {
 void register_performance_routes(HttpServer& server, PerformanceSource source) {
   server.get("/api/v1/performance", [source](const HttpRequest& req, HttpResponse& res) {
     const auto snap = source ? source() : nullptr;
-    if (!snap) return reply_error(res, 503, "the performance component is disabled (performance.enabled)");
+    if (!snap) return reply_json_error(res, 503, "the performance component is disabled (performance.enabled)");
     if (!req.has_param("stream")) {
       json streams = json::array();
       for (const auto& s : snap->streams) streams.push_back(stream_summary(s));
@@ -153,7 +149,7 @@ void register_performance_routes(HttpServer& server, PerformanceSource source) {
     if (req.has_param("since")) {
       auto d = core::parse_duration(req.param("since"));
       if (!d || d->count() <= 0 || *d > std::chrono::hours(24 * 400)) {
-        return reply_error(res, 400, "parameter 'since' must be a duration such as 6h or 7d, at most 400d");
+        return reply_json_error(res, 400, "parameter 'since' must be a duration such as 6h or 7d, at most 400d");
       }
       since = *d;
     }
@@ -163,7 +159,7 @@ void register_performance_routes(HttpServer& server, PerformanceSource source) {
       res.set_content(to_json(s, now - since.count()).dump(), "application/json");
       return;
     }
-    reply_error(res, 404, "no performance for stream '" + stream +
+    reply_json_error(res, 404, "no performance for stream '" + stream +
                               "': not a predictions stream with a task and a labels stream");
   }, RouteOptions{Access::read_api, 0, {}, {}});
 }

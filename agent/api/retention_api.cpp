@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/api/json_reply.hpp"
 #include "core/config_reader.hpp"
 #include "core/time.hpp"
 
@@ -15,7 +16,6 @@ namespace {
 
 using nlohmann::json;
 
-const RouteOptions kReadApi{Access::read_api, 0, {}, {}};
 constexpr std::size_t kMaxFlagBody = 1 << 20;
 constexpr std::size_t kMaxFlagIds = 10'000;
 
@@ -24,11 +24,6 @@ void reply(HttpResponse& res, int status, const json& body) {
   res.set_content(body.dump(), "application/json");
 }
 
-void reply_error(HttpResponse& res, int status, const std::string& what) {
-  reply(res, status, json{{"error", what}});
-}
-
-json number_or_null(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
 std::optional<std::uint64_t> parse_u64(const std::string& s) {
   std::uint64_t v = 0;
@@ -41,7 +36,7 @@ std::optional<std::uint64_t> parse_u64(const std::string& s) {
 void trace_route(const retention::RetentionStore& store, const HttpRequest& req,
                  HttpResponse& res) {
   const auto id = parse_u64(req.matches[1]);
-  if (!id) return reply_error(res, 400, "trace id must be an unsigned 64-bit decimal number");
+  if (!id) return reply_json_error(res, 400, "trace id must be an unsigned 64-bit decimal number");
   json records = json::array();
   {
     const auto view = store.read();
@@ -53,8 +48,8 @@ void trace_route(const retention::RetentionStore& store, const HttpRequest& req,
       for (std::size_t j = 0; j < row->values.size(); ++j) {
         const std::string name =
             j < meta->feature_names.size() ? meta->feature_names[j] : "f" + std::to_string(j);
-        values[name] = number_or_null(row->values[j]);
-        raw.push_back(number_or_null(row->values[j]));
+        values[name] = json_number_or_null(row->values[j]);
+        raw.push_back(json_number_or_null(row->values[j]));
       }
       records.push_back(json{{"stream", meta->name},
                              {"component", meta->component},
@@ -78,7 +73,7 @@ void review_route(const RetentionApi& api, const HttpRequest& req, HttpResponse&
   retention::ReviewRequest rq;
   rq.stream = req.param("stream");
   if (rq.stream.empty())
-    return reply_error(res, 400, "parameter 'stream' (the predictions stream) is required");
+    return reply_json_error(res, 400, "parameter 'stream' (the predictions stream) is required");
   if (api.review_defaults) api.review_defaults(rq);
   const auto now = core::unix_now_ns();
   auto duration = [&](const char* name, std::uint64_t& out) -> bool {
@@ -90,12 +85,12 @@ void review_route(const RetentionApi& api, const HttpRequest& req, HttpResponse&
   };
   rq.since_unix_ns = now - std::min<std::uint64_t>(now, 24ull * 3600 * 1'000'000'000);
   if (!duration("since", rq.since_unix_ns))
-    return reply_error(res, 400,
+    return reply_json_error(res, 400,
                        "parameter 'since' must be a duration such as 6h or 7d, at most 400d");
   if (req.has_param("until")) {
     rq.until_unix_ns = 0;
     if (!duration("until", rq.until_unix_ns))
-      return reply_error(res, 400,
+      return reply_json_error(res, 400,
                          "parameter 'until' must be a duration (how long ago) such as 1h");
   }
   if (req.has_param("labels")) rq.labels_stream = req.param("labels");
@@ -107,13 +102,13 @@ void review_route(const RetentionApi& api, const HttpRequest& req, HttpResponse&
       if (used != t.size() || !(rq.threshold >= 0 && rq.threshold <= 1))
         throw std::invalid_argument(t);
     } catch (const std::exception&) {
-      return reply_error(res, 400, "parameter 'threshold' must be a number in [0, 1]");
+      return reply_json_error(res, 400, "parameter 'threshold' must be a number in [0, 1]");
     }
   }
   if (req.has_param("max_ids")) {
     const auto n = parse_u64(req.param("max_ids"));
     if (!n || *n < 1 || *n > 1'000'000)
-      return reply_error(res, 400, "parameter 'max_ids' must be in [1, 1000000]");
+      return reply_json_error(res, 400, "parameter 'max_ids' must be in [1, 1000000]");
     rq.max_ids = *n;
   }
   retention::ReviewResult result;
@@ -121,7 +116,7 @@ void review_route(const RetentionApi& api, const HttpRequest& req, HttpResponse&
     const auto view = api.store->read();
     result = retention::review(view, rq, api.reference);
   }
-  if (!result.error.empty()) return reply_error(res, 404, result.error);
+  if (!result.error.empty()) return reply_json_error(res, 404, result.error);
   json body = to_json(result);
   body["stream"] = rq.stream;
   body["since"] = core::format_utc(rq.since_unix_ns);
@@ -136,14 +131,14 @@ void flag_route(retention::RetentionStore& store, const HttpRequest& req, HttpRe
   const json body = json::parse(req.body, nullptr, false);
   if (!body.is_object() || !body.contains("stream") || !body["stream"].is_string() ||
       !body.contains("trace_ids") || !body["trace_ids"].is_array()) {
-    return reply_error(res, 400, R"(body must be {"stream": "...", "trace_ids": [id, ...]})");
+    return reply_json_error(res, 400, R"(body must be {"stream": "...", "trace_ids": [id, ...]})");
   }
   const std::string stream = body["stream"].get<std::string>();
   if (stream.empty() || stream.size() >= format::kStreamNameMax)
-    return reply_error(res, 400, "'stream' must be a stream name");
+    return reply_json_error(res, 400, "'stream' must be a stream name");
   const auto& list = body["trace_ids"];
   if (list.empty() || list.size() > kMaxFlagIds)
-    return reply_error(res, 400,
+    return reply_json_error(res, 400,
                        "'trace_ids' must hold 1 to " + std::to_string(kMaxFlagIds) + " ids");
   std::vector<std::uint64_t> ids;
   for (const auto& v : list) {
@@ -154,7 +149,7 @@ void flag_route(retention::RetentionStore& store, const HttpRequest& req, HttpRe
     else if (v.is_string())
       id = parse_u64(v.get<std::string>());
     if (!id)
-      return reply_error(
+      return reply_json_error(
           res, 400, "'trace_ids' must hold unsigned 64-bit integers (numbers or decimal strings)");
     ids.push_back(*id);
   }
@@ -188,7 +183,7 @@ json retained_json(const retention::RetentionStore& store, const std::string& st
       }
       json row = json::array(
           {r.timestamp_ns, r.has_trace_id ? json(std::to_string(r.trace_id)) : json(nullptr)});
-      for (const double v : r.values) row.push_back(number_or_null(v));
+      for (const double v : r.values) row.push_back(json_number_or_null(v));
       rows.push_back(std::move(row));
     });
   }
@@ -208,7 +203,7 @@ namespace {
 void retained_route(const retention::RetentionStore& store, const HttpRequest& req,
                     HttpResponse& res) {
   const std::string stream = req.param("stream");
-  if (stream.empty()) return reply_error(res, 400, "parameter 'stream' is required");
+  if (stream.empty()) return reply_json_error(res, 400, "parameter 'stream' is required");
   const auto now = core::unix_now_ns();
   std::uint64_t since = now - std::min<std::uint64_t>(now, 24ull * 3600 * 1'000'000'000),
                 until = ~0ull;
@@ -216,7 +211,7 @@ void retained_route(const retention::RetentionStore& store, const HttpRequest& r
     if (!req.has_param(name)) continue;
     const auto d = core::parse_duration(req.param(name));
     if (!d || d->count() < 0 || *d > std::chrono::hours(24 * 400))
-      return reply_error(
+      return reply_json_error(
           res, 400,
           std::string("parameter '") + name + "' must be a duration such as 6h, at most 400d");
     (std::string_view(name) == "since" ? since : until) =
@@ -226,11 +221,11 @@ void retained_route(const retention::RetentionStore& store, const HttpRequest& r
   if (req.has_param("limit")) {
     const auto n = parse_u64(req.param("limit"));
     if (!n || *n < 1 || *n > 1'000'000)
-      return reply_error(res, 400, "parameter 'limit' must be in [1, 1000000]");
+      return reply_json_error(res, 400, "parameter 'limit' must be in [1, 1000000]");
     limit = *n;
   }
   json head = retained_json(store, stream, since, until, limit);
-  if (head.is_null()) return reply_error(res, 404, "no retained records of stream '" + stream + "'");
+  if (head.is_null()) return reply_json_error(res, 404, "no retained records of stream '" + stream + "'");
   reply(res, 200, head);
 }
 
@@ -263,19 +258,19 @@ json to_json(const retention::ReviewResult& r) {
     for (const auto& f : s.features) {
       features.push_back(json{{"feature", f.feature},
                               {"column", f.column},
-                              {"auc", number_or_null(f.auc)},
-                              {"wrong_mean_abs_z", number_or_null(f.wrong_mean_abs_z)},
-                              {"correct_mean_abs_z", number_or_null(f.correct_mean_abs_z)},
+                              {"auc", json_number_or_null(f.auc)},
+                              {"wrong_mean_abs_z", json_number_or_null(f.wrong_mean_abs_z)},
+                              {"correct_mean_abs_z", json_number_or_null(f.correct_mean_abs_z)},
                               {"n_wrong", f.n_wrong},
                               {"n_correct", f.n_correct},
                               {"reference", json{{"source", f.reference.source},
-                                                 {"mean", number_or_null(f.reference.mean)},
-                                                 {"sd", number_or_null(f.reference.sd)}}},
+                                                 {"mean", json_number_or_null(f.reference.mean)},
+                                                 {"sd", json_number_or_null(f.reference.sd)}}},
                               {"why", f.why}});
     }
     streams.push_back(json{{"stream", s.stream},
                            {"component", s.component},
-                           {"score", number_or_null(s.score)},
+                           {"score", json_number_or_null(s.score)},
                            {"wrong_found", s.wrong_found},
                            {"correct_found", s.correct_found},
                            {"why", s.why},
@@ -296,7 +291,7 @@ json to_json(const retention::ReviewResult& r) {
 void register_retention_routes(HttpServer& server, RetentionApi api) {
   auto a = std::make_shared<const RetentionApi>(std::move(api));
   auto disabled = [](HttpResponse& res) {
-    reply_error(res, 503, "retained samples are disabled (retention.enabled)");
+    reply_json_error(res, 503, "retained samples are disabled (retention.enabled)");
   };
   server.get(R"(/api/v1/trace/([0-9]{1,20}))",
              [a, disabled](const HttpRequest& req, HttpResponse& res) {
@@ -334,7 +329,7 @@ void register_retention_routes(HttpServer& server, RetentionApi api) {
     HttpResponse res;
     res.close = true;
     if (!a->webhook) {
-      reply_error(res, 503, "flagging needs the webhook's bearer token: set webhook.token_file");
+      reply_json_error(res, 503, "flagging needs the webhook's bearer token: set webhook.token_file");
       return res;
     }
     std::optional<std::uint64_t> length;
@@ -348,7 +343,7 @@ void register_retention_routes(HttpServer& server, RetentionApi api) {
       return res;
     }
     if (length && *length > kMaxFlagBody) {
-      reply_error(res, 413, "body larger than " + std::to_string(kMaxFlagBody) + " bytes");
+      reply_json_error(res, 413, "body larger than " + std::to_string(kMaxFlagBody) + " bytes");
       return res;
     }
     return std::nullopt;
@@ -356,14 +351,14 @@ void register_retention_routes(HttpServer& server, RetentionApi api) {
   flag.body_too_large = [] {
     HttpResponse res;
     res.close = true;
-    reply_error(res, 413, "body larger than " + std::to_string(kMaxFlagBody) + " bytes");
+    reply_json_error(res, 413, "body larger than " + std::to_string(kMaxFlagBody) + " bytes");
     return res;
   };
   server.post(
       "/api/v1/flag",
       [a](const HttpRequest& req, HttpResponse& res) {
         if (!a->store)
-          return reply_error(res, 503, "retained samples are disabled (retention.enabled)");
+          return reply_json_error(res, 503, "retained samples are disabled (retention.enabled)");
         flag_route(*a->store, req, res);
       },
       std::move(flag));

@@ -9,6 +9,7 @@
 
 #include "agent/api/detector_json.hpp"
 #include "agent/api/event_json.hpp"
+#include "agent/api/json_reply.hpp"
 #include "agent/api/streams_json.hpp"
 #include "agent/api/webhook_route.hpp"
 
@@ -17,8 +18,6 @@ namespace {
 
 using nlohmann::json;
 
-// Everything under /api/v1/ but the webhook (which has its own token) is the read API.
-const RouteOptions kReadApi{Access::read_api, 0, {}, {}};
 
 void reply_json(HttpResponse& res, const json& body) {
   res.set_content(body.dump(), "application/json");

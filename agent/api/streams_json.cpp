@@ -4,13 +4,9 @@
 
 #include <nlohmann/json.hpp>
 
-namespace mltap::api {
+#include "agent/api/json_reply.hpp"
 
-namespace {
-nlohmann::json number_or_null(double v) {
-  return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
-}
-}  // namespace
+namespace mltap::api {
 
 nlohmann::json streams_to_json(const core::IngestSnapshot& snap) {
   nlohmann::json streams = nlohmann::json::array();
@@ -30,7 +26,7 @@ nlohmann::json streams_to_json(const core::IngestSnapshot& snap) {
           {"rows_read", p.rows_read},
           {"rows_dropped", p.rows_dropped},
           {"rows_sampled_out", p.rows_sampled_out},
-          {"write_rate", number_or_null(p.write_rate)},
+          {"write_rate", json_number_or_null(p.write_rate)},
           {"created_unix_ns", p.created_unix_ns},
           {"last_seen_unix_ns", p.last_seen_unix_ns},
       });
@@ -50,10 +46,10 @@ nlohmann::json streams_to_json(const core::IngestSnapshot& snap) {
                           {"nan", f.nan_total},
                           {"inf", f.inf_total},
                           {"window_count", f.window_count},
-                          {"mean", number_or_null(f.mean)},
-                          {"variance", number_or_null(f.variance)},
-                          {"min", number_or_null(f.min)},
-                          {"max", number_or_null(f.max)}});
+                          {"mean", json_number_or_null(f.mean)},
+                          {"variance", json_number_or_null(f.variance)},
+                          {"min", json_number_or_null(f.min)},
+                          {"max", json_number_or_null(f.max)}});
     }
     nlohmann::json shape = s.info.row_shape;
     streams.push_back({
@@ -69,7 +65,7 @@ nlohmann::json streams_to_json(const core::IngestSnapshot& snap) {
         {"invalid", invalid},
         {"schema_mismatch", s.schema_mismatch_total},
         {"restarts", s.restarts_total},
-        {"record_rate", number_or_null(s.record_rate)},
+        {"record_rate", json_number_or_null(s.record_rate)},
         {"last_record_unix_ns", s.last_record_unix_ns},
         {"live_producers", s.live_producers},
         {"producers", producers},

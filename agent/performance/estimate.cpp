@@ -32,8 +32,8 @@ struct Estimator::Header {
 
 namespace {
 
-constexpr std::uint64_t kMagic = 0x4554414D'49545345ULL;  // "ESTIMATE"
-constexpr std::uint32_t kVersion = 2;
+constexpr std::uint64_t kEstimateMagic = 0x4554414D'49545345ULL;  // "ESTIMATE"
+constexpr std::uint32_t kEstimateVersion = 2;
 constexpr std::uint32_t kFolds = 5;
 constexpr double kBandSigmas = 3;
 constexpr std::int64_t kUnused = std::numeric_limits<std::int64_t>::min();
@@ -184,9 +184,9 @@ void Estimator::open_sums() {
   sums_ = reinterpret_cast<EstimateSums*>(static_cast<char*>(p) + sizeof(Header));
   const Header& h = *header_;
   // Sums scored with another reference, window or threshold (or no file yet) start over.
-  if (h.magic != kMagic || h.version != kVersion || h.slots != kWindowCounterSlots ||
+  if (h.magic != kEstimateMagic || h.version != kEstimateVersion || h.slots != kWindowCounterSlots ||
       h.window_ns != window_ns_ || h.fingerprint != fingerprint_ || h.threshold != threshold_) {
-    *header_ = Header{kMagic, kVersion, kWindowCounterSlots, window_ns_, fingerprint_, threshold_, {}};
+    *header_ = Header{kEstimateMagic, kEstimateVersion, kWindowCounterSlots, window_ns_, fingerprint_, threshold_, {}};
     for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) sums_[i] = EstimateSums{kUnused, 0, 0, 0, 0, 0, 0, 0, {}, {}};
   }
 }
@@ -219,7 +219,7 @@ void Estimator::on_joined(double score, double label, std::int64_t now) {
   if (pairs_.size() < target_) return;
   fit(now);
   store_reference();
-  *header_ = Header{kMagic, kVersion, kWindowCounterSlots, window_ns_, fingerprint_, threshold_, {}};
+  *header_ = Header{kEstimateMagic, kEstimateVersion, kWindowCounterSlots, window_ns_, fingerprint_, threshold_, {}};
   for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) sums_[i] = EstimateSums{kUnused, 0, 0, 0, 0, 0, 0, 0, {}, {}};
   core::log::info("performance: reference of '{}' fitted on {} joined pairs: {} (ECE raw {:.4f}, isotonic "
                "held-out {:.4f})",

@@ -39,16 +39,16 @@ struct SliceTable::WindowCounts {
 
 namespace {
 
-constexpr std::uint64_t kMagic = 0x5345434C'53505444ULL;
-constexpr std::uint32_t kVersion = 1;
-constexpr std::uint64_t kHeaderBytes = 4096;
+constexpr std::uint64_t kSliceMagic = 0x5345434C'53505444ULL;
+constexpr std::uint32_t kSliceVersion = 1;
+constexpr std::uint64_t kSliceHeaderBytes = 4096;
 
 }  // namespace
 
 std::unique_ptr<SliceTable> SliceTable::open(const std::string& path, const std::string& column,
                                              std::uint32_t max_values, std::int64_t window_ns) {
-  static_assert(sizeof(Header) <= kHeaderBytes);
-  const std::uint64_t bytes = kHeaderBytes + sizeof(WindowCounts) * kWindowCounterSlots;
+  static_assert(sizeof(Header) <= kSliceHeaderBytes);
+  const std::uint64_t bytes = kSliceHeaderBytes + sizeof(WindowCounts) * kWindowCounterSlots;
   void* base = nullptr;
   bool fresh = true;
   std::uint32_t generation = 1;
@@ -76,7 +76,7 @@ std::unique_ptr<SliceTable> SliceTable::open(const std::string& path, const std:
     ::close(fd);
     if (base == MAP_FAILED) throw std::runtime_error("cannot map " + path + ": " + std::strerror(errno));
     const auto* h = static_cast<const Header*>(base);
-    if (sized && h->magic == kMagic && h->version == kVersion && h->count <= kMaxSliceValues) {
+    if (sized && h->magic == kSliceMagic && h->version == kSliceVersion && h->count <= kMaxSliceValues) {
       if (std::string(h->column, strnlen(h->column, sizeof h->column)) == column) fresh = false;
       else generation = h->generation + 1;
     }
@@ -88,19 +88,19 @@ std::unique_ptr<SliceTable> SliceTable::open(const std::string& path, const std:
   t->base_ = base;
   t->bytes_ = bytes;
   t->h_ = static_cast<Header*>(base);
-  t->windows_ = reinterpret_cast<WindowCounts*>(static_cast<char*>(base) + kHeaderBytes);
+  t->windows_ = reinterpret_cast<WindowCounts*>(static_cast<char*>(base) + kSliceHeaderBytes);
   Header& h = *t->h_;
   if (fresh) {
     h.magic = 0;
     std::atomic_thread_fence(std::memory_order_seq_cst);
     std::memset(base, 0, bytes);
-    h.version = kVersion;
+    h.version = kSliceVersion;
     h.generation = generation;
     std::memcpy(h.column, column.data(), std::min<std::size_t>(column.size(), sizeof h.column - 1));
     h.window_ns = window_ns;
     for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) t->windows_[i].start_ns = INT64_MIN;
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    h.magic = kMagic;
+    h.magic = kSliceMagic;
   } else if (h.window_ns != window_ns) {
     // Other windows: the per-window counts no longer apply; the value mapping does.
     for (std::uint32_t i = 0; i < kWindowCounterSlots; ++i) t->windows_[i] = WindowCounts{INT64_MIN, {}};
