@@ -57,7 +57,7 @@ bg_tests() {  # NAME LOG COMMAND...
   shift 2
   bg_start=$(date +%s)
   printf '\n==== %s (in the background, log %s) ====\n' "$bg_name" "$bg_log"
-  ( rc=0; "$@" >"$bg_log" 2>&1 || rc=$?; echo "$rc" >"$bg_log.rc" ) &
+  ( rc=0; "$@" >"$bg_log" 2>&1 || rc=$?; echo "$rc $(date +%s)" >"$bg_log.rc" ) &
   bg_pid=$!
 }
 wait_tests() {
@@ -67,9 +67,11 @@ wait_tests() {
   bg_pid=""
   printf '\n==== %s: log ====\n' "$bg_name"
   cat "$bg_log"
+  rc=1
+  bg_end=$(date +%s)
+  [ -f "$bg_log.rc" ] && read -r rc bg_end <"$bg_log.rc"
   times="$times
-  $(printf '%-28s %5d s (overlapped)' "$bg_name" $(($(date +%s) - bg_start)))"
-  rc=$(cat "$bg_log.rc" 2>/dev/null || echo 1)
+  $(printf '%-28s %5d s (overlapped)' "$bg_name" $((bg_end - bg_start)))"
   if [ "$rc" != 0 ]; then
     summary
     echo "FAILED: $bg_name (exit status $rc)"

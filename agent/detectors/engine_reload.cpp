@@ -135,6 +135,7 @@ void reload_stream(EngineState& e, StreamState& s, const Profiles& before,
       init_from_profile(e, s, p, ReferenceSource::pinned);
     } catch (const ProfileError& ex) {
       keep_compiled(old_st, s.st);
+      init_looks(s);  // the settings that do apply now include the fast looks'
       report.push_back(label + "settings changed; bins and sequential tuning kept until the next start (" +
                        ex.what() + ")");
       return;
@@ -142,6 +143,7 @@ void reload_stream(EngineState& e, StreamState& s, const Profiles& before,
   } else {
     // The pinned reference's document is in the state directory, no longer in memory.
     keep_compiled(old_st, s.st);
+    init_looks(s);  // the settings that do apply now include the fast looks'
     report.push_back(label + "settings changed; bins, sequential tuning and fleet bins change at the "
                              "next start, the rest applies to the open windows");
     return;

@@ -531,26 +531,28 @@ struct RetentionStore::Impl {
         // Its file already has the replaced row's frame: the new one is appended (sync). A row
         // not yet written (a full or read-only disk) is written once, with what it holds when its
         // turn comes: the frame accounted for the new row will never exist, so it is taken back.
-        if (!replaying && !b.path.empty()) {
-          if (at < b.rows_written) {
+        // Without a file (no state directory) nothing grows but memory, which holds the
+        // reservoir: the new row's bytes are taken back too, so the caps count what is held.
+        if (!replaying) {
+          if (!b.path.empty() && at < b.rows_written) {
             b.rewrites.push_back(at);
           } else {
             const std::uint64_t n = frame_bytes(kRowHeaderBytes + values.size() * sizeof(double));
             b.bytes -= n;
             s.bytes -= n;
             bytes -= n;
-            unwritten -= n;
+            if (!b.path.empty()) unwritten -= n;
           }
         }
         return;
       }
-      // A row of another width (the stream's schema changed within the bucket): appended.
+      // A row of another width (the stream's schema changed within the bucket): appended, and
+      // it keeps the slot (in memory and in its frame), so a replay retires the old row too.
       old.live = false;
       --b.live;
       --s.records;
       --records;
       b.reservoir[slot] = static_cast<std::uint32_t>(b.rows.size());
-      slot = kNoSlot;
     }
     const auto index = static_cast<std::uint32_t>(b.rows.size());
     b.rows.push_back(r);
@@ -565,7 +567,7 @@ struct RetentionStore::Impl {
       s.index.try_emplace(r.trace_id, Location{b.start, index});  // the first one stays
       return;
     }
-    if (slot != kNoSlot) b.reservoir.resize(slot + 1, index);
+    if (slot != kNoSlot && slot >= b.reservoir.size()) b.reservoir.resize(slot + 1, index);
   }
 
   // --- reopening ----------------------------------------------------------------------------
@@ -647,7 +649,10 @@ struct RetentionStore::Impl {
       if (cols) std::memcpy(values.data(), p.data() + kRowHeaderBytes, cols * sizeof(double));
       account(*s, *b, frame_bytes(p.size()), true);
       insert(*s, *b, row, values, seen, slot);
-      ++b->rows_written;
+      // Every row held so far is in the file. Not a count of frames: a frame that replaced a
+      // reservoir row in place adds none, and counting it would leave later rows of this
+      // bucket (sync writes from rows_written on) never written.
+      b->rows_written = b->rows.size();
       return true;
     });
     torn_bytes += r.torn_bytes;
