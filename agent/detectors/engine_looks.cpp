@@ -87,8 +87,10 @@ struct Candidate {
 };
 
 // The segment of feature f since snapshot (j, k): a candidate when significant at the prescreen
-// and its effect reaches W1's decision level at its size.
-void evaluate(const StreamState& s, const Feature& f, std::size_t j, std::size_t k, Candidate& c) {
+// and its effect reaches W1's decision level at its size. with_p false: the two gates only (the
+// Chernoff bound, ~100 passes over the reference's points, is the costly part).
+void evaluate(const StreamState& s, const Feature& f, std::size_t j, std::size_t k, Candidate& c,
+              bool with_p = true) {
   const std::uint32_t n = f.look_n - f.look_snap_n[j][k];
   if (n < 2) return;
   const double dn = static_cast<double>(n);
@@ -106,11 +108,16 @@ void evaluate(const StreamState& s, const Feature& f, std::size_t j, std::size_t
   const double shift = sum / dn / f.seq_inv_ref;  // mean of clip(x) minus the reference's
   const double effect = std::abs(shift) / f.num.sd;
   if (effect < level) return;
+  if (!with_p) {
+    c.any = true;
+    return;
+  }
   // The reference mean's own error widens the spread of the difference by sqrt(1 + n / n_ref).
   const double a = std::abs(sum) / dn / std::sqrt(1 + dn / std::max(1.0, f.ref_finite));
   const double p = std::min(1.0, 2 * chernoff_p(f, a, dn, sum > 0 ? 1 : -1) * static_cast<double>(s.look_levels));
   if (c.any && p >= c.p) return;
-  c = {p, effect, level, shift, n, s.record_index - std::min<std::uint64_t>(s.record_index, n), true};
+  // The segment starts at its snapshot's record (n counts finite values only: fewer with NaNs).
+  c = {p, effect, level, shift, n, s.look_at[j][k], true};
 }
 
 void raise(EngineState& e, StreamState& s, const std::vector<Candidate>& cand, const std::vector<bool>& reject) {
@@ -204,20 +211,40 @@ void look(EngineState& e, StreamState& s) {
   ++s.look_count;
   const bool open = s.findings[static_cast<std::size_t>(drift_kind(s))].open;
   if (!open) {
-    std::vector<Candidate> cand(s.feats.size());
-    bool any = false;
-    for (std::size_t j = 0; j < s.look_levels; ++j) {
-      // Larger segments are looked at less often: every 1/8 of their scale at most.
-      const std::uint64_t every = std::max<std::uint64_t>(1, level_scale(s, j) / 8 / s.look_every);
-      if (s.look_count % every != 0) continue;
-      const std::size_t older = s.look_at[j][0] <= s.look_at[j][1] ? 0 : 1;
-      if (s.record_index - s.look_at[j][older] < level_scale(s, j) / 2) continue;
-      for (std::size_t i = 0; i < s.feats.size(); ++i) {
-        const auto& f = s.feats[i];
-        if (!f.enabled || f.kind != FeatureKind::numeric || !(f.seq_inv_ref > 0)) continue;
-        evaluate(s, f, j, older, cand[i]);
-        any |= cand[i].any;
+    // Every segment this look tests: (level, older snapshot, feature).
+    const auto segments = [&](auto&& fn) {
+      for (std::size_t j = 0; j < s.look_levels; ++j) {
+        // Larger segments are looked at less often: every 1/8 of their scale at most.
+        const std::uint64_t every = std::max<std::uint64_t>(1, level_scale(s, j) / 8 / s.look_every);
+        if (s.look_count % every != 0) continue;
+        const std::size_t older = s.look_at[j][0] <= s.look_at[j][1] ? 0 : 1;
+        if (s.record_index - s.look_at[j][older] < level_scale(s, j) / 2) continue;
+        for (std::size_t i = 0; i < s.feats.size(); ++i) {
+          const auto& f = s.feats[i];
+          if (!f.enabled || f.kind != FeatureKind::numeric || !(f.seq_inv_ref > 0)) continue;
+          fn(j, older, i);
+        }
       }
+    };
+    // The gates first: the p-values only when enough features pass them to open a finding
+    // (drift.min_drifted_features, min_drifted_share). A lasting drift of fewer features, which
+    // never opens one, would otherwise cost the Chernoff bounds at every look.
+    std::vector<Candidate> cand(s.feats.size());
+    segments([&](std::size_t j, std::size_t k, std::size_t i) { evaluate(s, s.feats[i], j, k, cand[i], false); });
+    std::uint32_t passing = 0, analyzed = 0;
+    for (std::size_t i = 0; i < s.feats.size(); ++i) {
+      analyzed += s.feats[i].enabled;
+      passing += cand[i].any;
+    }
+    const auto& d = s.st.drift;
+    bool any = passing > 0 && passing >= d.min_drifted_features && passing >= std::ceil(d.min_drifted_share * analyzed);
+    if (any) {
+      cand.assign(s.feats.size(), Candidate{});
+      any = false;
+      segments([&](std::size_t j, std::size_t k, std::size_t i) {
+        evaluate(s, s.feats[i], j, k, cand[i]);
+        any |= cand[i].any;
+      });
     }
     if (any) {
       std::vector<double> p(s.feats.size(), NAN);
