@@ -96,7 +96,12 @@ void raise_finding(EngineState& e, StreamState& s, FindingKind kind, Severity se
   if (slot.open) {
     const bool new_keys = !unseen_keys(e, s, kind, top, reason).empty();
     const bool worse = static_cast<int>(sev) > static_cast<int>(slot.seen_severity);
-    if (new_keys || worse) {
+    // The first window close after a fast look opened the finding completes it: the look
+    // reported the features significant in its own short segments, the close ranks every feature
+    // that drifted in the window, the same change seen whole (engine_looks.cpp). Later closes
+    // judge material changes as usual.
+    const bool completes_look = slot.f.reason == "segment_mean" && reason != "segment_mean";
+    if ((new_keys || worse) && !completes_look) {
       supersedes = slot.f.id;
       // The same change grown worse keeps its onset; a new one brings its own.
       if (!new_keys) onset = {slot.f.onset_unix_ns, nullptr, slot.f.onset_resolution_ns};

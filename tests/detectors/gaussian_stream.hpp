@@ -27,10 +27,15 @@ class GaussianStream {
   // `rows` records of `cols` N(0,1) values, feature `changed` shifted by `d`, timed at 1,000
   // records/s (only the findings' timestamps depend on it).
   void feed(std::size_t rows, std::size_t changed, double d) {
+    const std::pair<std::size_t, double> shift[1] = {{changed, d}};
+    feed(rows, shift);
+  }
+  // The same with several features shifted: (feature, shift) pairs.
+  void feed(std::size_t rows, std::span<const std::pair<std::size_t, double>> shifts) {
     buf_.resize(rows * cols_);
     for (std::size_t r = 0; r < rows; ++r) {
       for (std::size_t j = 0; j < cols_; ++j) buf_[r * cols_ + j] = z_(g_);
-      buf_[r * cols_ + changed] += d;
+      for (const auto& [j, d] : shifts) buf_[r * cols_ + j] += d;
     }
     core::DecodedBatch b;
     b.stream = &info_;

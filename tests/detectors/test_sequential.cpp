@@ -11,6 +11,9 @@
 #include <cstdio>
 #include <limits>
 #include <random>
+#include <set>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "agent/detectors/engine.hpp"
@@ -172,6 +175,43 @@ TEST(FastLooks, FalseAlarmRateWithinTheConfiguredBudget) {
   const int loose = look_false_alarms(100, 30);
   std::printf("%d false alarms in 30,000 records at arl_records 100\n", loose);
   EXPECT_GT(loose, 0);
+}
+
+// Several features shift at once: the first look opens the drift finding with the features its
+// segments show; the window close that follows ranks every drifted feature and completes that
+// finding (same id, no new notification) rather than superseding it.
+TEST(FastLooks, WindowCloseCompletesTheLooksFindingWithoutANewNotification) {
+  Stream s(window_config(16), 21);
+  s.feed(20000 + 1000, 0, 0);  // the reference, then part of a window
+  const std::pair<std::size_t, double> shifts[] = {{3, 1.0}, {7, 0.35}, {12, 0.3}, {20, 0.3}};
+  std::uint64_t id = 0;
+  std::set<std::string> at_look;
+  while (id == 0 && s.fed() < 26000) {
+    s.feed(8, shifts);
+    for (const auto& f : s.snapshot()->open_findings) {
+      if (f.kind != core::FindingKind::drift) continue;
+      ASSERT_EQ(f.reason, "segment_mean") << "the window closed before a look found the shift";
+      id = f.id;
+      for (const auto& t : f.top) at_look.insert(t.feature);
+    }
+  }
+  ASSERT_NE(id, 0u);
+  s.feed(10000, shifts);  // past the next window close
+  const auto snap = s.snapshot();
+  const core::Finding* drift = nullptr;
+  for (const auto& f : snap->open_findings) {
+    if (f.kind == core::FindingKind::drift) drift = &f;
+  }
+  ASSERT_NE(drift, nullptr);
+  std::set<std::string> after;
+  for (const auto& t : drift->top) after.insert(t.feature);
+  // The close saw features the look did not report (what used to supersede the finding)...
+  EXPECT_TRUE(std::any_of(after.begin(), after.end(), [&](const auto& x) { return !at_look.count(x); }))
+      << drift->summary;
+  // ...and completed the same finding.
+  EXPECT_EQ(drift->id, id) << drift->summary;
+  EXPECT_EQ(drift->supersedes, 0u);
+  EXPECT_EQ(snap->counters.findings_superseded, 0u);
 }
 
 // The default configuration: nothing at all on same-population data over 200 windows.
