@@ -4,6 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/api/json_reply.hpp"
+
 namespace mltap::api {
 
 using core::DetectorSnapshot;
@@ -20,18 +22,17 @@ using core::severity_name;
 using nlohmann::json;
 
 namespace {
-json num(double v) { return std::isfinite(v) ? json(v) : json(nullptr); }
 
 json scores(const std::vector<MethodScore>& v) {
   json a = json::array();
   for (const auto& m : v) {
     a.push_back({{"method", m.method},
-                 {"score", num(m.score)},
-                 {"threshold", num(m.threshold)},
-                 {"p_value", num(m.p_value)},
-                 {"error_bound", num(m.error_bound)},
-                 {"noise_floor", num(m.noise_floor)},
-                 {"decision_level", num(m.decision_level)},
+                 {"score", json_number_or_null(m.score)},
+                 {"threshold", json_number_or_null(m.threshold)},
+                 {"p_value", json_number_or_null(m.p_value)},
+                 {"error_bound", json_number_or_null(m.error_bound)},
+                 {"noise_floor", json_number_or_null(m.noise_floor)},
+                 {"decision_level", json_number_or_null(m.decision_level)},
                  {"powered", m.powered},
                  {"decides", m.decides}});
   }
@@ -40,9 +41,9 @@ json scores(const std::vector<MethodScore>& v) {
 }  // namespace
 
 json to_json(const FeatureEffect& e) {
-  json j = {{"feature", e.feature}, {"method", e.method},   {"score", num(e.score)},
-            {"threshold", num(e.threshold)}, {"p_value", num(e.p_value)}, {"detail", e.detail},
-            {"min_detectable_effect", num(e.min_detectable)}};
+  json j = {{"feature", e.feature}, {"method", e.method},   {"score", json_number_or_null(e.score)},
+            {"threshold", json_number_or_null(e.threshold)}, {"p_value", json_number_or_null(e.p_value)}, {"detail", e.detail},
+            {"min_detectable_effect", json_number_or_null(e.min_detectable)}};
   if (e.alarm_record > 0) {
     j["alarm_record"] = e.alarm_record;
     j["onset_record"] = e.onset_record;
@@ -79,22 +80,22 @@ json to_json(const FeatureResult& r) {
           {"drifted", r.drifted},
           {"scores", scores(r.scores)},
           {"previous_window", scores(r.previous)},
-          {"quality", {{"nan_ratio", num(r.nan_ratio)},
-                       {"inf_ratio", num(r.inf_ratio)},
-                       {"out_of_range_ratio", num(r.out_of_range_ratio)},
-                       {"unseen_ratio", num(r.unseen_ratio)},
+          {"quality", {{"nan_ratio", json_number_or_null(r.nan_ratio)},
+                       {"inf_ratio", json_number_or_null(r.inf_ratio)},
+                       {"out_of_range_ratio", json_number_or_null(r.out_of_range_ratio)},
+                       {"unseen_ratio", json_number_or_null(r.unseen_ratio)},
                        {"flags", r.quality_flags}}},
           {"values", r.values},
-          {"mean", num(r.mean)},
-          {"sd", num(r.sd)},
-          {"min", num(r.min)},
-          {"max", num(r.max)},
-          {"reference_mean", num(r.ref_mean)},
-          {"reference_sd", num(r.ref_sd)},
-          {"sequential_ratio", num(r.sequential_ratio)},
-          {"max_ratio", num(r.max_ratio)},
+          {"mean", json_number_or_null(r.mean)},
+          {"sd", json_number_or_null(r.sd)},
+          {"min", json_number_or_null(r.min)},
+          {"max", json_number_or_null(r.max)},
+          {"reference_mean", json_number_or_null(r.ref_mean)},
+          {"reference_sd", json_number_or_null(r.ref_sd)},
+          {"sequential_ratio", json_number_or_null(r.sequential_ratio)},
+          {"max_ratio", json_number_or_null(r.max_ratio)},
           {"max_method", r.max_method},
-          {"min_detectable_effect", {{"method", r.min_detectable_method}, {"value", num(r.min_detectable)}}},
+          {"min_detectable_effect", {{"method", r.min_detectable_method}, {"value", json_number_or_null(r.min_detectable)}}},
           {"power_note", r.power_note}};
 }
 
@@ -122,7 +123,7 @@ json to_json(const DetectorStreamSnapshot& s) {
           {"drifted_features", s.drifted_features},
           {"features_analyzed", s.features_analyzed},
           {"features_cut", s.features_cut},
-          {"embedding", {{"mean_shift", num(s.embedding_mean_shift)}, {"mean_cosine_distance", num(s.embedding_mean_cosine)}}},
+          {"embedding", {{"mean_shift", json_number_or_null(s.embedding_mean_shift)}, {"mean_cosine_distance", json_number_or_null(s.embedding_mean_cosine)}}},
           {"memory_bytes", s.memory_bytes},
           {"features", std::move(feats)}};
 }
