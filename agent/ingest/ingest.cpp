@@ -50,6 +50,8 @@ namespace {
 // retired segment of the same uid retries them at once.
 constexpr std::uint64_t kWaitRetryMaxNs = 60'000'000'000ull;
 constexpr std::uint64_t kIdleAfterNs = 1'000'000'000ull;  // no new record for this long: idle
+constexpr double kReadBacklogShare = 0.25;  // of a lane's ring or index: read now (read_delay)
+constexpr std::uint64_t kPublishCostFactor = 50;  // snapshots: at least 50x their cost apart
 // An idle segment's producer counters and state are read this often, not at every scan and
 // snapshot: each read of another process's ring is a cache and TLB miss, and thousands of idle
 // rings made those misses most of the agent's cost.
@@ -74,6 +76,7 @@ void parse_ingest_config(core::ConfigSection& s, IngestConfig& c) {
   if (auto v = s.get_duration("scan_interval", 10ms, 60s)) c.scan_interval = *v;
   if (auto v = s.get_duration("rescan_interval", 1s, std::chrono::hours(1))) c.rescan_interval = *v;
   if (auto v = s.get_duration("idle_poll_interval", 1ms, 1s)) c.idle_poll_interval = *v;
+  if (auto v = s.get_duration("read_delay", 0s, 1s)) c.read_delay = *v;
   if (auto v = s.get_duration("stats_window", 1s, std::chrono::hours(24))) c.stats_window = *v;
   if (auto v = s.get_duration("dead_producer_grace", 0s, std::chrono::hours(24))) c.dead_producer_grace = *v;
   if (auto v = s.get_duration("closed_segment_grace", 0s, std::chrono::hours(1))) c.closed_segment_grace = *v;
@@ -125,6 +128,12 @@ struct Ingest::Segment {
   std::uint64_t gone_since = 0;      // agent time it was seen dead or closed
   std::uint64_t last_new_data = 0;   // agent time of the last poll that found records
   std::uint64_t last_empty_poll = 0; // agent time of the last poll that found nothing new
+  std::uint64_t last_poll = 0;       // agent time of the last poll (read_delay)
+  bool fault_counted = false;        // its mapping faulted and that was counted (truncated)
+  // read_delay: when its backlog is looked at next, and how long a quarter of its ring took to
+  // fill at the rate of its last read (0: not known yet).
+  std::uint64_t next_backlog_check = 0;
+  double quarter_fill_ns = 0;
   std::uint64_t rows_read = 0;
   std::uint64_t rows_overwritten = 0;
   ProducerCounters counters;         // last seen producer counters
@@ -334,7 +343,10 @@ void Ingest::loop() {
       scan(now);
       last_scan_ = now;
     }
-    poll_all(now, more, false);
+    // A fresh snapshot was asked for (fresh_snapshot): everything committed is read first.
+    const std::uint64_t requested = snapshot_requested_.load(std::memory_order_acquire);
+    const bool wanted = requested != snapshot_answered_.load(std::memory_order_relaxed);
+    poll_all(now, more, wanted);
     if (now - last_tick_ >= 100'000'000ull || now < last_tick_) {
       for (auto& [name, st] : streams_) st->stats.tick(now);
       for (BatchSink* s : sinks_) s->on_tick(now);
@@ -344,12 +356,20 @@ void Ingest::loop() {
     // enough (building one per producer every 250 ms was a good part of the cost of thousands of
     // idle rings); a fresh one is still taken on request (fresh_snapshot).
     const bool quiet = hot_.empty() && !publish_soon_;
-    const auto interval = static_cast<std::uint64_t>(
-        quiet ? std::max<std::int64_t>(config_.snapshot_interval.count(), 1'000'000'000)
-              : config_.snapshot_interval.count());
-    if (snapshot_wanted_.load(std::memory_order_relaxed) || now < last_publish_ ||
-        now - last_publish_ >= interval) {
+    // And snapshots at least 50x their own cost apart (at most 2% of this thread): one that took
+    // 8 ms (1,000 streams of 32 features) comes 400 ms after the last; a small agent's take
+    // microseconds and keep snapshot_interval. fresh_snapshot is answered at once regardless.
+    const auto interval = std::max<std::uint64_t>(
+        static_cast<std::uint64_t>(quiet ? std::max<std::int64_t>(config_.snapshot_interval.count(), 1'000'000'000)
+                                         : config_.snapshot_interval.count()),
+        publish_cost_ns_ * kPublishCostFactor);
+    if (wanted || now < last_publish_ || now - last_publish_ >= interval) {
+      const auto t0 = std::chrono::steady_clock::now();
       publish(now);
+      publish_cost_ns_ = static_cast<std::uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+      // Only a snapshot taken after reading everything answers the request.
+      if (wanted) snapshot_answered_.store(requested, std::memory_order_release);
     }
     if (!more) std::this_thread::sleep_for(config_.poll_interval);
   }
@@ -1145,10 +1165,29 @@ void Ingest::retire_segments(std::uint64_t now) {
 // word reads a second, not a million. One that has new records is hot again at once.
 void Ingest::poll_all(std::uint64_t now, bool& more, bool everything) {
   polls_++;
+  // A mapping that faulted (file truncated) is counted once, whichever read found it: a poll,
+  // or the producer counters read for a snapshot between two paced polls.
+  const auto note_fault = [&](Segment& seg) {
+    if (seg.reader->healthy() || seg.fault_counted) return;
+    seg.fault_counted = true;
+    rejected_total_[std::string(reject_reason_name(RejectReason::truncated))]++;
+    core::log::warn("segment {} of stream '{}' faulted (file truncated?); closing it", seg.path,
+                    seg.stream->info.name);
+  };
   auto poll_one = [&](Segment& seg) -> bool {
-    if (!seg.reader->healthy()) return false;
+    if (!seg.reader->healthy()) {
+      note_fault(seg);
+      return false;
+    }
+    // Time since its previous poll (0 for the first: what it reads then is its whole past).
+    const std::uint64_t since = seg.last_poll > 0 && now > seg.last_poll ? now - seg.last_poll : 0;
+    seg.last_poll = now;
     Visitor v(*this, seg);
     const PollCounts c = seg.reader->poll(v);
+    if (c.bytes > 0 && since > 0) {
+      seg.quarter_fill_ns = kReadBacklogShare * static_cast<double>(seg.reader->identity().data_bytes) *
+                            static_cast<double>(since) / static_cast<double>(c.bytes);
+    }
     MergedStream& st = *seg.stream;
     bool invalid = false;
     for (std::size_t i = 0; i < kInvalidReasonCount; ++i) {
@@ -1165,15 +1204,32 @@ void Ingest::poll_all(std::uint64_t now, bool& more, bool everything) {
     seg.rows_overwritten += c.rows_overwritten;
     st.dropped[static_cast<std::size_t>(DropReason::overwritten)] += c.rows_overwritten;
     if (c.more) more = true;
-    if (!seg.reader->healthy()) {
-      rejected_total_[std::string(reject_reason_name(RejectReason::truncated))]++;
-      core::log::warn("segment {} of stream '{}' faulted (file truncated?); closing it", seg.path,
-                   st.info.name);
-    }
+    note_fault(seg);
     return news;
+  };
+  const auto delay = static_cast<std::uint64_t>(config_.read_delay.count());
+  // Whether a hot segment is read now (IngestConfig::read_delay). Its backlog is looked at (a
+  // load of the producer's line per lane) about four times per quarter ring at its last rate,
+  // every poll_interval at most and every read_delay / 4 at least: looking at 1,000 slow rings
+  // every 5 ms cost more than reading them.
+  const auto poll_ns = static_cast<double>(config_.poll_interval.count());
+  const auto due = [&](Segment& seg) {
+    if (everything || delay == 0 || !seg.reader->healthy() || now < seg.last_poll ||
+        now - seg.last_poll >= delay) {
+      return true;
+    }
+    if (now < seg.next_backlog_check) return false;
+    if (seg.reader->backlog_reached(kReadBacklogShare)) return true;
+    const double gap = std::clamp(seg.quarter_fill_ns / 4, poll_ns, std::max(poll_ns, static_cast<double>(delay) / 4));
+    seg.next_backlog_check = now + static_cast<std::uint64_t>(gap);
+    return false;
   };
   for (std::size_t i = 0; i < hot_.size();) {
     Segment& seg = *hot_[i];
+    if (!due(seg)) {
+      ++i;
+      continue;
+    }
     const bool news = poll_one(seg);
     if (!news && now > seg.last_new_data && now - seg.last_new_data >= kIdleAfterNs) {
       seg.idle = true;
@@ -1234,6 +1290,7 @@ void Ingest::publish(std::uint64_t now) {
                             presence_squatter_ != std::numeric_limits<std::int64_t>::max();
   snap->artifacts_refused = artifacts_refused_;
   snap->segments_ignored = ignored_now;
+  snap->streams.reserve(streams_.size());
   for (auto& [name, stp] : streams_) {
     MergedStream& st = *stp;
     if (now - st.rate_base_time >= 5'000'000'000ull) {
@@ -1243,6 +1300,7 @@ void Ingest::publish(std::uint64_t now) {
       st.rate_base_time = now;
     }
     StreamSnapshot s;
+    s.features.reserve(st.stats.width());
     s.info = st.info;
     static_cast<core::StreamTotals&>(s) = st;
     s.record_rate = st.record_rate;
@@ -1302,7 +1360,6 @@ void Ingest::publish(std::uint64_t now) {
   }
   last_publish_ = now;
   publish_soon_ = false;
-  snapshot_wanted_.store(false, std::memory_order_release);
 }
 
 std::shared_ptr<const IngestSnapshot> Ingest::snapshot() const {
@@ -1314,12 +1371,10 @@ std::shared_ptr<const IngestSnapshot> Ingest::fresh_snapshot(std::chrono::millis
   if (!running_.load()) {
     return snapshot();
   }
-  const auto before = snapshot();
-  snapshot_wanted_.store(true, std::memory_order_release);
+  const std::uint64_t mine = snapshot_requested_.fetch_add(1, std::memory_order_acq_rel) + 1;
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
-    auto s = snapshot();
-    if (s != before) return s;
+    if (snapshot_answered_.load(std::memory_order_acquire) >= mine) break;
     std::this_thread::sleep_for(2ms);
   }
   return snapshot();

@@ -453,6 +453,8 @@ PollCounts SegmentReader::poll(RecordVisitor& visitor) {
         healthy_ = false;
         return c;
       }
+      lane.read_pos = e.pos + e.size;
+      c.bytes += e.size;
       // Exact loss accounting from the producer's running row count.
       if (e.rows_before > lane.rows_accounted) {
         c.rows_overwritten += e.rows_before - lane.rows_accounted;
@@ -474,6 +476,26 @@ PollCounts SegmentReader::poll(RecordVisitor& visitor) {
     }
   }
   return c;
+}
+
+bool SegmentReader::backlog_reached(double share) noexcept {
+  if (!healthy_) return false;
+  const double ring = static_cast<double>(header_.data_bytes) * share;
+  const double entries = static_cast<double>(header_.index_entries) * share;
+  for (Lane& lane : lanes_) {
+    std::uint64_t commit = 0, next_pos = 0;
+    if (!guarded_load(lane_word(lane.header, offsetof(LaneHeader, commit_seq)), commit) ||
+        !guarded_load(lane_word(lane.header, offsetof(LaneHeader, next_pos)), next_pos)) {
+      return true;
+    }
+    if (commit == lane.next_seq) continue;
+    if (commit < lane.next_seq || lane.read_pos == 0 || next_pos < lane.read_pos) return true;
+    if (static_cast<double>(commit - lane.next_seq) >= entries ||
+        static_cast<double>(next_pos - lane.read_pos) >= ring) {
+      return true;
+    }
+  }
+  return false;
 }
 
 std::optional<ProducerCounters> SegmentReader::producer_counters() {

@@ -69,6 +69,7 @@ struct PollCounts {
   std::uint64_t rows_overwritten = 0;  // lost because the producer lapped the reader
   std::uint64_t records_invalid[core::kInvalidReasonCount] = {};
   std::uint64_t rows_invalid = 0;
+  std::uint64_t bytes = 0;             // ring bytes of the records read (valid or not)
   bool more = false;                   // stopped at the per-poll budget; poll again soon
 };
 
@@ -124,6 +125,12 @@ class SegmentReader {
 
   // Reads new records of every lane, handing each valid one to `visitor`.
   PollCounts poll(RecordVisitor& visitor);
+  // Whether a lane's unread backlog reached `share` (0..1] of its data ring or of its index:
+  // one load of each lane's publication line, nothing copied. The producer's words are
+  // untrusted; whatever does not add up (a position behind the reader's, a lane never read)
+  // answers true, so that poll(), which checks everything, decides. False also when nothing is
+  // pending; true when the mapping faulted (poll() then finds the fault).
+  bool backlog_reached(double share) noexcept;
   // Summed producer counters; nullopt if the mapping faulted.
   std::optional<ProducerCounters> producer_counters();
   // SegmentState as the producer last set it; nullopt if the mapping faulted.
@@ -172,6 +179,7 @@ class SegmentReader {
     std::uint8_t* data = nullptr;
     std::uint64_t next_seq = 0;          // next record to read
     std::uint64_t rows_accounted = 0;    // rows read + invalid + overwritten in this lane
+    std::uint64_t read_pos = 0;          // end of the last record read (bytes); 0: none yet
   };
   // Which cause an entry that read_record could not copy (empty buffer, true returned) has.
   enum class Unread { none, bad_index, too_large };

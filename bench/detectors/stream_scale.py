@@ -108,7 +108,7 @@ def run(a, n):
   max_streams: {limit}
   max_streams_per_uid: {limit}
   max_segments_per_uid: {limit}
-detectors:
+""" + "".join(f"  {k}: {v}\n" for k, v in (o.split("=", 1) for o in a.ingest)) + f"""detectors:
   max_streams: {limit}
   pin_records: {a.pin_records}
   window_records: {a.window_records}
@@ -227,6 +227,8 @@ def main():
     ap.add_argument("--measure", type=float, default=60, help="seconds of CPU measurement")
     ap.add_argument("--no-retention", action="store_true",
                     help="turn mltapd's retention store off (to see its share of the cost)")
+    ap.add_argument("--ingest", action="append", default=[], metavar="KEY=VALUE",
+                    help="an ingest setting for mltapd (e.g. poll_interval=200ms), repeatable")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory (logs)")
     ap.add_argument("--agent-prefix", default="", help="run mltapd under this command (e.g. heaptrack)")
     a = ap.parse_args()

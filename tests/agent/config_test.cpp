@@ -160,6 +160,10 @@ TEST(AgentConfig, DocumentedFileEqualsEmbeddedDefaults) {
   EXPECT_EQ(file.agent.state_dir, "/var/lib/mltap");
   EXPECT_EQ(d.agent.state_dir, "");
   EXPECT_EQ(file.agent.checkpoint_interval, d.agent.checkpoint_interval);
+  EXPECT_EQ(file.ingest.poll_interval, d.ingest.poll_interval);
+  EXPECT_EQ(file.ingest.idle_poll_interval, d.ingest.idle_poll_interval);
+  EXPECT_EQ(file.ingest.read_delay, d.ingest.read_delay);
+  EXPECT_EQ(file.ingest.snapshot_interval, d.ingest.snapshot_interval);
   const auto& e = file.ebpf;
   const auto& f = d.ebpf;
   EXPECT_EQ(e.enabled, f.enabled);

@@ -227,5 +227,45 @@ TEST(ReadPositions, ARestartedIngestResumesWithoutCountingTwice) {
   }
 }
 
+// IngestConfig::read_delay: a hot segment whose backlog is small waits for the delay (here far
+// longer than the test), one whose backlog reached a quarter of its ring is read at the next
+// poll, and a fresh snapshot reads whatever was committed before it was asked for.
+TEST(Discovery, AHotSegmentIsReadAfterReadDelayOrOnceAQuarterOfItsRingFilled) {
+  TempShmDir dir;
+  const std::string ns = "disc7";
+  auto c = config_for(dir, ns);
+  c.scan_interval = 20ms;
+  c.snapshot_interval = 10ms;
+  c.read_delay = 60s;
+  ingest::Ingest in(c);
+  Stream s("t/paced", one_lane(dir, ns));
+  const auto records = [&]() -> std::uint64_t {
+    const auto* st = find_stream(*in.snapshot(), "t/paced");
+    return st ? st->records_total : 0;
+  };
+  const auto wait_for = [&](std::uint64_t n) {
+    const auto t0 = std::chrono::steady_clock::now();
+    while (records() < n && std::chrono::steady_clock::now() - t0 < 10s) std::this_thread::sleep_for(2ms);
+    return records();
+  };
+  write_rows(s, 1);
+  in.start();
+  ASSERT_EQ(wait_for(1), 1u) << "a new segment is read at once";
+  write_rows(s, 1);  // one small record: waits for read_delay
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(records(), 1u) << "read before read_delay with a small backlog";
+  // 5,000 float rows: a record of 20 KB, more than a quarter of the 64 KiB ring.
+  std::vector<float> big(5000, 1.0f);
+  ASSERT_EQ(s.write_batch(big.data(), big.size(), 1), WriteResult::written);
+  EXPECT_EQ(wait_for(5002), 5002u) << "a quarter of the ring filled: read without waiting for read_delay";
+  write_rows(s, 3);
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(records(), 5002u);
+  const auto* st = find_stream(*in.fresh_snapshot(5000ms), "t/paced");
+  ASSERT_NE(st, nullptr);
+  EXPECT_EQ(st->records_total, 5005u) << "a fresh snapshot reads what is committed first";
+  in.stop();
+}
+
 }  // namespace
 }  // namespace mltap::test
