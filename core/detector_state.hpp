@@ -39,18 +39,19 @@ constexpr std::string_view reference_source_name(ReferenceSource s) noexcept {
   return "pending";
 }
 
+// One method's score of a feature. `method` names one of a fixed set and views a string
+// literal (the engine's names: add_score in engine_window.cpp), so that 32 features x 10 scores
+// of 1,000 streams do not each carry a std::string (issue 12, memory by stream count).
 struct MethodScore {
-  std::string method;  // "wasserstein", "psi", "ks", "js", "hellinger", "linf", "chi2", ...
+  std::string_view method;  // "wasserstein", "psi", "ks", "js", "hellinger", "linf", "chi2", ...
   double score = NAN;
   double threshold = NAN;  // NaN: reported, not used for decisions
   double p_value = NAN;
   double error_bound = NAN;  // |binned - exact| bound where stated (ks, wasserstein)
-  bool decides = false;      // one of the configured decision methods of this feature kind
-  // The score reference and window reach by sampling noise alone (for their sizes), and the level
-  // the method decides at: max(threshold, noise_floor). NaN: not estimated / no threshold.
   double noise_floor = NAN;
   double decision_level = NAN;
-  bool powered = true;  // the samples let it decide (noise floor not far above the threshold)
+  bool decides = false;  // one of the configured decision methods of this feature kind
+  bool powered = true;   // the samples let it decide (noise floor not far above the threshold)
 };
 
 struct FeatureResult {
@@ -68,12 +69,12 @@ struct FeatureResult {
   double ref_mean = NAN, ref_sd = NAN;
   double sequential_ratio = 0;  // max CUSUM/PH statistic over its threshold since the last window
   double max_ratio = 0;         // largest score/decision level among decision methods
-  std::string max_method;
+  std::string_view max_method;  // a MethodScore::method
   // The smallest effect this reference and window can decide (the decision level of the feature's
   // main method: W1/sd for numeric features, L-inf for categorical ones) and, when the reference
   // is too small for the thresholds, a sentence saying so.
   double min_detectable = NAN;
-  std::string min_detectable_method;
+  std::string_view min_detectable_method;  // a MethodScore::method
   std::string power_note;
 };
 

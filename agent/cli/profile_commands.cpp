@@ -233,7 +233,7 @@ int run_drift(const DriftArgs& a) {
         }
         std::string mde = "-";
         if (!std::isnan(r.min_detectable)) {
-          mde = (r.min_detectable_method == "wasserstein" ? "W1 " : r.min_detectable_method == "linf" ? "Linf " : r.min_detectable_method + " ") +
+          mde = (r.min_detectable_method == "wasserstein" ? "W1 " : r.min_detectable_method == "linf" ? "Linf " : std::string(r.min_detectable_method) + " ") +
                 cell(r.min_detectable, 1, 3);
         }
         std::printf("%-24.24s %-11s %-7s %s %s %s %s %s %s %13s %s %s\n", r.name.c_str(), std::string(feature_kind_name(r.kind)).c_str(),

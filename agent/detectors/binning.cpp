@@ -76,8 +76,7 @@ CategoryLookup::CategoryLookup(std::span<const double> categories) {
 // ---- numeric -------------------------------------------------------------------------------
 
 std::size_t NumericReference::memory_bytes() const noexcept {
-  return lookup.memory_bytes() + below.capacity() * sizeof(std::uint32_t) + atoms.capacity() +
-         coarse_ref.capacity() * sizeof(double);
+  return lookup.memory_bytes() + below.capacity() * sizeof(std::uint32_t) + atoms.capacity();
 }
 
 NumericReference compile_numeric(const FeatureProfile& f, std::uint32_t coarse_bins, double rank_error) {
@@ -116,11 +115,12 @@ NumericReference compile_numeric(const FeatureProfile& f, std::uint32_t coarse_b
   std::uint32_t groups = 0;
   r.for_each_coarse([&](std::uint32_t, std::uint32_t g) { groups = g; });
   r.coarse = groups;
-  r.coarse_ref.assign(r.coarse + 2, 0.0);
-  r.for_each_coarse([&](std::uint32_t i, std::uint32_t g) {
-    r.coarse_ref[g] += static_cast<double>(r.below[i + 1] - r.below[i]);
-  });
   return r;
+}
+
+void NumericReference::coarse_reference(std::vector<double>& out) const {
+  out.assign(coarse + 2, 0.0);
+  for_each_coarse([&](std::uint32_t i, std::uint32_t g) { out[g] += static_cast<double>(below[i + 1] - below[i]); });
 }
 
 void NumericWindow::reset(std::uint32_t bins) {
@@ -245,9 +245,10 @@ NumericScores compare_numeric(const NumericReference& ref, const NumericWindow& 
   s.wasserstein_bound = w_bound / sd;
   s.n_eff = n * ref.n / (n + ref.n);
   if (s.n_eff <= p_value_max_n) s.ks_p_value = ks_p_value(ks, n, ref.n);
-  std::vector<double> cc;
+  std::vector<double> cc, rc;
   coarse_counts(ref, cur, cc);
-  fill_coarse_scores(ref.coarse_ref, cc, s);
+  ref.coarse_reference(rc);
+  fill_coarse_scores(rc, cc, s);
   return s;
 }
 

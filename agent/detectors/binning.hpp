@@ -42,6 +42,12 @@ class BinLookup {
     return t < static_cast<double>(cells_) ? static_cast<std::uint32_t>(t) : cells_ - 1;
   }
 
+  // Asks for the edges and the grid in the cache ahead of slot() (see prefetch_feature).
+  void prefetch() const noexcept {
+    for (std::size_t i = 0; i < padded_.size(); i += 8) __builtin_prefetch(padded_.data() + i);
+    for (std::size_t i = 0; i < grid_.size(); i += 32) __builtin_prefetch(grid_.data() + i);
+  }
+
   std::uint32_t slot(double x) const noexcept {
     if (x < lo_) return 0;
     if (x > hi_) return bins_ + 1;
@@ -100,7 +106,6 @@ struct NumericReference {
   // more than 2^32 - 1 values is rescaled to that total (its rank_error grows by 1/n).
   std::vector<std::uint32_t> below;
   std::vector<std::uint8_t> atoms;  // bins
-  std::vector<double> coarse_ref;   // coarse+2 reference counts (slot 0 below, last above: 0)
   std::uint32_t coarse = 0;         // coarse bins (fine bins grouped, see coarse_of)
   std::uint32_t coarse_target = 1;
   double n = 0;                     // reference values in bins
@@ -127,6 +132,9 @@ struct NumericReference {
       fn(i, next);
     }
   }
+  // The coarse+2 reference counts (slot 0 below, last above: 0), derived from `below` when a
+  // window is scored rather than kept (168 bytes a feature).
+  void coarse_reference(std::vector<double>& out) const;
   std::size_t memory_bytes() const noexcept;
 };
 // coarse_bins: target number of equal-mass coarse bins (PSI/JS/Hellinger).

@@ -247,6 +247,7 @@ void DetectorEngine::on_tick(std::uint64_t now) {
   hand_over(false);
   e.ticked = true;
   e.now_ns = std::max(e.now_ns, now);
+  flush_staging(e);  // staged rows wait at most a tick
   for (auto& sp : e.streams) {
     close_timed_window(e, *sp);
     check_staleness(e, *sp);
@@ -331,7 +332,7 @@ void DetectorEngine::hand_over(bool wait) {
 }
 
 std::uint64_t DetectorEngine::memory_bytes() const noexcept {
-  std::uint64_t b = 0;
+  std::uint64_t b = state_->staging.capacity() * sizeof(double);
   for (const auto& s : state_->streams) b += s->memory_bytes();
   return b;
 }

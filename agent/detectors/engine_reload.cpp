@@ -195,6 +195,7 @@ void DetectorEngine::apply_reload() {
     ticket = reload_->requested;
     reload_->staged.store(false, std::memory_order_relaxed);
   }
+  flush_staging(e);  // rows that arrived under the old settings are analyzed under them
   std::vector<std::string> report;
   const EngineConfig& cur = e.config;
   if (next.enabled != cur.enabled) {

@@ -33,6 +33,18 @@ void accumulate_vectors(StreamState& s, const double* base, std::size_t n, std::
   }
 }
 
+// With many streams, a stream's bins are seldom in the cache when its records come: counting a
+// value is then a chain of dependent misses (grid cell, edges, count), one after another. The
+// next feature's arrays are asked for while this one is counted, so that their misses overlap
+// (bench/detectors/stream_scale.py: docs/benchmarks.md, "Cost by number of streams").
+void prefetch_feature(const Feature& f) noexcept {
+  if (!f.enabled || f.kind != FeatureKind::numeric) return;
+  f.num.lookup.prefetch();
+  const auto* c = f.ncur.counts.data();
+  for (std::size_t i = 0; i < f.ncur.counts.size(); i += 16) __builtin_prefetch(c + i, 1);
+  if (!f.cusum.empty()) __builtin_prefetch(f.cusum.data(), 1);
+}
+
 void process_chunk(EngineState& e, StreamState& s, const double* base, std::size_t n, std::size_t stride) {
   const double* m = base;
   std::size_t ms = stride;
@@ -53,7 +65,10 @@ void process_chunk(EngineState& e, StreamState& s, const double* base, std::size
   if (s.window_rows == 0) s.window_first_ns = s.rec_ns;
   if (s.block_rows == 0) s.block_first_ns = s.rec_ns;
   s.clock.note(s.record_index, s.rec_ns);
-  for (auto& f : s.feats) {
+  if (!s.feats.empty()) prefetch_feature(s.feats.front());
+  for (std::size_t j = 0; j < s.feats.size(); ++j) {
+    auto& f = s.feats[j];
+    if (j + 1 < s.feats.size()) prefetch_feature(s.feats[j + 1]);
     if (!f.enabled) continue;
     if (f.kind == FeatureKind::numeric) add_numeric(f.num, f.ncur, m + f.column, n, ms);
     else add_categorical(f.cat(), f.ccur(), m + f.column, n, ms);
@@ -86,28 +101,40 @@ void process_rows(EngineState& e, StreamState& s, const double* base, std::size_
 }  // namespace
 
 void flush_staging(EngineState& e, StreamState& s) {
+  if (e.stage_owner != &s) return;
+  e.stage_owner = nullptr;
   if (s.staged == 0) return;
   const std::size_t n = s.staged;
   s.staged = 0;
-  process_rows(e, s, s.staging.data(), n, s.in_cols);
+  process_rows(e, s, e.staging.data(), n, s.in_cols);
+}
+
+void flush_staging(EngineState& e) {
+  if (e.stage_owner) flush_staging(e, *e.stage_owner);
 }
 
 void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b) {
   if (!s.analyzable || s.feats.empty()) return;
   const std::size_t cols = s.in_cols;
-  // Small records wait in the staging buffer for a column-wise block of at most kStageRows rows
-  // (not a full chunk: the buffer is per-stream state, kept small; docs/detectors.md, "Per-stream
-  // state"); a batch of that many rows or more is processed in place.
+  // Small records wait in the engine's staging buffer for a column-wise block of at most
+  // kStageRows rows (EngineState::staging); a batch of that many rows or more is processed in
+  // place. Another stream's rows are processed first: the buffer holds one stream at a time.
   const std::size_t stage = std::min(s.chunk, kStageRows);
+  if (e.stage_owner != &s) flush_staging(e);
   if (s.staged == 0 && b.rows >= stage) {
     process_rows(e, s, b.values.data(), b.rows, cols);
     return;
   }
-  if (s.staging.size() < stage * cols) s.staging.assign(stage * cols, 0.0);
+  if (e.staging.size() < stage * cols) e.staging.resize(stage * cols);
+  e.stage_owner = &s;
   for (std::size_t r = 0; r < b.rows; ++r) {
-    std::copy_n(b.values.data() + r * cols, cols, s.staging.data() + s.staged * cols);
-    if (++s.staged == stage) flush_staging(e, s);
+    std::copy_n(b.values.data() + r * cols, cols, e.staging.data() + s.staged * cols);
+    if (++s.staged == stage) {
+      flush_staging(e, s);
+      e.stage_owner = &s;
+    }
   }
+  if (s.staged == 0) e.stage_owner = nullptr;
 }
 
 }  // namespace mltap::detectors

@@ -218,8 +218,9 @@ struct StreamState {
   std::vector<std::uint32_t> expected_shape;
   std::uint64_t window_mismatch = 0;
   std::string mismatch_reason, mismatch_detail;
-  // staging (raw rows) and derived rows
-  std::vector<double> staging, derived;
+  // Rows of this stream waiting in the engine's staging buffer (EngineState::staging; 0 unless
+  // this stream is its owner), and derived rows (transformed layouts).
+  std::vector<double> derived;
   std::size_t staged = 0;
   std::size_t chunk = kChunk;  // rows per column-wise block; fewer for very wide rows
   // windows
@@ -269,7 +270,7 @@ struct StreamState {
 
   std::size_t memory_bytes() const noexcept {
     std::size_t b =
-        sizeof(*this) + (staging.capacity() + derived.capacity() + ref_mean.capacity() +
+        sizeof(*this) + (derived.capacity() + ref_mean.capacity() +
                          win_sum.capacity() + pin_sum.capacity() + pin_sumsq.capacity()) *
                             sizeof(double) +
         pinned_json.capacity() + name.capacity() + component.capacity();
@@ -297,6 +298,13 @@ struct EngineState {
   std::uint64_t sequence = 0;
   std::vector<Finding> closed;  // ring of recently closed findings (oldest first)
   std::uint64_t saved_next_finding_id = 0;  // as last checkpointed
+  // Small records of one stream at a time wait here for a column-wise block (engine_rows.cpp):
+  // one buffer for the engine instead of one per stream (kStageRows rows of every column: 4 KiB
+  // of a 32-feature stream's 100 KiB). Ingest delivers a stream's records together (each poll
+  // of its ring), so staged rows are processed when another stream's record comes, when the
+  // block is full, and at every tick: a stream's rows still reach its windows in order.
+  std::vector<double> staging;
+  StreamState* stage_owner = nullptr;
 };
 
 // A reload handed from the thread that asked for it (SIGHUP) to the writer thread
@@ -351,7 +359,8 @@ void refresh_fleet(StreamState& s);
 
 // ---- rows (engine_rows.cpp) -----------------------------------------------------------------
 void add_rows(EngineState& e, StreamState& s, const core::DecodedBatch& b);
-void flush_staging(EngineState& e, StreamState& s);
+void flush_staging(EngineState& e, StreamState& s);  // s's staged rows, if it owns the buffer
+void flush_staging(EngineState& e);                  // the owner's staged rows
 
 // ---- sequential detectors (engine_sequential.cpp) -------------------------------------------
 // The reference distribution of (x - mean) / sd as weighted points (from its fine bins).

@@ -19,6 +19,7 @@ double rate_z(double rate, double n, double base, double n_base) {
   return (rate - base) / std::sqrt(var);
 }
 
+// `m` is a string literal: MethodScore::method views it.
 void add_score(std::vector<MethodScore>& out, const char* m, double score, const DriftSettings& d,
                const std::vector<std::string>& decision, double p = NAN, double bound = NAN) {
   MethodScore ms;
@@ -63,7 +64,7 @@ void apply_noise(const Feature& f, const DriftSettings& d, double n_ref, double 
     if (ms.powered && (!best || ms.method == main)) best = &ms;
     if (ms.noise_floor > ms.threshold) {
       const double need = reference_needed(ms.noise_floor, ms.threshold, n_ref, n_window);
-      notes += (notes.empty() ? "" : "; ") + ms.method + (ms.powered ? " decides only above " : " cannot decide (floor ") +
+      notes += (notes.empty() ? "" : "; ") + std::string(ms.method) + (ms.powered ? " decides only above " : " cannot decide (floor ") +
                fmt(ms.noise_floor) + (ms.powered ? " (noise floor; threshold " : " > " + fmt(d.max_floor_ratio) + "x threshold ") +
                fmt(ms.threshold) + ")" +
                (need > 0 ? ", about " + fmt(need) + " reference values would reach the threshold"
@@ -126,6 +127,9 @@ double score_numeric(const Feature& f, const StreamSettings& st, FeatureResult& 
   const auto& d = st.drift;
   const auto sc = compare_numeric(f.num, w, d.p_value_max_n);
   const auto& dm = d.numeric_methods;
+  // Exact capacities: 32 features x 1,000 streams of published results (push_back would leave
+  // room for 8 scores where there are 5).
+  r.scores.reserve(5);
   add_score(r.scores, "wasserstein", sc.wasserstein, d, dm, NAN, sc.wasserstein_bound);
   add_score(r.scores, "psi", sc.psi, d, dm);
   add_score(r.scores, "ks", sc.ks, d, dm, sc.ks_p_value, sc.ks_bound);
@@ -134,6 +138,7 @@ double score_numeric(const Feature& f, const StreamSettings& st, FeatureResult& 
   apply_noise(f, d, f.num.n, static_cast<double>(w.finite), r);
   if (f.has_prev) {
     const auto pv = compare_numeric_windows(f.num, f.nprev, w);
+    r.previous.reserve(3);
     add_score(r.previous, "wasserstein", pv.wasserstein, d, {});
     add_score(r.previous, "psi", pv.psi, d, {});
     add_score(r.previous, "ks", pv.ks, d, {});
@@ -176,6 +181,7 @@ double score_categorical(const Feature& f, const StreamSettings& st, FeatureResu
   const auto& q = st.quality;
   const auto sc = compare_categorical(f.cat(), w, d.p_value_max_n);
   const auto& dm = d.categorical_methods;
+  r.scores.reserve(6);
   add_score(r.scores, "linf", sc.linf, d, dm);
   add_score(r.scores, "js", sc.js, d, dm);
   add_score(r.scores, "psi", sc.psi, d, dm);
@@ -185,6 +191,7 @@ double score_categorical(const Feature& f, const StreamSettings& st, FeatureResu
   apply_noise(f, d, f.cat().n, static_cast<double>(w.finite), r);
   if (f.has_prev) {
     const auto pv = compare_categorical_windows(f.cat(), f.cprev(), w);
+    r.previous.reserve(3);
     add_score(r.previous, "linf", pv.linf, d, {});
     add_score(r.previous, "js", pv.js, d, {});
     add_score(r.previous, "psi", pv.psi, d, {});
@@ -316,7 +323,7 @@ DriftDecision decide_drift(const StreamState& s, WindowScores& w) {
     ++out.drifted;
     FeatureEffect fe;
     fe.feature = r.name;
-    fe.method = r.max_method;
+    fe.method = std::string(r.max_method);
     for (const auto& ms : r.scores) {
       if (ms.method == r.max_method) {
         fe.score = ms.score;

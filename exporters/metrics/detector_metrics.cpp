@@ -88,13 +88,13 @@ std::vector<prometheus::MetricFamily> DetectorCollector::Collect() const {
       if (feats[a].drifted != feats[b].drifted) return feats[a].drifted;
       return feats[a].max_ratio > feats[b].max_ratio;
     });
-    std::map<std::string, double> other_score;
+    std::map<std::string_view, double> other_score;
     double other_detected = 0;
     for (std::size_t j = 0; j < by_drift.size(); ++j) {
       const auto& r = feats[by_drift[j]];
       if (j < k) {
         for (const auto& m : r.scores) {
-          if (std::isfinite(m.score)) score.add({{"stream", s.name}, {"feature", r.name}, {"method", m.method}}, m.score);
+          if (std::isfinite(m.score)) score.add({{"stream", s.name}, {"feature", r.name}, {"method", std::string(m.method)}}, m.score);
         }
         detected.add({{"stream", s.name}, {"feature", r.name}}, r.drifted ? 1 : 0);
       } else {
@@ -106,7 +106,7 @@ std::vector<prometheus::MetricFamily> DetectorCollector::Collect() const {
     }
     const std::size_t rest = by_drift.size() - k;
     if (rest > 0) {
-      for (const auto& [m, v] : other_score) score.add({{"stream", s.name}, {"feature", kOther}, {"method", m}}, v);
+      for (const auto& [m, v] : other_score) score.add({{"stream", s.name}, {"feature", kOther}, {"method", std::string(m)}}, v);
       detected.add({{"stream", s.name}, {"feature", kOther}}, other_detected);
     }
     // Quality: worst first.
