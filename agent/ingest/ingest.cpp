@@ -1122,6 +1122,11 @@ void Ingest::retire_segments(std::uint64_t now) {
       ++it;
       continue;
     }
+    // Its producer's final counters: an idle ring's are otherwise read only every
+    // kIdleRefreshNs, so a producer that wrote (sampled out, dropped) and died since would take
+    // its last writes with it.
+    seg.last_refresh = 0;
+    refresh_counters(seg, *seg.stream, now);
     // Anything committed and never read is lost to the reader.
     const std::uint64_t unread = seg.reader->unread_committed_rows();
     seg.stream->dropped[static_cast<std::size_t>(DropReason::overwritten)] += unread;
