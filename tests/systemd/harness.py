@@ -467,6 +467,17 @@ class Test:
             cmd += ["--after-cursor", since_cursor]
         return self.c.run(cmd).stdout
 
+    def journal_findall(self, pattern, timeout=15):
+        """re.findall over the unit's journal, waiting up to `timeout` s for a match: journald
+        stores a unit's output asynchronously, and under load (CI compiling beside the tests) a
+        line logged just before was not there yet when read at once."""
+        deadline = time.monotonic() + timeout
+        found = re.findall(pattern, self.journal())
+        while not found and time.monotonic() < deadline:
+            time.sleep(0.5)
+            found = re.findall(pattern, self.journal())
+        return found
+
     def cursor(self):
         r = self.c.run(["journalctl", "-n", "0", "--show-cursor", "--no-pager"])
         m = re.search(r"cursor: (\S+)", r.stdout)
@@ -578,7 +589,7 @@ class Test:
         check(bnd == granted, f"CapBnd {sorted(bnd)} != unit's CapabilityBoundingSet {sorted(granted)}")
         check(eff <= ambient and eff == prm, f"CapEff {sorted(eff)}, CapPrm {sorted(prm)}")
         check(not amb, f"ambient set not cleared by mltapd: {sorted(amb)}")
-        kept = re.findall(r"capabilities dropped in \d+ threads; kept: (.*)", self.journal())
+        kept = self.journal_findall(r"capabilities dropped in \d+ threads; kept: (.*)")
         check(kept, "mltapd did not log which capabilities it kept")
         logged = set() if kept[-1].strip() == "none" else {k.strip() for k in kept[-1].split(",")}
         check(eff == logged, f"CapEff {sorted(eff)} != what mltapd says it kept {sorted(logged)}")
@@ -715,13 +726,7 @@ class Test:
         check(r.returncode != 0, "systemctl reload accepted a configuration with an unknown key")
         check(after["MainPID"] == before["MainPID"] and after["ActiveState"] == "active"
               and after["NRestarts"] == before["NRestarts"], (before, after))
-        # journald stores ExecReload's stderr asynchronously: under load (CI compiling beside the
-        # tests) it was not there yet when read at once.
-        deadline = time.monotonic() + 15
-        where = re.findall(r"mltapd\.yaml:\d+:\d+[^\n]*", self.journal())
-        while not where and time.monotonic() < deadline:
-            time.sleep(0.5)
-            where = re.findall(r"mltapd\.yaml:\d+:\d+[^\n]*", self.journal())
+        where = self.journal_findall(r"mltapd\.yaml:\d+:\d+[^\n]*")
         check(where, "no file:line:column in the journal")
         return f"refused by ExecReload's --check-config ({where[-1][:90]}); same pid, still active"
 
