@@ -240,7 +240,8 @@ TEST(Discovery, AHotSegmentIsReadAfterReadDelayOrOnceAQuarterOfItsRingFilled) {
   ingest::Ingest in(c);
   Stream s("t/paced", one_lane(dir, ns));
   const auto records = [&]() -> std::uint64_t {
-    const auto* st = find_stream(*in.snapshot(), "t/paced");
+    const auto snap = in.snapshot();  // held while its stream is read
+    const auto* st = find_stream(*snap, "t/paced");
     return st ? st->records_total : 0;
   };
   const auto wait_for = [&](std::uint64_t n) {
@@ -261,7 +262,8 @@ TEST(Discovery, AHotSegmentIsReadAfterReadDelayOrOnceAQuarterOfItsRingFilled) {
   write_rows(s, 3);
   std::this_thread::sleep_for(100ms);
   EXPECT_EQ(records(), 5002u);
-  const auto* st = find_stream(*in.fresh_snapshot(5000ms), "t/paced");
+  const auto fresh = in.fresh_snapshot(5000ms);
+  const auto* st = find_stream(*fresh, "t/paced");
   ASSERT_NE(st, nullptr);
   EXPECT_EQ(st->records_total, 5005u) << "a fresh snapshot reads what is committed first";
   in.stop();
