@@ -117,18 +117,23 @@ std::uint64_t per_stream_after_two_windows(std::uint64_t window_records, std::si
   return s.engine.memory_bytes() / streams;
 }
 
+// At most kBound in the engine's accounting, and that accounting covers the state malloc sees
+// (the rest: snapshot, engine tables).
+void expect_bounded_and_accounted(std::uint64_t bytes, std::size_t malloced) {
+  std::printf("engine accounting %zu bytes per stream, malloc'ed %zu (incl. the published snapshot)\n",
+              static_cast<std::size_t>(bytes), malloced);
+  EXPECT_LE(bytes, kBound);
+  if (!kMallocCounts) return;
+  EXPECT_LE(bytes, malloced);
+  EXPECT_GE(bytes * 2, malloced) << "the engine's accounting misses most of the per-stream memory";
+}
+
 TEST(StreamState, AtMost100KiBFor32FeaturesWithDefaults) {
   std::size_t malloced = 0;
   const auto bytes = per_stream_after_two_windows(5000, 4, &malloced);
   RecordProperty("engine_bytes_per_stream", static_cast<int>(bytes));
   RecordProperty("malloc_bytes_per_stream", static_cast<int>(malloced));
-  std::printf("engine accounting %zu bytes per stream, malloc'ed %zu (incl. the published snapshot)\n",
-              static_cast<std::size_t>(bytes), malloced);
-  EXPECT_LE(bytes, kBound);
-  if (!kMallocCounts) return;
-  // The accounting covers the state malloc sees (the rest: snapshot, engine tables).
-  EXPECT_LE(bytes, malloced);
-  EXPECT_GE(bytes * 2, malloced) << "the engine's accounting misses most of the per-stream memory";
+  expect_bounded_and_accounted(bytes, malloced);
 }
 
 // The benchmark's streams (bench/detectors/stream_scale.py): 32 continuous features, records of
@@ -136,12 +141,7 @@ TEST(StreamState, AtMost100KiBFor32FeaturesWithDefaults) {
 TEST(StreamState, AtMost100KiBFor32ContinuousFeaturesInSmallRecords) {
   std::size_t malloced = 0;
   const auto bytes = per_stream_after_two_windows(1000, 4, &malloced, true, 10);
-  std::printf("engine accounting %zu bytes per stream, malloc'ed %zu (incl. the published snapshot)\n",
-              static_cast<std::size_t>(bytes), malloced);
-  EXPECT_LE(bytes, kBound);
-  if (!kMallocCounts) return;
-  EXPECT_LE(bytes, malloced);
-  EXPECT_GE(bytes * 2, malloced) << "the engine's accounting misses most of the per-stream memory";
+  expect_bounded_and_accounted(bytes, malloced);
 }
 
 TEST(StreamState, DoesNotGrowWithTheWindowSize) {
