@@ -1021,9 +1021,9 @@ void Ingest::consider(const std::string& name, std::uint64_t now) {
 
 // Producer counters and write rate; before every snapshot, so that a snapshot's counters and
 // record counts are read together.
-void Ingest::refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now) {
+void Ingest::refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now, bool force) {
   SegmentReader& r = *seg.reader;
-  if (seg.idle && now >= seg.last_refresh && now - seg.last_refresh < kIdleRefreshNs) return;
+  if (!force && seg.idle && now >= seg.last_refresh && now - seg.last_refresh < kIdleRefreshNs) return;
   seg.last_refresh = now;
   if (auto pc = r.producer_counters()) {
     auto add = [](std::uint64_t& total, std::uint64_t now_v, std::uint64_t old_v) {
@@ -1125,8 +1125,7 @@ void Ingest::retire_segments(std::uint64_t now) {
     // Its producer's final counters: an idle ring's are otherwise read only every
     // kIdleRefreshNs, so a producer that wrote (sampled out, dropped) and died since would take
     // its last writes with it.
-    seg.last_refresh = 0;
-    refresh_counters(seg, *seg.stream, now);
+    refresh_counters(seg, *seg.stream, now, true);
     // Anything committed and never read is lost to the reader.
     const std::uint64_t unread = seg.reader->unread_committed_rows();
     seg.stream->dropped[static_cast<std::size_t>(DropReason::overwritten)] += unread;

@@ -172,7 +172,8 @@ class Ingest : public core::ControlPlane, public core::Checkpointable {
   void compact(std::size_t freed);
   void poll_all(std::uint64_t now, bool& more, bool everything);
   void refresh_segment(Segment& seg, MergedStream& st, std::uint64_t now);
-  void refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now);
+  // force: also an idle ring's, whose counters are otherwise read every kIdleRefreshNs.
+  void refresh_counters(Segment& seg, MergedStream& st, std::uint64_t now, bool force = false);
   void retire_segments(std::uint64_t now);
   void publish(std::uint64_t now);
   void run_commands();
