@@ -13,8 +13,11 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <limits>
+#include <charconv>
 #include <cmath>
+#include <cstdio>
+#include <limits>
+#include <utility>
 
 #include <nlohmann/json.hpp>
 #include "core/log.hpp"
@@ -51,7 +54,7 @@ namespace {
 constexpr std::uint64_t kWaitRetryMaxNs = 60'000'000'000ull;
 constexpr std::uint64_t kIdleAfterNs = 1'000'000'000ull;  // no new record for this long: idle
 constexpr double kReadBacklogShare = 0.25;  // of a lane's ring or index: read now (read_delay)
-constexpr std::uint64_t kPublishCostFactor = 50;  // snapshots: at least 50x their cost apart
+constexpr std::uint64_t kPublishCostFactor = 100;  // snapshots: at least 100x their cost apart
 // An idle segment's producer counters and state are read this often, not at every scan and
 // snapshot: each read of another process's ring is a cache and TLB miss, and thousands of idle
 // rings made those misses most of the agent's cost.
@@ -356,9 +359,10 @@ void Ingest::loop() {
     // enough (building one per producer every 250 ms was a good part of the cost of thousands of
     // idle rings); a fresh one is still taken on request (fresh_snapshot).
     const bool quiet = hot_.empty() && !publish_soon_;
-    // And snapshots at least 50x their own cost apart (at most 2% of this thread): one that took
-    // 8 ms (1,000 streams of 32 features) comes 400 ms after the last; a small agent's take
-    // microseconds and keep snapshot_interval. fresh_snapshot is answered at once regardless.
+    // And snapshots at least 100x their own cost apart (at most 1% of a core): one that took
+    // 8 ms (1,000 streams of 32 features) comes 800 ms after the last (at 50x it was 8% of this
+    // thread's time there); a small agent's take microseconds and keep snapshot_interval.
+    // fresh_snapshot is answered at once regardless.
     const auto interval = std::max<std::uint64_t>(
         static_cast<std::uint64_t>(quiet ? std::max<std::int64_t>(config_.snapshot_interval.count(), 1'000'000'000)
                                          : config_.snapshot_interval.count()),
@@ -1565,47 +1569,115 @@ std::vector<core::RetainedRecord> Ingest::recent_records(const std::string& stre
 namespace {
 constexpr const char* kPositionsDoc = "ingest.positions";
 
-nlohmann::json totals_json(const std::string& name, std::uint32_t owner, const core::StreamTotals& t) {
-  return {{"name", name},
-          {"owner_uid", owner},
-          {"records", t.records_total},
-          {"writes", t.writes_total},
-          {"sampled_out", t.sampled_out_total},
-          {"dropped", t.dropped},
-          {"invalid", t.invalid},
-          {"schema_mismatch", t.schema_mismatch_total},
-          {"backlog", t.backlog_total},
-          {"restarts", t.restarts_total},
-          {"last_record_unix_ns", t.last_record_unix_ns}};
+// The document is written directly rather than through nlohmann::json: at 1,000 streams the tree
+// (a std::map per object) cost ~6% of the ingest thread every checkpoint_interval
+// (bench/detectors/stream_scale.py). restore() parses it with nlohmann::json
+// (tests/ring/discovery_test.cpp, ReadPositions: written, restored, resumed).
+class DocWriter {
+ public:
+  explicit DocWriter(std::string& out) : out_(out) {}
+  DocWriter& raw(std::string_view s) {
+    out_.append(s);
+    return *this;
+  }
+  DocWriter& num(std::uint64_t v) {
+    char buf[24];
+    const auto r = std::to_chars(buf, buf + sizeof buf, v);
+    out_.append(buf, r.ptr);
+    return *this;
+  }
+  // Stream names are checked (naming::valid_stream_name) but escaped anyway, the JSON way.
+  DocWriter& str(std::string_view s) {
+    out_.push_back('"');
+    for (const char ch : s) {
+      const auto c = static_cast<unsigned char>(ch);
+      if (c == '"' || c == '\\') {
+        out_.push_back('\\');
+        out_.push_back(ch);
+      } else if (c < 0x20) {
+        char buf[8];
+        std::snprintf(buf, sizeof buf, "\\u%04x", c);
+        out_.append(buf);
+      } else {
+        out_.push_back(ch);
+      }
+    }
+    out_.push_back('"');
+    return *this;
+  }
+  template <std::size_t N>
+  DocWriter& nums(const std::array<std::uint64_t, N>& a) {
+    out_.push_back('[');
+    for (std::size_t i = 0; i < N; ++i) {
+      if (i) out_.push_back(',');
+      num(a[i]);
+    }
+    out_.push_back(']');
+    return *this;
+  }
+
+ private:
+  std::string& out_;
+};
+
+void totals_json(DocWriter& w, const std::string& name, std::uint32_t owner, const core::StreamTotals& t) {
+  w.raw("{\"name\":").str(name);
+  w.raw(",\"owner_uid\":").num(owner);
+  w.raw(",\"records\":").num(t.records_total);
+  w.raw(",\"writes\":").num(t.writes_total);
+  w.raw(",\"sampled_out\":").num(t.sampled_out_total);
+  w.raw(",\"dropped\":").nums(t.dropped);
+  w.raw(",\"invalid\":").nums(t.invalid);
+  w.raw(",\"schema_mismatch\":").num(t.schema_mismatch_total);
+  w.raw(",\"backlog\":").num(t.backlog_total);
+  w.raw(",\"restarts\":").num(t.restarts_total);
+  w.raw(",\"last_record_unix_ns\":").num(t.last_record_unix_ns).raw("}");
 }
 }  // namespace
 
 std::vector<core::StateDocument> Ingest::checkpoint() {
   if (!state_dirty_) return {};
   state_dirty_ = false;
-  nlohmann::json streams = nlohmann::json::array();
-  for (const auto& [name, st] : streams_) streams.push_back(totals_json(name, st->owner_uid, *st));
+  std::string doc;
+  doc.reserve(last_checkpoint_bytes_ + last_checkpoint_bytes_ / 8 + 64);
+  DocWriter w(doc);
+  w.raw("{\"streams\":[");
+  bool first = true;
+  for (const auto& [name, st] : streams_) {
+    if (!std::exchange(first, false)) w.raw(",");
+    totals_json(w, name, st->owner_uid, *st);
+  }
   // Streams restored but not seen again yet keep their counters for a later restart too.
-  for (const auto& [name, saved] : saved_totals_) streams.push_back(totals_json(name, saved.owner_uid, saved.totals));
-  nlohmann::json segments = nlohmann::json::array();
+  for (const auto& [name, saved] : saved_totals_) {
+    if (!std::exchange(first, false)) w.raw(",");
+    totals_json(w, name, saved.owner_uid, saved.totals);
+  }
+  w.raw("],\"segments\":[");
+  first = true;
   for (const auto& seg : segments_) {
-    nlohmann::json lanes = nlohmann::json::array();
-    for (const auto& p : seg->reader->positions()) lanes.push_back({p.next_seq, p.rows_accounted});
+    if (!std::exchange(first, false)) w.raw(",");
     const auto& k = seg->position_key;
     const auto& c = seg->counters;
-    segments.push_back({{"dev", k.dev},
-                        {"ino", k.ino},
-                        {"pid", k.pid},
-                        {"start_ticks", k.start_ticks},
-                        {"created_unix_ns", k.created_unix_ns},
-                        {"lanes", std::move(lanes)},
-                        {"rows_read", seg->rows_read},
-                        {"rows_overwritten", seg->rows_overwritten},
-                        {"counters", {c.rows_written, c.rows_sampled_out, c.rows_committed, c.rows_too_large,
-                                      c.rows_bad_input, c.rows_no_lane}}});
+    w.raw("{\"dev\":").num(k.dev);
+    w.raw(",\"ino\":").num(k.ino);
+    w.raw(",\"pid\":").num(k.pid);
+    w.raw(",\"start_ticks\":").num(k.start_ticks);
+    w.raw(",\"created_unix_ns\":").num(k.created_unix_ns);
+    w.raw(",\"lanes\":[");
+    bool first_lane = true;
+    for (const auto& p : seg->reader->positions()) {
+      if (!std::exchange(first_lane, false)) w.raw(",");
+      w.raw("[").num(p.next_seq).raw(",").num(p.rows_accounted).raw("]");
+    }
+    w.raw("],\"rows_read\":").num(seg->rows_read);
+    w.raw(",\"rows_overwritten\":").num(seg->rows_overwritten);
+    w.raw(",\"counters\":").nums(std::array<std::uint64_t, 6>{c.rows_written, c.rows_sampled_out, c.rows_committed,
+                                                                c.rows_too_large, c.rows_bad_input, c.rows_no_lane});
+    w.raw("}");
   }
-  nlohmann::json doc{{"streams", std::move(streams)}, {"segments", std::move(segments)}};
-  return {core::StateDocument{kPositionsDoc, state_version(), doc.dump()}};
+  w.raw("]}");
+  last_checkpoint_bytes_ = doc.size();
+  return {core::StateDocument{kPositionsDoc, state_version(), std::move(doc)}};
 }
 
 std::vector<std::string> Ingest::restore(

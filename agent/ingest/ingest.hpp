@@ -276,6 +276,7 @@ class Ingest : public core::ControlPlane, public core::Checkpointable {
   };
   std::map<std::string, SavedStream> saved_totals_;  // until the stream is seen again
   bool state_dirty_ = true;
+  std::size_t last_checkpoint_bytes_ = 0;  // size of the last positions document (reserve)
   bool publish_soon_ = true;  // something changed that the next snapshot must show
   std::map<std::string, std::uint64_t> rejected_total_;
   std::map<std::string, std::uint64_t> removed_total_;

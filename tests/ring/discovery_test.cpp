@@ -15,6 +15,8 @@
 #include <random>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "mltap/naming.hpp"
 #include "ingest_support.hpp"
 
@@ -189,6 +191,17 @@ TEST(ReadPositions, ARestartedIngestResumesWithoutCountingTwice) {
     docs = first.checkpoint();
     ASSERT_EQ(docs.size(), 1u);
     EXPECT_TRUE(first.checkpoint().empty()) << "nothing changed: nothing to write";
+    // The document is written by hand (Ingest::checkpoint): it must be JSON with the fields
+    // restore() and older agents read.
+    const auto doc = nlohmann::json::parse(docs[0].data);
+    ASSERT_EQ(doc.at("streams").size(), 1u);
+    EXPECT_EQ(doc["streams"][0].at("name"), "t/pos");
+    EXPECT_EQ(doc["streams"][0].at("records"), 100u);
+    EXPECT_EQ(doc["streams"][0].at("dropped").size(), st->dropped.size());
+    ASSERT_EQ(doc.at("segments").size(), 1u);
+    EXPECT_EQ(doc["segments"][0].at("lanes").size(), 1u);
+    EXPECT_EQ(doc["segments"][0].at("counters").size(), 6u);
+    EXPECT_EQ(doc["segments"][0].at("counters")[0], 100u) << "rows_written";
   }
   write_rows(s, 50);  // written while no agent ran
   std::vector<std::pair<std::string, core::StateReadResult>> stored;
