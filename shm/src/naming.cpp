@@ -1,12 +1,16 @@
 #include "mltap/naming.hpp"
 
+#include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <vector>
 
 namespace mltap::naming {
@@ -126,12 +130,23 @@ std::optional<ProcStat> parse_proc_stat(std::string_view text) {
 
 std::optional<ProcStat> read_proc_stat(std::uint32_t pid, const std::string& proc_root) {
   if (pid == 0) return std::nullopt;
-  std::ifstream in(proc_root + "/" + std::to_string(pid) + "/stat", std::ios::binary);
-  if (!in) return std::nullopt;
-  std::string text(4096, '\0');  // the line is far shorter; a longer file is not a stat file
-  in.read(text.data(), static_cast<std::streamsize>(text.size()));
-  text.resize(static_cast<std::size_t>(in.gcount()));
-  return parse_proc_stat(text);
+  // open/read into a stack buffer: the agent reads this per producer and scan, and an ifstream's
+  // construction alone (locale, buffers) cost more than the kernel's read of the file.
+  char path[PATH_MAX];
+  const int len = std::snprintf(path, sizeof path, "%s/%u/stat", proc_root.c_str(), pid);
+  if (len <= 0 || static_cast<std::size_t>(len) >= sizeof path) return std::nullopt;
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  char text[4096];  // the line is far shorter; a longer file is not a stat file
+  std::size_t got = 0;
+  while (got < sizeof text) {
+    const ssize_t n = ::read(fd, text + got, sizeof text - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  return parse_proc_stat(std::string_view(text, got));
 }
 
 std::optional<std::uint64_t> process_start_ticks(std::uint32_t pid, const std::string& proc_root) {
