@@ -75,8 +75,16 @@ struct FeatureResult {
   // is too small for the thresholds, a sentence saying so.
   double min_detectable = NAN;
   std::string_view min_detectable_method;  // a MethodScore::method
-  std::string power_note;
+  // What the note on the reference's power is written from (power_note() below): the sizes the
+  // noise floors are for, and the floor/threshold ratio above which a method cannot decide.
+  // The note is derived when asked rather than kept as text: 32 features x 1,000 streams of
+  // published results carried ~8 KiB of notes per stream (issue 12, memory by stream count).
+  double noise_reference = NAN, noise_window = NAN, max_floor_ratio = NAN;
 };
+
+// When the reference is too small for some decision method's threshold, a sentence saying so
+// ("reference of N values vs window of M: wasserstein decides only above ..."); empty otherwise.
+std::string power_note(const FeatureResult& r);
 
 // One feature's fleet bins (docs/metrics.md, "Fleet"): counts of the stream's values in a few bins
 // derived from the reference profile file alone, identical on every host configured with that

@@ -96,7 +96,7 @@ json to_json(const FeatureResult& r) {
           {"max_ratio", json_number_or_null(r.max_ratio)},
           {"max_method", r.max_method},
           {"min_detectable_effect", {{"method", r.min_detectable_method}, {"value", json_number_or_null(r.min_detectable)}}},
-          {"power_note", r.power_note}};
+          {"power_note", core::power_note(r)}};
 }
 
 json to_json(const DetectorStreamSnapshot& s) {

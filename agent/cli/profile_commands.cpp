@@ -240,7 +240,7 @@ int run_drift(const DriftArgs& a) {
                     !r.enabled ? "off" : r.drifted ? "YES" : "no", cell(w, 9).c_str(), cell(psi, 9).c_str(),
                     cell(ks, 9).c_str(), cell(js, 9).c_str(), cell(linf, 9).c_str(), cell(p, 10, 3).c_str(), mde.c_str(),
                     cell(100 * r.nan_ratio, 7, 3).c_str(), cell(100 * r.out_of_range_ratio, 7, 3).c_str());
-        if (!r.power_note.empty()) notes.push_back(r.name + ": " + r.power_note);
+        if (const auto note = core::power_note(r); !note.empty()) notes.push_back(r.name + ": " + note);
       }
       std::printf("(p-value: KS for numeric features, chi-squared for categorical ones; min detect.: the smallest W1/sd\n"
                   " (mean shift in sd) or L-inf (share change) this reference and window can decide: max(threshold, noise floor))\n");

@@ -32,23 +32,12 @@ void add_score(std::vector<MethodScore>& out, const char* m, double score, const
   out.push_back(std::move(ms));
 }
 
-// Reference rows a method would need for its noise floor to fall to its threshold, at this window
-// size (the floor falls like 1/sqrt(n_eff)); 0 when no reference size reaches it.
-double reference_needed(double floor, double threshold, double n_ref, double n_window) {
-  if (!(floor > threshold) || !(n_ref > 0) || !(n_window > 0)) return 0;
-  const double x = std::sqrt(1 / n_ref + 1 / n_window) * threshold / floor;
-  const double inv = x * x - 1 / n_window;
-  return inv > 0 ? std::ceil(1 / inv) : 0;
-}
-
 // Stage 1b: every score's noise floor and decision level, the feature's minimum detectable
 // effect, and in words what a too small reference cannot decide.
 void apply_noise(const Feature& f, const DriftSettings& d, double n_ref, double n_window,
                  FeatureResult& r) {
   const std::string_view main = f.kind == FeatureKind::numeric ? "wasserstein" : "linf";
   const MethodScore* best = nullptr;
-  std::string notes;
-  bool any_decides = false, any_powered = false;
   for (auto& ms : r.scores) {
     if (!(ms.threshold > 0)) continue;
     ms.decision_level = ms.threshold;
@@ -58,29 +47,16 @@ void apply_noise(const Feature& f, const DriftSettings& d, double n_ref, double 
       ms.decision_level = std::max(ms.threshold, ms.noise_floor);
       ms.powered = ms.noise_floor <= d.max_floor_ratio * ms.threshold;
     }
-    if (!ms.decides) continue;
-    any_decides = true;
-    any_powered |= ms.powered;
-    if (ms.powered && (!best || ms.method == main)) best = &ms;
-    if (ms.noise_floor > ms.threshold) {
-      const double need = reference_needed(ms.noise_floor, ms.threshold, n_ref, n_window);
-      notes += (notes.empty() ? "" : "; ") + std::string(ms.method) + (ms.powered ? " decides only above " : " cannot decide (floor ") +
-               fmt(ms.noise_floor) + (ms.powered ? " (noise floor; threshold " : " > " + fmt(d.max_floor_ratio) + "x threshold ") +
-               fmt(ms.threshold) + ")" +
-               (need > 0 ? ", about " + fmt(need) + " reference values would reach the threshold"
-                         : ", larger windows needed too");
-    }
+    if (ms.decides && ms.powered && (!best || ms.method == main)) best = &ms;
   }
   if (best) {
     r.min_detectable = best->decision_level;
     r.min_detectable_method = best->method;
   }
-  const std::string size = "reference of " + fmt(n_ref) + " values vs window of " + fmt(n_window);
-  if (any_decides && !any_powered) {
-    r.power_note = size + ": too small to decide drift on this feature (" + notes + ")";
-  } else if (!notes.empty()) {
-    r.power_note = size + ": " + notes;
-  }
+  // The note in words (core::power_note) is written from these when someone asks for it.
+  r.noise_reference = n_ref;
+  r.noise_window = n_window;
+  r.max_floor_ratio = d.max_floor_ratio;
 }
 
 // The data-quality problems of a window, worst first once sorted.

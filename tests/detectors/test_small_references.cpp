@@ -131,10 +131,10 @@ TEST(SmallReferences, SamePopulationNeverDriftsFromOneHundredRowsUp) {
     EXPECT_LE(x0.min_detectable, last_mde);
     last_mde = x0.min_detectable;
     if (n == 100) {
-      EXPECT_FALSE(x0.power_note.empty());
+      EXPECT_FALSE(core::power_note(x0).empty());
     }
     if (n == 20000) {
-      EXPECT_TRUE(x0.power_note.empty()) << x0.power_note;
+      EXPECT_TRUE(core::power_note(x0).empty()) << core::power_note(x0);
     }
   }
 }
@@ -164,13 +164,13 @@ TEST(SmallReferences, TooSmallReferenceSaysSoInWords) {
   // Either it is found, or the result says why not: the level it decides at is above the shift.
   if (!x0.drifted) {
     EXPECT_GT(x0.min_detectable, 0.2);
-    EXPECT_NE(x0.power_note.find("reference of 178 values"), std::string::npos) << x0.power_note;
-    EXPECT_NE(x0.power_note.find("decides only above"), std::string::npos) << x0.power_note;
+    EXPECT_NE(core::power_note(x0).find("reference of 178 values"), std::string::npos) << core::power_note(x0);
+    EXPECT_NE(core::power_note(x0).find("decides only above"), std::string::npos) << core::power_note(x0);
   }
   // A reference of 12 rows cannot decide anything numeric: no drift, and words saying so.
   const auto tiny = build_profile(population(12, 19), kCols, kNames, ProfileOptions{});
   r = run(tiny, cur, 50000);
   const auto& t0 = feature(r, "x1");
   EXPECT_FALSE(t0.drifted);
-  EXPECT_NE(t0.power_note.find("too small to decide"), std::string::npos) << t0.power_note;
+  EXPECT_NE(core::power_note(t0).find("too small to decide"), std::string::npos) << core::power_note(t0);
 }
