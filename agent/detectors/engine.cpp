@@ -149,7 +149,13 @@ std::shared_ptr<const DetectorStreamSnapshot> stream_snapshot(const StreamState&
   ss->features_cut = s.features_cut;
   ss->embedding_mean_shift = s.emb_shift;
   ss->embedding_mean_cosine = s.emb_cos;
-  ss->memory_bytes = s.memory_bytes();
+  const std::array<std::uint64_t, 4> key{s.windows_closed, s.pinned, s.ref_rows,
+                                          s.feats.size() + (std::uint64_t{s.ready} << 32)};
+  if (key != s.memory_key) {
+    s.memory_key = key;
+    s.memory_published = s.memory_bytes();
+  }
+  ss->memory_bytes = s.memory_published;
   ss->features = s.results;
   ss->fleet = s.fleet;
   return ss;

@@ -34,9 +34,11 @@ void accumulate_vectors(StreamState& s, const double* base, std::size_t n, std::
 }
 
 // With many streams, a stream's bins are seldom in the cache when its records come: counting a
-// value is then a chain of dependent misses (grid cell, edges, count), one after another. The
-// next feature's arrays are asked for while this one is counted, so that their misses overlap
-// (bench/detectors/stream_scale.py: docs/benchmarks.md, "Cost by number of streams").
+// value is then a chain of dependent misses (grid cell, edges, count), one after another. Every
+// feature's arrays are asked for when a block starts, so that their misses overlap (asking only
+// for the next feature's while one is counted gained nothing measurable; all of them at once
+// took 1,000 streams from ~29% to ~26% of a core: docs/benchmarks.md, "Cost by number of
+// streams"). A stream's hot arrays, ~17 cache lines per feature, fit the L2 cache many times.
 void prefetch_feature(const Feature& f) noexcept {
   if (!f.enabled || f.kind != FeatureKind::numeric) return;
   f.num.lookup.prefetch();
@@ -65,10 +67,9 @@ void process_chunk(EngineState& e, StreamState& s, const double* base, std::size
   if (s.window_rows == 0) s.window_first_ns = s.rec_ns;
   if (s.block_rows == 0) s.block_first_ns = s.rec_ns;
   s.clock.note(s.record_index, s.rec_ns);
-  if (!s.feats.empty()) prefetch_feature(s.feats.front());
+  for (const auto& f : s.feats) prefetch_feature(f);
   for (std::size_t j = 0; j < s.feats.size(); ++j) {
     auto& f = s.feats[j];
-    if (j + 1 < s.feats.size()) prefetch_feature(s.feats[j + 1]);
     if (!f.enabled) continue;
     if (f.kind == FeatureKind::numeric) add_numeric(f.num, f.ncur, m + f.column, n, ms);
     else add_categorical(f.cat(), f.ccur(), m + f.column, n, ms);

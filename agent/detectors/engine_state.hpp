@@ -267,6 +267,11 @@ struct StreamState {
   // fleet bins as last published, rebuilt when records arrived since (engine.cpp)
   std::shared_ptr<const std::vector<core::FleetFeatureBins>> fleet;
   std::uint64_t fleet_records = ~std::uint64_t{0};
+  // memory_bytes() as last published, and when: it walks every feature's arrays (35 KiB of
+  // records per 32-feature stream, all of it out of the cache at 1,000 streams), and it changes
+  // only when a window closes or the reference or pinning moves (engine.cpp stream_snapshot).
+  mutable std::size_t memory_published = 0;
+  mutable std::array<std::uint64_t, 4> memory_key{~std::uint64_t{0}, 0, 0, 0};
 
   std::size_t memory_bytes() const noexcept {
     std::size_t b =
