@@ -2,7 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
 #include <numeric>
+#include <system_error>
+#include <thread>
 
 #include "agent/detectors/binning.hpp"
 
@@ -251,9 +254,39 @@ NoiseEstimate estimate_noise(const FeatureProfile& f, const NoiseOptions& option
 }
 
 void estimate_profile_noise(ReferenceProfile& p, const NoiseOptions& options) {
-  for (auto& f : p.features) {
-    if (f.enabled) f.noise = estimate_noise(f, options);
+  // Features [first, first + step, ...]: each writes only its own FeatureProfile::noise.
+  const auto stripe = [&p, &options](std::size_t first, std::size_t step) {
+    for (std::size_t i = first; i < p.features.size(); i += step) {
+      auto& f = p.features[i];
+      if (f.enabled) f.noise = estimate_noise(f, options);
+    }
+  };
+  if (!options.helper_thread || p.features.size() < 2) {
+    stripe(0, 1);
+    return;
   }
+  std::exception_ptr failed;
+  std::thread helper;
+  try {
+    helper = std::thread([&] {
+      try {
+        stripe(1, 2);
+      } catch (...) {
+        failed = std::current_exception();
+      }
+    });
+  } catch (const std::system_error&) {
+    stripe(0, 1);  // no thread to be had: all of them here
+    return;
+  }
+  try {
+    stripe(0, 2);
+  } catch (...) {
+    helper.join();
+    throw;
+  }
+  helper.join();
+  if (failed) std::rethrow_exception(failed);
 }
 
 namespace {

@@ -21,6 +21,11 @@ struct NoiseOptions {
   std::uint32_t coarse_bins = 16;  // as the engine's drift.coarse_bins
   std::uint64_t seed = 0x6e6f697365ULL;
   std::vector<std::uint64_t> windows{1000, 5000, 50000, 1000000};
+  // estimate_profile_noise: one helper thread takes every other feature. The estimates are the
+  // same either way (each feature has its own seed); it halves the time on two cores, which at
+  // 1,000 streams pinning together is time the ingest thread reads no ring (docs/benchmarks.md,
+  // "the pinning stall").
+  bool helper_thread = true;
 };
 
 // Methods estimated per kind (every method that can be configured to decide).

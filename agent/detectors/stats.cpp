@@ -9,6 +9,17 @@
 
 namespace mltap::detectors {
 
+namespace {
+
+// lgamma() writes the global signgam: not thread-safe (the noise bootstrap runs on two threads,
+// estimate_profile_noise). lgamma_r returns the sign instead; a is positive here.
+double log_gamma(double a) noexcept {
+  int sign = 0;
+  return ::lgamma_r(a, &sign);
+}
+
+}  // namespace
+
 std::vector<double> smoothed_probabilities(std::span<const double> counts, double alpha) {
   double n = 0;
   for (double c : counts) n += c;
@@ -69,7 +80,7 @@ double gamma_p_series(double a, double x) {
     sum += term;
     if (std::fabs(term) < std::fabs(sum) * 1e-15) break;
   }
-  return sum * std::exp(-x + a * std::log(x) - std::lgamma(a));
+  return sum * std::exp(-x + a * std::log(x) - log_gamma(a));
 }
 
 double gamma_q_fraction(double a, double x) {
@@ -87,7 +98,7 @@ double gamma_q_fraction(double a, double x) {
     h *= del;
     if (std::fabs(del - 1) < 1e-15) break;
   }
-  return std::exp(-x + a * std::log(x) - std::lgamma(a)) * h;
+  return std::exp(-x + a * std::log(x) - log_gamma(a)) * h;
 }
 
 }  // namespace

@@ -478,3 +478,29 @@ TEST(Profile, VersionOneFixtureStillLoads) {
   const auto again = profile_from_json_text(profile_to_json_text(copy), "v2");
   EXPECT_EQ(again.version, 2);
 }
+
+// estimate_profile_noise with its helper thread (every other feature) gives exactly the estimates
+// of one thread: each feature has its own seed, and each thread writes only its own features.
+TEST(Profile, NoiseEstimatesDoNotDependOnTheHelperThread) {
+  const auto rows = random_rows(5000, 5, 7);
+  ProfileOptions o;
+  auto one = build_profile(rows, 5, {"a", "b", "c", "d", "e"}, o);
+  auto two = one;
+  mltap::detectors::NoiseOptions no;
+  no.helper_thread = false;
+  mltap::detectors::estimate_profile_noise(one, no);
+  no.helper_thread = true;
+  mltap::detectors::estimate_profile_noise(two, no);
+  ASSERT_EQ(one.features.size(), two.features.size());
+  for (std::size_t i = 0; i < one.features.size(); ++i) {
+    const auto& a = one.features[i].noise;
+    const auto& b = two.features[i].noise;
+    ASSERT_FALSE(a.empty()) << one.features[i].name;
+    ASSERT_EQ(a.methods.size(), b.methods.size()) << one.features[i].name;
+    for (std::size_t m = 0; m < a.methods.size(); ++m) {
+      EXPECT_EQ(a.methods[m].method, b.methods[m].method);
+      EXPECT_EQ(a.methods[m].mean, b.methods[m].mean) << one.features[i].name << " " << a.methods[m].method;
+      EXPECT_EQ(a.methods[m].sd, b.methods[m].sd) << one.features[i].name << " " << a.methods[m].method;
+    }
+  }
+}
