@@ -33,7 +33,8 @@ void add_score(std::vector<MethodScore>& out, const char* m, double score, const
 }
 
 // Stage 1b: every score's noise floor and decision level, the feature's minimum detectable
-// effect, and in words what a too small reference cannot decide.
+// effect, and the sizes core::power_note says in words what a too small reference cannot decide
+// from.
 void apply_noise(const Feature& f, const DriftSettings& d, double n_ref, double n_window,
                  FeatureResult& r) {
   const std::string_view main = f.kind == FeatureKind::numeric ? "wasserstein" : "linf";
