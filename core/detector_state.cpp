@@ -5,13 +5,6 @@
 namespace mltap::core {
 namespace {
 
-// "%.4g", as the engine's finding texts.
-std::string num(double v) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%.4g", v);
-  return buf;
-}
-
 // Reference values a method would need for its noise floor to fall to its threshold, at this
 // window size (the floor falls like 1/sqrt(n_eff)); 0 when no reference size reaches it.
 double reference_needed(double floor, double threshold, double n_ref, double n_window) {
@@ -22,6 +15,12 @@ double reference_needed(double floor, double threshold, double n_ref, double n_w
 }
 
 }  // namespace
+
+std::string format_number(double v) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "%.4g", v);
+  return buf;
+}
 
 std::string power_note(const FeatureResult& r) {
   std::string notes;
@@ -35,14 +34,14 @@ std::string power_note(const FeatureResult& r) {
     if (!notes.empty()) notes += "; ";
     notes += ms.method;
     notes += ms.powered ? " decides only above " : " cannot decide (floor ";
-    notes += num(ms.noise_floor);
-    notes += ms.powered ? " (noise floor; threshold " : " > " + num(r.max_floor_ratio) + "x threshold ";
-    notes += num(ms.threshold) + ")";
-    notes += need > 0 ? ", about " + num(need) + " reference values would reach the threshold"
+    notes += format_number(ms.noise_floor);
+    notes += ms.powered ? " (noise floor; threshold " : " > " + format_number(r.max_floor_ratio) + "x threshold ";
+    notes += format_number(ms.threshold) + ")";
+    notes += need > 0 ? ", about " + format_number(need) + " reference values would reach the threshold"
                       : ", larger windows needed too";
   }
   if (!(any_decides && !any_powered) && notes.empty()) return {};
-  const std::string size = "reference of " + num(r.noise_reference) + " values vs window of " + num(r.noise_window);
+  const std::string size = "reference of " + format_number(r.noise_reference) + " values vs window of " + format_number(r.noise_window);
   if (any_decides && !any_powered) return size + ": too small to decide drift on this feature (" + notes + ")";
   return size + ": " + notes;
 }

@@ -86,6 +86,9 @@ struct FeatureResult {
 // ("reference of N values vs window of M: wasserstein decides only above ..."); empty otherwise.
 std::string power_note(const FeatureResult& r);
 
+// Numbers in finding and note texts: "%.4g" (the detector engine's fmt too).
+std::string format_number(double v);
+
 // One feature's fleet bins (docs/metrics.md, "Fleet"): counts of the stream's values in a few bins
 // derived from the reference profile file alone, identical on every host configured with that
 // file, so Prometheus can sum them across hosts. Only for references loaded from a file.

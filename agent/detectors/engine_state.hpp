@@ -50,11 +50,7 @@ inline constexpr std::size_t kKinds = 8;   // finding kinds (core::FindingKind)
 inline constexpr std::size_t kLookLevels = 7;
 
 // Numbers in finding texts: "%.4g".
-inline std::string fmt(double v) {
-  char buf[48];
-  std::snprintf(buf, sizeof buf, "%.4g", v);
-  return buf;
-}
+inline std::string fmt(double v) { return core::format_number(v); }
 
 // One analyzed feature of a stream: its reference, current and previous window, sequential
 // detectors.
